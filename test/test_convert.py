@@ -1,0 +1,221 @@
+"""Converter: bundled data, both input formats, every skip reason, determinism, study split."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, run
+from scripts import convert_xray_swift as conv
+from scripts import prompts
+
+SHARED_SOURCE = ROOT.parent / "shared" / "data" / "openi" / "openi-zh-prompt.json"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def all_samples(out: Path) -> dict[str, list[dict]]:
+    return {s: read_jsonl(out / f"{s}.jsonl") for s in conv.SPLITS}
+
+
+def test_bundled_openi_zh(tmp_path, capsys):
+    rc = conv.main(["--input", str(REPORTS["zh"]), "--images_dir", str(BUNDLED_IMAGES),
+                    "--output_dir", str(tmp_path), "--lang", "zh", "--quiet"])
+    assert rc == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line == "read 6423 = written 8 (train 5, val 2, test 1) + skipped 6415 (missing image 6415)"
+    samples = all_samples(tmp_path)
+    split_of = {s["id"]: split for split, rows in samples.items() for s in rows}
+    assert len(split_of) == 8
+    assert split_of["2_1"] == split_of["2_2"], "two views of study 2 must share a split"
+    zh_reports = {a["image_id"]: a["caption"] for a in json.loads(REPORTS["zh"].read_text())["annotations"]}
+    for rows in samples.values():
+        for s in rows:
+            user, assistant = s["messages"][0]["content"], s["messages"][1]["content"]
+            assert user.startswith("<image>") and user[len("<image>"):] in prompts.TEMPLATES["zh"]
+            assert assistant == zh_reports[s["id"]]
+            assert Path(s["images"][0]).is_file()
+    skipped = (tmp_path / "skipped.tsv").read_text().splitlines()
+    assert len(skipped) == 1 + 6415 and all("\tmissing image\t" in row for row in skipped[1:])
+
+
+def test_reference_source_format_resolves_by_file_name(tmp_path):
+    if SHARED_SOURCE.is_file():
+        source = SHARED_SOURCE  # the reference system's own file, paths from another machine
+    else:  # same layout, made here
+        anns = json.loads(REPORTS["zh"].read_text())["annotations"]
+        source = tmp_path / "src.json"
+        source.write_text(json.dumps([{"img": f"/elsewhere/images2/{a['image_id']}.png",
+                                       "prompt": "这张X光片显示什么？", "label": a["caption"]} for a in anns],
+                                     ensure_ascii=False))
+    out = tmp_path / "out"
+    assert conv.main(["--source_json", str(source), "--images_dir", str(BUNDLED_IMAGES),
+                      "--output_dir", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["read"] == 6423 and summary["written"] == 8
+    assert summary["read"] == summary["written"] + summary["skipped"]
+    # --keep_source_prompt keeps the record's own question instead of the templates
+    out2 = tmp_path / "out2"
+    assert conv.main(["--source_json", str(source), "--images_dir", str(BUNDLED_IMAGES),
+                      "--output_dir", str(out2), "--keep_source_prompt", "--quiet"]) == 0
+    source_prompts = {r["prompt"] for r in json.loads(source.read_text())}
+    for rows in all_samples(out2).values():
+        for s in rows:
+            assert s["messages"][0]["content"][len("<image>"):] in source_prompts
+
+
+@pytest.fixture()
+def bad_inputs(tmp_path) -> tuple[Path, Path, np.ndarray]:
+    """One record per case: good, and each way an input can be broken or unusual."""
+    img = tmp_path / "images"
+    img.mkdir()
+    base = np.asarray(Image.open(BUNDLED_IMAGES / "2_1.png").convert("L"))
+    Image.fromarray(base).save(img / "10_1.png")  # good 8-bit grayscale
+    Image.open(BUNDLED_IMAGES / "2_2.png").save(img / "10_2.png")  # good RGB, same study
+    (img / "11_1.png").write_bytes(b"")  # zero bytes
+    whole = (BUNDLED_IMAGES / "348_2.png").read_bytes()
+    (img / "12_1.png").write_bytes(whole[: len(whole) // 2])  # truncated
+    (img / "13_1.png").write_text("this is a report, not a picture")  # not an image
+    # A 16-bit X-ray as detectors write it: 12 bits used, values far above 255.
+    sixteen = (base.astype(np.uint16) * 16 + 40).astype(np.uint16)
+    Image.fromarray(sixteen).save(img / "14_1.png")
+    assert Image.open(img / "14_1.png").mode.startswith("I")
+    Image.fromarray(base).convert("P").save(img / "15_1.png")  # palette
+    rgba = Image.fromarray(base).convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(img / "16_1.png")  # RGBA
+    Image.fromarray(base).convert("CMYK").save(img / "17_1.jpg")  # CMYK JPEG
+    (img / "19_1.png").write_bytes((img / "10_1.png").read_bytes())  # good, but empty report
+    anns = [{"image_id": i, "caption": f"Report for {i}. Heart size normal."} for i in
+            ["10_1", "10_2", "11_1", "12_1", "13_1", "14_1", "15_1", "16_1", "17_1", "18_1"]]
+    anns.append({"image_id": "19_1", "caption": "   "})
+    anns.append({"image_id": "10_1", "caption": "duplicate"})
+    reports = tmp_path / "reports.json"
+    reports.write_text(json.dumps({"annotations": anns}))
+    return reports, img, base
+
+
+def test_every_skip_reason_is_listed_and_counted(bad_inputs, tmp_path, capsys):
+    reports, img, base = bad_inputs
+    out = tmp_path / "out"
+    rc = conv.main(["--input", str(reports), "--images_dir", str(img), "--output_dir", str(out),
+                    "--lang", "en", "--quiet", "--val_ratio", "0", "--test_ratio", "0"])
+    assert rc == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line == ("read 12 = written 6 (train 6, val 0, test 0) + skipped 6 (duplicate id 1, empty file 1, "
+                    "empty report 1, missing image 1, not an image 1, truncated image 1)")
+    rows = [r.split("\t") for r in (out / "skipped.tsv").read_text().splitlines()[1:]]
+    assert {(r[0], r[1]) for r in rows} == {("10_1", "duplicate id"), ("11_1", "empty file"), ("19_1", "empty report"),
+                                            ("18_1", "missing image"), ("13_1", "not an image"),
+                                            ("12_1", "truncated image")}
+    written = {s["id"]: s for s in read_jsonl(out / "train.jsonl")}
+    assert set(written) == {"10_1", "10_2", "14_1", "15_1", "16_1", "17_1"}
+    # Plain 8-bit files are used in place; the others get an 8-bit copy in images/.
+    assert written["10_1"]["images"][0] == str((img / "10_1.png").resolve())
+    for rid in ("14_1", "15_1", "16_1", "17_1"):
+        path = Path(written[rid]["images"][0])
+        assert path.parent == (out / "images").resolve()
+        im = Image.open(path)
+        assert im.mode in ("L", "RGB")
+        arr = np.asarray(im.convert("L"), dtype=np.float64)
+        # not a white (or black) square: the anatomy keeps its contrast and shape
+        assert 30 < arr.mean() < 220 and arr.std() > 20, (rid, arr.mean(), arr.std())
+        assert np.corrcoef(arr.ravel(), base.ravel())[0, 1] > 0.97, rid
+    # what the model would see from the 16-bit file without normalising: not the X-ray
+    naive = np.asarray(Image.open(img / "14_1.png").convert("L"), dtype=np.float64)
+    assert np.corrcoef(naive.ravel(), base.ravel())[0, 1] < 0.9
+
+
+def test_strict_and_nothing_written(bad_inputs, tmp_path, capsys):
+    reports, img, _ = bad_inputs
+    assert conv.main(["--input", str(reports), "--images_dir", str(img), "--output_dir", str(tmp_path / "a"),
+                      "--quiet", "--strict"]) == 1
+    assert "--strict" in capsys.readouterr().err
+    empty = tmp_path / "empty_images"
+    empty.mkdir()
+    assert conv.main(["--input", str(reports), "--images_dir", str(empty), "--output_dir", str(tmp_path / "b"),
+                      "--quiet"]) == 1
+    assert "no record was written" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input", "/nonexistent/reports.json", "--images_dir", "."], "input file not found"),
+    (["--input", "{reports}", "--images_dir", "/nonexistent/images"], "images folder not found"),
+    (["--input", "{bad_json}", "--images_dir", "."], "is not valid JSON"),
+    (["--input", "{wrong_layout}", "--images_dir", "."], "unknown layout"),
+    (["--input", "{reports}", "--images_dir", ".", "--val_ratio", "1.5"], "--val_ratio must be in [0, 1)"),
+])
+def test_user_mistakes_give_one_line(tmp_path, args, message):
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "wrong.json").write_text(json.dumps({"images": []}))
+    args = [a.format(reports=REPORTS["en"], bad_json=tmp_path / "bad.json", wrong_layout=tmp_path / "wrong.json")
+            for a in args]
+    proc = run([PYTHON, str(ROOT / "scripts" / "convert_xray_swift.py"), *args, "--output_dir", str(tmp_path / "o")],
+               check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+
+
+def make_many_studies(tmp_path: Path, n_studies: int = 60) -> tuple[Path, Path]:
+    img = tmp_path / "many"
+    img.mkdir()
+    small = Image.open(BUNDLED_IMAGES / "2_1.png").convert("L").resize((64, 64))
+    anns = []
+    for study in range(n_studies):
+        for view in range(1, 2 + study % 3):  # 1 to 3 views per study
+            rid = f"{1000 + study}_{view}"
+            small.save(img / f"{rid}.png")
+            anns.append({"image_id": rid, "caption": f"Study {study} view {view}: lungs clear."})
+    reports = tmp_path / "many.json"
+    reports.write_text(json.dumps({"annotations": anns}))
+    return reports, img
+
+
+def test_no_study_on_two_sides_and_byte_identical(tmp_path):
+    reports, img = make_many_studies(tmp_path)
+    out = tmp_path / "out"
+    common = ["--input", str(reports), "--images_dir", str(img), "--output_dir", str(out), "--quiet",
+              "--val_ratio", "0.1", "--test_ratio", "0.2", "--lang", "en"]
+    assert conv.main(common + ["--workers", "2"]) == 0
+    first = {name: (out / name).read_bytes() for name in ("train.jsonl", "val.jsonl", "test.jsonl",
+                                                          "skipped.tsv", "summary.json")}
+    samples = all_samples(out)
+    sides: dict[str, set[str]] = {}
+    for split, rows in samples.items():
+        for s in rows:
+            sides.setdefault(conv.study_of(s["id"]), set()).add(split)
+    assert len(sides) == 60 and all(len(v) == 1 for v in sides.values())
+    assert [sum(1 for v in sides.values() if split in v) for split in conv.SPLITS] == [42, 6, 12]
+    # same inputs and seed, serial this time: byte-identical outputs
+    shutil.rmtree(out)
+    assert conv.main(common + ["--workers", "1"]) == 0
+    assert {name: (out / name).read_bytes() for name in first} == first
+    # templates: deterministic per record, several of the twelve in use
+    used = {s["messages"][0]["content"] for rows in samples.values() for s in rows}
+    assert len(used) >= 8
+    # another seed moves studies between splits
+    out3 = tmp_path / "out3"
+    assert conv.main(common + ["--output_dir", str(out3), "--seed", "7"]) == 0
+    assert (out3 / "test.jsonl").read_bytes() != first["test.jsonl"]
+
+
+def test_system_prompt_and_templates():
+    assert all(len(prompts.TEMPLATES[lang]) == 12 for lang in prompts.LANGUAGES)
+    assert len(set(prompts.TEMPLATES["zh"])) == 12 and len(set(prompts.TEMPLATES["en"])) == 12
+    assert prompts.pick_index("2_1", 42, "en") == prompts.pick_index("2_1", 42, "en")
+    with pytest.raises(ValueError, match="template id must be 0..11"):
+        prompts.template("en", 12)
+    with pytest.raises(ValueError, match="unknown language"):
+        prompts.template("fr", 0)
+    rec = conv.Record("2_1", "2_1.png", "Normal chest.")
+    sample = conv.build_sample(rec, "/x/2_1.png", "Describe.", "You are a radiology assistant.")
+    assert [m["role"] for m in sample["messages"]] == ["system", "user", "assistant"]
+    assert conv.study_of("1234_2") == "1234" and conv.study_of("CXR7") == "CXR7"

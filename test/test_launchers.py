@@ -1,0 +1,147 @@
+"""Launchers: syntax, shellcheck, the resolved DRY_RUN command, and one-line errors."""
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, VENV_BIN, run
+
+LAUNCHERS = sorted((ROOT / "tools").rglob("*.sh"))
+SWIFT_DIR = ROOT / "tools" / "swift"
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}  # the tests must not depend on the machine having a GPU
+
+
+def launcher(name: str, env: dict, *args: str, check: bool = True):
+    return run(["bash", str(SWIFT_DIR / name), *args], env={**CPU_ONLY, **env}, check=check, timeout=120)
+
+
+def dry(name: str, env: dict, *args: str) -> tuple[dict, list[str]]:
+    """The printed command split into (environment assignments, argv)."""
+    proc = launcher(name, {"DRY_RUN": "1", **env}, *args)
+    words = shlex.split(proc.stdout.strip())
+    assigns = {}
+    while words and "=" in words[0] and not words[0].startswith("-"):
+        key, value = words.pop(0).split("=", 1)
+        assigns[key] = value
+    return assigns, words
+
+
+def flag(argv: list[str], name: str) -> str:
+    assert name in argv, f"{name} missing from {argv}"
+    return argv[argv.index(name) + 1]
+
+
+def test_launchers_are_found():
+    names = {p.name for p in LAUNCHERS}
+    assert {"common.sh", "finetune_qwen3vl_lora.sh", "finetune_qwen3vl_lora_mp.sh", "infer_qwen3vl_lora.sh",
+            "merge_qwen3vl_lora.sh", "setup.sh", "quickstart.sh"} <= names
+
+
+@pytest.mark.parametrize("script", LAUNCHERS, ids=lambda p: p.name)
+def test_bash_syntax(script):
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+
+
+def test_shellcheck_clean():
+    shellcheck = shutil.which("shellcheck") or str(VENV_BIN / "shellcheck")
+    if not Path(shellcheck).exists():
+        pytest.skip("shellcheck not installed (tools/setup.sh installs it from requirements.txt)")
+    proc = subprocess.run([shellcheck, "-x", "-S", "warning", *map(str, LAUNCHERS)], capture_output=True,
+                          text=True, cwd=SWIFT_DIR)
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def paths(tiny_model, converted):
+    return {"MODEL": str(tiny_model), "DATA_DIR": str(converted)}
+
+
+def test_single_gpu_dry_run_uses_reference_defaults(paths, tmp_path):
+    env, argv = dry("finetune_qwen3vl_lora.sh", {**paths, "OUTPUT_DIR": str(tmp_path)}, "--max_steps", "7")
+    assert argv[1] == "sft" and argv[0].endswith("swift")
+    assert flag(argv, "--model") == paths["MODEL"] and flag(argv, "--model_type") == "qwen3_vl"
+    assert flag(argv, "--dataset") == f"{paths['DATA_DIR']}/train.jsonl"
+    assert flag(argv, "--val_dataset") == f"{paths['DATA_DIR']}/val.jsonl"
+    expected = {"--tuner_type": "lora", "--lora_rank": "8", "--lora_alpha": "32", "--target_modules": "all-linear",
+                "--freeze_vit": "true", "--freeze_aligner": "true", "--learning_rate": "1e-4",
+                "--lr_scheduler_type": "cosine", "--warmup_ratio": "0.05", "--num_train_epochs": "3",
+                "--per_device_train_batch_size": "1", "--gradient_accumulation_steps": "16",
+                "--torch_dtype": "float32", "--check_model": "false", "--output_dir": str(tmp_path)}
+    assert {k: flag(argv, k) for k in expected} == expected
+    assert argv[-2:] == ["--max_steps", "7"], "extra flags pass through at the end"
+    assert "--deepspeed" not in argv
+    assert env["IMAGE_MAX_TOKEN_NUM"] == "1024" and "NPROC_PER_NODE" not in env
+
+
+def test_cpu_dtype_is_announced(paths):
+    proc = launcher("finetune_qwen3vl_lora.sh", {**paths, "DRY_RUN": "1"})
+    assert "no CUDA device found: using float32" in proc.stderr
+
+
+@pytest.mark.parametrize("nproc, nnodes, micro, accum", [(1, 1, 1, 16), (2, 1, 1, 8), (4, 1, 2, 2), (2, 2, 1, 4)])
+def test_global_batch_is_constant(paths, nproc, nnodes, micro, accum):
+    env = {**paths, "NPROC_PER_NODE": str(nproc), "NNODES": str(nnodes), "MICRO_BATCH": str(micro)}
+    if nnodes > 1:
+        env.update(NODE_RANK="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29555")
+    assigns, argv = dry("finetune_qwen3vl_lora_mp.sh", env)
+    assert int(flag(argv, "--gradient_accumulation_steps")) == accum
+    assert accum * micro * nproc * nnodes == 16
+    assert assigns["NPROC_PER_NODE"] == str(nproc) and assigns["NNODES"] == str(nnodes)
+    if nnodes > 1:
+        assert (assigns["NODE_RANK"], assigns["MASTER_ADDR"], assigns["MASTER_PORT"]) == ("1", "127.0.0.1", "29555")
+
+
+def test_knobs_reach_the_command(paths):
+    env = {**paths, "LORA_RANK": "16", "LORA_ALPHA": "64", "LEARNING_RATE": "2e-4", "EPOCHS": "1",
+           "GLOBAL_BATCH": "32", "IMAGE_MAX_TOKEN_NUM": "512", "DTYPE": "bfloat16", "VAL_FILE": "none"}
+    assigns, argv = dry("finetune_qwen3vl_lora.sh", env)
+    assert (flag(argv, "--lora_rank"), flag(argv, "--lora_alpha"), flag(argv, "--learning_rate")) == ("16", "64", "2e-4")
+    assert (flag(argv, "--num_train_epochs"), flag(argv, "--gradient_accumulation_steps")) == ("1", "32")
+    assert flag(argv, "--torch_dtype") == "bfloat16" and assigns["IMAGE_MAX_TOKEN_NUM"] == "512"
+    assert "--val_dataset" not in argv
+
+
+def test_deepspeed_is_dropped_on_cpu_with_a_note(paths):
+    proc = launcher("finetune_qwen3vl_lora_mp.sh", {**paths, "DRY_RUN": "1", "DEEPSPEED": "zero3"})
+    assert "--deepspeed" not in proc.stdout and "DEEPSPEED=zero3 needs CUDA" in proc.stderr
+
+
+def test_infer_and_merge_dry_run(paths, tmp_path):
+    ckpt = tmp_path / "v0-1" / "checkpoint-5"
+    ckpt.mkdir(parents=True)
+    (ckpt / "adapter_config.json").write_text("{}")
+    _, argv = dry("infer_qwen3vl_lora.sh", {"DATA_DIR": paths["DATA_DIR"], "OUTPUT_DIR": str(tmp_path)})
+    assert argv[1] == "infer" and flag(argv, "--adapters") == str(ckpt)
+    assert "--model" not in argv, "base model comes from the checkpoint's args.json"
+    assert (flag(argv, "--infer_backend"), flag(argv, "--temperature"), flag(argv, "--max_batch_size")) == \
+        ("transformers", "0", "16")
+    assert flag(argv, "--val_dataset") == f"{paths['DATA_DIR']}/val.jsonl"
+    _, argv = dry("infer_qwen3vl_lora.sh", {**paths, "NO_ADAPTER": "1"})
+    assert flag(argv, "--model") == paths["MODEL"] and "--adapters" not in argv
+    _, argv = dry("merge_qwen3vl_lora.sh", {"ADAPTER": str(ckpt)})
+    assert argv[1] == "export" and flag(argv, "--merge_lora") == "true"
+    assert flag(argv, "--output_dir") == f"{ckpt}-merged" and "--merge_lora_output" not in argv
+
+
+@pytest.mark.parametrize("name, env, message", [
+    ("finetune_qwen3vl_lora.sh", {"MODEL": "/nonexistent/Qwen3-VL-8B"}, "model not found: /nonexistent/Qwen3-VL-8B"),
+    ("finetune_qwen3vl_lora.sh", {"DATA_DIR": "/nonexistent/data"}, "training data not found"),
+    ("finetune_qwen3vl_lora_mp.sh", {"GLOBAL_BATCH": "10", "NPROC_PER_NODE": "4"}, "is not a multiple of"),
+    ("finetune_qwen3vl_lora_mp.sh", {"NNODES": "2", "NODE_RANK": "0"}, "set MASTER_ADDR"),
+    ("finetune_qwen3vl_lora_mp.sh", {"DEEPSPEED": "zero9"}, "DEEPSPEED must be"),
+    ("infer_qwen3vl_lora.sh", {"ADAPTER": "/nonexistent/checkpoint-1"}, "adapter not found"),
+    ("infer_qwen3vl_lora.sh", {"OUTPUT_DIR": "/nonexistent/out"}, "no checkpoint-* under /nonexistent/out"),
+    ("infer_qwen3vl_lora.sh", {"INFER_BACKEND": "tgi", "NO_ADAPTER": "1"}, "INFER_BACKEND must be"),
+    ("merge_qwen3vl_lora.sh", {"ADAPTER": "/nonexistent/checkpoint-1"}, "adapter not found"),
+])
+def test_mistakes_stop_with_one_line_before_heavy_imports(paths, name, env, message):
+    # SWIFT_BIN points at something that would fail loudly if it were ever reached.
+    proc = launcher(name, {**paths, "SWIFT_BIN": "/nonexistent/swift", **env}, check=False)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""

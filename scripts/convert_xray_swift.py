@@ -8,7 +8,8 @@ Inputs (format detected from the file):
   * the reference system's list ``[{"img": ".../162_1.png", "prompt": ..., "label": ...}]``;
     ``img`` paths from another machine are resolved by file name inside ``--images_dir``;
   * annotations ``{"annotations": [{"image_id": "162_1", "caption": ...}]}`` (zh or en);
-    the image is ``<image_id>.<png|jpg|jpeg|bmp|tif|tiff>`` inside ``--images_dir``.
+    the image is ``<image_id>.<png|jpg|jpeg|bmp|tif|tiff|dcm>`` inside ``--images_dir``
+    (DICOM is decoded and written as an 8-bit PNG copy).
 
 Outputs in ``--output_dir``: ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` (one
 ``{"messages": [...], "images": [...]}`` per image), ``skipped.tsv`` (every record not
@@ -41,7 +42,7 @@ if str(ROOT) not in sys.path:
 from scripts import prompts  # noqa: E402
 from scripts.imaging import ImageRejected, open_checked  # noqa: E402
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 SPLITS = ("train", "val", "test")
 
 

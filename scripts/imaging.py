@@ -1,7 +1,8 @@
 """Open, check and normalise medical images so they reach the model as 8-bit pictures.
 
 Shared by the converter, batch inference and the demo: one place decides what a
-readable image is and why a file is refused.
+readable image is and why a file is refused. PNG, JPEG, TIFF, BMP go through
+Pillow; DICOM goes through pydicom (see ``decode_dicom``).
 
 ms-swift opens images with Pillow and calls ``.convert("RGB")``. That is right for
 8-bit RGB/grayscale files but wrong for the others an X-ray archive holds: a 16-bit
@@ -76,7 +77,72 @@ def normalise(img: Image.Image) -> tuple[Image.Image, bool]:
     return img.convert("RGB"), True
 
 
-def open_checked(path: str | Path) -> CheckedImage:
+def is_dicom(path: Path) -> bool:
+    """DICOM Part 10 files carry "DICM" after a 128-byte preamble; some archives drop the preamble."""
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    with open(path, "rb") as fh:
+        return fh.read(132)[128:132] == b"DICM"
+
+
+def decode_dicom(path: Path, multi_frame: str = "first") -> CheckedImage:
+    """Pixels of a DICOM file as an 8-bit image, displayed the way a viewer would.
+
+    Modality LUT (rescale slope/intercept) first, then the file's own VOI LUT or
+    window if it has one, else a percentile window; MONOCHROME1 (bright = low) is
+    inverted so bone is white as in every other X-ray. Only pixel data is read: no
+    tag value (patient name, id, dates...) ever reaches an error message or output.
+    ``multi_frame``: "first" takes frame 0 of a multi-frame file, "refuse" rejects it.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, EOFError, OSError, ValueError) as exc:
+        raise ImageRejected("not a readable DICOM", f"{path.name}: {type(exc).__name__}") from None
+    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise ImageRejected("DICOM without pixel data", path.name)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1 and multi_frame == "refuse":
+        raise ImageRejected("multi-frame DICOM", f"{path.name}: {frames} frames")
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    syntax_name = getattr(syntax, "name", str(syntax or "unknown"))
+    try:
+        arr = ds.pixel_array if frames == 1 else ds.pixel_array[0]
+    except ValueError as exc:
+        if "less than expected" in str(exc) or "truncat" in str(exc).lower():
+            raise ImageRejected("truncated DICOM", path.name) from None
+        raise ImageRejected("undecodable DICOM", f"{path.name}: {syntax_name}") from None
+    except (RuntimeError, NotImplementedError, AttributeError) as exc:
+        # pydicom lists the decoders it tried; the transfer syntax tells the user what to install
+        raise ImageRejected("undecodable DICOM", f"{path.name}: {syntax_name} could not be decoded "
+                            f"({type(exc).__name__}); a plugin such as pylibjpeg may be missing") from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # colour (pydicom converts YBR to RGB)
+        rgb = arr[..., :3]
+        if rgb.dtype != np.uint8:
+            rgb = _rescale_to_uint8(rgb)
+        return CheckedImage(Image.fromarray(np.ascontiguousarray(rgb), mode="RGB"), f"DICOM {photometric}", True)
+    if arr.ndim != 2:
+        raise ImageRejected("undecodable DICOM", f"{path.name}: pixel array of shape {arr.shape}")
+    values = apply_modality_lut(arr, ds)
+    windowed = "WindowCenter" in ds or "VOILUTSequence" in ds
+    if windowed:
+        values = apply_voi_lut(values, ds, index=0)
+        lo, hi = float(np.min(values)), float(np.max(values))
+        scaled = np.zeros(values.shape, np.uint8) if hi <= lo else \
+            np.round((values.astype(np.float64) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    else:
+        scaled = _rescale_to_uint8(values)
+    if photometric == "MONOCHROME1":
+        scaled = 255 - scaled
+    return CheckedImage(Image.fromarray(scaled, mode="L"), f"DICOM {photometric}", True)
+
+
+def open_checked(path: str | Path, multi_frame: str = "first") -> CheckedImage:
     """Decode ``path`` fully and normalise it; raise ``ImageRejected`` with a reason."""
     path = Path(path)
     if not path.exists():
@@ -85,6 +151,10 @@ def open_checked(path: str | Path) -> CheckedImage:
         raise ImageRejected("not a file", str(path))
     if path.stat().st_size == 0:
         raise ImageRejected("empty file", str(path))
+    if is_dicom(path):
+        checked = decode_dicom(path, multi_frame)
+        _check_size(checked.image, path)
+        return checked
     try:
         with Image.open(path) as img:
             img.load()  # a full decode is the only way to catch truncated pixel data
@@ -100,6 +170,10 @@ def open_checked(path: str | Path) -> CheckedImage:
         raise ImageRejected(reason, f"{path.name}: {msg}") from None
     except Image.DecompressionBombError as exc:
         raise ImageRejected("image too large", f"{path.name}: {exc}") from None
-    if norm.width < 2 or norm.height < 2:
-        raise ImageRejected("image too small", f"{path.name}: {norm.width}x{norm.height}")
+    _check_size(norm, path)
     return CheckedImage(image=norm, source_mode=source_mode, changed=changed)
+
+
+def _check_size(img: Image.Image, path: Path) -> None:
+    if img.width < 2 or img.height < 2:
+        raise ImageRejected("image too small", f"{path.name}: {img.width}x{img.height}")

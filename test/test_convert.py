@@ -219,3 +219,22 @@ def test_system_prompt_and_templates():
     sample = conv.build_sample(rec, "/x/2_1.png", "Describe.", "You are a radiology assistant.")
     assert [m["role"] for m in sample["messages"]] == ["system", "user", "assistant"]
     assert conv.study_of("1234_2") == "1234" and conv.study_of("CXR7") == "CXR7"
+
+
+def test_dicom_images_convert_to_8bit_copies(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    img = tmp_path / "dicom"
+    img.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), img / "30_1.dcm")
+    shutil.copy(get_testdata_file("MR_truncated.dcm"), img / "31_1.dcm")
+    reports = tmp_path / "r.json"
+    reports.write_text(json.dumps({"annotations": [{"image_id": "30_1", "caption": "CT slice."},
+                                                   {"image_id": "31_1", "caption": "Truncated."}]}))
+    out = tmp_path / "out"
+    assert conv.main(["--input", str(reports), "--images_dir", str(img), "--output_dir", str(out), "--quiet",
+                      "--val_ratio", "0", "--test_ratio", "0"]) == 0
+    (sample,) = read_jsonl(out / "train.jsonl")
+    copy = Path(sample["images"][0])
+    assert copy.suffix == ".png" and Image.open(copy).mode == "L" and Image.open(copy).size == (128, 128)
+    assert "31_1\ttruncated DICOM" in (out / "skipped.tsv").read_text()

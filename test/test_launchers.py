@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import time
 import subprocess
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def flag(argv: list[str], name: str) -> str:
 def test_launchers_are_found():
     names = {p.name for p in LAUNCHERS}
     assert {"common.sh", "finetune_qwen3vl_lora.sh", "finetune_qwen3vl_lora_mp.sh", "infer_qwen3vl_lora.sh",
-            "merge_qwen3vl_lora.sh", "setup.sh", "quickstart.sh"} <= names
+            "merge_qwen3vl_lora.sh", "setup.sh", "quickstart.sh", "evaluate_checkpoint.sh"} <= names
 
 
 @pytest.mark.parametrize("script", LAUNCHERS, ids=lambda p: p.name)
@@ -114,6 +115,8 @@ def test_infer_and_merge_dry_run(paths, tmp_path):
     ckpt = tmp_path / "v0-1" / "checkpoint-5"
     ckpt.mkdir(parents=True)
     (ckpt / "adapter_config.json").write_text("{}")
+    time.sleep(0.05)
+    (tmp_path / "v0-1" / "checkpoint-5-merged").mkdir()  # newer, but a merged model is not an adapter
     _, argv = dry("infer_qwen3vl_lora.sh", {"DATA_DIR": paths["DATA_DIR"], "OUTPUT_DIR": str(tmp_path)})
     assert argv[1] == "infer" and flag(argv, "--adapters") == str(ckpt)
     assert "--model" not in argv, "base model comes from the checkpoint's args.json"
@@ -122,6 +125,7 @@ def test_infer_and_merge_dry_run(paths, tmp_path):
     assert flag(argv, "--val_dataset") == f"{paths['DATA_DIR']}/val.jsonl"
     _, argv = dry("infer_qwen3vl_lora.sh", {**paths, "NO_ADAPTER": "1"})
     assert flag(argv, "--model") == paths["MODEL"] and "--adapters" not in argv
+    (tmp_path / "v0-1" / "checkpoint-5-merged").rmdir()
     _, argv = dry("merge_qwen3vl_lora.sh", {"ADAPTER": str(ckpt)})
     assert argv[1] == "export" and flag(argv, "--merge_lora") == "true"
     assert flag(argv, "--output_dir") == f"{ckpt}-merged" and "--merge_lora_output" not in argv
@@ -145,3 +149,16 @@ def test_mistakes_stop_with_one_line_before_heavy_imports(paths, name, env, mess
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_evaluate_checkpoint_dry_run(paths, tmp_path):
+    ckpt = tmp_path / "v0-1" / "checkpoint-7"
+    ckpt.mkdir(parents=True)
+    (ckpt / "adapter_config.json").write_text("{}")
+    proc = run(["bash", str(ROOT / "tools" / "evaluate_checkpoint.sh")],
+               env={**CPU_ONLY, "DRY_RUN": "1", "DATA_DIR": paths["DATA_DIR"], "OUTPUT_DIR": str(tmp_path)})
+    infer, score = [shlex.split(line) for line in proc.stdout.strip().splitlines()]
+    assert infer[1].endswith("scripts/batch_infer.py") and score[1].endswith("scripts/evaluate.py")
+    assert flag(infer, "--dataset") == f"{paths['DATA_DIR']}/test.jsonl" and flag(infer, "--adapter_path") == str(ckpt)
+    assert "--ablation" in infer and "--resume" in infer
+    assert flag(infer, "--output_file") == flag(score, "--predictions") == f"{ckpt}/eval_test/predictions.jsonl"

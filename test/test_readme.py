@@ -52,8 +52,11 @@ def test_quickstart_as_written():
     assert "[setup] .venv is up to date" in out, "set-up is a no-op when nothing changed"
     assert "MedSwift-VL quickstart finished. For research only, not for diagnosis." in out
     assert "read 6423 = written 8 (train 5, val 2, test 1) + skipped 6415 (missing image 6415)" in out
-    where = dict(re.findall(r"^  (model|converted data|LoRA adapter|predictions|merged model)\s+(\S+)", out, re.M))
-    assert set(where) == {"model", "converted data", "LoRA adapter", "predictions", "merged model"}
+    where = dict(re.findall(r"^  (model|converted data|LoRA adapter|predictions|merged model|report card)\s+(\S+)",
+                            out, re.M))
+    assert set(where) == {"model", "converted data", "LoRA adapter", "predictions", "merged model", "report card"}
+    card = (ROOT / where["report card"]).read_text()
+    assert "not for diagnosis" in card and "## Text metrics" in card
     adapter, merged = ROOT / where["LoRA adapter"], ROOT / where["merged model"]
     assert (adapter / "adapter_model.safetensors").is_file()
     assert (merged / "config.json").is_file()

@@ -2,7 +2,7 @@
 # The main job end to end on the embedded default, from a fresh checkout:
 # set up .venv, build the tiny random-weight Qwen3-VL, convert the bundled OpenI
 # X-rays, train a LoRA adapter with the one-GPU launcher, infer on the validation
-# split, merge the adapter; then print where each result lies.
+# split, merge the adapter, write a report card; then print where each result lies.
 #   bash tools/quickstart.sh
 #   MODEL=/models/Qwen3-VL-8B-Instruct IMAGES_DIR=/data/openi/images bash tools/quickstart.sh
 # LANG_CODE=en uses the English reports; every launcher knob (tools/swift/common.sh)
@@ -22,22 +22,22 @@ export DATA_DIR="${DATA_DIR:-$ROOT/data/openi_swift}"
 export OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/results/quickstart}"
 step() { echo; echo "==> $*"; }
 
-step "1/6 environment"
+step "1/7 environment"
 bash "$ROOT/tools/setup.sh"
 PY="$ROOT/.venv/bin/python"
 
-step "2/6 model"
+step "2/7 model"
 if [[ -z "${MODEL:-}" ]]; then
   "$PY" "$ROOT/scripts/build_tiny_model.py"
   export MODEL="$ROOT/weights/tiny-qwen3-vl"
 fi
 echo "model: $MODEL"
 
-step "3/6 data: $REPORTS + $IMAGES_DIR -> $DATA_DIR"
+step "3/7 data: $REPORTS + $IMAGES_DIR -> $DATA_DIR"
 "$PY" "$ROOT/scripts/convert_xray_swift.py" --input "$REPORTS" --images_dir "$IMAGES_DIR" \
   --output_dir "$DATA_DIR" --lang "$LANG_CODE" --quiet
 
-step "4/6 LoRA training (tools/swift/finetune_qwen3vl_lora.sh)"
+step "4/7 LoRA training (tools/swift/finetune_qwen3vl_lora.sh)"
 bash "$ROOT/tools/swift/finetune_qwen3vl_lora.sh"
 # shellcheck source=swift/common.sh
 source "$ROOT/tools/swift/common.sh"   # for latest_checkpoint
@@ -45,14 +45,18 @@ ADAPTER="$(latest_checkpoint "$OUTPUT_DIR")"
 [[ -n "$ADAPTER" ]] || { echo "error: training wrote no checkpoint under $OUTPUT_DIR" >&2; exit 1; }
 export ADAPTER
 
-step "5/6 inference on the validation split (tools/swift/infer_qwen3vl_lora.sh)"
+step "5/7 inference on the validation split (tools/swift/infer_qwen3vl_lora.sh)"
 export RESULT_FILE="$ADAPTER/infer_val.jsonl"
 bash "$ROOT/tools/swift/infer_qwen3vl_lora.sh"
 
-step "6/6 merge (tools/swift/merge_qwen3vl_lora.sh)"
+step "6/7 merge (tools/swift/merge_qwen3vl_lora.sh)"
 export MERGED_DIR="${MERGED_DIR:-$ADAPTER-merged}"
 rm -rf "$MERGED_DIR"
 bash "$ROOT/tools/swift/merge_qwen3vl_lora.sh"
+
+step "7/7 report card on the validation split (tools/evaluate_checkpoint.sh)"
+export EVAL_DIR="$ADAPTER/eval_val"
+SPLIT="val" bash "$ROOT/tools/evaluate_checkpoint.sh" --quiet
 
 cat <<SUMMARY
 
@@ -63,4 +67,5 @@ MedSwift-VL quickstart finished. For research only, not for diagnosis.
   training log     $(dirname "$ADAPTER")/logging.jsonl  (curves: $(dirname "$ADAPTER")/images/)
   predictions      $RESULT_FILE  ($(wc -l <"$RESULT_FILE") records)
   merged model     $MERGED_DIR
+  report card      $EVAL_DIR/report.md  (metrics.json, findings_f1.png, text_metrics.png)
 SUMMARY

@@ -13,6 +13,16 @@ command -v "$PYTHON" >/dev/null 2>&1 || { echo "error: $PYTHON not found; instal
 "$PYTHON" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' \
   || { echo "error: $("$PYTHON" --version 2>&1) is not supported; use Python 3.10-3.12 (set PYTHON=)" >&2; exit 2; }
 
+# pycocoevalcap runs Java for English tokenisation and METEOR (scripts/evaluate.py).
+if ! command -v java >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing a Java runtime for METEOR (apt-get install default-jre-headless)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null
+  else
+    echo "[setup] warning: no java found; English evaluation (PTB tokens, METEOR) needs Java 8+" >&2
+  fi
+fi
+
 want="$(sha256sum <"$ROOT/requirements.txt" | cut -d' ' -f1)"
 if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   echo "[setup] .venv is up to date ($VENV)"

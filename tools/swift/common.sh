@@ -122,11 +122,12 @@ require_data() {
   [[ -s "$path" ]] || die "$what is empty: $path"
 }
 
-# Newest checkpoint-* under $1 (by modification time), or nothing.
+# Newest checkpoint-<step> under $1 (by modification time), or nothing; merged
+# models (checkpoint-<step>-merged) are not adapters and are left out.
 latest_checkpoint() {
   local dir="$1"
   [[ -d "$dir" ]] || return 0
-  find "$dir" -maxdepth 3 -type d -name 'checkpoint-*' -printf '%T@ %p\n' 2>/dev/null \
+  find "$dir" -maxdepth 3 -type d -regextype posix-extended -regex '.*/checkpoint-[0-9]+' -printf '%T@ %p\n' 2>/dev/null \
     | sort -n | tail -n 1 | cut -d' ' -f2-
 }
 

@@ -1,0 +1,472 @@
+"""Rule-based finding labeller for chest X-ray reports (English and Chinese).
+
+This is a *proxy* used by the evaluation to compute "finding F1 (rule-based)"
+between generated and reference reports. It is NOT CheXbert (nor CheXpert's
+NegBio labeller) and must not be reported as such: no maintained offline
+library labels Chinese radiology reports, so the rules here are hand-written
+(regex synonym tables + negation / uncertainty cues, in the spirit of the
+CheXpert labeller's mention -> negation/uncertainty -> aggregation pipeline).
+It is meant for research comparisons, not for diagnosis.
+
+Labels per observation: ``POSITIVE`` (1), ``NEGATIVE`` (0), ``UNCERTAIN`` (-1),
+or ``None`` when the report does not mention it.
+
+Usage::
+
+    from scripts import findings
+    labels = findings.label_report("No pneumothorax but small left effusion.")
+    labels["Pleural Effusion"]   # -> 1
+    labels["Pneumothorax"]       # -> 0
+    labels["Edema"]              # -> None
+    findings.to_binary(labels)   # U-Ones: positive/uncertain -> 1, else 0
+    findings.is_normal_report("没有急性心肺异常。")  # -> True
+
+Pipeline for one report:
+ 1. split into sentences, then into clauses at contrast words ("but",
+    "however", "except", 但/然而/除...外 ...) so negation cannot leak across;
+ 2. find mentions of each observation with the synonym tables below;
+ 3. decide each mention's status from cues in its clause: a post-mention
+    uncertainty cue ("cannot be excluded") -> uncertain; otherwise the nearest
+    pre-mention cue (negation "no/without/未见/没有" or uncertainty
+    "possible/可能") wins; otherwise a post-mention negation cue ("is not seen",
+    "has resolved", 消失) -> negative; otherwise positive;
+ 4. aggregate mentions per observation as CheXpert does: positive if any
+    mention is positive, else uncertain if any uncertain, else negative if any
+    negative, else absent;
+ 5. "No Finding" is positive when no observation other than Support Devices is
+    positive or uncertain, and absent otherwise.
+
+Sanity check: on the 6,423 OpenI report pairs (same report in English and in
+Chinese) the binary U-Ones labels of the two rule sets agree on 97.4-100% of
+reports per observation (Atelectasis lowest, 97.4%; No Finding 98.3%);
+test/test_findings.py keeps that above fixed thresholds.
+
+Known limits: no syntax parsing, so negation scope is approximated by clause
+boundaries and a few scope-breaking words; historical mentions ("prior
+pneumonia") count as positive; the Chinese OpenI reports are machine
+translations with inconsistent terms (consolidation -> 合并/固结/巩固/实变,
+atelectasis -> 肺不张/无气症/...), so some English mentions have no
+recognisable Chinese counterpart.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping
+
+POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
+
+FINDINGS: tuple[str, ...] = (
+    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+    "Pleural Other", "Fracture", "Support Devices", "Granuloma", "No Finding",
+)
+NO_FINDING = "No Finding"
+
+# ---------------------------------------------------------------------------
+# Synonym tables. Each entry is a regex; if it has a group named "m", only that
+# group is the mention (the rest is required context), so a cue inside the
+# context ("heart is NOT enlarged") still applies to the mention.
+# ---------------------------------------------------------------------------
+_HEART_EN = r"\b(?:heart|cardiac(?: silhouette| size| shadow| contour)?)\b"
+_NOT_ACROSS = r"[^.;,]"  # context window stays inside a comma-free span
+
+MENTIONS_EN: dict[str, list[str]] = {
+    "Enlarged Cardiomediastinum": [
+        r"\b(?:mediastin(?:um|al)|cardiomediastinal(?: silhouette| contours?)?)\b" + _NOT_ACROSS
+        + r"{0,30}?\b(?P<m>widen(?:ed|ing)|enlarged|enlargement)\b",
+        r"\b(?P<m>widen(?:ed|ing)|enlarged|enlargement of the)\s+(?:the\s+)?(?:mediastin(?:um|al)|cardiomediastinal)\b",
+    ],
+    "Cardiomegaly": [
+        r"\bcardiomegaly\b",
+        r"\bcardiac enlargement\b",
+        _HEART_EN + _NOT_ACROSS + r"{0,30}?\b(?P<m>enlarged|enlargement|large)\b",
+        r"\b(?P<m>enlarged|large)\s+(?:heart|cardiac silhouette)\b",
+        r"\b(?P<m>enlargement) of (?:the )?(?:heart|cardiac silhouette)\b",
+    ],
+    "Lung Opacity": [
+        r"\bopacit(?:y|ies)\b", r"\bopacification\b",
+        r"\bair[- ]?space (?:disease|process)\b", r"\bairspace\b(?= opacit)",
+        r"\binfiltrat(?:e|es|ion|ive)\b",
+        r"\bincreased (?:lung |pulmonary )?densit(?:y|ies)\b",
+    ],
+    "Lung Lesion": [
+        r"\b(?:reticulo|fibro|micro)?nodul(?:e|es|ar)\b", r"\bmass(?:es)?\b",
+        r"(?<!lytic )(?<!osseous )(?<!bony )(?<!sclerotic )\blesions?\b",
+        r"\b(?:tumou?rs?|neoplasms?|carcinoma|malignancy|metastas[ie]s|metastatic)\b",
+        r"\bcavitary\b",
+    ],
+    "Edema": [
+        r"\bo?edema\b", r"\b(?:vascular|pulmonary|venous) congestion\b", r"\bcongestion\b",
+    ],
+    "Consolidation": [r"\bconsolidat(?:ion|ions|ive|ed)\b"],
+    "Pneumonia": [r"\bpneumonias?\b", r"\bpneumonitis\b", r"\binfect(?:ion|ions|ious)\b"],
+    "Atelectasis": [r"\batelecta(?:sis|ses|tic)\b", r"\b(?:lung|lobar|lobe) collapse\b",
+                    r"\bcollapsed lung\b"],
+    "Pneumothorax": [r"\b(?:hydro)?pneumothora(?:x|ces|xes)\b"],
+    "Pleural Effusion": [r"\beffusions?\b", r"\bpleural fluid\b", r"\bhydro(?:pneumo)?thorax\b"],
+    "Pleural Other": [
+        r"\bpleural (?:thickening|scarring|scar|plaques?|calcifications?)\b",
+        r"\bblunt(?:ing|ed)\b", r"\bfibrothorax\b",
+    ],
+    "Fracture": [r"\bfractur(?:e|es|ed)\b"],
+    "Support Devices": [
+        r"\bpace(?:maker|r)s?\b", r"\bpacing (?:leads?|wires?)\b", r"\b(?:a?icd)\b", r"\bdefibrillator\b",
+        r"\bcatheters?\b", r"\bpicc\b", r"\btub(?:e|es|ing)\b", r"\bstents?\b", r"\bwires?\b", r"\bclips?\b",
+        r"\bsutures?\b", r"\bshunts?\b", r"\bport-?a-?cath\b",
+        # "line" only with a device qualifier: never "midline", "outline", "B-lines"
+        r"\b(?:picc|central(?: venous)?|venous|arterial|jugular|subclavian|dialysis|swan[- ]ganz)\s+(?P<m>lines?)\b",
+        r"\blines? and tubes?\b",
+        r"\b(?:prosthetic|mechanical|replaced)\s+(?:\w+\s+)?valve\b", r"\bvalve replacement\b",
+        r"\b(?:cardiac|electronic|monitoring|closure|implantable|retention|orthopedic) devices?\b",
+        r"\boccluder\b", r"\bstimulator\b", r"\b(?:monitor|generator) leads\b",
+    ],
+    "Granuloma": [r"\bgranulom(?:a|as|ata|atous)\b"],
+}
+
+MENTIONS_ZH: dict[str, list[str]] = {
+    "Enlarged Cardiomediastinum": [
+        r"纵[隔膈](?:影|轮廓)?(?:[^，。；]{0,4}?)(?P<m>增宽|变宽|扩大|增大|加宽)",
+        r"心(?:脏)?纵[隔膈](?:轮廓|影|廓形)?(?:[^，。；]{0,4}?)(?P<m>增宽|扩大|增大|肿大)",
+    ],
+    "Cardiomegaly": [
+        r"心脏(?:肿大|增大|扩大|肥大)", r"心影(?:增大|扩大)", r"心肌(?:肿大|肥大)",
+        r"(?:心脏|心影)(?:大小|尺寸)?[^，。；]{0,4}?(?P<m>略大|较大|很大|偏大)",
+        r"(?:心脏|心影|心脏轮廓)(?:[^，。；纵]{0,8}?)(?P<m>肿大|增大|扩大|变大|肥大)",
+    ],
+    "Lung Opacity": [
+        r"不透明", r"[混浑]浊", r"阴影", r"(?<!膈肌的)(?<!膈肌有)浸润",
+        r"(?:气隙|空隙|空域|气腔|气室|空气空间|气囊)(?:疾病|病变?|不透明)",
+        r"密度[^，。；]{0,3}?(?:增高|增加)",
+    ],
+    "Lung Lesion": [
+        # 病灶 is left out: the translations use it for "focal" (病灶性不透明).
+        r"结节", r"肿块(?!切除)", r"肿瘤(?!切除)", r"(?:空洞性|块状?|肺部?)病变", r"转移", r"恶性",
+        r"占位",
+    ],
+    "Edema": [r"水肿", r"充血(?!性心)", r"淤血", r"瘀血"],
+    "Consolidation": [r"实变", r"巩固", r"固结", r"固化", r"合并(?!了)", r"整合"],
+    "Pneumonia": [r"肺炎", r"感染"],
+    # The OpenI Chinese reports are machine translated; atelectasis often comes out
+    # as 无气症/无气肿/漏气/无渗漏 (never with those meanings elsewhere in the set).
+    "Atelectasis": [r"肺?不张", r"膨胀不全", r"萎陷", r"塌陷", r"无气(?:症|肿|孔|隙)", r"无气(?=[或的区])",
+                    r"漏气", r"无渗漏", r"无脑症"],
+    "Pneumothorax": [r"气胸"],
+    "Pleural Effusion": [r"水气胸", r"积液", r"胸水", r"积水", r"渗出物?"],
+    "Pleural Other": [r"胸膜(?:增厚|瘢痕|疤痕|斑块|钙化)", r"钝化", r"变钝", r"纤维胸"],
+    "Fracture": [r"骨折"],
+    "Support Devices": [
+        r"起搏器", r"除颤器", r"导管", r"插管", r"(?:胸|胃|引流|分流|气管内|鼻胃|喂养)管", r"PICC",
+        r"导线", r"支架", r"钢丝", r"金属丝", r"切开线", r"胸骨线", r"夹子", r"(?:纵[隔膈]|手术|外科|血管|止血)夹",
+        r"缝线", r"缝合线?", r"造口管", r"静脉管", r"中心(?:静脉)?线", r"遥测线", r"装置", r"刺激器",
+        r"分流器", r"封堵器", r"闭塞器", r"人工瓣膜", r"瓣膜置换", r"(?:心脏|电子|监测|起搏)装置",
+    ],
+    "Granuloma": [r"肉芽肿", r"肉芽"],
+}
+
+# Phrases that directly state an observation is normal (a NEGATIVE mention).
+NORMAL_EN: dict[str, list[str]] = {
+    "Cardiomegaly": [
+        r"\bnormal(?:[- ]sized?)? (?:heart|cardiac)(?: size| silhouette)?\b",
+        r"\bheart (?:size )?(?:is |was |appears |remains |looks )?(?:of )?(?:normal|within normal limits|unremarkable)\b",
+        r"\bheart size and [a-z ]{1,40}? (?:are |appear |remain )?(?:normal|within normal limits)\b",
+        r"\bheart is normal in size\b",
+    ],
+    "Enlarged Cardiomediastinum": [
+        r"\b(?:normal|unremarkable) (?:cardio)?mediastinal (?:silhouette|contours?)\b",
+        r"\b(?:cardio)?mediastinal (?:silhouette|contours?) (?:is |are |appears? |remains? )?(?:normal|within normal limits|unremarkable)\b",
+    ],
+}
+NORMAL_ZH: dict[str, list[str]] = {
+    "Cardiomegaly": [
+        r"心脏(?:的)?大小(?:是|在|均|都|也)?(?:正常|在正常范围内)", r"心脏(?:的)?大小和[^，。；]{1,12}?(?:都|均)?(?:很)?正常",
+        r"心影(?:大小)?正常", r"正常大小的心脏",
+    ],
+    "Enlarged Cardiomediastinum": [
+        r"(?:心脏)?纵[隔膈](?:轮廓|影|廓形)?(?:是|在|均|都|也)?(?:很)?(?:正常|在正常范围内|不明显)",
+        r"心胸廓[形貌](?:是|在|均|都|也)?(?:正常|在正常范围内)",
+    ],
+}
+
+# Borderline heart size is an UNCERTAIN mention ("heart size is borderline").
+BORDERLINE_EN = {"Cardiomegaly": [_HEART_EN + r"(?: size)? (?:is |appears |remains )?(?:at )?(?:in )?borderline\b"]}
+BORDERLINE_ZH = {"Cardiomegaly": [r"(?:心脏|心影)(?:的)?(?:大小)?(?:[^，。；]{0,4}?)(?:临界|边缘状态)"]}
+
+# ---------------------------------------------------------------------------
+# Cues. Uncertainty cues are matched (and masked) before negation cues so that
+# "cannot be excluded" / 不能排除 / 不除外 are never read as plain negation.
+# ---------------------------------------------------------------------------
+UNCERTAIN_PRE_EN = [
+    r"\bpossibl[ey]\b", r"\bmay\b", r"\bmight\b", r"\bcould\b", r"\b(?<!un)likely\b", r"\bprobabl[ey]\b",
+    r"\bsuspicious for\b", r"\bsuspect(?:ed)?\b",
+    r"\bcannot (?:be )?(?:excluded?|ruled? out)\b", r"\bcan ?not (?:exclude|rule out)\b",
+    r"\b(?:cannot|can ?not|not) exclude\b", r"\bversus\b", r"\bvs\.?\b", r"\bborderline\b",
+    r"\bconcern(?:ing)? for\b", r"\bdifferential\b", r"\bquestion of\b",
+    r"\bmay represent\b", r"\bconsistent with\b(?= (?:possible|early))", r"\bpresum(?:ed|ably)\b",
+]
+UNCERTAIN_POST_EN = [
+    r"\b(?:cannot|can ?not|could not|not) (?:be )?(?:entirely |completely )?(?:excluded|ruled out)\b",
+    r"\b(?:is|are) (?:not )?(?:excluded|ruled out)\b(?=\s*(?:clinically|by ct))",
+    r"\b(?:is|are) (?:possible|suspected|questioned|likely|not excluded)\b",
+]
+NEGATION_PRE_EN = [
+    r"\bno\b", r"\bnot\b", r"\bwithout\b", r"\bnegative for\b", r"\bfree (?:of|from)\b", r"\bclear of\b",
+    r"\babsen(?:ce|t) of\b", r"\bresolution of\b", r"\bresolved\b", r"\brules? out\b", r"\bruled out\b",
+    r"\bnor\b", r"\bneither\b", r"\bnone\b", r"\bexcluded?\b", r"\bno longer\b", r"\brather than\b",
+]
+NEGATION_POST_EN = [
+    r"\b(?:is|are|was|were|has been|have been)?\s*(?:not|no longer|never)\s+(?:been\s+)?(?:clearly\s+|well\s+|definitely\s+)?"
+    r"(?:seen|identified|present|visualized|appreciated|demonstrated|evident|noted|visible|detected|observed|found|shown)\b",
+    r"\b(?:has|have)\s+(?:since\s+|now\s+)?(?:resolved|cleared|disappeared)\b", r"\bresolved\b",
+    r"\b(?:has|have) been (?:ruled out|excluded)\b", r"\b(?:is|are|was|were) (?:ruled out|excluded|absent)\b",
+    r"\bruled out\b", r"\babsent\b", r"\b(?:is|are|was|were|appears?|remains?) within normal limits\b",
+]
+# Uncertainty words that merely modify a noun: inside a negation ("no
+# suspicious opacity", "没有可疑的肺不张") they do not make the mention uncertain.
+WEAK_UNCERTAIN = {"en": [r"\bquestionable\b", r"\bpotential\b", r"\bsuspicious\b", r"\bdefinite\b",
+                         r"\bsuggest(?:s|ed|ing|ive of)?\b"],
+                  "zh": [r"可疑的?", r"潜在的?", r"明确的?", r"提示"]}
+# Look like negation but are not ("no change in the surgical clips"): masked first.
+PSEUDO_NEGATION = {
+    "en": [r"\bno (?:\w+ )?changes?\b(?: (?:in|of|from|since))?", r"\bnot (?:significantly )?changed\b",
+           r"\bunchanged\b"],
+    "zh": [r"(?:没有|无|未)(?:明显|显著)?的?(?:变化|改变)"],
+}
+# Words that end a negation/uncertainty scope inside a clause.
+SCOPE_BREAK_EN = [
+    r",?\s*\band\s+(?=(?:there|the|it|this|these|a|an|mild|moderate|severe|small|large|stable|new|minimal|slight|some|persistent)\b)",
+    r"\b(?:which|who|whereas|while|yet)\b",
+    r",\s*(?=(?:there|the|it|this|these|with|and|only)\b)",
+]
+
+UNCERTAIN_PRE_ZH = [
+    r"可能", r"疑似", r"疑为", r"怀疑", r"考虑", r"不除外", r"不能排除", r"无法排除", r"不排除", r"不能除外",
+    r"待排", r"或为", r"(?<![类相近])似(?!乎没|乎无)", r"倾向", r"边缘性?", r"临界", r"不确定", r"鉴别诊断",
+]
+UNCERTAIN_POST_ZH = [r"不能(?:完全)?排除", r"不除外", r"无法(?:完全)?排除", r"待排", r"可能(?!性)"]
+NEGATION_PRE_ZH = [
+    r"未见", r"未发现", r"未显示", r"未观察到", r"未(?!改变|变化|变)", r"没有", r"没",
+    r"(?<![有])无(?![数论法需疑意])",  # not 无数 (numerous), 无法 (unable), 无疑 ...
+    r"排除了?",
+    r"已经排除", r"不存在", r"不(?:表明|提示|支持|显示)", r"并非", r"不是", r"不伴", r"免于", r"消退", r"消失",
+]
+NEGATION_POST_ZH = [
+    r"(?:已经?|已被|被)?(?:排除|消失|消退|吸收)", r"(?:已经?|得到了?)(?:被)?(?:解决|清除|消除|缓解|消散)",
+    r"阴性", r"不存在", r"(?:均|都|也)?(?:未见|未发现|未显示|没有看到|没有发现|不明显)",
+    r"(?:均|都|也)?在正常范围内",
+]
+SCOPE_BREAK_ZH = [r"而且?", r"并且", r"同时", r"因此", r"所以"]
+
+SENTENCE_SPLIT = {"en": r"[.;!?](?:\s+|$)|\n+", "zh": r"[。；！？;!?\n]+|\.(?:\s+|$)"}
+CLAUSE_SPLIT = {
+    "en": r"\b(?:but|however|although|though|whereas|except(?: for)?|with the exception of|other than"
+          r"|apart from|aside from|besides|despite|nevertheless|otherwise)\b",
+    # 除...外 ("except"), but not the 除 of 排除/切除/不除外/除颤器 nor the 外 of 另外/此外
+    "zh": r"但是|但|然而|不过|虽然|尽管|除此之外|(?<![排切消去免剔删解不])除了?(?!颤)"
+          r"|(?<![另此额意内除])(?:以|之)?外(?=[，,])|否则|其他方面",
+}
+
+NORMAL_REPORT = {
+    "en": [
+        # "no acute cardiopulmonary abnormality", "without any active disease", ...
+        r"\b(?:no|not|without|negative for|free (?:of|from)|absence of)\b[^.;]{0,50}?\b(?:acute|active)\b[^.;]{0,40}?"
+        r"\b(?:abnormalit(?:y|ies)|diseases?|process(?:es)?|findings?|pathology|illness|issues?|problems?|conditions?)\b",
+        r"\bno (?:significant|notable|remarkable|obvious|apparent) abnormalit(?:y|ies)\b", r"\bnegative chest\b",
+        r"\bno (?:\w+ )?cardiopulmonary (?:abnormalit(?:y|ies)|disease)\b",
+        r"\bnormal (?:chest|study|examination|exam|radiograph|chest (?:x-?ray|radiograph|film|study))\b",
+        r"\b(?:chest|study|exam(?:ination)?|chest (?:x-?ray|radiograph|film)|x-?ray|radiograph) "
+        r"(?:is|was|appears|looks) (?:entirely |completely |essentially )?(?:normal|within normal limits|unremarkable)\b",
+        r"\bimpression[^.;]{0,40}\b(?:normal|within normal limits|unremarkable)\b(?! (?:heart|cardiac|lung|size))",
+        r"\beverything is normal\b",
+    ],
+    "zh": [
+        r"(?:没有|无|未见|未发现|不存在|未显示|未观察到|不表示|不表明)[^，。；]{0,20}?(?:急性|活动性|活跃)[^，。；]{0,12}?"
+        r"(?:异常|疾病|病变|过程|发现|问题|改变|结果|症状)",
+        r"急性[^，。；]{0,14}阴性", r"(?:胸部|X光片?|X线)[^，。；]{0,8}(?:不引人注目|并不明显|并不突出)",
+        r"(?:没有|无|未见)(?:任何)?心肺(?:功能)?(?:异常|疾病)",
+        r"(?:没有|无|未见|未发现)(?:任何|什么)?(?:明显|明确)?的?异常(?!的)",
+        r"胸部[^，。；心肺骨椎纵隔膈]{0,8}?(?:是|为|都|均)?(?:完全)?正常",
+        r"正常的?胸部", r"一切(?:都)?正常", r"(?:急性心肺|心肺)[^，。]{0,6}阴性", r"正常范围内的胸部",
+    ],
+}
+# A "no acute ..." statement about bones only is not an overall normal impression.
+_NOT_OVERALL = re.compile(r"osseous|bony|bone|skeletal|fractur|spine|骨|脊")
+
+
+def _compile(table: Mapping[str, list[str]], flags: int) -> dict[str, list[re.Pattern]]:
+    return {k: [re.compile(p, flags) for p in v] for k, v in table.items()}
+
+
+def _compile_list(pats: Iterable[str], flags: int) -> re.Pattern:
+    return re.compile("|".join(f"(?:{p})" for p in pats), flags)
+
+
+_F = {"en": re.IGNORECASE, "zh": re.IGNORECASE}
+_MENTIONS = {"en": _compile(MENTIONS_EN, _F["en"]), "zh": _compile(MENTIONS_ZH, _F["zh"])}
+_NORMALS = {"en": _compile(NORMAL_EN, _F["en"]), "zh": _compile(NORMAL_ZH, _F["zh"])}
+_BORDERLINE = {"en": _compile(BORDERLINE_EN, _F["en"]), "zh": _compile(BORDERLINE_ZH, _F["zh"])}
+_CUES = {
+    lang: {name: _compile_list(pats, _F[lang]) for name, pats in table.items()}
+    for lang, table in {
+        "en": {"unc_pre": UNCERTAIN_PRE_EN + WEAK_UNCERTAIN["en"], "weak_unc": WEAK_UNCERTAIN["en"],
+               "pseudo": PSEUDO_NEGATION["en"], "unc_post": UNCERTAIN_POST_EN, "neg_pre": NEGATION_PRE_EN,
+               "neg_post": NEGATION_POST_EN, "break": SCOPE_BREAK_EN},
+        "zh": {"unc_pre": UNCERTAIN_PRE_ZH + WEAK_UNCERTAIN["zh"], "weak_unc": WEAK_UNCERTAIN["zh"],
+               "pseudo": PSEUDO_NEGATION["zh"], "unc_post": UNCERTAIN_POST_ZH, "neg_pre": NEGATION_PRE_ZH,
+               "neg_post": NEGATION_POST_ZH, "break": SCOPE_BREAK_ZH},
+    }.items()
+}
+_SENT = {k: re.compile(v) for k, v in SENTENCE_SPLIT.items()}
+_CLAUSE = {k: re.compile(v, _F[k]) for k, v in CLAUSE_SPLIT.items()}
+_NORMAL_REPORT = {k: _compile_list(v, _F[k]) for k, v in NORMAL_REPORT.items()}
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+# Chinese commas usually separate statements; a negation only continues across
+# one when the next piece is a bare list ("没有任何病灶巩固，胸腔积液或气孔").
+_ZH_COMMA = re.compile(r"[，,]")
+_ZH_VERBISH = re.compile(r"有|是|显示|见|为|表明|存在|可能|正常|清晰|稳定|提示|看|呈|伴")
+
+
+def detect_lang(text: str) -> str:
+    """'zh' if the text contains any CJK ideograph, else 'en'."""
+    return "zh" if _CJK.search(text or "") else "en"
+
+
+def _clauses(text: str, lang: str) -> list[str]:
+    out = []
+    for sent in _SENT[lang].split(text):
+        for clause in _CLAUSE[lang].split(sent):
+            if clause and clause.strip():
+                out.append(clause)
+    return out
+
+
+def _zh_subclauses(clause: str) -> list[str]:
+    """Split a Chinese clause at commas, re-joining bare list continuations."""
+    parts = _ZH_COMMA.split(clause)
+    out = [parts[0]]
+    for part in parts[1:]:
+        if re.search(r"或|、", part) and not _ZH_VERBISH.search(part):
+            out[-1] += "，" + part
+        else:
+            out.append(part)
+    return out
+
+
+def _find_mentions(clause: str, lang: str) -> list[tuple[int, int, str, int | None]]:
+    """(start, end, finding, preset_status) for each mention; phrases with a fixed
+    status (normal heart size, borderline) and then longer matches win on overlap."""
+    found = []
+    for table, preset in ((_NORMALS[lang], NEGATIVE), (_BORDERLINE[lang], UNCERTAIN), (_MENTIONS[lang], None)):
+        for finding, pats in table.items():
+            for pat in pats:
+                for m in pat.finditer(clause):
+                    s, e = (m.span("m") if "m" in pat.groupindex and m.group("m") else m.span())
+                    found.append((s, e, finding, preset, m.start(), m.end()))
+    # Prefer fixed-status phrases, then longer matches; drop mentions overlapping a
+    # kept one of the *same* finding (different findings may share words).
+    found.sort(key=lambda t: (t[3] is None, -(t[5] - t[4]), t[0]))
+    kept: list[tuple] = []
+    for cand in found:
+        if any(k[2] == cand[2] and cand[4] < k[5] and k[4] < cand[5] for k in kept):
+            continue
+        kept.append(cand)
+    return [(s, e, f, p) for s, e, f, p, _, _ in kept]
+
+
+def _spans(pat: re.Pattern, text: str) -> list[tuple[int, int]]:
+    return [m.span() for m in pat.finditer(text) if m.end() > m.start()]
+
+
+def _mask(text: str, spans: Iterable[tuple[int, int]]) -> str:
+    """Blank out spans with a filler that is neither a word char nor whitespace,
+    keeping offsets (so "\\s*" in a cue cannot swallow a masked mention)."""
+    chars = list(text)
+    for s, e in spans:
+        chars[s:e] = "#" * (e - s)
+    return "".join(chars)
+
+
+def _label_clause(clause: str, lang: str) -> list[tuple[str, int]]:
+    mentions = _find_mentions(clause, lang)
+    if not mentions:
+        return []
+    cues = _CUES[lang]
+    # Mask mention words so cue words inside them (无气症, 不张) do not fire,
+    # and mask uncertainty cues before looking for negation ("cannot exclude").
+    masked = _mask(clause, [(s, e) for s, e, _, _ in mentions])
+    masked = _mask(masked, _spans(cues["pseudo"], masked))
+    unc_pre = _spans(cues["unc_pre"], masked)
+    unc_post = _spans(cues["unc_post"], masked)
+    masked_neg = _mask(masked, unc_pre + unc_post)
+    neg_pre = _spans(cues["neg_pre"], masked_neg)
+    weak = set(_spans(cues["weak_unc"], masked))
+    neg_post = _spans(cues["neg_post"], masked_neg)
+    breaks = [s for s, _ in _spans(cues["break"], masked_neg)]
+
+    out = []
+    for start, end, finding, preset in mentions:
+        if preset is not None:
+            out.append((finding, preset))
+            continue
+        left = max([b for b in breaks if b < start], default=0)
+        right = min([b for b in breaks if b >= end], default=len(clause))
+        if any(end <= s < right for s, _ in unc_post):
+            out.append((finding, UNCERTAIN))
+            continue
+        negs = [e for s, e in neg_pre if left <= s and e <= start]
+        uncs = [e for s, e in unc_pre if left <= s and e <= start]
+        strong_uncs = [e for s, e in unc_pre if left <= s and e <= start and (s, e) not in weak]
+        if negs and (not uncs or max(negs) > max(uncs) or not strong_uncs or max(negs) > max(strong_uncs)):
+            out.append((finding, NEGATIVE))  # the nearest cue is a negation (weak modifiers ignored)
+        elif uncs:
+            out.append((finding, UNCERTAIN))
+        elif any(end <= s < right for s, _ in neg_post):
+            out.append((finding, NEGATIVE))
+        else:
+            out.append((finding, POSITIVE))
+    return out
+
+
+def aggregate(statuses: Iterable[int]) -> int | None:
+    """CheXpert aggregation: positive > uncertain > negative > absent."""
+    statuses = set(statuses)
+    for status in (POSITIVE, UNCERTAIN, NEGATIVE):
+        if status in statuses:
+            return status
+    return None
+
+
+def label_report(text: str, lang: str | None = None) -> dict[str, int | None]:
+    """Label one report; returns {observation: 1 | 0 | -1 | None} for every FINDINGS key."""
+    text = text or ""
+    lang = lang or detect_lang(text)
+    if lang not in ("en", "zh"):
+        raise ValueError(f"unsupported language: {lang!r}")
+    per_finding: dict[str, list[int]] = {f: [] for f in FINDINGS}
+    for clause in _clauses(text, lang):
+        pieces = _zh_subclauses(clause) if lang == "zh" else [clause]
+        for piece in pieces:
+            for finding, status in _label_clause(piece, lang):
+                per_finding[finding].append(status)
+    labels = {f: aggregate(per_finding[f]) for f in FINDINGS if f != NO_FINDING}
+    abnormal = any(v in (POSITIVE, UNCERTAIN) for f, v in labels.items() if f != "Support Devices")
+    # An empty report states nothing, not a normal chest: No Finding stays absent.
+    labels[NO_FINDING] = None if abnormal or not text.strip() else POSITIVE
+    return {f: labels[f] for f in FINDINGS}
+
+
+def to_binary(labels: Mapping[str, int | None]) -> dict[str, int]:
+    """U-Ones policy: positive and uncertain -> 1; negative and absent -> 0."""
+    return {f: 1 if labels.get(f) in (POSITIVE, UNCERTAIN) else 0 for f in FINDINGS}
+
+
+def is_normal_report(text: str, lang: str | None = None) -> bool:
+    """True when the report states an overall normal chest / no acute abnormality."""
+    text = text or ""
+    lang = lang or detect_lang(text)
+    return any(not _NOT_OVERALL.search(m.group()) for m in _NORMAL_REPORT[lang].finditer(text.lower()))
+
+
+__all__ = [
+    "FINDINGS", "POSITIVE", "NEGATIVE", "UNCERTAIN", "NO_FINDING", "aggregate", "detect_lang",
+    "is_normal_report", "label_report", "to_binary",
+]

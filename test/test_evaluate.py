@@ -1,0 +1,119 @@
+"""Evaluation: metric values against hand-computed cases, the ablation verdict, and the
+whole chain tiny model -> batch inference -> report card on the bundled X-rays."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from conftest import PYTHON, ROOT, run
+from scripts import evaluate, findings, text_metrics
+
+BP = math.exp(1 - 6 / 3)  # brevity penalty of a 3-token hypothesis against a 6-token reference
+ROUGE_HALF = (1 + 1.2 ** 2) * 1.0 * 0.5 / (0.5 + 1.2 ** 2 * 1.0)  # P=1, R=1/2, beta=1.2 (pycocoevalcap)
+
+
+def test_tokenisation():
+    assert text_metrics.tokenize_zh_chars("心脏大小正常，肺部清晰。CT 12.5mm") == "心 脏 大 小 正 常 肺 部 清 晰 ct 12.5 mm"
+    words = text_metrics.tokenize_zh_jieba("心脏大小正常，肺部清晰。").split()
+    assert "，" not in words and "。" not in words and "".join(words) == "心脏大小正常肺部清晰"
+    assert text_metrics.tokenize_all({"a": "   "}, "char") == {"a": text_metrics.EMPTY}
+    assert text_metrics.detect_lang(["心脏正常", "肺部清晰", "ok"]) == "zh"
+    assert text_metrics.detect_lang(["Heart normal.", "肺部清晰", "ok"]) == "en"
+
+
+def test_english_values_by_hand():
+    r = text_metrics.score({"a": "The cat sat on the mat."}, {"a": "the cat sat"}, "en", "ptb")["corpus"]
+    # BLEU-1: all 3 unigrams match (precision 1) times the brevity penalty e^(1-6/3)
+    assert r["bleu_1"] == pytest.approx(BP, abs=1e-6)
+    assert r["bleu_2"] == pytest.approx(BP, abs=1e-6)  # 2/2 bigrams match
+    # ROUGE-L: LCS 3, precision 3/3, recall 3/6
+    assert r["rouge_l"] == pytest.approx(ROUGE_HALF, abs=1e-6)
+    assert 0 < r["meteor"] < 1
+    same = text_metrics.score({"a": "no acute disease", "b": "small left effusion"},
+                              {"a": "No acute disease.", "b": "small left effusion"}, "en", "ptb")["corpus"]
+    assert same["bleu_1"] == pytest.approx(1.0, abs=1e-6) and same["rouge_l"] == pytest.approx(1.0)
+
+
+def test_chinese_is_not_scored_zero():
+    r = text_metrics.score({"a": "心脏大小正常"}, {"a": "心脏大小"}, "zh", "char")
+    # 4 of 4 characters match; brevity penalty e^(1-6/4); LCS 4: P=1, R=2/3
+    assert r["corpus"]["bleu_1"] == pytest.approx(math.exp(1 - 6 / 4), abs=1e-6)
+    p, rec = 1.0, 4 / 6
+    assert r["corpus"]["rouge_l"] == pytest.approx((1 + 1.44) * p * rec / (rec + 1.44 * p), abs=1e-6)
+    assert "meteor" not in r["corpus"], "METEOR is English-only"
+    empty = text_metrics.score({"a": "心脏大小正常"}, {"a": ""}, "zh", "char")["corpus"]
+    assert empty["bleu_1"] == pytest.approx(0, abs=1e-9) and empty["rouge_l"] == 0
+
+
+def test_finding_f1_by_hand():
+    refs = ["Mild cardiomegaly. No pneumothorax.", "Small left pleural effusion.", "Heart size normal. Lungs clear."]
+    preds = ["Cardiomegaly.", "No pleural effusion.", "Possible cardiomegaly."]
+    # Cardiomegaly: refs [1,0,0], preds [1,0,1(uncertain)] -> P 1/2, R 1/1, F1 2/3
+    # Pleural Effusion: refs [0,1,0], preds [0,0,0] -> R 0, F1 0
+    # No Finding: refs [0,0,1], preds [0,1,0] -> F1 0
+    s = evaluate.findings_scores(refs, preds, "en")
+    cm = s["per_finding"]["Cardiomegaly"]
+    assert (cm["precision"], cm["recall"], cm["f1"]) == (0.5, 1.0, pytest.approx(2 / 3))
+    assert s["per_finding"]["Pleural Effusion"]["f1"] == 0.0 and s["per_finding"]["Pleural Effusion"]["support"] == 1
+    assert s["per_finding"]["Pneumothorax"]["f1"] is None, "absent on both sides: n/a, not 0"
+    # micro: TP 1 (cardiomegaly), FP 1 (cardio) + 1 (no finding), FN 1 (effusion) + 1 (no finding) -> 2/(2+2+2)
+    assert s["micro_f1"] == pytest.approx(2 * 1 / (2 * 1 + 2 + 2))
+    assert s["macro_f1"] == pytest.approx((2 / 3 + 0 + 0) / 3) and s["macro_over"] == 3
+    assert s["name"] == "finding F1 (rule-based)"
+
+
+def test_ablation_flags_a_model_that_ignores_the_image():
+    rows = [{"response": "No acute disease.", "prompt": "p"} for _ in range(4)]
+    controls = [{"control": "blank", "prompt": "p", "response": "No acute disease."},
+                {"control": "noise", "prompt": "p", "response": "Noise."}]
+    blind = evaluate.ablation(rows, controls)
+    assert blind["identical_to_blank_share"] == 1.0 and blind["identical_to_noise_share"] == 0.0
+    assert not blind["reads_the_image"] and "WARNING" in evaluate.verdict(blind)
+    varied = [{"response": f"Report {i}", "prompt": "p"} for i in range(4)]
+    ok = evaluate.ablation(varied, controls)
+    assert ok["reads_the_image"] and ok["distinct_share"] == 1.0 and ok["identical_to_blank_share"] == 0.0
+    no_controls = evaluate.ablation(varied, [])
+    assert no_controls["identical_to_blank_share"] is None and "--ablation" in evaluate.verdict(no_controls)
+
+
+def test_thinking_output_is_scored_after_think():
+    assert evaluate.answer_text("<think>look at the apex</think>\nNo pneumothorax.") == "No pneumothorax."
+
+
+def test_whole_chain_on_the_bundled_xrays(tiny_model, converted, tmp_path):
+    dataset = tmp_path / "all.jsonl"
+    dataset.write_text("".join((converted / f"{s}.jsonl").read_text() for s in ("train", "val", "test")))
+    preds = tmp_path / "pred.jsonl"
+    run([PYTHON, str(ROOT / "scripts" / "batch_infer.py"), "--dataset", str(dataset), "--output_file", str(preds),
+         "--ablation", "--max_new_tokens", "12", "--image_max_token_num", "256", "--quiet"],
+        env={"CUDA_VISIBLE_DEVICES": ""})
+    with open(preds, "a") as fh:  # a line without reference is listed, not silently used
+        fh.write(json.dumps({"key": "x", "response": "hello", "reference": None}) + "\n")
+    out = tmp_path / "eval"
+    proc = run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), "--predictions", str(preds), "--output_dir", str(out)])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n"] == 8 and m["lang"] == "en" and set(m["text"]) == {"ptb"}
+    assert set(m["text"]["ptb"]) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider", "meteor"}
+    assert list(m["findings"]["per_finding"]) == list(findings.FINDINGS)
+    assert m["normal_share"]["references"] > 0.5, "most bundled reports say no acute abnormality"
+    # the random tiny model writes the same thing for every image: the card says so at a glance
+    assert m["ablation"]["compared_with_blank"] == 8 and not m["ablation"]["reads_the_image"]
+    report = (out / "report.md").read_text()
+    assert "WARNING: the model does not appear to read the image" in report.splitlines()[4]
+    assert "not for diagnosis" in report and "finding F1 (rule-based)" in report and "CheXbert" in report
+    assert "line 25: no reference report" in report
+    for png in ("findings_f1.png", "text_metrics.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "WARNING" in proc.stdout and "not for diagnosis" in proc.stdout
+
+
+def test_evaluate_errors_are_one_line(tmp_path):
+    empty = tmp_path / "none.jsonl"
+    empty.write_text(json.dumps({"response": "x"}) + "\n")
+    for args, message in ((["--predictions", str(tmp_path / "missing.jsonl")], "not found"),
+                          (["--predictions", str(empty)], "no prediction with a reference")):
+        proc = run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), *args, "--output_dir", str(tmp_path / "o")],
+                   check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and message in proc.stderr

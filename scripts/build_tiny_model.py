@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "weights" / "tiny-qwen3-vl"
 REPORT_FILES = [REPO_ROOT / "data" / "openi" / "openi-en.json", REPO_ROOT / "data" / "openi" / "openi-zh.json"]
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 SEED = 42
 MARKER = "tiny_model_build.json"
 BPE_VOCAB_SIZE = 4000
@@ -230,6 +230,21 @@ def build_model():
     return model
 
 
+def silence_unused_rows(model, n_learned: int) -> None:
+    """Zero the (tied) embedding rows of filler ids and of ids past the tokenizer.
+
+    Their logits are then 0 instead of random, so after a little training the model
+    writes learned report tokens rather than ``<|filler_N|>`` strings. Special tokens
+    keep their random rows: the chat template and image markers need them.
+    """
+    import torch
+
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        emb[n_learned:FIRST_SPECIAL_ID].zero_()
+        emb[FIRST_SPECIAL_ID + len(SPECIAL_TOKENS):].zero_()
+
+
 def build_processor(tokenizer):
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
@@ -280,6 +295,8 @@ def build(out_dir: Path) -> None:
     try:
         tokenizer = build_tokenizer(load_reports())
         model = build_model()
+        first_filler = min(i for tok, i in tokenizer.get_vocab().items() if tok.startswith("<|filler_"))
+        silence_unused_rows(model, n_learned=first_filler)
         model.save_pretrained(tmp_dir, safe_serialization=True)
         processor = build_processor(tokenizer)
         processor.save_pretrained(tmp_dir)

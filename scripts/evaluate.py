@@ -167,9 +167,13 @@ def plot_text(text: dict, path: Path) -> None:
                if m in text[schemes[0]]]
     fig, ax = plt.subplots(figsize=(8, 3.2))
     width = 0.8 / len(schemes)
+    top = 1.0
     for k, scheme in enumerate(schemes):
-        ax.bar([i + k * width for i in range(len(metrics))], [text[scheme].get(m, 0) for m in metrics], width,
-               label=scheme)
+        values = [text[scheme].get(m, 0) for m in metrics]
+        bars = ax.bar([i + k * width for i in range(len(metrics))], values, width, label=scheme)
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
+        top = max(top, *values)
+    ax.set_ylim(0, top * 1.15)  # a fixed scale: near-zero scores must look near zero
     ax.set_xticks([i + width * (len(schemes) - 1) / 2 for i in range(len(metrics))], metrics)
     ax.set_title("Text metrics by tokenisation (research only, not for diagnosis)", fontsize=10)
     ax.legend(title="tokenisation")

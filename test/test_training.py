@@ -27,6 +27,11 @@ def launch(name: str, env: dict, *args: str, timeout: int = 600):
     return run(["bash", str(SWIFT_DIR / name), *args], env={**BASE_ENV, **env}, timeout=timeout)
 
 
+@pytest.fixture(scope="module")
+def trained(trained_adapter) -> Path:
+    return trained_adapter
+
+
 def checkpoints(out: Path) -> list[Path]:
     return sorted(out.glob("v*/checkpoint-*"))
 
@@ -37,29 +42,6 @@ def read_log(run_dir: Path) -> list[dict]:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def all_bundled(converted, tmp_path_factory) -> Path:
-    """All eight bundled X-rays as one training file (the learning check wants every image)."""
-    path = tmp_path_factory.mktemp("all") / "all.jsonl"
-    path.write_text("".join((converted / f"{s}.jsonl").read_text() for s in ("train", "val", "test")))
-    assert len(path.read_text().splitlines()) == 8
-    return path
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_model, all_bundled, tmp_path_factory) -> Path:
-    """40 LoRA steps on the bundled X-rays with the one-GPU launcher (about 40 s on 2 cores)."""
-    out = tmp_path_factory.mktemp("learn")
-    launch("finetune_qwen3vl_lora.sh",
-           {"MODEL": str(tiny_model), "TRAIN_FILE": str(all_bundled), "VAL_FILE": "none", "OUTPUT_DIR": str(out),
-            # rank 64 / alpha 128 at 3e-3, constant: a tiny model needs more adapter capacity than 8B does
-            "LORA_RANK": "64", "LORA_ALPHA": "128", "LEARNING_RATE": "3e-3", "LR_SCHEDULER": "constant",
-            "GLOBAL_BATCH": "4", "MICRO_BATCH": "4", "LOGGING_STEPS": "1", "SAVE_STEPS": "40"},
-           "--max_steps", "40")
-    (ckpt,) = checkpoints(out)
-    return ckpt
 
 
 def test_it_learns(trained):

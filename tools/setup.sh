@@ -13,13 +13,18 @@ command -v "$PYTHON" >/dev/null 2>&1 || { echo "error: $PYTHON not found; instal
 "$PYTHON" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)' \
   || { echo "error: $("$PYTHON" --version 2>&1) is not supported; use Python 3.10-3.12 (set PYTHON=)" >&2; exit 2; }
 
-# pycocoevalcap runs Java for English tokenisation and METEOR (scripts/evaluate.py).
-if ! command -v java >/dev/null 2>&1; then
+# System tools from Debian's packages: Java for pycocoevalcap (English tokens, METEOR in
+# scripts/evaluate.py); Chromium for the demo's browser test, driven by Playwright
+# (never `playwright install`, which downloads its own browser).
+missing=()
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if ((${#missing[@]})); then
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] installing a Java runtime for METEOR (apt-get install default-jre-headless)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null
+    echo "[setup] installing ${missing[*]} (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "[setup] warning: no java found; English evaluation (PTB tokens, METEOR) needs Java 8+" >&2
+    echo "[setup] warning: missing ${missing[*]}; English METEOR needs Java, the demo's browser test Chromium" >&2
   fi
 fi
 

@@ -29,8 +29,13 @@ def chat(trained_adapter):
     from scripts import engine as eng
 
     choice = eng.resolve(None, str(trained_adapter))
-    eng.set_image_budget(256)
-    return app.ReportChat(eng.load_engine(choice, max_batch_size=1), choice, app.Settings(max_upload_mb=1))
+    before = os.environ.get("IMAGE_MAX_TOKEN_NUM")
+    eng.set_image_budget(256)  # process-wide: put it back so later tests see the defaults
+    yield app.ReportChat(eng.load_engine(choice, max_batch_size=1), choice, app.Settings(max_upload_mb=1))
+    if before is None:
+        os.environ.pop("IMAGE_MAX_TOKEN_NUM", None)
+    else:
+        os.environ["IMAGE_MAX_TOKEN_NUM"] = before
 
 
 def drain(gen):

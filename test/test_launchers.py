@@ -5,7 +5,6 @@ import shlex
 import shutil
 import time
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -14,6 +13,14 @@ from conftest import ROOT, VENV_BIN, run
 LAUNCHERS = sorted((ROOT / "tools").rglob("*.sh"))
 SWIFT_DIR = ROOT / "tools" / "swift"
 CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}  # the tests must not depend on the machine having a GPU
+KNOBS = ("IMAGE_MAX_TOKEN_NUM", "MODEL", "DATA_DIR", "OUTPUT_DIR", "ADAPTER", "NPROC_PER_NODE", "NNODES")
+
+
+@pytest.fixture(autouse=True)
+def clean_knobs(monkeypatch):
+    """The launchers read their knobs from the environment: start every test from the defaults."""
+    for name in KNOBS:
+        monkeypatch.delenv(name, raising=False)
 
 
 def launcher(name: str, env: dict, *args: str, check: bool = True):

@@ -27,11 +27,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import random
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +37,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts import prompts  # noqa: E402
-from scripts.imaging import ImageRejected, open_checked  # noqa: E402
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
-SPLITS = ("train", "val", "test")
-
-
-class UsageError(Exception):
-    """A user mistake: printed as one line, exit code 2."""
+from scripts.dataset_core import (SPLITS, UsageError, default_workers, index_images, run_cli,  # noqa: E402
+                                  split_groups, validate_records, write_atomic, write_skipped)
 
 
 @dataclass
@@ -98,79 +89,6 @@ def load_records(path: Path) -> list[Record]:
     return records
 
 
-def index_images(images_dir: Path) -> dict[str, Path]:
-    """Map both file name and stem to a path, for one scandir instead of a stat per record."""
-    if not images_dir.is_dir():
-        raise UsageError(f"images folder not found: {images_dir}")
-    index: dict[str, Path] = {}
-    for entry in sorted(os.scandir(images_dir), key=lambda e: e.name):
-        if not entry.is_file():
-            continue
-        path = Path(entry.path)
-        index[entry.name] = path
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            index.setdefault(path.stem, path)
-    return index
-
-
-# --------------------------------------------------------------------------- checking
-def _check_one(job: tuple[str, str, str]) -> tuple[str, str, str]:
-    """Worker: ``(record_id, path, copy_dir)`` -> ``(record_id, "ok"|reason, final path|detail)``."""
-    record_id, path, copy_dir = job
-    try:
-        checked = open_checked(path)
-    except ImageRejected as exc:
-        return record_id, exc.reason, exc.detail
-    if not checked.changed:
-        return record_id, "ok", path
-    # 16-bit, palette, RGBA, CMYK...: write an 8-bit copy the model will see correctly.
-    out = Path(copy_dir) / f"{record_id}.png"
-    checked.image.save(out, format="PNG")
-    return record_id, "ok", str(out)
-
-
-def check_images(jobs: list[tuple[str, str, str]], workers: int, progress: bool) -> list[tuple[str, str, str]]:
-    from tqdm import tqdm  # ships with transformers/ms-swift
-
-    bar = tqdm(total=len(jobs), desc="checking images", unit="img", disable=not progress, file=sys.stderr)
-    results = []
-    if workers <= 1 or len(jobs) < 64:
-        for job in jobs:
-            results.append(_check_one(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for res in pool.map(_check_one, jobs, chunksize=64):
-                results.append(res)
-                bar.update()
-    bar.close()
-    return results
-
-
-# --------------------------------------------------------------------------- splitting
-def split_studies(studies: list[str], val_ratio: float, test_ratio: float, seed: int) -> dict[str, str]:
-    """Assign each study to train/val/test. Deterministic for the same set and seed.
-
-    Every split with a non-zero ratio gets at least one study when there are at least
-    three studies, so a tiny sample still has something to validate on.
-    """
-    ordered = sorted(set(studies))
-    random.Random(seed).shuffle(ordered)
-    n = len(ordered)
-
-    def count(ratio: float) -> int:
-        k = round(ratio * n)
-        return max(k, 1) if ratio > 0 and n >= 3 else k
-
-    n_test, n_val = count(test_ratio), count(val_ratio)
-    if n_test + n_val >= n and n > 0:
-        raise UsageError(f"val/test ratios leave no training study out of {n}")
-    assignment = {}
-    for i, study in enumerate(ordered):
-        assignment[study] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    return assignment
-
-
 # --------------------------------------------------------------------------- writing
 def build_sample(record: Record, image_path: str, prompt: str, system: str | None) -> dict:
     messages = []
@@ -179,12 +97,6 @@ def build_sample(record: Record, image_path: str, prompt: str, system: str | Non
     messages.append({"role": "user", "content": f"<image>{prompt}"})
     messages.append({"role": "assistant", "content": record.report})
     return {"messages": messages, "images": [image_path], "id": record.record_id}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def convert(args: argparse.Namespace) -> dict:
@@ -197,37 +109,15 @@ def convert(args: argparse.Namespace) -> dict:
     index = index_images(images_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     copy_dir = out_dir / "images"
-    copy_dir.mkdir(exist_ok=True)
-
-    skipped: list[tuple[str, str, str]] = []  # (record id, reason, detail)
-    seen: set[str] = set()
-    jobs: list[tuple[str, str, str]] = []
+    # The first record of an id is the one kept: by_id must agree with validate_records.
     by_id: dict[str, Record] = {}
     for rec in records:
-        if not rec.record_id:
-            skipped.append(("", "no image id", rec.image_name))
-        elif rec.record_id in seen:
-            skipped.append((rec.record_id, "duplicate id", "kept the first record"))
-        elif not rec.report:
-            seen.add(rec.record_id)
-            skipped.append((rec.record_id, "empty report", ""))
-        elif rec.image_name not in index:
-            seen.add(rec.record_id)
-            skipped.append((rec.record_id, "missing image", f"{rec.image_name} not in {images_dir}"))
-        else:
-            seen.add(rec.record_id)
-            by_id[rec.record_id] = rec
-            jobs.append((rec.record_id, str(index[rec.image_name].resolve()), str(copy_dir.resolve())))
+        by_id.setdefault(rec.record_id, rec)
+    good, skipped = validate_records(
+        [(r.record_id, r.image_name, None if r.report else "empty report") for r in records],
+        index, copy_dir, args.workers, progress=not args.quiet, where=str(images_dir))
 
-    checked = check_images(jobs, args.workers, progress=not args.quiet)
-    good: dict[str, str] = {}
-    for record_id, status, value in checked:
-        if status == "ok":
-            good[record_id] = value
-        else:
-            skipped.append((record_id, status, value))
-
-    assignment = split_studies([by_id[r].study for r in good], args.val_ratio, args.test_ratio, args.seed)
+    assignment = split_groups([by_id[r].study for r in good], args.val_ratio, args.test_ratio, args.seed)
     lines: dict[str, list[str]] = {s: [] for s in SPLITS}
     template_use: Counter = Counter()
     for rec in records:  # input order, so outputs are stable and easy to diff
@@ -243,13 +133,8 @@ def convert(args: argparse.Namespace) -> dict:
         lines[assignment[rec.study]].append(json.dumps(sample, ensure_ascii=False))
 
     for split in SPLITS:
-        _write_atomic(out_dir / f"{split}.jsonl", "".join(line + "\n" for line in lines[split]))
-    skipped.sort(key=lambda s: (s[1], s[0]))
-    _write_atomic(
-        out_dir / "skipped.tsv",
-        "record_id\treason\tdetail\n" + "".join(f"{i}\t{r}\t{d}\n" for i, r, d in skipped),
-    )
-    reasons = Counter(reason for _, reason, _ in skipped)
+        write_atomic(out_dir / f"{split}.jsonl", "".join(line + "\n" for line in lines[split]))
+    reasons = write_skipped(out_dir / "skipped.tsv", skipped)
     studies_per_split = Counter(assignment.values())
     summary = {
         "input": str(input_path.resolve()),
@@ -268,18 +153,7 @@ def convert(args: argparse.Namespace) -> dict:
         "templates_used": {str(k): template_use[k] for k in sorted(template_use)},
         "content_sha256": hashlib.sha256("".join("".join(lines[s]) for s in SPLITS).encode()).hexdigest(),
     }
-    _write_atomic(out_dir / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
     return summary
-
-
-def summary_line(summary: dict) -> str:
-    per = summary["records_per_split"]
-    reasons = ", ".join(f"{k} {v}" for k, v in summary["skipped_by_reason"].items()) or "none"
-    return (
-        f"read {summary['read']} = written {summary['written']} "
-        f"(train {per['train']}, val {per['val']}, test {per['test']}) "
-        f"+ skipped {summary['skipped']} ({reasons})"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None, help="optional system prompt for every record")
     p.add_argument("--keep_source_prompt", action="store_true",
                    help="use the record's own prompt (reference format) instead of the templates")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+    p.add_argument("--workers", type=int, default=default_workers(),
                    help="processes that decode images")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any record is skipped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -303,28 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for name in ("val_ratio", "test_ratio"):
-        value = getattr(args, name)
-        if not 0 <= value < 1:
-            print(f"error: --{name} must be in [0, 1), got {value}", file=sys.stderr)
-            return 2
-    try:
-        summary = convert(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.output_dir)
-    print(summary_line(summary))
-    print(f"wrote {out / 'train.jsonl'}, {out / 'val.jsonl'}, {out / 'test.jsonl'}; skips listed in {out / 'skipped.tsv'}")
-    print("Research use only, not for diagnosis.")
-    if summary["written"] == 0:
-        print("error: no record was written; see skipped.tsv for the reasons", file=sys.stderr)
-        return 1
-    if args.strict and summary["skipped"]:
-        print(f"error: --strict and {summary['skipped']} records were skipped", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli(build_parser(), convert, argv, '{out}/train.jsonl, {out}/val.jsonl, {out}/test.jsonl')
 
 
 if __name__ == "__main__":

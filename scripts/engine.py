@@ -62,8 +62,11 @@ def set_image_budget(max_tokens: int | None) -> int:
     return value
 
 
-def load_engine(choice: ModelChoice, max_batch_size: int = 16, dtype: str = "auto"):
-    """An ms-swift engine for ``choice``; heavy imports happen here, not at module import."""
+def load_engine(choice: ModelChoice, max_batch_size: int = 16, dtype: str = "auto", **task):
+    """An ms-swift engine for ``choice``; heavy imports happen here, not at module import.
+
+    ``task``: ``task_type="seq_cls", num_labels=..., problem_type=...`` for a classification head.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -77,11 +80,11 @@ def load_engine(choice: ModelChoice, max_batch_size: int = 16, dtype: str = "aut
         lora_rank = json.loads((choice.adapter / "adapter_config.json").read_text())["r"] if adapters else 16
         return VllmEngine(str(choice.model), model_type=choice.model_type or None, torch_dtype=torch_dtype,
                           adapters=adapters, max_num_seqs=max_batch_size, enable_lora=bool(adapters),
-                          max_lora_rank=max(16, lora_rank))
+                          max_lora_rank=max(16, lora_rank), **task)
     from swift.infer_engine import TransformersEngine
 
     return TransformersEngine(str(choice.model), model_type=choice.model_type or None, torch_dtype=torch_dtype,
-                              adapters=adapters, max_batch_size=max_batch_size)
+                              adapters=adapters, max_batch_size=max_batch_size, **task)
 
 
 def request_config(max_new_tokens: int, temperature: float, top_p: float | None = None,

@@ -42,21 +42,59 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 
 assert all(len(t) == 12 for t in TEMPLATES.values()), "twelve templates per language"
 
+# The sibling jobs: a smaller set each, same deterministic choice per record.
+TASK_TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
+    "report": TEMPLATES,
+    "chestxray14": {
+        "zh": ("这张胸部X光片显示了哪些异常？请列出所见。", "请判断这张胸片中存在的病变类型。",
+               "请列出这张胸部X线影像中的所有阳性发现；如无异常请回答未见异常。", "这张胸片有哪些病理表现？",
+               "请对这张胸部X光片进行多标签分类。", "阅读这张胸片，指出存在的异常。"),
+        "en": ("Which abnormalities does this chest X-ray show? List the findings.",
+               "Name the pathologies present on this chest radiograph.",
+               "List every positive finding on this chest X-ray, or say No Finding.",
+               "What findings are visible on this chest film?",
+               "Classify this chest X-ray into its findings (several may apply).",
+               "Read this radiograph and state which abnormalities are present."),
+    },
+    "ham10000": {
+        "zh": ("这张皮肤镜图像最可能是哪种皮肤病变？", "请判断这处皮损的诊断类别。", "这张皮肤镜照片属于哪一类病变？",
+               "请对这张皮肤病变图像进行分类。", "根据皮肤镜表现，这处病变的诊断是什么？", "这是哪种皮肤病变？请给出类别。"),
+        "en": ("Which kind of skin lesion does this dermoscopy image show?",
+               "Give the diagnostic category of this lesion.",
+               "Classify this dermoscopic image into one of the seven lesion types.",
+               "What is the most likely diagnosis of this skin lesion?",
+               "Name the lesion category shown in this dermoscopy photo.",
+               "Which of the HAM10000 classes does this lesion belong to?"),
+    },
+    "caption": {
+        "zh": ("请描述这张医学影像。", "这张影像显示了什么？", "请写出这张影像的简要描述。",
+               "请描述影像中的解剖结构和异常。", "请为这张医学图像写一段说明。", "这张图像中可以看到哪些表现？"),
+        "en": ("Describe this medical image.", "What does this image show?", "Write a short description of this scan.",
+               "Describe the anatomy and any abnormality in this image.", "Caption this medical image.",
+               "What findings can be seen in this image?"),
+    },
+}
 
-def template(lang: str, index: int) -> str:
-    """Template ``index`` (0-11) in ``lang``; a clear error for anything else."""
+
+
+def template(lang: str, index: int, task: str = "report") -> str:
+    """Template ``index`` in ``lang`` for ``task``; a clear error for anything else."""
     if lang not in TEMPLATES:
         raise ValueError(f"unknown language {lang!r}; expected one of {', '.join(LANGUAGES)}")
-    choices = TEMPLATES[lang]
+    choices = TASK_TEMPLATES[task][lang]
     if not 0 <= index < len(choices):
         raise ValueError(f"template id must be 0..{len(choices) - 1}, got {index}")
     return choices[index]
 
 
-def pick_index(record_id: str, seed: int, lang: str) -> int:
+def pick_index(record_id: str, seed: int, lang: str, task: str = "report") -> int:
     """Deterministic template choice per record: same id and seed, same template.
 
     A hash rather than ``random`` so the choice does not depend on record order.
     """
     digest = hashlib.sha256(f"{seed}:{lang}:{record_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % len(TEMPLATES[lang])
+    return int.from_bytes(digest[:8], "big") % len(TASK_TEMPLATES[task][lang])
+
+
+def pick(record_id: str, seed: int, lang: str, task: str = "report") -> str:
+    return template(lang, pick_index(record_id, seed, lang, task), task)

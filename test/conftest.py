@@ -73,3 +73,52 @@ def trained_adapter(tiny_model, all_bundled, tmp_path_factory) -> Path:
              "GLOBAL_BATCH": "4", "MICRO_BATCH": "4", "LOGGING_STEPS": "1", "SAVE_STEPS": "40"}, timeout=900)
     (ckpt,) = sorted(out.glob("v*/checkpoint-*"))
     return ckpt
+
+
+# --------------------------------------------------------------------------- classification fixtures
+CXR14_LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+                "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
+
+
+def make_cxr14(root: Path, n_patients: int = 12, size: int = 96) -> dict:
+    """A ChestX-ray14-shaped set: Data_Entry_2017.csv with NIH's columns, images named like
+    NIH's (``<patient>_<follow-up>.png``) cut from the bundled X-rays, and bad rows."""
+    from PIL import Image
+
+    images = root / "images"
+    images.mkdir(parents=True)
+    sources = sorted(BUNDLED_IMAGES.glob("*.png"))
+    header = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
+              "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
+    rows = []
+    k = 0
+    for patient in range(1, n_patients + 1):
+        for follow in range(1 + patient % 3):  # 1-3 images per patient
+            name = f"{patient:08d}_{follow:03d}.png"
+            Image.open(sources[k % len(sources)]).convert("L").resize((size, size)).save(images / name)
+            labels = "No Finding" if k % 3 == 0 else "|".join(CXR14_LABELS[j] for j in {k % 14, (k * 5) % 14})
+            rows.append([name, labels, str(follow), str(patient), "58", "M", "PA", "2500", "2048", "0.14", "0.14"])
+            k += 1
+    bad = [["99999999_000.png", "Effusion", "0", "99999", "40", "F", "PA", "1", "1", "1", "1"],   # missing image
+           [rows[0][0].replace("_000", "_900"), "Alien_Disease", "0", "1", "58", "M", "PA", "1", "1", "1", "1"],
+           [rows[1][0].replace("_0", "_8"), "", "0", "2", "58", "M", "PA", "1", "1", "1", "1"]]
+    for name in (bad[1][0], bad[2][0]):
+        Image.open(sources[0]).convert("L").resize((size, size)).save(images / name)
+    csv_path = root / "Data_Entry_2017.csv"
+    import csv
+
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows + bad)
+    return {"csv": csv_path, "images": images, "rows": rows, "bad": bad}
+
+
+@pytest.fixture(scope="session")
+def cxr14_converted(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cxr14")
+    data = make_cxr14(root)
+    out = root / "swift"
+    run([PYTHON, str(ROOT / "scripts" / "convert_chestxray14.py"), "--csv", str(data["csv"]),
+         "--images_dir", str(data["images"]), "--output_dir", str(out), "--quiet"])
+    return out

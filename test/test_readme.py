@@ -4,7 +4,7 @@ The first bash block is the README's first screen and must hold exactly the two
 commands: the quick start (run here in full) and the test command (which CI runs;
 running it from inside the suite would recurse). Every other command in a bash
 block is run too:
-* a command naming real weights or data (``/models/``, ``/data/``) that this machine
+* a command naming real weights or data sets (``/models/``, ``/data/``) that this machine
   cannot have must stop with the launcher's one-line error, before any heavy work;
 * a command with a ``...`` placeholder is only checked to name a script that exists;
 * everything else must succeed.
@@ -73,7 +73,7 @@ def test_other_readme_commands(command):
     if command == TEST_COMMAND or "..." in command:
         return  # CI runs the test command; placeholders are only checked for their script
     proc = run(["bash", "-c", command], env={"CUDA_VISIBLE_DEVICES": ""}, check=False, timeout=900)
-    if re.search(r"=/(models|data)/", command):
+    if re.search(r"[= ]/(models|data)/", command):
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
         assert "not found" in errors[0]

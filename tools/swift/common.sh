@@ -158,7 +158,7 @@ resolve_dtype() {
 run_or_print() {
   local exported=(IMAGE_MAX_TOKEN_NUM HF_HUB_OFFLINE)
   local v
-  for v in NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT CUDA_VISIBLE_DEVICES; do
+  for v in NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT CUDA_VISIBLE_DEVICES MEDSWIFT_LABELS_FILE; do
     [[ -n "${!v:-}" ]] && exported+=("$v")
   done
   if [[ "$DRY_RUN" == "1" ]]; then

@@ -1,0 +1,153 @@
+"""The classification jobs' label sets, answer wording, answer parsing and output files.
+
+One definition per task, shared by its converter (which writes both a generative JSONL
+and a ``--task_type seq_cls`` JSONL), the prediction script (which parses generative
+answers back to labels) and scripts/evaluate_classification.py (which reads labels.json).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scripts import prompts
+from scripts.dataset_core import SPLITS, message, write_atomic, write_jsonl
+
+MULTI = "multi_label_classification"
+SINGLE = "single_label_classification"
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    problem_type: str
+    labels: tuple[str, ...]
+    zh: dict[str, str]  # label -> Chinese name
+    en: dict[str, str] = field(default_factory=dict)  # label -> English wording, when not the label itself
+    none_label: str | None = None  # multi-label: the label meaning "nothing else"
+
+    def english(self, label: str) -> str:
+        return self.en.get(label, label.replace("_", " "))
+
+    def word(self, label: str, lang: str) -> str:
+        return self.zh[label] if lang == "zh" else self.english(label)
+
+
+CHESTXRAY14 = Task(
+    name="chestxray14", problem_type=MULTI, none_label="No Finding",
+    # NIH's order; "No Finding" last, as the 15th label
+    labels=("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+            "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+            "No Finding"),
+    zh={"Atelectasis": "肺不张", "Cardiomegaly": "心脏增大", "Effusion": "胸腔积液", "Infiltration": "浸润",
+        "Mass": "肿块", "Nodule": "结节", "Pneumonia": "肺炎", "Pneumothorax": "气胸", "Consolidation": "实变",
+        "Edema": "肺水肿", "Emphysema": "肺气肿", "Fibrosis": "肺纤维化", "Pleural_Thickening": "胸膜增厚",
+        "Hernia": "膈疝", "No Finding": "未见异常"},
+)
+
+HAM10000 = Task(
+    name="ham10000", problem_type=SINGLE,
+    labels=("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"),
+    en={"akiec": "actinic keratosis / intraepithelial carcinoma", "bcc": "basal cell carcinoma",
+        "bkl": "benign keratosis-like lesion", "df": "dermatofibroma", "mel": "melanoma",
+        "nv": "melanocytic nevus", "vasc": "vascular lesion"},
+    zh={"akiec": "光线性角化病/上皮内癌", "bcc": "基底细胞癌", "bkl": "良性角化样病变", "df": "皮肤纤维瘤",
+        "mel": "黑色素瘤", "nv": "黑色素细胞痣", "vasc": "血管病变"},
+)
+
+TASKS = {t.name: t for t in (CHESTXRAY14, HAM10000)}
+
+
+# --------------------------------------------------------------------------- answers
+def format_answer(task: Task, labels: list[str], lang: str) -> str:
+    """The generative target: labels in the task's fixed order, in words a reader understands."""
+    ordered = [lab for lab in task.labels if lab in labels]
+    if task.problem_type == SINGLE:
+        (lab,) = ordered
+        return f"诊断：{task.zh[lab]}（{lab}）。" if lang == "zh" else f"Diagnosis: {task.english(lab)} ({lab})."
+    words = [task.word(lab, lang) for lab in ordered]
+    return f"所见：{'、'.join(words)}。" if lang == "zh" else f"Findings: {', '.join(words)}."
+
+
+def _patterns(task: Task) -> list[tuple[str, re.Pattern]]:
+    pats = []
+    for lab in task.labels:
+        forms = {lab, task.english(lab), task.zh[lab], lab.replace("_", " ")}
+        ascii_forms = [re.escape(f) for f in forms if f.isascii()]
+        cjk_forms = [re.escape(f) for f in forms if not f.isascii()]
+        parts = []
+        if ascii_forms:  # whole words only: "mel" must not match "melanocytic"
+            parts.append(r"(?<![A-Za-z])(?:" + "|".join(sorted(ascii_forms, key=len, reverse=True)) + r")(?![A-Za-z])")
+        parts += cjk_forms
+        pats.append((lab, re.compile("|".join(parts), re.IGNORECASE)))
+    return pats
+
+
+def parse_answer(task: Task, text: str | None) -> list[str] | None:
+    """Labels named in a generated answer, in task order; None when it names none (unparseable)
+    or, for a single-label task, names several different classes."""
+    if not text:
+        return None
+    text = text.rsplit("</think>", 1)[-1]
+    found = [lab for lab, pat in _patterns(task) if pat.search(text)]
+    if task.problem_type == SINGLE:
+        return found if len(found) == 1 else None
+    if task.none_label in found and len(found) > 1:
+        found.remove(task.none_label)  # "No Finding" next to a finding: the finding wins
+    return found or None
+
+
+def multi_hot(task: Task, labels: list[str]) -> list[int]:
+    return [1 if lab in labels else 0 for lab in task.labels]
+
+
+# --------------------------------------------------------------------------- output files
+def pos_weights(task: Task, train_labels: list[list[str]]) -> list[float]:
+    """negatives / positives per label on the training split (BCE ``pos_weight``); 1.0 when a
+    label has no positive, so it neither explodes nor vanishes."""
+    n = len(train_labels)
+    out = []
+    for lab in task.labels:
+        pos = sum(lab in labs for labs in train_labels)
+        out.append(round((n - pos) / pos, 4) if pos else 1.0)
+    return out
+
+
+def write_task_outputs(task: Task, records: list[dict], good: dict[str, str], assignment: dict[str, str],
+                       out_dir: Path, lang: str, seed: int) -> dict:
+    """Write generative ``{split}.jsonl``, head ``cls_{split}.jsonl`` and ``labels.json``.
+
+    ``records``: the kept records (dataset_core.kept_records), dicts with ``id``, ``group``
+    and ``labels``; ``good`` maps id -> image path; each goes to the split of its group.
+    """
+    gen = {s: [] for s in SPLITS}
+    cls = {s: [] for s in SPLITS}
+    for rec in records:
+        split = assignment[rec["group"]]
+        prompt = prompts.pick(rec["id"], seed, lang, task.name)
+        image = [good[rec["id"]]]
+        gen[split].append({"messages": [message("user", f"<image>{prompt}"),
+                                        message("assistant", format_answer(task, rec["labels"], lang))],
+                           "images": image, "id": rec["id"]})
+        label = multi_hot(task, rec["labels"]) if task.problem_type == MULTI else task.labels.index(rec["labels"][0])
+        cls[split].append({"messages": [message("user", f"<image>{prompt}")], "images": image, "label": label,
+                           "id": rec["id"]})
+    for split in SPLITS:
+        write_jsonl(out_dir / f"{split}.jsonl", gen[split])
+        write_jsonl(out_dir / f"cls_{split}.jsonl", cls[split])
+    train_labels = [r["labels"] for r in records if assignment[r["group"]] == "train"]
+    meta = {"task": task.name, "problem_type": task.problem_type, "labels": list(task.labels),
+            "labels_zh": [task.zh[lab] for lab in task.labels], "num_labels": len(task.labels),
+            "pos_weight": pos_weights(task, train_labels) if task.problem_type == MULTI else None,
+            "positives_in_train": {lab: sum(lab in labs for labs in train_labels) for lab in task.labels},
+            "notice": "For research only, not for diagnosis."}
+    write_atomic(out_dir / "labels.json", json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
+    return {"records_per_split": {s: len(gen[s]) for s in SPLITS}, "written": sum(len(v) for v in gen.values())}
+
+
+def load_labels(path: Path) -> dict:
+    meta = json.loads(Path(path).read_text(encoding="utf-8"))
+    if meta.get("task") not in TASKS:
+        raise ValueError(f"{path}: unknown task {meta.get('task')!r}")
+    return meta

@@ -1,0 +1,129 @@
+"""Convert NIH ChestX-ray14 (14 findings + No Finding) into ms-swift JSONL, split by patient.
+
+Usage:
+    python scripts/convert_chestxray14.py --csv /data/nih/Data_Entry_2017.csv \
+        --images_dir /data/nih/images_001/images --images_dir /data/nih/images_002/images \
+        --output_dir data/cxr14_swift --lang en \
+        [--train_val_list /data/nih/train_val_list.txt --test_list /data/nih/test_list.txt]
+
+Writes to --output_dir:
+  * ``train/val/test.jsonl``: generative (the answer lists the present findings in NIH's
+    order, "No Finding" when none);
+  * ``cls_train/val/test.jsonl``: for ``--task_type seq_cls --problem_type
+    multi_label_classification --num_labels 15`` (a 15-long multi-hot ``label``);
+  * ``labels.json``: label order and the positive-class weights of the training split;
+  * ``skipped.tsv``, ``summary.json``.
+
+With the official lists, their test images form the test split and validation is taken
+from train_val by patient; without them the split is by ``Patient ID`` with
+--val_ratio/--test_ratio. Either way no patient is on two sides.
+
+For research only, not for diagnosis.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts import prompts  # noqa: E402
+from scripts.classification import CHESTXRAY14, write_task_outputs  # noqa: E402
+from scripts.dataset_core import (UsageError, default_workers, index_images, kept_records,  # noqa: E402
+                                  read_csv_rows,
+                                  run_cli, split_groups, validate_records, write_skipped)
+
+REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
+
+
+def parse_labels(field: str) -> tuple[list[str], str | tuple[str, str] | None]:
+    """``"Effusion|Infiltration"`` -> (labels, problem); NIH writes ``No Finding`` for none."""
+    names = [n.strip() for n in (field or "").split("|") if n.strip()]
+    if not names:
+        return [], "empty label field"
+    unknown = [n for n in names if n not in CHESTXRAY14.labels]
+    if unknown:
+        return [], ("unknown label", unknown[0])
+    if "No Finding" in names and len(names) > 1:
+        return [], "No Finding together with findings"
+    return names, None
+
+
+def read_list(path: str | None) -> set[str] | None:
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"list file not found: {p}")
+    return {line.strip() for line in p.read_text().splitlines() if line.strip()}
+
+
+def convert(args) -> dict:
+    rows = read_csv_rows(Path(args.csv), REQUIRED, "Data_Entry_2017.csv")
+    index = index_images([Path(d) for d in args.images_dir])
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_val, test = read_list(args.train_val_list), read_list(args.test_list)
+    if (train_val is None) != (test is None):
+        raise UsageError("give both --train_val_list and --test_list, or neither")
+
+    records, candidates = [], []
+    for row in rows:
+        rid = (row.get("Image Index") or "").strip()
+        labels, problem = parse_labels(row.get("Finding Labels", ""))
+        patient = (row.get("Patient ID") or "").strip()
+        if not problem and not patient:
+            problem = "no patient id"
+        if not problem and test is not None and rid not in test and rid not in train_val:
+            problem = "not in the official lists"
+        records.append({"id": rid, "group": patient, "labels": labels})
+        candidates.append((rid, rid, problem))
+    good, skipped = validate_records(candidates, index, out_dir / "images", args.workers, not args.quiet,
+                                     where=", ".join(args.images_dir))
+
+    kept = kept_records(records, good)
+    if test is None:
+        assignment = split_groups([r["group"] for r in kept], args.val_ratio, args.test_ratio, args.seed)
+    else:
+        # Official split: test patients are fixed; validation patients come from train_val.
+        test_patients = {r["group"] for r in kept if r["id"] in test}
+        overlap = {r["group"] for r in kept if r["id"] in train_val} & test_patients
+        if overlap:
+            raise UsageError(f"the official lists put patient {sorted(overlap)[0]} on both sides")
+        assignment = split_groups([r["group"] for r in kept if r["group"] not in test_patients],
+                                  args.val_ratio, 0.0, args.seed)
+        assignment.update({p: "test" for p in test_patients})
+    written = write_task_outputs(CHESTXRAY14, kept, good, assignment, out_dir, args.lang, args.seed)
+    reasons = write_skipped(out_dir / "skipped.tsv", skipped)
+    return {"task": "chestxray14", "read": len(rows), "written": written["written"], "skipped": len(skipped),
+            "skipped_by_reason": dict(sorted(reasons.items())), "records_per_split": written["records_per_split"],
+            "patients_per_split": {s: sum(1 for v in assignment.values() if v == s) for s in ("train", "val", "test")},
+            "split": "official lists" if test is not None else "by patient", "seed": args.seed, "lang": args.lang}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--csv", required=True, help="Data_Entry_2017.csv")
+    p.add_argument("--images_dir", action="append", required=True, help="image folder (repeat for several)")
+    p.add_argument("--output_dir", default=str(ROOT / "data" / "cxr14_swift"))
+    p.add_argument("--train_val_list", help="official train_val_list.txt")
+    p.add_argument("--test_list", help="official test_list.txt")
+    p.add_argument("--lang", choices=prompts.LANGUAGES, default="en")
+    p.add_argument("--val_ratio", type=float, default=0.1)
+    p.add_argument("--test_ratio", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--workers", type=int, default=default_workers())
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any row is skipped")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(build_parser(), convert, argv, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json')
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The sibling jobs: ChestX-ray14, HAM10000 and caption converters, answer parsing, class
+weights, and a real seq_cls run on the tiny model through prediction to the report."""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import BUNDLED_IMAGES, PYTHON, ROOT, make_cxr14, run
+from scripts import classification as cls
+from scripts import convert_captions, convert_chestxray14, convert_ham10000
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def sides_of(out: Path, group_of) -> dict[str, set[str]]:
+    sides: dict[str, set[str]] = {}
+    for split in ("train", "val", "test"):
+        for row in read_jsonl(out / f"{split}.jsonl"):
+            sides.setdefault(group_of(row["id"]), set()).add(split)
+    return sides
+
+
+# --------------------------------------------------------------------------- answers
+def test_answers_round_trip_in_both_languages():
+    for lang in ("en", "zh"):
+        for labels in (["Effusion", "Atelectasis"], ["No Finding"], ["Pleural_Thickening", "Hernia"]):
+            text = cls.format_answer(cls.CHESTXRAY14, labels, lang)
+            assert cls.parse_answer(cls.CHESTXRAY14, text) == [lab for lab in cls.CHESTXRAY14.labels if lab in labels]
+        for code in cls.HAM10000.labels:
+            assert cls.parse_answer(cls.HAM10000, cls.format_answer(cls.HAM10000, [code], lang)) == [code]
+    assert cls.format_answer(cls.CHESTXRAY14, ["Effusion", "Atelectasis"], "en") == "Findings: Atelectasis, Effusion."
+    assert cls.format_answer(cls.HAM10000, ["mel"], "zh") == "诊断：黑色素瘤（mel）。"
+    assert cls.parse_answer(cls.HAM10000, "Diagnosis: melanocytic nevus (nv).") == ["nv"], "mel is not in melanocytic"
+    assert cls.parse_answer(cls.HAM10000, "Either melanoma or a melanocytic nevus") is None, "two classes: unparseable"
+    assert cls.parse_answer(cls.CHESTXRAY14, "I cannot tell.") is None
+    assert cls.parse_answer(cls.CHESTXRAY14, "<think>effusion?</think>No Finding") == ["No Finding"]
+
+
+def test_positive_class_weights_by_hand():
+    # 4 training images: Effusion in 1 (3 negatives / 1 positive = 3.0), Hernia in none (1.0), No Finding in 3 (1/3)
+    w = cls.pos_weights(cls.CHESTXRAY14, [["Effusion"], ["No Finding"], ["No Finding"], ["No Finding"]])
+    labels = list(cls.CHESTXRAY14.labels)
+    assert w[labels.index("Effusion")] == 3.0 and w[labels.index("Hernia")] == 1.0
+    assert w[labels.index("No Finding")] == pytest.approx(1 / 3, abs=1e-4)
+
+
+# --------------------------------------------------------------------------- converters
+def test_chestxray14_patient_split_and_outputs(tmp_path, capsys):
+    data = make_cxr14(tmp_path / "src")
+    out = tmp_path / "out"
+    assert convert_chestxray14.main(["--csv", str(data["csv"]), "--images_dir", str(data["images"]),
+                                     "--output_dir", str(out), "--quiet"]) == 0
+    n = len(data["rows"])
+    assert capsys.readouterr().out.startswith(f"read {n + 3} = written {n} (")
+    assert "(empty label field 1, missing image 1, unknown label 1)" in (out / "summary.json").read_text() or \
+        json.loads((out / "summary.json").read_text())["skipped_by_reason"] == \
+        {"empty label field": 1, "missing image": 1, "unknown label": 1}
+    sides = sides_of(out, lambda rid: rid.split("_")[0])
+    assert all(len(v) == 1 for v in sides.values()), "no patient on two sides"
+    meta = json.loads((out / "labels.json").read_text())
+    assert meta["num_labels"] == 15 and meta["labels"][-1] == "No Finding" and len(meta["pos_weight"]) == 15
+    truth = {r[0]: r[1].split("|") for r in data["rows"]}
+    for split in ("train", "val", "test"):
+        for gen, head in zip(read_jsonl(out / f"{split}.jsonl"), read_jsonl(out / f"cls_{split}.jsonl")):
+            assert gen["id"] == head["id"] and head["label"] == cls.multi_hot(cls.CHESTXRAY14, truth[gen["id"]])
+            assert cls.parse_answer(cls.CHESTXRAY14, gen["messages"][-1]["content"]) == \
+                [lab for lab in cls.CHESTXRAY14.labels if lab in truth[gen["id"]]]
+            assert [m["role"] for m in head["messages"]] == ["user"]
+
+
+def test_chestxray14_official_lists(tmp_path):
+    data = make_cxr14(tmp_path / "src")
+    names = [r[0] for r in data["rows"]]
+    test_names = [n for n in names if n.startswith(("00000001", "00000002"))]
+    (tmp_path / "test_list.txt").write_text("\n".join(test_names) + "\n")
+    (tmp_path / "train_val_list.txt").write_text("\n".join(n for n in names[:-1] if n not in test_names) + "\n")
+    out = tmp_path / "out"
+    assert convert_chestxray14.main(["--csv", str(data["csv"]), "--images_dir", str(data["images"]),
+                                     "--output_dir", str(out), "--quiet", "--lang", "zh",
+                                     "--train_val_list", str(tmp_path / "train_val_list.txt"),
+                                     "--test_list", str(tmp_path / "test_list.txt")]) == 0
+    assert sorted(r["id"] for r in read_jsonl(out / "test.jsonl")) == sorted(test_names)
+    summary = json.loads((out / "summary.json").read_text())
+    # the last good row, left out of both lists, and the bad row whose image is missing (in no list either)
+    assert summary["skipped_by_reason"]["not in the official lists"] == 2 and summary["split"] == "official lists"
+    assert read_jsonl(out / "train.jsonl")[0]["messages"][-1]["content"].startswith("所见：")
+
+
+def test_ham10000_split_by_lesion(tmp_path):
+    images = [tmp_path / "HAM10000_images_part_1", tmp_path / "HAM10000_images_part_2"]
+    for d in images:
+        d.mkdir()
+    src = sorted(BUNDLED_IMAGES.glob("*.png"))
+    lines = ["lesion_id,image_id,dx,dx_type,age,sex,localization"]
+    for k in range(30):
+        lesion = f"HAM_{k // 2:07d}"  # two images per lesion
+        image_id = f"ISIC_{k:07d}"
+        Image.open(src[k % len(src)]).convert("RGB").resize((64, 64)).save(images[k % 2] / f"{image_id}.jpg")
+        lines.append(f"{lesion},{image_id},{cls.HAM10000.labels[k % 7]},histo,50.0,male,back")
+    lines += ["HAM_9000001,ISIC_9000001,xyz,histo,50,male,back", "HAM_9000002,ISIC_0000001,,histo,50,male,back",
+              "HAM_9000003,ISIC_9999999,nv,histo,50,male,back"]
+    (tmp_path / "HAM10000_metadata.csv").write_text("\n".join(lines) + "\n")
+    Image.open(src[0]).convert("RGB").resize((64, 64)).save(images[0] / "ISIC_9000001.jpg")
+    out = tmp_path / "out"
+    assert convert_ham10000.main(["--csv", str(tmp_path / "HAM10000_metadata.csv"), "--images_dir", str(images[0]),
+                                  "--images_dir", str(images[1]), "--output_dir", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["written"] == 30
+    assert summary["skipped_by_reason"] == {"duplicate id": 1, "missing image": 1, "unknown label": 1}
+    lesion_of = {f"ISIC_{k:07d}": f"HAM_{k // 2:07d}" for k in range(30)}
+    assert all(len(v) == 1 for v in sides_of(out, lesion_of.get).values()), "no lesion on two sides"
+    row = read_jsonl(out / "cls_train.jsonl")[0]
+    assert isinstance(row["label"], int) and 0 <= row["label"] < 7
+    assert json.loads((out / "labels.json").read_text())["problem_type"] == cls.SINGLE
+
+
+def test_captions_from_jsonl_csv_folder_and_hf(tmp_path):
+    imgs = tmp_path / "ct"
+    (imgs / "p1").mkdir(parents=True)
+    src = sorted(BUNDLED_IMAGES.glob("*.png"))
+    rows = []
+    for k in range(9):
+        name = f"p1/slice_{k}.png" if k < 3 else f"slice_{k}.png"
+        Image.open(src[k % len(src)]).convert("L").resize((64, 64)).save(imgs / name)
+        rows.append({"image": name, "caption": f"Axial CT slice {k}.", "patient": "p1" if k < 3 else f"p{k}"})
+    rows.append({"image": "missing.png", "caption": "gone", "patient": "p9"})
+    rows.append({"image": "slice_4.png", "caption": " ", "patient": "p4"})
+    (imgs / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out_jsonl"
+    assert convert_captions.main(["--input", str(imgs / "captions.jsonl"), "--output_dir", str(out),
+                                  "--group_key", "patient", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["written"] == 9 and summary["skipped_by_reason"] == {"duplicate id": 1, "missing image": 1}
+    assert all(len(v) == 1 for v in sides_of(out, lambda rid: "p1" if rid.startswith("p1") else rid).values())
+    # CSV with the same columns
+    csv_path = imgs / "captions.csv"
+    csv_path.write_text("image,caption\n" + "".join(f"{r['image']},{r['caption']}\n" for r in rows[:9]))
+    assert convert_captions.main(["--input", str(csv_path), "--output_dir", str(tmp_path / "out_csv"),
+                                  "--quiet"]) == 0
+    # a folder of images with .txt captions beside them
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for k in range(3):
+        shutil.copy(imgs / f"slice_{k + 3}.png", folder / f"s{k}.png")
+        (folder / f"s{k}.txt").write_text(f"caption {k}")
+    assert convert_captions.main(["--input", str(folder), "--output_dir", str(tmp_path / "out_dir"),
+                                  "--quiet", "--val_ratio", "0", "--test_ratio", "0"]) == 0
+    assert [r["messages"][-1]["content"] for r in read_jsonl(tmp_path / "out_dir" / "train.jsonl")] == \
+        ["caption 0", "caption 1", "caption 2"]
+    # a Hugging Face dataset saved with save_to_disk, images decoded
+    from datasets import Dataset, Features, Image as HFImage, Value
+
+    ds = Dataset.from_dict({"image": [str(imgs / f"slice_{k}.png") for k in range(3, 8)],
+                            "caption": [f"hf caption {k}" for k in range(5)]},
+                           features=Features({"image": HFImage(), "caption": Value("string")}))
+    ds.save_to_disk(str(tmp_path / "hf"))
+    assert convert_captions.main(["--input", str(tmp_path / "hf"), "--output_dir", str(tmp_path / "out_hf"),
+                                  "--quiet"]) == 0
+    assert json.loads((tmp_path / "out_hf" / "summary.json").read_text())["written"] == 5
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("convert_chestxray14.py", ["--csv", "/nonexistent.csv", "--images_dir", "."], "metadata CSV not found"),
+    ("convert_ham10000.py", ["--csv", "{bad_csv}", "--images_dir", "."], "lacks column(s) lesion_id"),
+    ("convert_captions.py", ["--input", "/nonexistent.jsonl"], "input not found"),
+])
+def test_converter_mistakes_one_line(tmp_path, script, args, message):
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    args = [a.format(bad_csv=tmp_path / "bad.csv") for a in args]
+    proc = run([PYTHON, str(ROOT / "scripts" / script), *args, "--output_dir", str(tmp_path / "o")], check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and message in proc.stderr
+
+
+# --------------------------------------------------------------------------- launcher and a real run
+def dry_cls(env: dict) -> list[str]:
+    proc = run(["bash", str(ROOT / "tools" / "swift" / "finetune_qwen3vl_cls.sh")],
+               env={"CUDA_VISIBLE_DEVICES": "", "DRY_RUN": "1", **env})
+    return shlex.split(proc.stdout)
+
+
+def test_cls_launcher_dry_run(tiny_model, cxr14_converted, tmp_path):
+    argv = dry_cls({"MODEL": str(tiny_model), "DATA_DIR": str(cxr14_converted)})
+    assert f"MEDSWIFT_LABELS_FILE={cxr14_converted}/labels.json" in argv
+    i = argv.index("--task_type")
+    assert argv[i:i + 6] == ["--task_type", "seq_cls", "--problem_type", "multi_label_classification",
+                             "--num_labels", "15"]
+    assert argv[argv.index("--loss_type") + 1] == "medswift_weighted_bce"
+    assert argv[argv.index("--dataset") + 1] == f"{cxr14_converted}/cls_train.jsonl"
+    ham = tmp_path / "ham"
+    ham.mkdir()
+    (ham / "labels.json").write_text(json.dumps({"task": "ham10000", "problem_type": cls.SINGLE,
+                                                 "labels": list(cls.HAM10000.labels)}))
+    for split in ("train", "val"):
+        shutil.copy(cxr14_converted / f"cls_{split}.jsonl", ham / f"cls_{split}.jsonl")
+    argv = dry_cls({"MODEL": str(tiny_model), "DATA_DIR": str(ham)})
+    assert "single_label_classification" in argv and "--loss_type" not in argv and argv[argv.index("--num_labels") + 1] == "7"
+
+
+def test_seq_cls_train_predict_evaluate(tiny_model, cxr14_converted, tmp_path):
+    out = tmp_path / "run"
+    run(["bash", str(ROOT / "tools" / "swift" / "finetune_qwen3vl_cls.sh"), "--max_steps", "3"],
+        env={"CUDA_VISIBLE_DEVICES": "", "MODEL": str(tiny_model), "DATA_DIR": str(cxr14_converted),
+             "OUTPUT_DIR": str(out), "IMAGE_MAX_TOKEN_NUM": "64", "GLOBAL_BATCH": "4", "EVAL_STEPS": "3"},
+        timeout=900)
+    (ckpt,) = sorted(out.glob("v*/checkpoint-*"))
+    args = json.loads((ckpt / "args.json").read_text())
+    assert args["task_type"] == "seq_cls" and args["num_labels"] == 15 and args["loss_type"] == "medswift_weighted_bce"
+    assert "score" in json.loads((ckpt / "adapter_config.json").read_text())["modules_to_save"]
+    preds = {}
+    for split in ("val", "test"):
+        preds[split] = tmp_path / f"pred_{split}.jsonl"
+        run([PYTHON, str(ROOT / "scripts" / "predict_classification.py"), "--labels",
+             str(cxr14_converted / "labels.json"), "--dataset", str(cxr14_converted / f"cls_{split}.jsonl"),
+             "--adapter_path", str(ckpt), "--image_max_token_num", "64", "--output_file", str(preds[split]),
+             "--quiet"], env={"CUDA_VISIBLE_DEVICES": ""})
+        rows = read_jsonl(preds[split])
+        assert len(rows) == len(read_jsonl(cxr14_converted / f"cls_{split}.jsonl"))
+        assert all(len(r["scores"]) == 15 and all(0 <= p <= 1 for p in r["scores"]) for r in rows)
+    report_dir = tmp_path / "eval"
+    proc = run([PYTHON, str(ROOT / "scripts" / "evaluate_classification.py"), "--labels",
+                str(cxr14_converted / "labels.json"), "--predictions", str(preds["test"]),
+                "--val_predictions", str(preds["val"]), "--output_dir", str(report_dir)])
+    assert "not for diagnosis" in proc.stdout
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    assert json.dumps(metrics)  # written and complete
+    for png in ("confusion.png", "roc.png", "per_class_f1.png"):
+        assert (report_dir / png).read_bytes()[:4] == b"\x89PNG"
+    assert "not for diagnosis" in (report_dir / "report.md").read_text()
+
+
+def test_generative_answers_that_name_no_label_are_listed(tiny_model, cxr14_converted, tmp_path):
+    pred = tmp_path / "gen.jsonl"
+    proc = run([PYTHON, str(ROOT / "scripts" / "predict_classification.py"), "--labels",
+                str(cxr14_converted / "labels.json"), "--dataset", str(cxr14_converted / "test.jsonl"),
+                "--mode", "generative", "--max_new_tokens", "8", "--image_max_token_num", "64",
+                "--output_file", str(pred), "--quiet"], env={"CUDA_VISIBLE_DEVICES": ""})
+    rows = read_jsonl(pred)
+    n = len(rows)
+    assert f"{n} predictions (generative), {n} unparseable answers" in proc.stdout, "random model: nothing parses"
+    report = tmp_path / "eval"
+    run([PYTHON, str(ROOT / "scripts" / "evaluate_classification.py"), "--labels",
+         str(cxr14_converted / "labels.json"), "--predictions", str(pred), "--output_dir", str(report)])
+    text = (report / "report.md").read_text()
+    assert all(r["id"] in text for r in rows), "every unparseable answer is listed"

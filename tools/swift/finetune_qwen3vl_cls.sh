@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# LoRA + classification head (ms-swift --task_type seq_cls) for ChestX-ray14 or HAM10000.
+#   bash tools/swift/finetune_qwen3vl_cls.sh                                  # data/cxr14_swift
+#   DATA_DIR=data/ham10000_swift bash tools/swift/finetune_qwen3vl_cls.sh
+#   NPROC_PER_NODE=4 bash tools/swift/finetune_qwen3vl_cls.sh                 # several GPUs (and NNODES...)
+# Reads problem type and label count from $DATA_DIR/labels.json (written by the converter).
+# Multi-label: the loss is BCE weighted by the training split's positive-class weights
+# (POS_WEIGHT=none for plain BCE). Knobs (env): see tools/swift/common.sh.
+# For research only, not for diagnosis.
+_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+DATA_DIR="${DATA_DIR:-$_here/../../data/cxr14_swift}"
+TRAIN_FILE="${TRAIN_FILE:-$DATA_DIR/cls_train.jsonl}"
+VAL_FILE="${VAL_FILE:-$DATA_DIR/cls_val.jsonl}"
+OUTPUT_DIR="${OUTPUT_DIR:-$_here/../../results/cls}"
+# shellcheck source=common.sh
+source "$_here/common.sh"
+
+LABELS_FILE="${LABELS_FILE:-$DATA_DIR/labels.json}"
+POS_WEIGHT="${POS_WEIGHT:-auto}"   # auto | none
+[[ -f "$LABELS_FILE" ]] || die "labels file not found: $LABELS_FILE (convert first: scripts/convert_chestxray14.py or convert_ham10000.py)"
+read -r PROBLEM_TYPE NUM_LABELS < <("$PYTHON_BIN" -c 'import json, sys; m = json.load(open(sys.argv[1])); print(m["problem_type"], len(m["labels"]))' "$LABELS_FILE") \
+  || die "cannot read problem_type and labels from $LABELS_FILE"
+
+cls_args=(--task_type seq_cls --problem_type "$PROBLEM_TYPE" --num_labels "$NUM_LABELS")
+case "$POS_WEIGHT" in
+  auto)
+    if [[ "$PROBLEM_TYPE" == multi_label_classification ]]; then
+      export MEDSWIFT_LABELS_FILE="$LABELS_FILE"
+      cls_args+=(--external_plugins "$ROOT/scripts/swift_plugins/weighted_bce.py" --loss_type medswift_weighted_bce)
+    fi
+    ;;
+  none) ;;
+  *) die "POS_WEIGHT must be auto or none, got '$POS_WEIGHT'" ;;
+esac
+
+nproc="${NPROC_PER_NODE:-1}"
+nnodes="${NNODES:-1}"
+if [[ "$nproc" == 1 && "$nnodes" == 1 ]]; then
+  unset NPROC_PER_NODE NNODES   # one process: no torchrun
+else
+  export NPROC_PER_NODE="$nproc" NNODES="$nnodes"
+fi
+run_sft "$nproc" "$nnodes" "${cls_args[@]}" "$@"

@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts import engine as eng  # noqa: E402
-from scripts import prompts  # noqa: E402
+from scripts import prompts, thinking  # noqa: E402
 from scripts.imaging import ImageRejected, open_checked  # noqa: E402
 from version import __version__  # noqa: E402
 
@@ -50,6 +50,7 @@ class DemoInputError(ValueError):
 class Settings:
     max_upload_mb: float = 20.0
     max_turns: int = 8  # follow-up questions per image; bounds the context and memory
+    show_reasoning: bool = True  # Thinking models: show <think> reasoning (collapsible) or only the report
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -134,7 +135,7 @@ class ReportChat:
             delta = chunk.choices[0].delta.content or ""
             if delta:
                 text += delta
-                yield text
+                yield text if self.settings.show_reasoning else thinking.split(text)[1]
 
     def _run(self, history, state, max_tokens, temperature):
         """Stream the assistant turn for state['messages']; yields (history, state, status)."""
@@ -262,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (off by default)")
     p.add_argument("--auth", help=f"user:password for the page (or env {AUTH_ENV})")
     p.add_argument("--max_upload_mb", type=float, default=20.0)
+    p.add_argument("--hide_reasoning", action="store_true", help="Thinking models: show only the report")
     p.add_argument("--concurrency", type=int, default=1, help="requests generated at once")
     p.add_argument("--queue_size", type=int, default=16, help="requests waiting at most; more are refused")
     return p
@@ -284,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("loading %s%s (research use only, not for diagnosis)", choice.model.name,
              f" + {choice.adapter.name}" if choice.adapter else "")
     engine = eng.load_engine(choice, max_batch_size=max(args.concurrency, 1), dtype=args.dtype)
-    chat = ReportChat(engine, choice, Settings(max_upload_mb=args.max_upload_mb))
+    chat = ReportChat(engine, choice, Settings(max_upload_mb=args.max_upload_mb,
+                                               show_reasoning=not args.hide_reasoning))
     demo = build_demo(chat)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
     log.info("serving on http://%s:%d", args.host, args.port)

@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts import engine as eng  # noqa: E402
-from scripts import prompts  # noqa: E402
+from scripts import prompts, thinking  # noqa: E402
 from scripts.imaging import ImageRejected, open_checked  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_max_token_num", type=int, help="image budget (default: env IMAGE_MAX_TOKEN_NUM or 1024)")
     p.add_argument("--multi_frame", choices=("first", "refuse"), default="first",
                    help="multi-frame DICOM: take the first frame or refuse the file")
+    p.add_argument("--hide_reasoning", action="store_true",
+                   help="Thinking models: keep only the report in 'response' (the reasoning stays in 'reasoning')")
     p.add_argument("--ablation", action="store_true", help="also run blank and noise images with each prompt")
     p.add_argument("--output_file", default=str(ROOT / "results" / "batch_infer" / "predictions.jsonl"))
     p.add_argument("--resume", action="store_true", help="skip images already in --output_file")
@@ -266,9 +268,12 @@ def infer_all(engine, config, todo: list[Item], args, choice, generation: dict, 
         per_image = (time.perf_counter() - t0) / max(len(requests), 1)
         rows = []
         for it, resp in zip(ready, responses):
+            text = resp.choices[0].message.content
+            reasoning, report = thinking.split(text)
             rows.append({
                 "key": it.key, "id": it.record_id, "image": it.image, "control": it.control,
-                "prompt": it.prompt, "response": resp.choices[0].message.content,
+                "prompt": it.prompt, "response": report if args.hide_reasoning else text,
+                "reasoning": reasoning,
                 "reference": it.reference, "model": str(choice.model.resolve()),
                 "adapter": str(choice.adapter.resolve()) if choice.adapter else None, "backend": choice.backend,
                 "generation": generation, "seconds": round(per_image, 4),

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts import prompts
+from scripts import prompts, thinking
 from scripts.dataset_core import SPLITS, message, write_atomic, write_jsonl
 
 MULTI = "multi_label_classification"
@@ -89,7 +89,7 @@ def parse_answer(task: Task, text: str | None) -> list[str] | None:
     or, for a single-label task, names several different classes."""
     if not text:
         return None
-    text = text.rsplit("</think>", 1)[-1]
+    text = thinking.split(text)[1]
     found = [lab for lab, pat in _patterns(task) if pat.search(text)]
     if task.problem_type == SINGLE:
         return found if len(found) == 1 else None

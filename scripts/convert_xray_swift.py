@@ -20,6 +20,10 @@ byte-identical outputs.
 Ids are ``<study>_<view>``; all views of one study land in the same split, so no
 patient study leaks between training and evaluation.
 
+A record may carry a ``reasoning`` field (either format): the answer is then written as
+``<think>reasoning</think>`` followed by the report, the form Qwen3-VL-*-Thinking models
+are trained on. Records without it are unchanged.
+
 For research only, not for diagnosis.
 """
 from __future__ import annotations
@@ -36,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts import prompts  # noqa: E402
+from scripts import prompts, thinking  # noqa: E402
 from scripts.dataset_core import (SPLITS, UsageError, default_workers, index_images, run_cli,  # noqa: E402
                                   split_groups, validate_records, write_atomic, write_skipped)
 
@@ -47,6 +51,7 @@ class Record:
     image_name: str  # file name (or stem) to look up in images_dir
     report: str
     source_prompt: str | None = None
+    reasoning: str | None = None  # optional: written as <think>...</think> before the report
 
     @property
     def study(self) -> str:
@@ -74,13 +79,13 @@ def load_records(path: Path) -> list[Record]:
             if not isinstance(ann, dict) or "image_id" not in ann:
                 raise UsageError(f"{path}: annotation #{i} has no image_id")
             rid = str(ann["image_id"]).strip()
-            records.append(Record(rid, rid, str(ann.get("caption") or "").strip()))
+            records.append(Record(rid, rid, str(ann.get("caption") or "").strip(), reasoning=ann.get("reasoning")))
     elif isinstance(raw, list) and all(isinstance(r, dict) and "img" in r for r in raw):
         for r in raw:
             # Paths belong to another machine: keep only the file name (either separator).
             name = str(r["img"]).replace("\\", "/").rsplit("/", 1)[-1]
             rid = name.rsplit(".", 1)[0] if "." in name else name
-            records.append(Record(rid, name, str(r.get("label") or "").strip(), r.get("prompt")))
+            records.append(Record(rid, name, str(r.get("label") or "").strip(), r.get("prompt"), r.get("reasoning")))
     else:
         raise UsageError(
             f"{path}: unknown layout; expected a list of {{img, prompt, label}} "
@@ -95,7 +100,7 @@ def build_sample(record: Record, image_path: str, prompt: str, system: str | Non
     if system:
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": f"<image>{prompt}"})
-    messages.append({"role": "assistant", "content": record.report})
+    messages.append({"role": "assistant", "content": thinking.join(record.reasoning, record.report)})
     return {"messages": messages, "images": [image_path], "id": record.record_id}
 
 

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts import findings, text_metrics  # noqa: E402
+from scripts import findings, text_metrics, thinking  # noqa: E402
 
 NOTICE = "For research only, not for diagnosis."
 # Above these, the report card says plainly that the model ignores the image.
@@ -78,7 +78,7 @@ def load_rows(path: Path) -> tuple[list[dict], list[dict], list[str]]:
 
 def answer_text(text: str) -> str:
     """Thinking models write reasoning first; only the report after </think> is scored."""
-    return text.rsplit("</think>", 1)[-1].strip()
+    return thinking.split(text)[1]
 
 
 # --------------------------------------------------------------------------- findings

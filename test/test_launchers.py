@@ -46,6 +46,7 @@ def flag(argv: list[str], name: str) -> str:
 def test_launchers_are_found():
     names = {p.name for p in LAUNCHERS}
     assert {"common.sh", "finetune_qwen3vl_lora.sh", "finetune_qwen3vl_lora_mp.sh", "infer_qwen3vl_lora.sh",
+            "finetune_qwen3vl_cls.sh", "export_quantized.sh", "slurm_node.sh",
             "merge_qwen3vl_lora.sh", "setup.sh", "quickstart.sh", "evaluate_checkpoint.sh"} <= names
 
 
@@ -169,3 +170,53 @@ def test_evaluate_checkpoint_dry_run(paths, tmp_path):
     assert flag(infer, "--dataset") == f"{paths['DATA_DIR']}/test.jsonl" and flag(infer, "--adapter_path") == str(ckpt)
     assert "--ablation" in infer and "--resume" in infer
     assert flag(infer, "--output_file") == flag(score, "--predictions") == f"{ckpt}/eval_test/predictions.jsonl"
+
+
+# --------------------------------------------------------------------------- SLURM, QLoRA, quantised export
+SLURM_DIR = ROOT / "tools" / "slurm"
+
+
+def test_slurm_scripts_parse_and_lint():
+    scripts = [SLURM_DIR / "finetune_qwen3vl_lora.sbatch", SLURM_DIR / "slurm_node.sh"]
+    for script in scripts:
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    shellcheck = str(VENV_BIN / "shellcheck") if (VENV_BIN / "shellcheck").exists() else shutil.which("shellcheck")
+    proc = subprocess.run([shellcheck, "-x", "-S", "warning", *map(str, scripts)], capture_output=True, text=True,
+                          cwd=SLURM_DIR)
+    assert proc.returncode == 0, proc.stdout
+    assert "#SBATCH --ntasks-per-node=1" in scripts[0].read_text()
+
+
+def test_slurm_two_simulated_nodes(paths):
+    seen = []
+    for node in (0, 1):
+        env = {**CPU_ONLY, **paths, "DRY_RUN": "1", "SLURM_NNODES": "2", "SLURM_NODEID": str(node),
+               "SLURM_GPUS_ON_NODE": "4", "MASTER_ADDR": "gpu-node-01", "MASTER_PORT": "24567",
+               "DEEPSPEED": "zero3_offload"}
+        proc = run(["bash", str(SLURM_DIR / "slurm_node.sh"), "--max_steps", "5"], env=env)
+        words = shlex.split(proc.stdout)
+        assigns = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+        seen.append((assigns["NODE_RANK"], assigns["NNODES"], assigns["MASTER_ADDR"], assigns["MASTER_PORT"],
+                     assigns["NPROC_PER_NODE"]))
+        assert flag(words, "--gradient_accumulation_steps") == "2"  # 16 / (4 GPUs x 2 nodes)
+        assert "DEEPSPEED=zero3_offload needs CUDA" in proc.stderr, "ZeRO-3 offload reaches the launcher"
+    assert seen == [("0", "2", "gpu-node-01", "24567", "4"), ("1", "2", "gpu-node-01", "24567", "4")]
+    proc = run(["bash", str(SLURM_DIR / "slurm_node.sh")], env={**CPU_ONLY, "SLURM_NNODES": "2"}, check=False)
+    assert proc.returncode == 2 and "SLURM_NODEID is not set" in proc.stderr
+
+
+def test_qlora_and_quantised_export_need_cuda(paths, tmp_path):
+    for name, env, message in (
+            ("finetune_qwen3vl_lora.sh", {"QUANT_BITS": "4"}, "QLoRA (QUANT_BITS=4, bitsandbytes) needs a CUDA GPU"),
+            ("export_quantized.sh", {"QUANT_METHOD": "awq"}, "quantised export (QUANT_METHOD=awq) needs a CUDA GPU"),
+            ("export_quantized.sh", {"QUANT_METHOD": "int3"}, "QUANT_METHOD must be awq, gptq or fp8")):
+        proc = launcher(name, {**paths, "SWIFT_BIN": "/nonexistent/swift", **env}, check=False)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr
+        assert not [line for line in proc.stderr.splitlines() if not line.startswith("error:")], "one line only"
+    # what would run on a GPU
+    _, argv = dry("finetune_qwen3vl_lora.sh", {**paths, "QUANT_BITS": "4"})
+    assert (flag(argv, "--quant_method"), flag(argv, "--quant_bits")) == ("bnb", "4")
+    _, argv = dry("export_quantized.sh", {**paths, "QUANT_METHOD": "gptq", "QUANT_DIR": str(tmp_path / "q")})
+    assert argv[1] == "export" and (flag(argv, "--quant_method"), flag(argv, "--quant_bits")) == ("gptq", "4")
+    assert flag(argv, "--dataset") == f"{paths['DATA_DIR']}/train.jsonl"

@@ -46,6 +46,7 @@ LOGGING_STEPS="${LOGGING_STEPS:-5}"
 SAVE_TOTAL_LIMIT="${SAVE_TOTAL_LIMIT:-2}"
 SEED="${SEED:-42}"
 DEEPSPEED="${DEEPSPEED:-none}"      # none | zero2 | zero3 (needs CUDA)
+QUANT_BITS="${QUANT_BITS:-}"        # 4 or 8: QLoRA (bitsandbytes) training, CUDA only
 DTYPE="${DTYPE:-auto}"              # auto: bfloat16 with CUDA, float32 without
 NUM_WORKERS="${NUM_WORKERS:-2}"     # dataloader and preprocessing processes
 
@@ -142,6 +143,11 @@ resolve_adapter() {
     || die "not an adapter checkpoint (no adapter_config.json): $ADAPTER"
 }
 
+# QLoRA and quantised export run on CUDA only; stop before any heavy import (a dry run may print).
+require_cuda() {
+  [[ "$DRY_RUN" == "1" || "$(gpu_count)" -gt 0 ]] || die "$1 needs a CUDA GPU and none is visible on this machine"
+}
+
 resolve_dtype() {
   if [[ "$DTYPE" != "auto" ]]; then
     return
@@ -196,6 +202,12 @@ run_sft() {
     || die "GLOBAL_BATCH=$GLOBAL_BATCH is not a multiple of MICRO_BATCH x NPROC_PER_NODE x NNODES = $per_step"
   local accum=$((GLOBAL_BATCH / per_step))
 
+  local quant_args=()
+  if [[ -n "$QUANT_BITS" ]]; then
+    [[ "$QUANT_BITS" == 4 || "$QUANT_BITS" == 8 ]] || die "QUANT_BITS must be 4 or 8, got '$QUANT_BITS'"
+    require_cuda "QLoRA (QUANT_BITS=$QUANT_BITS, bitsandbytes)"
+    quant_args=(--quant_method bnb --quant_bits "$QUANT_BITS" --bnb_4bit_compute_dtype bfloat16)
+  fi
   resolve_dtype
   local ds_args=()
   case "$DEEPSPEED" in
@@ -229,5 +241,5 @@ run_sft() {
     --dataloader_num_workers "$NUM_WORKERS" --dataset_num_proc "$NUM_WORKERS" \
     --seed "$SEED" --check_model false \
     --output_dir "$OUTPUT_DIR" \
-    "${ds_args[@]}" "$@"
+    "${ds_args[@]}" "${quant_args[@]}" "$@"
 }

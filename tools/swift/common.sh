@@ -167,16 +167,23 @@ run_or_print() {
   for v in NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT CUDA_VISIBLE_DEVICES MEDSWIFT_LABELS_FILE; do
     [[ -n "${!v:-}" ]] && exported+=("$v")
   done
+  # What is shown keeps secrets out of the terminal: the value after --api_key is masked.
+  local shown=() mask=0 arg
+  for arg in "$@"; do
+    if ((mask)); then shown+=('<API_KEY>'); else shown+=("$arg"); fi
+    mask=0
+    [[ "$arg" == --api_key ]] && mask=1
+  done
   if [[ "$DRY_RUN" == "1" ]]; then
     for v in "${exported[@]}"; do
       printf '%s=%q ' "$v" "${!v}"
     done
-    printf '%q ' "$@"
+    printf '%q ' "${shown[@]}"
     printf '\n'
     exit 0
   fi
   note "research use only, not for diagnosis"
-  note "running: $*"
+  note "running: ${shown[*]}"
   exec "$@"
 }
 

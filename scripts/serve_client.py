@@ -1,0 +1,327 @@
+"""Send X-rays (PNG, JPEG, DICOM) to a running `swift deploy` server and collect its reports.
+
+Usage:
+    bash tools/swift/deploy_qwen3vl.sh &                       # serves on http://127.0.0.1:8000
+    python scripts/serve_client.py --test_images a.png         # one image: the answer streams to stdout
+    python scripts/serve_client.py --dataset data/openi_swift/test.jsonl --concurrency 4 \
+        --output_file results/serve/predictions.jsonl
+    python scripts/evaluate.py --predictions results/serve/predictions.jsonl --output_dir results/eval_serve
+    MEDSWIFT_API_KEY=... python scripts/serve_client.py --url http://gpu-node:8000 --images_dir /data/xrays
+
+Each image is opened here with ``scripts/imaging.open_checked`` (DICOM included), and
+only its pixels leave the machine, re-encoded as a PNG data URL: no file name, no DICOM
+tag. Requests go to ``<url>/v1/chat/completions`` with at most ``--concurrency`` in
+flight; ``--stream`` (the default for a single image) reads the answer as server-sent
+events and prints it as it comes. Rows are appended to ``--output_file`` in the format
+of ``scripts/batch_infer.py`` (``backend: "server"``), so ``scripts/evaluate.py`` reads
+them unchanged and ``--resume`` skips what is there. Unreadable images are listed with
+their reason and not sent; a failed request is one line, listed at the end.
+
+ms-swift 4.6 answers a wrong or missing API key with HTTP 400 ("API key error"), and a
+request without an image with HTTP 200 (a text-only answer): this client never sends one.
+
+For research only, not for diagnosis.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts import prompts, thinking  # noqa: E402
+from scripts.batch_infer import (Item, UsageError, append_lines, collect_items, control_image,  # noqa: E402
+                                 repair_and_read_done)
+from scripts.imaging import ImageRejected, open_checked  # noqa: E402
+
+NOTICE = "Research use only, not for diagnosis."
+DEFAULT_URL = "http://127.0.0.1:8000"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class RequestFailed(Exception):
+    """One request that got no answer; the message is one line."""
+
+
+# --------------------------------------------------------------------------- payload
+def image_data_url(item: Item, multi_frame: str, seed: int) -> str:
+    """The checked, normalised pixels as a PNG data URL (raises ImageRejected)."""
+    image = control_image(item.control, seed) if item.control else open_checked(item.image,
+                                                                                multi_frame=multi_frame).image
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")  # a fresh PNG carries no DICOM or EXIF metadata
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def chat_payload(model: str, prompt: str, data_url: str, args, stream: bool) -> dict:
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    messages.append({"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}},
+                                                 {"type": "text", "text": prompt}]})
+    body = {"model": model, "messages": messages, "max_tokens": args.max_new_tokens,
+            "temperature": args.temperature, "seed": args.seed, "stream": stream}
+    if args.top_p is not None:
+        body["top_p"] = args.top_p
+    if args.repetition_penalty is not None:
+        body["repetition_penalty"] = args.repetition_penalty
+    return body
+
+
+# --------------------------------------------------------------------------- HTTP
+def make_session(url: str, api_key: str | None):
+    import requests
+
+    session = requests.Session()
+    # A proxy from the environment must not swallow a local server.
+    session.trust_env = (urlsplit(url).hostname or "") not in LOOPBACK
+    if api_key:
+        session.headers["Authorization"] = f"Bearer {api_key}"
+    return session
+
+
+def error_text(resp) -> str:
+    try:
+        body = resp.json()
+        msg = body.get("message") or body.get("detail") or body
+    except ValueError:
+        msg = resp.text
+    msg = " ".join(str(msg).split())
+    return f"HTTP {resp.status_code}: {msg[:300]}"
+
+
+def served_models(session, url: str, timeout: float) -> list[str]:
+    import requests
+
+    try:
+        resp = session.get(f"{url}/v1/models", timeout=timeout)
+    except requests.RequestException as exc:
+        raise UsageError(f"no server at {url} ({type(exc).__name__}); start one: bash tools/swift/deploy_qwen3vl.sh")
+    if resp.status_code != 200:
+        raise UsageError(f"{url}/v1/models: {error_text(resp)}")
+    try:
+        return [m["id"] for m in resp.json()["data"]]
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"{url}/v1/models did not answer like an OpenAI-style server") from None
+
+
+def ask(session, url: str, body: dict, timeout: float, on_token=None) -> str:
+    """POST one chat request; return the answer text or raise RequestFailed."""
+    import requests
+
+    try:
+        resp = session.post(f"{url}/v1/chat/completions", json=body, timeout=timeout, stream=body["stream"])
+    except requests.RequestException as exc:
+        raise RequestFailed(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+    with resp:
+        if resp.status_code != 200:
+            raise RequestFailed(error_text(resp))
+        if not body["stream"]:
+            try:
+                data = resp.json()
+            except ValueError:
+                raise RequestFailed("HTTP 200 but the body is not JSON") from None
+            if data.get("object") == "error" or not data.get("choices"):
+                raise RequestFailed(f"HTTP 200 with an error: {data.get('message', data)}")
+            return data["choices"][0]["message"]["content"] or ""
+        # Server-sent events. ms-swift opens the stream before it decodes the image, so a failure
+        # there is a 200 whose stream ends without [DONE]: that is a failure, not an empty answer.
+        resp.encoding = "utf-8"
+        parts: list[str] = []
+        done = False
+        try:
+            for line in resp.iter_lines(decode_unicode=True):
+                if not line or not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    done = True
+                    break
+                chunk = json.loads(data)
+                if chunk.get("object") == "error":
+                    raise RequestFailed(f"error in stream: {chunk.get('message', chunk)}")
+                for choice in chunk.get("choices") or []:
+                    token = (choice.get("delta") or {}).get("content") or ""
+                    if token:
+                        parts.append(token)
+                        if on_token:
+                            on_token(token)
+        except (requests.RequestException, ValueError) as exc:
+            raise RequestFailed(f"stream broken: {type(exc).__name__}") from None
+        if not done:
+            raise RequestFailed("stream ended without [DONE] (the server failed mid-answer; see its log)")
+        return "".join(parts)
+
+
+# --------------------------------------------------------------------------- running
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = p.add_argument_group("inputs (one of)")
+    src.add_argument("--dataset", help="converter JSONL: prompts and reference reports come from it")
+    src.add_argument("--test_images", nargs="+", help="image files (PNG, JPEG, DICOM...)")
+    src.add_argument("--images_dir", help="folder of images; see --num_samples")
+    p.add_argument("--num_samples", type=int, help="with --images_dir: a seeded random sample of this size")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--url", default=DEFAULT_URL, help=f"server root (default {DEFAULT_URL})")
+    p.add_argument("--model", help="served model name (default: the first one the server lists)")
+    p.add_argument("--api_key", help="API key of the server (default: env MEDSWIFT_API_KEY)")
+    p.add_argument("--prompt", help="free-text prompt for every image")
+    p.add_argument("--template", type=int, help="prompt template id 0-11 in --lang (default 0)")
+    p.add_argument("--lang", choices=prompts.LANGUAGES, default="zh")
+    p.add_argument("--system", help="optional system prompt")
+    p.add_argument("--max_new_tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top_p", type=float)
+    p.add_argument("--repetition_penalty", type=float)
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    p.add_argument("--stream", action="store_true",
+                   help="stream answers and print them as they come (default for a single image)")
+    p.add_argument("--multi_frame", choices=("first", "refuse"), default="first",
+                   help="multi-frame DICOM: take the first frame or refuse the file")
+    p.add_argument("--hide_reasoning", action="store_true",
+                   help="Thinking models: keep only the report in 'response' (the reasoning stays in 'reasoning')")
+    p.add_argument("--ablation", action="store_true", help="also send blank and noise images with each prompt")
+    p.add_argument("--output_file", default=str(ROOT / "results" / "serve" / "predictions.jsonl"))
+    p.add_argument("--resume", action="store_true", help="skip images already in --output_file")
+    p.add_argument("--overwrite", action="store_true", help="start --output_file afresh")
+    return p
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100)
+    return ordered[int(min(rank, len(ordered))) - 1]
+
+
+def run(args) -> dict:
+    if args.max_new_tokens < 1:
+        raise UsageError("--max_new_tokens must be at least 1")
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    if not 0 <= args.temperature <= 2:
+        raise UsageError("--temperature must be within 0..2")
+    url = args.url.rstrip("/")
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        raise UsageError(f"--url must look like http://host:port, got {args.url!r}")
+    items = collect_items(args)
+    out = Path(args.output_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and out.stat().st_size and not (args.resume or args.overwrite):
+        raise UsageError(f"{out} already has results; use --resume to continue it or --overwrite to replace it")
+    if args.overwrite and out.exists():
+        out.unlink()
+    done = repair_and_read_done(out) if args.resume else set()
+    todo = [it for it in items if it.key not in done]
+
+    api_key = args.api_key or os.environ.get("MEDSWIFT_API_KEY") or None
+    session = make_session(url, api_key)
+    summary = {"inputs": len(items), "already_done": len(items) - len(todo), "written": 0, "skipped": [],
+               "failed": [], "latencies": [], "seconds": 0.0, "output_file": str(out)}
+    if not todo:
+        return summary
+    models = served_models(session, url, min(args.timeout, 30.0))
+    if args.model and args.model not in models:
+        raise UsageError(f"the server serves {models}, not {args.model!r}")
+    model = args.model or models[0]
+    stream = args.stream or len(todo) == 1
+    live = stream and (len(todo) == 1 or args.concurrency == 1)  # tokens of one answer at a time
+    generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+                  "repetition_penalty": args.repetition_penalty, "image_max_token_num": None,  # the server's
+                  "url": url, "stream": stream}
+    lock = threading.Lock()
+    stop = threading.Event()  # a refused API key fails every request: stop sending after the first
+
+    def one(it: Item):
+        if stop.is_set():
+            return "cancelled", it, None
+        try:
+            data_url = image_data_url(it, args.multi_frame, args.seed)
+        except ImageRejected as exc:
+            return "skipped", it, exc.reason
+        body = chat_payload(model, it.prompt, data_url, args, stream)
+
+        def echo(token):
+            sys.stdout.write(token)
+            sys.stdout.flush()
+
+        if live:
+            print(f"--- {it.image}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            text = ask(session, url, body, args.timeout, on_token=echo if live else None)
+        except RequestFailed as exc:
+            if "API key error" in str(exc):
+                stop.set()
+            return "failed", it, str(exc)
+        seconds = time.perf_counter() - t0
+        if live:
+            print(flush=True)
+        reasoning, report = thinking.split(text)
+        row = {"key": it.key, "id": it.record_id, "image": it.image, "control": it.control, "prompt": it.prompt,
+               "response": report if args.hide_reasoning else text, "reasoning": reasoning,
+               "reference": it.reference, "model": model, "adapter": None, "backend": "server",
+               "generation": generation, "seconds": round(seconds, 4)}
+        with lock:
+            append_lines(out, [row])
+        return "written", it, seconds
+
+    t_start = time.perf_counter()
+    cancelled = 0
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        futures = [pool.submit(one, it) for it in todo]
+        for fut in as_completed(futures):
+            status, it, info = fut.result()
+            if status == "written":
+                summary["written"] += 1
+                summary["latencies"].append(info)
+            elif status == "skipped":
+                summary["skipped"].append((it.image, info))
+            elif status == "failed":
+                summary["failed"].append((it.image, info))
+            else:
+                cancelled += 1
+    if cancelled:
+        summary["failed"].append((f"{cancelled} more", "not sent after the server refused the API key"))
+    summary["seconds"] = time.perf_counter() - t_start
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    print(NOTICE, file=sys.stderr)
+    try:
+        summary = run(args)
+    except (UsageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    reasons = Counter(reason for _, reason in summary["skipped"])
+    lat = summary["latencies"]
+    timing = (f"; {summary['seconds']:.1f} s wall, latency p50 {percentile(lat, 50):.2f} s, "
+              f"p95 {percentile(lat, 95):.2f} s" if lat else "")
+    print(f"inputs {summary['inputs']} = written {summary['written']} + already done {summary['already_done']} "
+          f"+ skipped {len(summary['skipped'])}"
+          + (f" ({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))})" if reasons else "")
+          + f" + failed {len(summary['failed'])}{timing}")
+    for image, reason in summary["skipped"]:
+        print(f"  skipped {image}: {reason}")
+    for image, reason in summary["failed"]:
+        print(f"  failed {image}: {reason}")
+    print(f"results: {summary['output_file']}")
+    print(NOTICE)
+    return 0 if summary["written"] or summary["already_done"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

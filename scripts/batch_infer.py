@@ -148,17 +148,14 @@ def append_lines(path: Path, rows: list[dict]) -> None:
 
 
 # --------------------------------------------------------------------------- running
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_input_args(p: argparse.ArgumentParser) -> None:
+    """Inputs, prompt and generation flags; shared with scripts/serve_client.py."""
     src = p.add_argument_group("inputs (one of)")
     src.add_argument("--dataset", help="converter JSONL: prompts and reference reports come from it")
     src.add_argument("--test_images", nargs="+", help="image files (PNG, JPEG, DICOM...)")
     src.add_argument("--images_dir", help="folder of images; see --num_samples")
     p.add_argument("--num_samples", type=int, help="with --images_dir: a seeded random sample of this size")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--model_path", help="base model folder (default: from the adapter's args.json, "
-                                        "else the embedded tiny model)")
-    p.add_argument("--adapter_path", help="LoRA checkpoint folder (optional)")
     p.add_argument("--prompt", help="free-text prompt for every image")
     p.add_argument("--template", type=int, help="prompt template id 0-11 in --lang (default 0)")
     p.add_argument("--lang", choices=prompts.LANGUAGES, default="zh")
@@ -167,14 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top_p", type=float)
     p.add_argument("--repetition_penalty", type=float)
-    p.add_argument("--batch_size", type=int, default=16, help="requests per engine call (max_batch_size)")
-    p.add_argument("--backend", choices=eng.BACKENDS, default="transformers")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
-    p.add_argument("--image_max_token_num", type=int, help="image budget (default: env IMAGE_MAX_TOKEN_NUM or 1024)")
     p.add_argument("--multi_frame", choices=("first", "refuse"), default="first",
                    help="multi-frame DICOM: take the first frame or refuse the file")
     p.add_argument("--hide_reasoning", action="store_true",
                    help="Thinking models: keep only the report in 'response' (the reasoning stays in 'reasoning')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_input_args(p)
+    p.add_argument("--model_path", help="base model folder (default: from the adapter's args.json, "
+                                        "else the embedded tiny model)")
+    p.add_argument("--adapter_path", help="LoRA checkpoint folder (optional)")
+    p.add_argument("--batch_size", type=int, default=16, help="requests per engine call (max_batch_size)")
+    p.add_argument("--backend", choices=eng.BACKENDS, default="transformers")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    p.add_argument("--image_max_token_num", type=int, help="image budget (default: env IMAGE_MAX_TOKEN_NUM or 1024)")
     p.add_argument("--ablation", action="store_true", help="also run blank and noise images with each prompt")
     p.add_argument("--output_file", default=str(ROOT / "results" / "batch_infer" / "predictions.jsonl"))
     p.add_argument("--resume", action="store_true", help="skip images already in --output_file")

@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts import prompts  # noqa: E402
-from scripts.dataset_core import (IMAGE_SUFFIXES, SPLITS, UsageError, default_workers, kept_records,  # noqa: E402
+from scripts.dataset_core import (add_common_args, IMAGE_SUFFIXES, SPLITS, UsageError, kept_records,  # noqa: E402
                                   message,
                                   read_csv_rows, run_cli, split_groups, validate_records, write_jsonl,
                                   write_skipped)
@@ -138,13 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_key", default="image")
     p.add_argument("--caption_key", default="caption")
     p.add_argument("--group_key", help="column that groups records (patient, series): never split apart")
-    p.add_argument("--lang", choices=prompts.LANGUAGES, default="en")
-    p.add_argument("--val_ratio", type=float, default=0.1)
-    p.add_argument("--test_ratio", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--workers", type=int, default=default_workers())
-    p.add_argument("--strict", action="store_true", help="exit non-zero if any record is skipped")
-    p.add_argument("--quiet", action="store_true")
+    add_common_args(p, val_ratio=0.1, test_ratio=0.1, lang="en")
     return p
 
 

@@ -30,9 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts import prompts  # noqa: E402
 from scripts.classification import CHESTXRAY14, write_task_outputs  # noqa: E402
-from scripts.dataset_core import (UsageError, default_workers, index_images, kept_records,  # noqa: E402
+from scripts.dataset_core import (add_common_args, UsageError, index_images, kept_records,  # noqa: E402
                                   read_csv_rows,
                                   run_cli, split_groups, validate_records, write_skipped)
 
@@ -111,13 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=str(ROOT / "data" / "cxr14_swift"))
     p.add_argument("--train_val_list", help="official train_val_list.txt")
     p.add_argument("--test_list", help="official test_list.txt")
-    p.add_argument("--lang", choices=prompts.LANGUAGES, default="en")
-    p.add_argument("--val_ratio", type=float, default=0.1)
-    p.add_argument("--test_ratio", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--workers", type=int, default=default_workers())
-    p.add_argument("--strict", action="store_true", help="exit non-zero if any row is skipped")
-    p.add_argument("--quiet", action="store_true")
+    add_common_args(p, val_ratio=0.1, test_ratio=0.2, lang="en")
     return p
 
 

@@ -22,9 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts import prompts  # noqa: E402
 from scripts.classification import HAM10000, write_task_outputs  # noqa: E402
-from scripts.dataset_core import (default_workers, index_images, kept_records, read_csv_rows, run_cli,  # noqa: E402
+from scripts.dataset_core import (add_common_args, index_images, kept_records, read_csv_rows, run_cli,  # noqa: E402
                                   split_groups, validate_records, write_skipped)
 
 REQUIRED = ("lesion_id", "image_id", "dx")
@@ -63,13 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images_dir", action="append", required=True,
                    help="HAM10000_images_part_1, HAM10000_images_part_2 (repeat the flag)")
     p.add_argument("--output_dir", default=str(ROOT / "data" / "ham10000_swift"))
-    p.add_argument("--lang", choices=prompts.LANGUAGES, default="en")
-    p.add_argument("--val_ratio", type=float, default=0.1)
-    p.add_argument("--test_ratio", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--workers", type=int, default=default_workers())
-    p.add_argument("--strict", action="store_true", help="exit non-zero if any row is skipped")
-    p.add_argument("--quiet", action="store_true")
+    add_common_args(p, val_ratio=0.1, test_ratio=0.2, lang="en")
     return p
 
 

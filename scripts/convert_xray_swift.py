@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts import prompts, thinking  # noqa: E402
-from scripts.dataset_core import (SPLITS, UsageError, default_workers, index_images, run_cli,  # noqa: E402
+from scripts.dataset_core import (add_common_args, SPLITS, UsageError, index_images, run_cli,  # noqa: E402
                                   split_groups, validate_records, write_atomic, write_skipped)
 
 
@@ -167,17 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reports JSON: reference list format or {annotations: [...]}")
     p.add_argument("--images_dir", required=True, help="folder holding the image files")
     p.add_argument("--output_dir", default=str(ROOT / "data" / "openi_swift"))
-    p.add_argument("--lang", choices=prompts.LANGUAGES, default="zh", help="language of the prompts")
-    p.add_argument("--val_ratio", type=float, default=0.05)
-    p.add_argument("--test_ratio", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--system", default=None, help="optional system prompt for every record")
     p.add_argument("--keep_source_prompt", action="store_true",
                    help="use the record's own prompt (reference format) instead of the templates")
-    p.add_argument("--workers", type=int, default=default_workers(),
-                   help="processes that decode images")
-    p.add_argument("--strict", action="store_true", help="exit non-zero if any record is skipped")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_common_args(p, val_ratio=0.05, test_ratio=0.05, lang="zh")
     return p
 
 

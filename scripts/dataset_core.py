@@ -180,6 +180,19 @@ def summary_line(summary: dict) -> str:
             f"+ skipped {summary['skipped']} ({reasons})")
 
 
+def add_common_args(p, val_ratio: float, test_ratio: float, lang: str = "en") -> None:
+    """Flags every converter has: language, split, seed, workers, strictness."""
+    from scripts.prompts import LANGUAGES
+
+    p.add_argument("--lang", choices=LANGUAGES, default=lang, help="language of prompts and answers")
+    p.add_argument("--val_ratio", type=float, default=val_ratio)
+    p.add_argument("--test_ratio", type=float, default=test_ratio)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--workers", type=int, default=default_workers(), help="processes that decode images")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any record is skipped")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def run_cli(parser, convert, argv: list[str] | None, outputs: str) -> int:
     """The converters' ``main``: parse, convert, report; user mistakes are one ``error:`` line (exit 2).
 

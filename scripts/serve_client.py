@@ -41,8 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts import prompts, thinking  # noqa: E402
-from scripts.batch_infer import (Item, UsageError, append_lines, collect_items, control_image,  # noqa: E402
+from scripts import thinking  # noqa: E402
+from scripts.batch_infer import (Item, UsageError, add_input_args, append_lines, collect_items,  # noqa: E402
+                                 control_image,
                                  repair_and_read_done)
 from scripts.imaging import ImageRejected, open_checked  # noqa: E402
 
@@ -166,31 +167,14 @@ def ask(session, url: str, body: dict, timeout: float, on_token=None) -> str:
 # --------------------------------------------------------------------------- running
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    src = p.add_argument_group("inputs (one of)")
-    src.add_argument("--dataset", help="converter JSONL: prompts and reference reports come from it")
-    src.add_argument("--test_images", nargs="+", help="image files (PNG, JPEG, DICOM...)")
-    src.add_argument("--images_dir", help="folder of images; see --num_samples")
-    p.add_argument("--num_samples", type=int, help="with --images_dir: a seeded random sample of this size")
-    p.add_argument("--seed", type=int, default=42)
+    add_input_args(p)
     p.add_argument("--url", default=DEFAULT_URL, help=f"server root (default {DEFAULT_URL})")
     p.add_argument("--model", help="served model name (default: the first one the server lists)")
     p.add_argument("--api_key", help="API key of the server (default: env MEDSWIFT_API_KEY)")
-    p.add_argument("--prompt", help="free-text prompt for every image")
-    p.add_argument("--template", type=int, help="prompt template id 0-11 in --lang (default 0)")
-    p.add_argument("--lang", choices=prompts.LANGUAGES, default="zh")
-    p.add_argument("--system", help="optional system prompt")
-    p.add_argument("--max_new_tokens", type=int, default=512)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top_p", type=float)
-    p.add_argument("--repetition_penalty", type=float)
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
     p.add_argument("--stream", action="store_true",
                    help="stream answers and print them as they come (default for a single image)")
-    p.add_argument("--multi_frame", choices=("first", "refuse"), default="first",
-                   help="multi-frame DICOM: take the first frame or refuse the file")
-    p.add_argument("--hide_reasoning", action="store_true",
-                   help="Thinking models: keep only the report in 'response' (the reasoning stays in 'reasoning')")
     p.add_argument("--ablation", action="store_true", help="also send blank and noise images with each prompt")
     p.add_argument("--output_file", default=str(ROOT / "results" / "serve" / "predictions.jsonl"))
     p.add_argument("--resume", action="store_true", help="skip images already in --output_file")

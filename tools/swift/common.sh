@@ -132,6 +132,26 @@ latest_checkpoint() {
     | sort -n | tail -n 1 | cut -d' ' -f2-
 }
 
+# What swift infer/deploy load: NO_ADAPTER=1 -> MODEL alone; else ADAPTER (newest checkpoint by
+# default) on the base named in its args.json, or on MODEL when set. Fills the array model_args.
+resolve_model_args() {
+  # shellcheck disable=SC2034  # read by the sourcing launcher
+  model_args=()
+  if [[ "${NO_ADAPTER:-0}" == "1" ]]; then
+    require_model
+    model_args=(--model "$MODEL")
+    [[ -n "$MODEL_TYPE" ]] && model_args+=(--model_type "$MODEL_TYPE")
+  else
+    resolve_adapter
+    if [[ -n "$MODEL_FROM_USER" ]]; then
+      require_model
+      model_args=(--model "$MODEL")
+    fi
+    model_args+=(--adapters "$ADAPTER")
+  fi
+  return 0
+}
+
 resolve_adapter() {
   if [[ -z "$ADAPTER" ]]; then
     ADAPTER="$(latest_checkpoint "$OUTPUT_DIR")"

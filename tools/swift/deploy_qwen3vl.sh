@@ -59,19 +59,7 @@ case "$INFER_BACKEND" in
   *) die "INFER_BACKEND must be transformers or vllm, got '$INFER_BACKEND'" ;;
 esac
 
-model_args=()
-if [[ "${NO_ADAPTER:-0}" == "1" ]]; then
-  require_model
-  model_args=(--model "$MODEL")
-  [[ -n "$MODEL_TYPE" ]] && model_args+=(--model_type "$MODEL_TYPE")
-else
-  resolve_adapter
-  if [[ -n "$MODEL_FROM_USER" ]]; then
-    require_model
-    model_args=(--model "$MODEL")
-  fi
-  model_args+=(--adapters "$ADAPTER")
-fi
+resolve_model_args
 resolve_dtype
 
 # ms-swift moves to the next free port without a word when PORT is taken; clients would miss it.

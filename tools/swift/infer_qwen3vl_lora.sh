@@ -8,19 +8,10 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 require_data "$VAL_FILE" "inference data"
-model_args=()
+resolve_model_args
 if [[ "${NO_ADAPTER:-0}" == "1" ]]; then
-  require_model
-  model_args=(--model "$MODEL")
-  [[ -n "$MODEL_TYPE" ]] && model_args+=(--model_type "$MODEL_TYPE")
   RESULT_FILE="${RESULT_FILE:-$OUTPUT_DIR/infer_base.jsonl}"
 else
-  resolve_adapter
-  if [[ -n "$MODEL_FROM_USER" ]]; then
-    require_model
-    model_args=(--model "$MODEL")
-  fi
-  model_args+=(--adapters "$ADAPTER")
   RESULT_FILE="${RESULT_FILE:-$ADAPTER/infer_result.jsonl}"
 fi
 case "$INFER_BACKEND" in

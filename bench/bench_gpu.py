@@ -94,25 +94,29 @@ def make_dataset(work: Path, n: int, image_px: int) -> tuple[Path, int]:
 
 
 def train_run(name: str, model: Path, data: Path, work: Path, steps: int, micro: int, extra: list[str],
-              image_tokens: int) -> dict:
+              image_tokens: int, env_extra: dict | None = None) -> dict:
     out = work / f"run_{name}"
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "MODEL": str(model), "TRAIN_FILE": str(data), "VAL_FILE": "none", "OUTPUT_DIR": str(out),
            "MICRO_BATCH": str(micro), "GLOBAL_BATCH": "16", "LOGGING_STEPS": "1", "SAVE_STEPS": "100000",
-           "IMAGE_MAX_TOKEN_NUM": str(image_tokens)}
+           "IMAGE_MAX_TOKEN_NUM": str(image_tokens), **(env_extra or {})}
     start = time.perf_counter()
     proc = subprocess.run(["bash", str(ROOT / "tools" / "swift" / "finetune_qwen3vl_lora.sh"), "--max_steps",
                            str(steps), "--save_strategy", "no", *extra], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0 or not list(out.glob("v*/logging.jsonl")):
-        return {"name": name, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+        tail = proc.stderr.strip().splitlines()[-20:]
+        print(f"[{name}] launcher failed (exit {proc.returncode}); last lines of its stderr:", *tail, sep="\n  ",
+              file=sys.stderr)
+        return {"name": name, "error": tail[-1] if tail else "failed"}
     logs = [json.loads(line) for line in next(out.glob("v*/logging.jsonl")).read_text().splitlines()]
     steps_logged = [r for r in logs if "loss" in r and "train_speed(s/it)" in r]
     # ms-swift's own figure: wall time per optimizer step so far, first step included
     speed = steps_logged[-1]["train_speed(s/it)"] if steps_logged else None
     memory = max((r.get("memory(GiB)", 0) or 0) for r in steps_logged) if steps_logged else None
+    flags = [f"{k}={v}" for k, v in (env_extra or {}).items()] + extra
     return {"name": name, "seconds_per_step": speed, "peak_memory_gib": memory or None, "wall_s": wall,
-            "flags": extra}
+            "flags": flags}
 
 
 def main(argv=None) -> int:
@@ -123,6 +127,10 @@ def main(argv=None) -> int:
     p.add_argument("--micro_batch", type=int, default=8, help="tuned configuration's micro-batch")
     p.add_argument("--image_px", type=int, default=1024, help="square image side: 1024 px ~ 1,024 image tokens")
     p.add_argument("--infer_images", type=int, default=32)
+    p.add_argument("--configs", default="reference,tuned,qlora",
+                   help="comma-separated subset of reference, tuned, qlora (qlora needs CUDA and bitsandbytes; "
+                        "it is the reference configuration on a 4-bit base, QUANT_BITS=4)")
+    p.add_argument("--skip_infer", action="store_true", help="training table only")
     args = p.parse_args(argv)
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -141,8 +149,17 @@ def main(argv=None) -> int:
         tuned += ["--padding_free", "true"]
     if importlib.util.find_spec("liger_kernel"):
         tuned += ["--use_liger_kernel", "true"]
-    runs = [train_run("reference", model, data, work, args.steps, 1, [], image_tokens),
-            train_run("tuned", model, data, work, args.steps, args.micro_batch, tuned, image_tokens)]
+    wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = sorted(set(wanted) - {"reference", "tuned", "qlora"})
+    if unknown:
+        p.error(f"unknown --configs entries: {', '.join(unknown)}")
+    if "qlora" in wanted and not (cuda and importlib.util.find_spec("bitsandbytes")):
+        print("qlora: skipped (needs a CUDA GPU and bitsandbytes)", file=sys.stderr)
+        wanted.remove("qlora")
+    plans = {"reference": (1, [], None), "tuned": (args.micro_batch, tuned, None),
+             "qlora": (1, [], {"QUANT_BITS": "4"})}
+    runs = [train_run(name, model, data, work, args.steps, plans[name][0], plans[name][1], image_tokens,
+                      plans[name][2]) for name in wanted]
 
     from transformers import AutoConfig
 
@@ -166,10 +183,17 @@ def main(argv=None) -> int:
         mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] else "n/a"
         print(f"| {r['name']} | {r['seconds_per_step']:.2f} | {sps:.2f} | {tps:,.0f} | {mem} | {mfu} | "
               f"{' '.join(r['flags']) or 'defaults'} |")
-    ok = [r for r in runs if "error" not in r]
-    if len(ok) == 2:
-        print(f"training speed-up tuned / reference: {ok[0]['seconds_per_step'] / ok[1]['seconds_per_step']:.2f}x")
+    ok = {r["name"]: r for r in runs if "error" not in r}
+    if "reference" in ok and "tuned" in ok:
+        print(f"training speed-up tuned / reference: "
+              f"{ok['reference']['seconds_per_step'] / ok['tuned']['seconds_per_step']:.2f}x")
+    if "reference" in ok and "qlora" in ok and ok["reference"]["peak_memory_gib"] and ok["qlora"]["peak_memory_gib"]:
+        print(f"peak memory qlora / reference: "
+              f"{ok['qlora']['peak_memory_gib'] / ok['reference']['peak_memory_gib']:.2f}x; "
+              f"speed qlora / reference: {ok['reference']['seconds_per_step'] / ok['qlora']['seconds_per_step']:.2f}x")
     sys.stdout.flush()
+    if args.skip_infer:
+        return 0
     subprocess.run([sys.executable, str(ROOT / "bench" / "bench_batch_infer.py"), "--model_path", str(model),
                     "--images", str(args.infer_images), "--image_max_token_num", str(image_tokens)], check=True)
     return 0

@@ -13,7 +13,7 @@ the converter can point at the original file instead of writing a copy.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,9 @@ class CheckedImage:
     image: Image.Image  # decoded, normalised to L or RGB
     source_mode: str  # the mode the file had on disk
     changed: bool  # True when normalisation altered the pixels or mode
+    # Accepted, but the user should know (e.g. a DICOM whose modality is not a radiograph);
+    # converters count and list them, batch inference and the demo show them.
+    warnings: list[str] = field(default_factory=list)
 
 
 def _rescale_to_uint8(arr: np.ndarray) -> np.ndarray:

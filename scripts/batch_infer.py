@@ -74,14 +74,26 @@ def items_from_dataset(path: Path, prompt_override: str | None) -> list[Item]:
             raise UsageError(f"{path}:{n} is not a converter record (messages + images)") from None
         prompt = prompt_override or user.replace("<image>", "", 1).strip()
         rid = row.get("id")
-        items.append(Item(key=rid or image, image=image, prompt=prompt, reference=reference, record_id=rid))
+        if rid is not None and not isinstance(rid, (str, int)):
+            raise UsageError(f"{path}:{n}: 'id' must be a string or a number")
+        rid = str(rid) if rid is not None else None
+        if not isinstance(image, str) or not isinstance(user, str):
+            raise UsageError(f"{path}:{n} is not a converter record (image path and user text must be strings)")
+        items.append(Item(key=rid or canonical(image), image=image, prompt=prompt, reference=reference,
+                          record_id=rid))
     if not items:
         raise UsageError(f"dataset is empty: {path}")
     return items
 
 
+def canonical(path: str) -> str:
+    """The resume key of an image file: its resolved absolute path, so a run with relative paths
+    and a resume with absolute ones (or through a symlinked folder) agree on what is done."""
+    return str(Path(path).expanduser().resolve())
+
+
 def items_from_files(paths: list[str], prompt: str) -> list[Item]:
-    return [Item(key=p, image=p, prompt=prompt) for p in paths]
+    return [Item(key=canonical(p), image=p, prompt=prompt) for p in paths]
 
 
 def sample_folder(folder: Path, num_samples: int | None, seed: int) -> list[str]:
@@ -139,12 +151,42 @@ def repair_and_read_done(path: Path) -> set[str]:
 def append_lines(path: Path, rows: list[dict]) -> None:
     """All rows of a batch in one write(): a kill leaves the whole batch or none of it."""
     payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, payload)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(fd, payload)
+            if written != len(payload):
+                raise OSError(28, "short write (disk full?)")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def prepare_output(out: Path, resume: bool, overwrite: bool) -> set[str]:
+    """Check the output file before the model loads; return the keys already done (--resume).
+
+    Only a regular file is ever truncated or replaced: ``--overwrite --output_file /dev/full``
+    must not unlink a device node.
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the folder of {out}: {exc.strerror or exc}") from None
+    if out.exists() and not out.is_file():
+        raise UsageError(f"{out} is not a regular file; give --output_file a path for a .jsonl file")
+    if out.exists() and out.stat().st_size and not (resume or overwrite):
+        raise UsageError(f"{out} already has results; use --resume to continue it or --overwrite to replace it")
+    try:
+        if overwrite and out.exists():
+            out.unlink()
+        done = repair_and_read_done(out) if resume else set()
+        with open(out, "ab"):  # writable now, not after an hour of inference
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return done
 
 
 # --------------------------------------------------------------------------- running
@@ -222,18 +264,14 @@ def run(args) -> dict:
     items = collect_items(args)
     choice = eng.resolve(args.model_path, args.adapter_path, args.backend)
     out = Path(args.output_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and out.stat().st_size and not (args.resume or args.overwrite):
-        raise UsageError(f"{out} already has results; use --resume to continue it or --overwrite to replace it")
-    if args.overwrite and out.exists():
-        out.unlink()
-    done = repair_and_read_done(out) if args.resume else set()
+    done = prepare_output(out, args.resume, args.overwrite)
     todo = [it for it in items if it.key not in done]
 
     budget = eng.set_image_budget(args.image_max_token_num)
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
                   "repetition_penalty": args.repetition_penalty, "image_max_token_num": budget}
     skipped: list[tuple[str, str]] = []
+    warned: list[tuple[str, str]] = []
     written, load_seconds, infer_seconds = 0, 0.0, 0.0
     if todo:
         t0 = time.perf_counter()
@@ -241,10 +279,47 @@ def run(args) -> dict:
         config = eng.request_config(args.max_new_tokens, args.temperature, args.top_p, args.repetition_penalty,
                                     seed=args.seed)
         t1 = time.perf_counter()
-        written, skipped = infer_all(engine, config, todo, args, choice, generation, out)
+        written, skipped, warned = infer_all(engine, config, todo, args, choice, generation, out)
         load_seconds, infer_seconds = t1 - t0, time.perf_counter() - t1
     return {"inputs": len(items), "already_done": len(items) - len(todo), "written": written,
-            "skipped": skipped, "load_seconds": load_seconds, "seconds": infer_seconds, "output_file": str(out)}
+            "skipped": skipped, "warnings": warned, "load_seconds": load_seconds, "seconds": infer_seconds, "output_file": str(out)}
+
+
+def load_image(it: Item, args):
+    """(image, warnings) of one input; raises ImageRejected with a reason for anything unusable."""
+    if it.control:
+        return control_image(it.control, args.seed), []
+    try:
+        checked = open_checked(it.image, multi_frame=args.multi_frame)
+    except ImageRejected:
+        raise
+    except Exception as exc:  # last line of defence: one odd file must not end a night's run
+        raise ImageRejected("unreadable image", type(exc).__name__) from None
+    return checked.image, list(checked.warnings)
+
+
+def infer_isolating(engine, requests: list, config) -> list:
+    """``engine.infer`` on a batch; if the batch fails, each request alone, so one request the
+    model cannot take (say an image whose aspect ratio the processor refuses) costs only itself.
+    Returns a response or the exception it raised, per request, in order."""
+    try:
+        return list(engine.infer(requests, request_config=config, use_tqdm=False))
+    except Exception as exc:  # noqa: BLE001 - which request broke the batch is found below
+        if len(requests) == 1:
+            return [exc]
+    out = []
+    for request in requests:
+        try:
+            out.append(engine.infer([request], request_config=config, use_tqdm=False)[0])
+        except Exception as exc:  # noqa: BLE001
+            out.append(exc)
+    return out
+
+
+def failure_detail(exc: Exception) -> str:
+    """One line; ms-swift and the processors put the cause in the message."""
+    text = " ".join(str(exc).split())[:160]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def infer_all(engine, config, todo: list[Item], args, choice, generation: dict, out: Path):
@@ -252,6 +327,7 @@ def infer_all(engine, config, todo: list[Item], args, choice, generation: dict, 
     from tqdm import tqdm
 
     skipped: list[tuple[str, str]] = []
+    warned: list[tuple[str, str]] = []
     written = 0
     bar = tqdm(total=len(todo), desc="reports", unit="img", disable=args.quiet, file=sys.stderr)
     for start in range(0, len(todo), args.batch_size):
@@ -259,20 +335,23 @@ def infer_all(engine, config, todo: list[Item], args, choice, generation: dict, 
         ready, requests = [], []
         for it in batch:
             try:
-                image = control_image(it.control, args.seed) if it.control else \
-                    open_checked(it.image, multi_frame=args.multi_frame).image
+                image, warnings = load_image(it, args)
             except ImageRejected as exc:
                 skipped.append((it.image, exc.reason))
                 continue
+            warned += [(it.image, w) for w in warnings]
             messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
                 [{"role": "user", "content": f"<image>{it.prompt}"}]
             ready.append(it)
             requests.append(InferRequest(messages=messages, images=[image]))
         t0 = time.perf_counter()
-        responses = engine.infer(requests, request_config=config, use_tqdm=False) if requests else []
+        responses = infer_isolating(engine, requests, config) if requests else []
         per_image = (time.perf_counter() - t0) / max(len(requests), 1)
         rows = []
         for it, resp in zip(ready, responses):
+            if isinstance(resp, Exception):
+                skipped.append((it.image, f"inference failed ({failure_detail(resp)})"))
+                continue
             text = resp.choices[0].message.content
             reasoning, report = thinking.split(text)
             rows.append({
@@ -288,7 +367,7 @@ def infer_all(engine, config, todo: list[Item], args, choice, generation: dict, 
             written += len(rows)
         bar.update(len(batch))
     bar.close()
-    return written, skipped
+    return written, skipped, warned
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, eng.EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    reasons = Counter(reason for _, reason in summary["skipped"])
+    reasons = Counter(reason.split(" (")[0] for _, reason in summary["skipped"])
     rate = summary["written"] / summary["seconds"] if summary["seconds"] > 0 and summary["written"] else 0.0
     print(f"inputs {summary['inputs']} = written {summary['written']} + already done {summary['already_done']} "
           f"+ skipped {len(summary['skipped'])}"
@@ -307,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({rate:.2f} images/s)")
     for image, reason in summary["skipped"]:
         print(f"  skipped {image}: {reason}")
+    for image, warning in summary["warnings"]:
+        print(f"  warning {image}: {warning}")
     print(f"results: {summary['output_file']}")
     print(NOTICE)
     return 0 if summary["written"] or summary["already_done"] else 1

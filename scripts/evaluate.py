@@ -46,11 +46,17 @@ class UsageError(Exception):
 
 
 def load_rows(path: Path) -> tuple[list[dict], list[dict], list[str]]:
-    """(scored rows, control rows, problems). Rows need a response; scored rows a reference too."""
+    """(scored rows, control rows, problems). Rows need a text response; scored rows a text
+    reference too. Anything else is a listed problem with its line number, never a traceback."""
     if not path.is_file():
         raise UsageError(f"predictions file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     scored, controls, problems = [], [], []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    seen: set[str] = set()
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -58,18 +64,35 @@ def load_rows(path: Path) -> tuple[list[dict], list[dict], list[str]]:
         except ValueError:
             problems.append(f"line {n}: not JSON")
             continue
+        if not isinstance(row, dict):
+            problems.append(f"line {n}: not a JSON object ({type(row).__name__})")
+            continue
         if "response" not in row:
             problems.append(f"line {n}: no response")
             continue
+        if row["response"] is not None and not isinstance(row["response"], str):
+            problems.append(f"line {n}: response is not text ({type(row['response']).__name__})")
+            continue
         row["response"] = row["response"] or ""
         row.setdefault("reference", row.get("labels"))
-        row.setdefault("key", row.get("id") or f"line{n}")
+        key = row.get("key") or row.get("id") or f"line{n}"
+        if not isinstance(key, (str, int, float)):
+            problems.append(f"line {n}: key/id is not a string ({type(key).__name__})")
+            continue
+        row["key"] = str(key)
         if row.get("control"):
             controls.append(row)
-        elif row.get("reference"):
-            scored.append(row)
-        else:
+            continue
+        reference = row.get("reference")
+        if reference is not None and not isinstance(reference, str):
+            problems.append(f"line {n}: reference is not text ({type(reference).__name__})")
+        elif not (reference or "").strip():
             problems.append(f"line {n}: no reference report")
+        elif row["key"] in seen:
+            problems.append(f"line {n}: {row['key']} repeats an earlier row; the first was scored")
+        else:
+            seen.add(row["key"])
+            scored.append(row)
     if not scored:
         raise UsageError(f"{path} has no prediction with a reference report "
                          "(run scripts/batch_infer.py with --dataset)")
@@ -82,7 +105,9 @@ def answer_text(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- findings
-def findings_scores(refs: list[str], preds: list[str], lang: str) -> dict:
+def findings_scores(refs: list[str], preds: list[str], lang: str | None = None) -> dict:
+    """``lang`` None: each text is labelled with the rules of its own language, so a mixed
+    Chinese/English file loses no English finding to the Chinese rules (and vice versa)."""
     import numpy as np
     from sklearn.metrics import precision_recall_fscore_support
 
@@ -163,7 +188,7 @@ def plot_text(text: dict, path: Path) -> None:
 
     schemes = list(text)
     metrics = [m for m in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "meteor", "cider")
-               if m in text[schemes[0]]]
+               if any(m in text[s] for s in schemes)]
     fig, ax = plt.subplots(figsize=(8, 3.2))
     width = 0.8 / len(schemes)
     top = 1.0
@@ -190,13 +215,16 @@ def fmt(v, pct=False) -> str:
 def write_report(m: dict, worst: list[dict], out: Path) -> None:
     lines = [f"# Report card: {m['predictions']}", "", f"> {NOTICE} Metrics compare generated text with reference "
              "reports; they say nothing about clinical safety.", "", verdict(m["ablation"]), "",
-             f"- records scored: {m['n']} (language: {m['lang']}); problems skipped: {len(m['problems'])}",
+             f"- records scored: {m['n']} (language: {m['lang']}"
+             + (", " + ", ".join(f"{lg} {n}" for lg, n in m["records_per_lang"].items()) if m["lang"] == "mixed"
+                else "") + f"); problems skipped: {len(m['problems'])}",
              f"- say \"no acute abnormality\": predictions {fmt(m['normal_share']['predictions'], True)}, "
              f"references {fmt(m['normal_share']['references'], True)}", "", "## Text metrics", "",
              "Tokenisation: " + m["tokenisation_note"], ""]
     schemes = list(m["text"])
-    names = list(m["text"][schemes[0]])
-    lines += ["| metric | " + " | ".join(schemes) + " |", "|---|" + "---|" * len(schemes)]
+    names = list(dict.fromkeys(n for s in schemes for n in m["text"][s]))
+    heads = [f"{s} (n={m['text_n'][s]})" if m["lang"] == "mixed" else s for s in schemes]
+    lines += ["| metric | " + " | ".join(heads) + " |", "|---|" + "---|" * len(schemes)]
     lines += [f"| {n} | " + " | ".join(fmt(m["text"][s].get(n)) for s in schemes) + " |" for n in names]
     lines += ["", "![text metrics](text_metrics.png)", "", "## Findings: finding F1 (rule-based)", "",
               "Observations labelled by `scripts/findings.py`, a rule-based labeller with negation and uncertainty "
@@ -215,7 +243,7 @@ def write_report(m: dict, worst: list[dict], out: Path) -> None:
               f"({abl['compared_with_blank']} compared)",
               f"- identical to the noise-image report: {fmt(abl['identical_to_noise_share'], True)} "
               f"({abl['compared_with_noise']} compared)", "",
-              f"## Worst examples (lowest ROUGE-L, {m['primary_tokenisation']} tokens)", "",
+              "## Worst examples (lowest ROUGE-L, each in its language's primary tokenisation)", "",
               "| id | ROUGE-L | prediction | reference |", "|---|---|---|---|"]
     for w in worst:
         cell = lambda t: " ".join(t.split())[:300].replace("|", "\\|") or "(empty)"  # noqa: E731
@@ -226,34 +254,45 @@ def write_report(m: dict, worst: list[dict], out: Path) -> None:
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
 
 
+NOTES = {"zh": "Chinese scored on characters (primary: every CJK character a token, punctuation dropped) and on "
+               "jieba words (secondary); METEOR is not defined for Chinese.",
+         "en": "English scored on PTB tokens (lower-cased, punctuation removed), as in COCO caption evaluation."}
+
+
+def record_lang(reference: str) -> str:
+    return "zh" if text_metrics.is_chinese(reference) else "en"
+
+
 def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int = 10) -> dict:
+    """``lang`` None: each record's language is its reference's, so a mixed file is scored per
+    language (Chinese with the character/jieba tokenisations, English with PTB) instead of
+    forcing one language's rules on the other's reports."""
     scored, controls, problems = load_rows(predictions)
     refs = {r["key"]: r["reference"] for r in scored}
     preds = {r["key"]: answer_text(r["response"]) for r in scored}
-    if len(refs) != len(scored):
-        raise UsageError(f"{predictions} repeats an id; one prediction per record is expected")
-    lang = lang or text_metrics.detect_lang(list(refs.values()))
-    text, per_sample = {}, {}
-    for scheme in text_metrics.TOKENISATIONS[lang]:
-        result = text_metrics.score(refs, preds, lang, scheme)
-        text[scheme] = result["corpus"]
-        per_sample.setdefault(scheme, result["per_sample"])
-    primary = text_metrics.TOKENISATIONS[lang][0]
-    note = ("Chinese scored on characters (primary: every CJK character a token, punctuation dropped) and on "
-            "jieba words (secondary); METEOR is not defined for Chinese." if lang == "zh" else
-            "English scored on PTB tokens (lower-cased, punctuation removed), as in COCO caption evaluation.")
     keys = list(refs)
+    langs = {k: lang or record_lang(refs[k]) for k in keys}
+    per_lang = {lg: [k for k in keys if langs[k] == lg] for lg in ("zh", "en") if lg in langs.values()}
+    text, text_n, per_sample = {}, {}, {}
+    for lg, group in per_lang.items():
+        for scheme in text_metrics.TOKENISATIONS[lg]:
+            result = text_metrics.score({k: refs[k] for k in group}, {k: preds[k] for k in group}, lg, scheme)
+            text[scheme], text_n[scheme], per_sample[scheme] = result["corpus"], len(group), result["per_sample"]
+    majority = max(per_lang, key=lambda lg: len(per_lang[lg]))
+    primary_of = {k: text_metrics.TOKENISATIONS[langs[k]][0] for k in keys}
     normal = {"predictions": sum(findings.is_normal_report(preds[k], lang) for k in keys) / len(keys),
               "references": sum(findings.is_normal_report(refs[k], lang) for k in keys) / len(keys)}
     metrics = {
-        "predictions": str(predictions), "n": len(keys), "lang": lang, "notice": NOTICE,
-        "tokenisation_note": note, "primary_tokenisation": primary, "text": text,
+        "predictions": str(predictions), "n": len(keys), "lang": majority if len(per_lang) == 1 else "mixed",
+        "records_per_lang": {lg: len(group) for lg, group in per_lang.items()}, "notice": NOTICE,
+        "tokenisation_note": " ".join(NOTES[lg] for lg in per_lang),
+        "primary_tokenisation": text_metrics.TOKENISATIONS[majority][0], "text": text, "text_n": text_n,
         "findings": findings_scores([refs[k] for k in keys], [preds[k] for k in keys], lang),
         "normal_share": normal, "ablation": ablation(scored, controls), "problems": problems,
     }
-    worst = sorted(keys, key=lambda k: (per_sample[primary][k]["rouge_l"], k))[:worst_n]
-    worst_rows = [{"key": k, "rouge_l": per_sample[primary][k]["rouge_l"], "prediction": preds[k],
-                   "reference": refs[k]} for k in worst]
+    rouge = {k: per_sample[primary_of[k]][k]["rouge_l"] for k in keys}
+    worst = sorted(keys, key=lambda k: (rouge[k], k))[:worst_n]
+    worst_rows = [{"key": k, "rouge_l": rouge[k], "prediction": preds[k], "reference": refs[k]} for k in worst]
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     plot_findings(metrics["findings"]["per_finding"], out / "findings_f1.png")
@@ -274,10 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    primary = m["text"][m["primary_tokenisation"]]
-    print(f"{m['n']} reports ({m['lang']}, {m['primary_tokenisation']} tokens): "
-          + ", ".join(f"{k} {v:.3f}" for k, v in primary.items())
-          + f"; finding F1 (rule-based) micro {m['findings']['micro_f1']:.3f}")
+    for lg, n in m["records_per_lang"].items():
+        scheme = text_metrics.TOKENISATIONS[lg][0]
+        print(f"{n} reports ({lg}, {scheme} tokens): " + ", ".join(f"{k} {v:.3f}" for k, v in m["text"][scheme].items()))
+    print(f"finding F1 (rule-based) micro {m['findings']['micro_f1']:.3f} over {m['n']} reports")
     print(verdict(m["ablation"]).replace("**", ""))
     if m["problems"]:
         print(f"{len(m['problems'])} lines not scored (listed in report.md)")

@@ -160,3 +160,74 @@ def test_existing_output_needs_resume_or_overwrite(tiny_model, tmp_path):
     proc = run([PYTHON, SCRIPT, "--test_images", str(BUNDLED_IMAGES / "2_1.png"), "--output_file", str(out)],
                env=ENV, check=False)
     assert proc.returncode == 2 and "use --resume" in proc.stderr
+
+
+# --------------------------------------------------------------------------- one bad input costs only itself
+def truncated_tiff(path: Path) -> Path:
+    """An uncompressed TIFF cut in half: Pillow raises ValueError ("buffer is not large enough")
+    from load(), not the OSError it documents for truncation."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(BUNDLED_IMAGES / "2_1.png").convert("L").resize((64, 64)).save(buf, format="TIFF")
+    path.write_bytes(buf.getvalue()[:218])
+    return path
+
+
+def test_bad_files_inside_a_batch_skip_only_themselves(tiny_model, tmp_path):
+    from PIL import Image
+
+    good = [str(BUNDLED_IMAGES / "2_1.png"), str(BUNDLED_IMAGES / "2_2.png")]
+    tiff = str(truncated_tiff(tmp_path / "cut.tif"))
+    sliver = tmp_path / "sliver.png"  # 4 x 1000 px: Qwen's processor refuses aspect ratios above 200
+    Image.new("L", (4, 1000), 128).save(sliver)
+    inputs = [good[0], tiff, str(sliver), good[1]]
+    out = tmp_path / "pred.jsonl"
+    cmd = [PYTHON, SCRIPT, "--test_images", *inputs, "--output_file", str(out), "--batch_size", "16", *FAST]
+    proc = run(cmd, env=ENV)
+    assert [r["image"] for r in read_jsonl(out)] == good, "the good images of the batch are written"
+    assert "inputs 4 = written 2 + already done 0 + skipped 2 (inference failed 1, unreadable image 1)" in proc.stdout
+    assert f"skipped {sliver}: inference failed (ValueError" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    again = run(cmd + ["--resume"], env=ENV)  # and every resume does not fail the same way
+    assert "written 0 + already done 2 + skipped 2" in again.stdout and len(read_jsonl(out)) == 2
+
+
+def test_resume_keys_are_canonical_paths(tiny_model, tmp_path):
+    work = tmp_path / "work"
+    (work / "xr").mkdir(parents=True)
+    for name in ("2_1.png", "2_2.png"):
+        (work / "xr" / name).write_bytes((BUNDLED_IMAGES / name).read_bytes())
+    out = tmp_path / "pred.jsonl"
+    run([PYTHON, SCRIPT, "--test_images", "xr/2_1.png", "--output_file", str(out), *FAST], env=ENV, cwd=work)
+    proc = run([PYTHON, SCRIPT, "--test_images", str(work / "xr" / "2_1.png"), str(work / "xr" / "2_2.png"),
+                "--output_file", str(out), "--resume", *FAST], env=ENV)
+    assert "written 1 + already done 1" in proc.stdout
+    rows = read_jsonl(out)
+    assert len(rows) == 2 and len({r["key"] for r in rows}) == 2
+    assert rows[0]["key"] == str((work / "xr" / "2_1.png").resolve()) and rows[0]["image"] == "xr/2_1.png"
+
+
+@pytest.mark.parametrize("where, message", [("under_a_file", "cannot create the folder"),
+                                            ("/dev/full", "is not a regular file"),
+                                            ("a_folder", "is not a regular file")])
+def test_output_path_problems_are_one_line(tiny_model, tmp_path, where, message):
+    (tmp_path / "plain.txt").write_text("x")
+    (tmp_path / "a_folder").mkdir()
+    target = {"under_a_file": str(tmp_path / "plain.txt" / "pred.jsonl"), "/dev/full": "/dev/full",
+              "a_folder": str(tmp_path / "a_folder")}[where]
+    proc = run([PYTHON, SCRIPT, "--test_images", str(BUNDLED_IMAGES / "2_1.png"), "--output_file", target,
+                "--overwrite", *FAST], env=ENV, check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert Path("/dev/full").exists(), "--overwrite never removes what is not a regular file"
+
+
+def test_a_full_disk_mid_run_is_one_line(tmp_path):
+    from scripts.batch_infer import UsageError, append_lines
+
+    with pytest.raises(UsageError, match="cannot write /dev/full: No space left on device"):
+        append_lines(Path("/dev/full"), [{"key": "a"}])

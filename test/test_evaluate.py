@@ -117,3 +117,59 @@ def test_evaluate_errors_are_one_line(tmp_path):
         proc = run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), *args, "--output_dir", str(tmp_path / "o")],
                    check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr and message in proc.stderr
+
+
+# --------------------------------------------------------------------------- hostile prediction files
+def write_rows(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
+                    encoding="utf-8")
+    return path
+
+
+def test_odd_lines_are_listed_problems_not_tracebacks(tmp_path):
+    good = {"key": "a", "response": "No pneumothorax.", "reference": "No pneumothorax. Heart normal."}
+    preds = write_rows(tmp_path / "p.jsonl", [
+        good, "5", "null", "[1, 2]", "{broken",
+        {"key": "b", "response": 42, "reference": "Normal chest."},
+        {"key": "c", "response": "Effusion.", "reference": {"findings": "Effusion."}},
+        {"key": "d", "response": ["x"], "reference": "Normal."},
+        {"key": {"nested": 1}, "response": "x", "reference": "Normal."},
+        {"key": "a", "response": "Again.", "reference": "No pneumothorax."},
+        {"id": 7, "response": "Small effusion.", "reference": "Small left effusion."},
+    ])
+    proc = run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), "--predictions", str(preds),
+                "--output_dir", str(tmp_path / "o")])
+    assert "Traceback" not in proc.stderr
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["n"] == 2, "rows a and 7 are scored"
+    assert m["problems"] == ["line 2: not a JSON object (int)", "line 3: not a JSON object (NoneType)",
+                             "line 4: not a JSON object (list)", "line 5: not JSON",
+                             "line 6: response is not text (int)", "line 7: reference is not text (dict)",
+                             "line 8: response is not text (list)", "line 9: key/id is not a string (dict)",
+                             "line 10: a repeats an earlier row; the first was scored"]
+    assert "9 lines not scored" in proc.stdout
+
+
+def test_mixed_languages_are_labelled_and_scored_per_record(tmp_path):
+    """One language for the whole file labelled English reports with the Chinese rules and
+    dropped their findings; each record now uses its own language."""
+    en = [("Small left pleural effusion.", "Left pleural effusion."), ("Cardiomegaly.", "Mild cardiomegaly."),
+          ("Right pneumothorax.", "Small right pneumothorax."), ("Edema.", "Pulmonary edema."),
+          ("Consolidation in the left lower lobe.", "Left lower lobe consolidation."),
+          ("Rib fracture.", "Right rib fracture.")]
+    zh = [("心脏增大。", "心脏增大。"), ("左侧胸腔积液。", "左侧少量胸腔积液。"), ("未见异常。", "心肺未见异常。"),
+          ("右侧气胸。", "右侧气胸。")]
+    rows = [{"key": f"en{i}", "response": p, "reference": r} for i, (p, r) in enumerate(en)]
+    rows += [{"key": f"zh{i}", "response": p, "reference": r} for i, (p, r) in enumerate(zh)]
+    preds = write_rows(tmp_path / "mixed.jsonl", rows)
+    proc = run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), "--predictions", str(preds),
+                "--output_dir", str(tmp_path / "o")])
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["lang"] == "mixed" and m["records_per_lang"] == {"zh": 4, "en": 6}
+    assert set(m["text"]) == {"char", "jieba", "ptb"} and m["text_n"] == {"char": 4, "jieba": 4, "ptb": 6}
+    per = m["findings"]["per_finding"]
+    for name in ("Pleural Effusion", "Cardiomegaly", "Pneumothorax", "Edema", "Consolidation", "Fracture"):
+        assert per[name]["support"] >= 1 and per[name]["f1"] == 1.0, name  # the English positives are all found
+    assert per["Pleural Effusion"]["support"] == 2 and per["Pneumothorax"]["support"] == 2
+    assert "6 reports (en, ptb tokens)" in proc.stdout and "4 reports (zh, char tokens)" in proc.stdout
+    assert "ptb (n=6)" in (tmp_path / "o" / "report.md").read_text()

@@ -159,6 +159,45 @@ def test_mistakes_stop_with_one_line_before_heavy_imports(paths, name, env, mess
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+@pytest.mark.parametrize("name, env, message", [
+    ("finetune_qwen3vl_lora.sh", {"LORA_RANK": "-1"}, "LORA_RANK must be a positive integer, got '-1'"),
+    ("finetune_qwen3vl_lora.sh", {"EPOCHS": "abc"}, "EPOCHS must be a positive number, got 'abc'"),
+    ("finetune_qwen3vl_lora.sh", {"LEARNING_RATE": "0"}, "LEARNING_RATE must be a positive number"),
+    ("finetune_qwen3vl_lora.sh", {"WARMUP_RATIO": "1.5"}, "WARMUP_RATIO must be a number in [0, 1)"),
+    ("finetune_qwen3vl_lora.sh", {"MAX_LENGTH": "2k"}, "MAX_LENGTH must be a positive integer"),
+    ("finetune_qwen3vl_lora.sh", {"IMAGE_MAX_TOKEN_NUM": "0"}, "IMAGE_MAX_TOKEN_NUM must be a positive integer"),
+    ("finetune_qwen3vl_lora.sh", {"FREEZE_VIT": "yes"}, "FREEZE_VIT must be true or false"),
+    ("finetune_qwen3vl_lora_mp.sh", {"SEED": "-3"}, "SEED must be a non-negative integer"),
+    ("finetune_qwen3vl_cls.sh", {"LORA_ALPHA": "1.5"}, "LORA_ALPHA must be a positive integer"),
+    ("infer_qwen3vl_lora.sh", {"MAX_NEW_TOKENS": "lots", "NO_ADAPTER": "1"}, "MAX_NEW_TOKENS must be a positive"),
+    ("infer_qwen3vl_lora.sh", {"TEMPERATURE": "-1", "NO_ADAPTER": "1"}, "TEMPERATURE must be a number >= 0"),
+])
+def test_numeric_knobs_are_checked_before_swift_starts(paths, tmp_path, name, env, message):
+    """Today LORA_RANK=-1 is a peft traceback after 36 s with an empty run folder left behind."""
+    out = tmp_path / "runs"
+    extra = {"DATA_DIR": str(tmp_path / "cls")} if name == "finetune_qwen3vl_cls.sh" else {}
+    if extra:  # the classification launcher needs its labels file before it reaches the knob check
+        (tmp_path / "cls").mkdir()
+        (tmp_path / "cls" / "labels.json").write_text('{"problem_type": "single_label_classification", '
+                                                      '"labels": ["a", "b"]}')
+        for split in ("cls_train", "cls_val"):
+            (tmp_path / "cls" / f"{split}.jsonl").write_text('{"messages": [], "images": [], "label": 0}\n')
+    start = time.perf_counter()
+    proc = launcher(name, {**paths, **extra, "OUTPUT_DIR": str(out), "SWIFT_BIN": "/nonexistent/swift", **env},
+                    check=False)
+    assert time.perf_counter() - start < 10, "the check comes before anything heavy"
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert not out.exists(), "no empty run folder is left behind"
+
+
+def test_valid_numeric_forms_pass(paths, tmp_path):
+    env, argv = dry("finetune_qwen3vl_lora.sh", {**paths, "OUTPUT_DIR": str(tmp_path), "LEARNING_RATE": "2e-5",
+                                                 "EPOCHS": "0.5", "WARMUP_RATIO": "0", "SEED": "0"})
+    assert (flag(argv, "--learning_rate"), flag(argv, "--num_train_epochs"), flag(argv, "--warmup_ratio")) == \
+        ("2e-5", "0.5", "0")
+
+
 def test_evaluate_checkpoint_dry_run(paths, tmp_path):
     ckpt = tmp_path / "v0-1" / "checkpoint-7"
     ckpt.mkdir(parents=True)

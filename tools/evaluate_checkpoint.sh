@@ -12,6 +12,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/swift/common.sh"
 
 SPLIT="${SPLIT:-test}"
+check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH IMAGE_MAX_TOKEN_NUM
 DATASET="${DATASET:-$DATA_DIR/$SPLIT.jsonl}"
 require_data "$DATASET" "$SPLIT split"
 model_args=()

@@ -107,6 +107,41 @@ is_positive_int() {
   [[ "$1" =~ ^[1-9][0-9]*$ ]]
 }
 
+# A decimal or scientific number (1e-4, 0.05, 3); $2 = "positive" (> 0), "nonneg" (>= 0) or "ratio" (0 <= x < 1).
+is_number() {
+  [[ "$1" =~ ^[+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?$ ]] || return 1
+  case "${2:-positive}" in
+    positive) awk -v x="$1" 'BEGIN { exit !(x + 0 > 0) }' ;;
+    nonneg) return 0 ;;
+    ratio) awk -v x="$1" 'BEGIN { exit !(x + 0 < 1) }' ;;
+  esac
+}
+
+# Every numeric and boolean knob, checked in one pass before `swift` starts: a typo is one line
+# here, not a peft traceback after the model has loaded (LORA_RANK=-1) or argparse after 30 s.
+check_knobs() {
+  local name
+  for name in "$@"; do
+    local value="${!name}"
+    case "$name" in
+      LORA_RANK | LORA_ALPHA | GLOBAL_BATCH | MICRO_BATCH | MAX_LENGTH | SAVE_STEPS | EVAL_STEPS | \
+        LOGGING_STEPS | SAVE_TOTAL_LIMIT | IMAGE_MAX_TOKEN_NUM | MAX_NEW_TOKENS | INFER_BATCH)
+        is_positive_int "$value" || die "$name must be a positive integer, got '$value'" ;;
+      SEED | NUM_WORKERS)
+        [[ "$value" =~ ^[0-9]+$ ]] || die "$name must be a non-negative integer, got '$value'" ;;
+      EPOCHS | LEARNING_RATE)
+        is_number "$value" positive || die "$name must be a positive number, got '$value'" ;;
+      WARMUP_RATIO)
+        is_number "$value" ratio || die "$name must be a number in [0, 1), got '$value'" ;;
+      TEMPERATURE)
+        is_number "$value" nonneg || die "$name must be a number >= 0 (0 = greedy), got '$value'" ;;
+      FREEZE_VIT | FREEZE_ALIGNER | GRAD_CHECKPOINTING)
+        [[ "$value" == true || "$value" == false ]] || die "$name must be true or false, got '$value'" ;;
+      *) die "check_knobs: unknown knob $name" ;;
+    esac
+  done
+}
+
 require_model() {
   [[ -d "$MODEL" ]] || die "model not found: $MODEL (set MODEL to a local Qwen3-VL folder, or build the default: python scripts/build_tiny_model.py)"
   [[ -f "$MODEL/config.json" ]] || die "not a model folder (no config.json): $MODEL"
@@ -213,8 +248,9 @@ run_sft() {
   shift 2
   is_positive_int "$nproc" || die "NPROC_PER_NODE must be a positive integer, got '$nproc'"
   is_positive_int "$nnodes" || die "NNODES must be a positive integer, got '$nnodes'"
-  is_positive_int "$GLOBAL_BATCH" || die "GLOBAL_BATCH must be a positive integer, got '$GLOBAL_BATCH'"
-  is_positive_int "$MICRO_BATCH" || die "MICRO_BATCH must be a positive integer, got '$MICRO_BATCH'"
+  check_knobs LORA_RANK LORA_ALPHA EPOCHS LEARNING_RATE WARMUP_RATIO GLOBAL_BATCH MICRO_BATCH MAX_LENGTH \
+    SAVE_STEPS EVAL_STEPS LOGGING_STEPS SAVE_TOTAL_LIMIT SEED NUM_WORKERS IMAGE_MAX_TOKEN_NUM \
+    FREEZE_VIT FREEZE_ALIGNER GRAD_CHECKPOINTING
   require_model
   require_data "$TRAIN_FILE" "training data"
   local val_args=()

@@ -7,6 +7,7 @@
 # Knobs (env): see tools/swift/common.sh. For research only, not for diagnosis.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH IMAGE_MAX_TOKEN_NUM
 require_data "$VAL_FILE" "inference data"
 resolve_model_args
 if [[ "${NO_ADAPTER:-0}" == "1" ]]; then

@@ -4,6 +4,9 @@ atomic and deterministic output files, the summary line.
 Used by convert_xray_swift.py (OpenI reports), convert_chestxray14.py,
 convert_ham10000.py and convert_captions.py, so a rule such as "a skipped record is
 listed with its reason" or "a patient never straddles two splits" lives in one place.
+The same goes for hostile input: whatever a decoder raises, or a wrongly typed field, costs
+one listed record; inputs must be UTF-8; images must resolve inside the images folders
+(unless --allow_outside_images); an output the system refuses is one ``error:`` line.
 """
 from __future__ import annotations
 

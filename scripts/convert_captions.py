@@ -13,7 +13,8 @@ Usage:
 
 Records are split by ``--group_key`` (a patient or series column) when given, else by
 image, and written like the other converters: ``train/val/test.jsonl``, ``skipped.tsv``,
-``summary.json``.
+``warnings.tsv``, ``summary.json``. Image paths must stay inside the images folder (no
+``../``, absolute path or symlink out of it) unless ``--allow_outside_images`` is given.
 
 For research only, not for diagnosis.
 """
@@ -21,99 +22,184 @@ from __future__ import annotations
 
 import argparse
 import json
+import posixpath
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts import prompts  # noqa: E402
-from scripts.dataset_core import (add_common_args, IMAGE_SUFFIXES, SPLITS, UsageError, kept_records,  # noqa: E402
-                                  message,
-                                  read_csv_rows, run_cli, split_groups, validate_records, write_jsonl,
-                                  write_skipped)
+from scripts.dataset_core import (add_common_args, IMAGE_SUFFIXES, SPLITS, BadRecord, UsageError,  # noqa: E402
+                                  kept_records, message, prepare_output_dir, read_csv_rows, read_text_utf8,
+                                  remove_stale_files, require_object, run_cli, split_groups, text_field,
+                                  validate_records, write_jsonl, write_lists)
 
 
-def _row(image, caption, group) -> dict:
-    return {"image": image, "caption": str(caption or "").strip(), "group": str(group or "").strip()}
+def _row(image: str, caption: str, group: str, path: Path | None, problem: tuple[str, str] | None = None) -> dict:
+    """One input record: ``image`` as written in the input (its id comes from it), ``path`` the
+    file to check, ``problem`` why it cannot be used."""
+    return {"image": image, "caption": caption, "group": group, "path": path, "problem": problem}
 
 
-def rows_from_table(path: Path, image_key: str, caption_key: str, group_key: str | None) -> list[dict]:
+def _fields(rec, where: str, image_key: str, caption_key: str, group_key: str | None) -> tuple[str, str, str]:
+    """``(image, caption, group)`` of one JSONL/CSV/datasets row, every field type-checked."""
+    require_object(rec, where)
+    image = text_field(rec, image_key, where)
+    if not image:
+        raise BadRecord("no image path", f"{where}: no {image_key!r}")
+    caption = text_field(rec, caption_key, where)
+    group = text_field(rec, group_key, where, id_like=True) if group_key else ""
+    if group_key and not group:  # falling back to one group per image could leak a patient
+        raise BadRecord("no group", f"{where}: no {group_key!r}")
+    return image, caption, group
+
+
+def rows_from_table(path: Path, images_dir: Path, image_key: str, caption_key: str,
+                    group_key: str | None) -> list[dict]:
     if path.suffix.lower() == ".csv":
-        table = read_csv_rows(path, (image_key, caption_key), f"a CSV with {image_key} and {caption_key} columns")
+        required = (image_key, caption_key) + ((group_key,) if group_key else ())
+        table = [(f"data row {n}", r) for n, r in
+                 enumerate(read_csv_rows(path, required, f"a CSV with {', '.join(required)} columns"), 1)]
     else:
         table = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        # split on "\n" only: str.splitlines would also cut at U+2028, legal inside a JSON string
+        for n, line in enumerate(read_text_utf8(path, "input").split("\n"), 1):
             if line.strip():
                 try:
-                    table.append(json.loads(line))
-                except ValueError:
-                    raise UsageError(f"{path}:{n} is not JSON") from None
-        if table and (image_key not in table[0] or caption_key not in table[0]):
-            raise UsageError(f"{path}: rows need {image_key!r} and {caption_key!r} keys")
-    return [_row(r.get(image_key), r.get(caption_key), r.get(group_key) if group_key else None) for r in table]
+                    table.append((f"line {n}", json.loads(line)))
+                except (ValueError, RecursionError):
+                    table.append((f"line {n}", BadRecord("not JSON", f"line {n}")))
+        objects = [r for _, r in table if isinstance(r, dict)]
+        if table and not objects:
+            raise UsageError(f"{path}: no line is a JSON object; is it JSONL?")
+        for key in (image_key, caption_key) + ((group_key,) if group_key else ()):
+            if objects and not any(key in r for r in objects):
+                raise UsageError(f"{path}: no row has the key {key!r}; see --image_key, --caption_key, --group_key")
+    rows = []
+    for where, rec in table:
+        try:
+            if isinstance(rec, BadRecord):
+                raise rec
+            image, caption, group = _fields(rec, where, image_key, caption_key, group_key)
+            rows.append(_row(image, caption, group, images_dir / image))
+        except BadRecord as bad:
+            image = rec.get(image_key) if isinstance(rec, dict) else None
+            rows.append(_row(image if isinstance(image, str) else "", "", "", None, bad.problem))
+    return rows
 
 
 def rows_from_folder(folder: Path) -> list[dict]:
     rows = []
     for img in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         txt = img.with_suffix(".txt")
-        rows.append(_row(img.name, txt.read_text(encoding="utf-8") if txt.is_file() else "", None))
+        try:
+            caption = read_text_utf8(txt, "caption").strip() if txt.is_file() else ""
+            rows.append(_row(img.name, caption, "", img))
+        except UsageError as exc:  # one caption file in another encoding costs one record
+            rows.append(_row(img.name, "", "", img, ("unreadable caption", str(exc))))
     return rows
 
 
-def rows_from_hf(folder: Path, image_key: str, caption_key: str, group_key: str | None, out_images: Path):
-    """Rows of a ``save_to_disk`` dataset; decoded images are written out as PNG files first."""
+def rows_from_hf(folder: Path, images_dir: Path, image_key: str, caption_key: str, group_key: str | None,
+                 out_images: Path) -> tuple[list[dict], set[str]]:
+    """Rows of a ``save_to_disk`` dataset, and the names of the decoded images written out as
+    PNG files into ``out_images`` (path columns are taken relative to ``images_dir``)."""
     from datasets import DatasetDict, concatenate_datasets, load_from_disk
 
     ds = load_from_disk(str(folder))
     if isinstance(ds, DatasetDict):
         ds = concatenate_datasets([ds[k] for k in sorted(ds)])
-    missing = [k for k in (image_key, caption_key) if k not in ds.column_names]
+    missing = [k for k in (image_key, caption_key) + ((group_key,) if group_key else ()) if k not in ds.column_names]
     if missing:
         raise UsageError(f"{folder}: dataset lacks column(s) {', '.join(missing)}; columns are {ds.column_names}")
     out_images.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, rec in enumerate(ds):
-        image = rec[image_key]
-        if hasattr(image, "save"):  # a decoded PIL image: give it a file the model can read
-            name = f"hf_{i:07d}.png"
-            image.save(out_images / name)
-            image = name
-        rows.append(_row(image, rec[caption_key], rec.get(group_key) if group_key else None))
-    return rows
+    rows, written = [], set()
+    for i in range(len(ds)):
+        where, image = f"row {i}", ""
+        try:
+            try:
+                rec = dict(ds[i])
+            except Exception as exc:  # noqa: BLE001 - datasets decodes lazily; one bad image is one record
+                raise BadRecord("unreadable image", f"{where}: {type(exc).__name__}") from None
+            if hasattr(rec.get(image_key), "save"):  # a decoded PIL image: give it a file the model can read
+                rec[image_key] = image = _save_decoded(rec[image_key], out_images, f"hf_{i:07d}", where)
+                written.add(image)
+                base = out_images
+            else:
+                base = images_dir
+            image, caption, group = _fields(rec, where, image_key, caption_key, group_key)
+            rows.append(_row(image, caption, group, base / image))
+        except BadRecord as bad:
+            rows.append(_row(image, "", "", None, bad.problem))
+    return rows, written
+
+
+def _save_decoded(image, folder: Path, stem: str, where: str) -> str:
+    """Write a decoded image losslessly; returns the file name (PNG, or TIFF for the modes PNG
+    cannot hold, such as CMYK or 32-bit float, which open_checked then normalises)."""
+    try:
+        image.load()
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is this record's problem
+        raise BadRecord("unreadable image", f"{where}: {type(exc).__name__}: {exc}") from None
+    fmt = "PNG" if image.mode in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA") else "TIFF"
+    name = f"{stem}.{fmt.lower()}"
+    try:
+        image.save(folder / name, format=fmt)
+    except OSError as exc:
+        if exc.errno is not None:  # disk full, read-only: the output's problem, not the record's
+            raise UsageError(f"cannot write {folder / name}: {exc.strerror}") from None
+        raise BadRecord("unreadable image", f"{where}: {exc}") from None
+    return name
+
+
+def caption_id(image: str) -> str:
+    """Record id from the image path as written: ``p1/slice_0.png`` -> ``p1__slice_0``.
+    Normalised first, so ``a/../b.png`` and ``./b.png`` are the one record ``b``."""
+    path = PurePosixPath(posixpath.normpath(image))
+    if path.suffix:
+        path = path.with_suffix("")
+    return path.as_posix().replace("/", "__")
 
 
 def convert(args) -> dict:
     src = Path(args.input)
     out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.images_dir and not Path(args.images_dir).is_dir():
+        raise UsageError(f"images folder not found: {args.images_dir}")
+    prepare_output_dir(out_dir)
+    hf_images, hf_written = out_dir / "hf_images", None
     if src.is_dir() and ((src / "dataset_info.json").exists() or (src / "dataset_dict.json").exists()):
-        images_dir = out_dir / "hf_images"
-        rows = rows_from_hf(src, args.image_key, args.caption_key, args.group_key, images_dir)
+        images_dir = Path(args.images_dir) if args.images_dir else src
+        rows, hf_written = rows_from_hf(src, images_dir, args.image_key, args.caption_key, args.group_key, hf_images)
+        roots = [images_dir, hf_images]
     elif src.is_dir():
         rows, images_dir = rows_from_folder(src), src
+        roots = [images_dir]
     elif src.is_file():
-        rows = rows_from_table(src, args.image_key, args.caption_key, args.group_key)
         images_dir = Path(args.images_dir) if args.images_dir else src.parent
+        rows = rows_from_table(src, images_dir, args.image_key, args.caption_key, args.group_key)
+        roots = [images_dir]
     else:
         raise UsageError(f"input not found: {src}")
     if not rows:
         raise UsageError(f"{src} holds no records")
 
-    # Images are looked up by their path relative to images_dir (sub-folders allowed).
-    index = {str(r["image"]): images_dir / str(r["image"]) for r in rows
-             if r["image"] and (images_dir / str(r["image"])).is_file()}
+    # Images are looked up by their path as written (sub-folders allowed); validate_records
+    # refuses those that resolve outside the images folder.
+    index = {r["image"]: r["path"] for r in rows if r["path"] is not None and r["path"].is_file()}
     records, candidates = [], []
     for r in rows:
-        rid = Path(str(r["image"] or "")).with_suffix("").as_posix().replace("/", "__")
-        problem = None if r["caption"] else "empty caption"
+        rid = caption_id(r["image"]) if r["image"] else ""
+        problem = r["problem"] or (None if r["caption"] else "empty caption")
         records.append({"id": rid, "group": r["group"] or rid, "caption": r["caption"]})
-        candidates.append((rid, str(r["image"] or ""), problem))
-    good, skipped = validate_records(candidates, index, out_dir / "images", args.workers, not args.quiet,
-                                     where=str(images_dir))
-    kept = kept_records(records, good)
+        candidates.append((rid, r["image"], problem))
+    checked = validate_records(candidates, index, out_dir / "images", images_dirs=roots,
+                               allow_outside=args.allow_outside_images, workers=args.workers,
+                               progress=not args.quiet)
+    good = checked.good
+    kept = kept_records(records, checked)
     assignment = split_groups([r["group"] for r in kept], args.val_ratio, args.test_ratio, args.seed)
     lines = {s: [] for s in SPLITS}
     for rec in kept:
@@ -123,9 +209,10 @@ def convert(args) -> dict:
                                                 "images": [good[rec["id"]]], "id": rec["id"]})
     for split in SPLITS:
         write_jsonl(out_dir / f"{split}.jsonl", lines[split])
-    reasons = write_skipped(out_dir / "skipped.tsv", skipped)
-    return {"task": "caption", "read": len(rows), "written": sum(len(v) for v in lines.values()),
-            "skipped": len(skipped), "skipped_by_reason": dict(sorted(reasons.items())),
+    lists = write_lists(out_dir, checked)
+    if hf_written is not None:
+        lists["stale_copies_removed"] += remove_stale_files(hf_images, hf_written)[0]
+    return {"task": "caption", "read": len(rows), "written": sum(len(v) for v in lines.values()), **lists,
             "records_per_split": {s: len(lines[s]) for s in SPLITS},
             "split_by": args.group_key or "image", "seed": args.seed, "lang": args.lang}
 
@@ -133,7 +220,8 @@ def convert(args) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--input", required=True, help="JSONL/CSV file, folder of images + .txt, or save_to_disk folder")
-    p.add_argument("--images_dir", help="base folder of the image paths in a JSONL/CSV (default: its folder)")
+    p.add_argument("--images_dir",
+                   help="base folder of the image paths in a JSONL/CSV/datasets column (default: the input's folder)")
     p.add_argument("--output_dir", default=str(ROOT / "data" / "captions_swift"))
     p.add_argument("--image_key", default="image")
     p.add_argument("--caption_key", default="caption")

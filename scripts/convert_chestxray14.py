@@ -12,7 +12,7 @@ Writes to --output_dir:
   * ``cls_train/val/test.jsonl``: for ``--task_type seq_cls --problem_type
     multi_label_classification --num_labels 15`` (a 15-long multi-hot ``label``);
   * ``labels.json``: label order and the positive-class weights of the training split;
-  * ``skipped.tsv``, ``summary.json``.
+  * ``skipped.tsv``, ``warnings.tsv``, ``summary.json``.
 
 With the official lists, their test images form the test split and validation is taken
 from train_val by patient; without them the split is by ``Patient ID`` with
@@ -32,8 +32,8 @@ if str(ROOT) not in sys.path:
 
 from scripts.classification import CHESTXRAY14, write_task_outputs  # noqa: E402
 from scripts.dataset_core import (add_common_args, UsageError, index_images, kept_records,  # noqa: E402
-                                  read_csv_rows,
-                                  run_cli, split_groups, validate_records, write_skipped)
+                                  prepare_output_dir, read_csv_rows, read_text_utf8, run_cli, split_groups,
+                                  validate_records, write_lists)
 
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
 
@@ -57,17 +57,17 @@ def read_list(path: str | None) -> set[str] | None:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"list file not found: {p}")
-    return {line.strip() for line in p.read_text().splitlines() if line.strip()}
+    return {line.strip() for line in read_text_utf8(p, "list file").splitlines() if line.strip()}
 
 
 def convert(args) -> dict:
     rows = read_csv_rows(Path(args.csv), REQUIRED, "Data_Entry_2017.csv")
     index = index_images([Path(d) for d in args.images_dir])
     out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     train_val, test = read_list(args.train_val_list), read_list(args.test_list)
     if (train_val is None) != (test is None):
         raise UsageError("give both --train_val_list and --test_list, or neither")
+    prepare_output_dir(out_dir)
 
     records, candidates = [], []
     for row in rows:
@@ -80,10 +80,11 @@ def convert(args) -> dict:
             problem = "not in the official lists"
         records.append({"id": rid, "group": patient, "labels": labels})
         candidates.append((rid, rid, problem))
-    good, skipped = validate_records(candidates, index, out_dir / "images", args.workers, not args.quiet,
-                                     where=", ".join(args.images_dir))
-
-    kept = kept_records(records, good)
+    checked = validate_records(candidates, index, out_dir / "images", images_dirs=[Path(d) for d in args.images_dir],
+                               allow_outside=args.allow_outside_images, workers=args.workers,
+                               progress=not args.quiet)
+    good = checked.good
+    kept = kept_records(records, checked)
     if test is None:
         assignment = split_groups([r["group"] for r in kept], args.val_ratio, args.test_ratio, args.seed)
     else:
@@ -96,9 +97,9 @@ def convert(args) -> dict:
                                   args.val_ratio, 0.0, args.seed)
         assignment.update({p: "test" for p in test_patients})
     written = write_task_outputs(CHESTXRAY14, kept, good, assignment, out_dir, args.lang, args.seed)
-    reasons = write_skipped(out_dir / "skipped.tsv", skipped)
-    return {"task": "chestxray14", "read": len(rows), "written": written["written"], "skipped": len(skipped),
-            "skipped_by_reason": dict(sorted(reasons.items())), "records_per_split": written["records_per_split"],
+    lists = write_lists(out_dir, checked)
+    return {"task": "chestxray14", "read": len(rows), "written": written["written"], **lists,
+            "records_per_split": written["records_per_split"],
             "patients_per_split": {s: sum(1 for v in assignment.values() if v == s) for s in ("train", "val", "test")},
             "split": "official lists" if test is not None else "by patient", "seed": args.seed, "lang": args.lang}
 

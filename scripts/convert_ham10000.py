@@ -7,7 +7,7 @@ Usage:
 
 Writes ``train/val/test.jsonl`` (generative: "Diagnosis: melanoma (mel)."),
 ``cls_train/val/test.jsonl`` (``--task_type seq_cls`` single-label, ``label`` = class
-index), ``labels.json``, ``skipped.tsv`` and ``summary.json``. Several images of one
+index), ``labels.json``, ``skipped.tsv``, ``warnings.tsv`` and ``summary.json``. Several images of one
 lesion (``lesion_id``) always land in the same split.
 
 For research only, not for diagnosis.
@@ -23,8 +23,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts.classification import HAM10000, write_task_outputs  # noqa: E402
-from scripts.dataset_core import (add_common_args, index_images, kept_records, read_csv_rows, run_cli,  # noqa: E402
-                                  split_groups, validate_records, write_skipped)
+from scripts.dataset_core import (add_common_args, index_images, kept_records, prepare_output_dir,  # noqa: E402
+                                  read_csv_rows, run_cli, split_groups, validate_records, write_lists)
 
 REQUIRED = ("lesion_id", "image_id", "dx")
 
@@ -33,7 +33,7 @@ def convert(args) -> dict:
     rows = read_csv_rows(Path(args.csv), REQUIRED, "HAM10000_metadata.csv")
     index = index_images([Path(d) for d in args.images_dir])
     out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out_dir)
     records, candidates = [], []
     for row in rows:
         rid = (row.get("image_id") or "").strip()
@@ -44,14 +44,16 @@ def convert(args) -> dict:
             problem = "no lesion id"
         records.append({"id": rid, "group": lesion, "labels": [dx]})
         candidates.append((rid, rid, problem))
-    good, skipped = validate_records(candidates, index, out_dir / "images", args.workers, not args.quiet,
-                                     where=", ".join(args.images_dir))
-    kept = kept_records(records, good)
+    checked = validate_records(candidates, index, out_dir / "images", images_dirs=[Path(d) for d in args.images_dir],
+                               allow_outside=args.allow_outside_images, workers=args.workers,
+                               progress=not args.quiet)
+    good = checked.good
+    kept = kept_records(records, checked)
     assignment = split_groups([r["group"] for r in kept], args.val_ratio, args.test_ratio, args.seed)
     written = write_task_outputs(HAM10000, kept, good, assignment, out_dir, args.lang, args.seed)
-    reasons = write_skipped(out_dir / "skipped.tsv", skipped)
-    return {"task": "ham10000", "read": len(rows), "written": written["written"], "skipped": len(skipped),
-            "skipped_by_reason": dict(sorted(reasons.items())), "records_per_split": written["records_per_split"],
+    lists = write_lists(out_dir, checked)
+    return {"task": "ham10000", "read": len(rows), "written": written["written"], **lists,
+            "records_per_split": written["records_per_split"],
             "lesions_per_split": {s: sum(1 for v in assignment.values() if v == s) for s in ("train", "val", "test")},
             "seed": args.seed, "lang": args.lang}
 

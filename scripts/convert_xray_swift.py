@@ -13,9 +13,11 @@ Inputs (format detected from the file):
 
 Outputs in ``--output_dir``: ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` (one
 ``{"messages": [...], "images": [...]}`` per image), ``skipped.tsv`` (every record not
-written, with its reason), ``summary.json`` and ``images/`` (8-bit copies of images
-that needed normalising: 16-bit, palette, RGBA, CMYK). Same inputs and seed give
-byte-identical outputs.
+written, with its reason), ``warnings.tsv`` (records written whose image deserves a look),
+``summary.json`` and ``images/`` (8-bit copies of images that needed normalising: 16-bit,
+palette, RGBA, CMYK; copies an earlier run left there and no output uses are removed).
+Same inputs and seed give byte-identical outputs. Images must lie inside ``--images_dir``
+(after following symlinks) unless ``--allow_outside_images`` is given.
 
 Ids are ``<study>_<view>``; all views of one study land in the same split, so no
 patient study leaks between training and evaluation.
@@ -41,8 +43,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts import prompts, thinking  # noqa: E402
-from scripts.dataset_core import (add_common_args, SPLITS, UsageError, index_images, run_cli,  # noqa: E402
-                                  split_groups, validate_records, write_atomic, write_skipped)
+from scripts.dataset_core import (add_common_args, SPLITS, BadRecord, UsageError, index_images,  # noqa: E402
+                                  json_line, prepare_output_dir, read_text_utf8, require_object, run_cli,
+                                  split_groups, text_field, validate_records, write_atomic, write_lists)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Record:
     report: str
     source_prompt: str | None = None
     reasoning: str | None = None  # optional: written as <think>...</think> before the report
+    problem: tuple[str, str] | None = None  # why the record cannot be used (wrong field type...)
 
     @property
     def study(self) -> str:
@@ -66,32 +70,49 @@ def study_of(record_id: str) -> str:
 
 # --------------------------------------------------------------------------- reading
 def load_records(path: Path) -> list[Record]:
+    """Every record of the file, in order; a record with a missing or wrongly typed field comes
+    back with its ``problem`` set (listed as a skip), so one bad record never refuses the file."""
+    text = read_text_utf8(path, "input file")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"input file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise UsageError(f"{path} is not valid JSON: {exc}") from None
 
-    records: list[Record] = []
     if isinstance(raw, dict) and isinstance(raw.get("annotations"), list):
-        for i, ann in enumerate(raw["annotations"]):
-            if not isinstance(ann, dict) or "image_id" not in ann:
-                raise UsageError(f"{path}: annotation #{i} has no image_id")
-            rid = str(ann["image_id"]).strip()
-            records.append(Record(rid, rid, str(ann.get("caption") or "").strip(), reasoning=ann.get("reasoning")))
-    elif isinstance(raw, list) and all(isinstance(r, dict) and "img" in r for r in raw):
-        for r in raw:
-            # Paths belong to another machine: keep only the file name (either separator).
-            name = str(r["img"]).replace("\\", "/").rsplit("/", 1)[-1]
-            rid = name.rsplit(".", 1)[0] if "." in name else name
-            records.append(Record(rid, name, str(r.get("label") or "").strip(), r.get("prompt"), r.get("reasoning")))
-    else:
-        raise UsageError(
-            f"{path}: unknown layout; expected a list of {{img, prompt, label}} "
-            'or {"annotations": [{"image_id", "caption"}]}'
-        )
-    return records
+        return [_from_annotation(ann, f"annotation #{i}") for i, ann in enumerate(raw["annotations"])]
+    if isinstance(raw, list) and any(isinstance(r, dict) and "img" in r for r in raw):
+        return [_from_reference(r, f"record #{i}") for i, r in enumerate(raw)]
+    raise UsageError(
+        f"{path}: unknown layout; expected a list of {{img, prompt, label}} "
+        'or {"annotations": [{"image_id", "caption"}]}'
+    )
+
+
+def _from_annotation(ann, where: str) -> Record:
+    try:
+        require_object(ann, where)
+        rid = text_field(ann, "image_id", where, id_like=True)
+        if not rid:
+            raise BadRecord("no image id", f"{where}: no 'image_id'")
+        return Record(rid, rid, text_field(ann, "caption", where), reasoning=text_field(ann, "reasoning", where))
+    except BadRecord as bad:
+        rid = ann.get("image_id") if isinstance(ann, dict) else None
+        return Record(rid.strip() if isinstance(rid, str) else "", "", "", problem=bad.problem)
+
+
+def _from_reference(rec, where: str) -> Record:
+    try:
+        require_object(rec, where)
+        img = text_field(rec, "img", where)
+        if not img:
+            raise BadRecord("no image path", f"{where}: no 'img'")
+        # Paths belong to another machine: keep only the file name (either separator).
+        name = img.replace("\\", "/").rsplit("/", 1)[-1]
+        rid = name.rsplit(".", 1)[0] if "." in name else name
+        return Record(rid, name, text_field(rec, "label", where), text_field(rec, "prompt", where) or None,
+                      text_field(rec, "reasoning", where))
+    except BadRecord as bad:
+        return Record("", "", "", problem=bad.problem)
 
 
 # --------------------------------------------------------------------------- writing
@@ -112,22 +133,20 @@ def convert(args: argparse.Namespace) -> dict:
     if not records:
         raise UsageError(f"{input_path} holds no records")
     index = index_images(images_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out_dir)
     copy_dir = out_dir / "images"
-    # The first record of an id is the one kept: by_id must agree with validate_records.
-    by_id: dict[str, Record] = {}
-    for rec in records:
-        by_id.setdefault(rec.record_id, rec)
-    good, skipped = validate_records(
-        [(r.record_id, r.image_name, None if r.report else "empty report") for r in records],
-        index, copy_dir, args.workers, progress=not args.quiet, where=str(images_dir))
+    checked = validate_records(
+        [(r.record_id, r.image_name, r.problem or (None if r.report else "empty report")) for r in records],
+        index, copy_dir, images_dirs=[images_dir], allow_outside=args.allow_outside_images,
+        workers=args.workers, progress=not args.quiet)
+    good = checked.good
+    # The record kept for an id is the one validate_records checked (the first valid one).
+    kept = [rec for i, rec in enumerate(records) if checked.kept.get(rec.record_id) == i]
 
-    assignment = split_groups([by_id[r].study for r in good], args.val_ratio, args.test_ratio, args.seed)
+    assignment = split_groups([rec.study for rec in kept], args.val_ratio, args.test_ratio, args.seed)
     lines: dict[str, list[str]] = {s: [] for s in SPLITS}
     template_use: Counter = Counter()
-    for rec in records:  # input order, so outputs are stable and easy to diff
-        if rec.record_id not in good or by_id.get(rec.record_id) is not rec:
-            continue
+    for rec in kept:  # input order, so outputs are stable and easy to diff
         if args.keep_source_prompt and rec.source_prompt:
             prompt = rec.source_prompt
         else:
@@ -135,11 +154,11 @@ def convert(args: argparse.Namespace) -> dict:
             template_use[idx] += 1
             prompt = prompts.template(args.lang, idx)
         sample = build_sample(rec, good[rec.record_id], prompt, args.system)
-        lines[assignment[rec.study]].append(json.dumps(sample, ensure_ascii=False))
+        lines[assignment[rec.study]].append(json_line(sample))
 
     for split in SPLITS:
         write_atomic(out_dir / f"{split}.jsonl", "".join(line + "\n" for line in lines[split]))
-    reasons = write_skipped(out_dir / "skipped.tsv", skipped)
+    lists = write_lists(out_dir, checked, copy_dir)
     studies_per_split = Counter(assignment.values())
     summary = {
         "input": str(input_path.resolve()),
@@ -150,8 +169,7 @@ def convert(args: argparse.Namespace) -> dict:
         "test_ratio": args.test_ratio,
         "read": len(records),
         "written": sum(len(v) for v in lines.values()),
-        "skipped": len(skipped),
-        "skipped_by_reason": dict(sorted(reasons.items())),
+        **lists,
         "records_per_split": {s: len(lines[s]) for s in SPLITS},
         "studies_per_split": {s: studies_per_split.get(s, 0) for s in SPLITS},
         "normalised_copies": sum(1 for v in good.values() if Path(v).parent == copy_dir.resolve()),

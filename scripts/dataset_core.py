@@ -4,25 +4,97 @@ atomic and deterministic output files, the summary line.
 Used by convert_xray_swift.py (OpenI reports), convert_chestxray14.py,
 convert_ham10000.py and convert_captions.py, so a rule such as "a skipped record is
 listed with its reason" or "a patient never straddles two splits" lives in one place.
+The same goes for hostile input: whatever a decoder raises, or a wrongly typed field, costs
+one listed record; inputs must be UTF-8; images must resolve inside the images folders
+(unless --allow_outside_images); an output the system refuses is one ``error:`` line.
 """
 from __future__ import annotations
 
+import codecs
+import csv
+import hashlib
+import io
 import json
 import os
 import random
+import re
 import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from scripts.imaging import ImageRejected, open_checked
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 SPLITS = ("train", "val", "test")
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")  # an id usable as a copy's file name as it is
+SAFE_FILE = re.compile(r"[A-Za-z0-9._-]{1,255}")  # a name copy_name can produce
+# Names of the files a converter wrote into one of its output folders (images/, hf_images/),
+# so a later run removes only its own stale files, never one a user put there.
+MANIFEST = ".written_by_converter"
 
 
 class UsageError(Exception):
     """A user mistake: printed as one line, exit code 2."""
+
+
+class BadRecord(Exception):
+    """One input record a converter cannot use; listed in skipped.tsv as ``(reason, detail)``."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.problem = (reason, detail)
+
+
+def json_type(value) -> str:
+    """How a JSON value's type reads in a skip reason."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    return {dict: "an object", list: "a list", str: "text"}.get(type(value), type(value).__name__)
+
+
+def require_object(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise BadRecord("not a JSON object", f"{where}: {json_type(value)}")
+    return value
+
+
+def text_field(record: dict, key: str, where: str, *, id_like: bool = False) -> str:
+    """``record[key]`` as stripped text, ``""`` when absent or null; any other type is a
+    ``BadRecord`` (a dict caption must not become its repr in a training target). Integers
+    pass only for ids (``"image_id": 162``)."""
+    value = record.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if id_like and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise BadRecord("wrong field type", f"{where}: {key!r} is {json_type(value)}, expected text")
+
+
+def read_text_utf8(path: Path, what: str) -> str:
+    """The whole file as text: UTF-8, with or without a BOM (Excel and Notepad write one).
+    Any other encoding is one clear error instead of a traceback or mojibake in the reports."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = start + exc.start
+        raise UsageError(f"{path} is not UTF-8 (byte 0x{data[offset]:02x} at offset {offset}); "
+                         "re-save it as UTF-8") from None
 
 
 def index_images(images_dirs: list[Path] | Path) -> dict[str, Path]:
@@ -46,87 +118,201 @@ def index_images(images_dirs: list[Path] | Path) -> dict[str, Path]:
     return index
 
 
-def _check_one(job: tuple[str, str, str]) -> tuple[str, str, str]:
-    """Worker: ``(record_id, path, copy_dir)`` -> ``(record_id, "ok"|reason, final path|detail)``."""
+class CheckResult(NamedTuple):
+    record_id: str
+    status: str  # "ok", WRITE_FAILED, or the reason the image was refused
+    value: str  # ok: the image path the model should read; else the detail
+    warnings: tuple[str, ...] = ()
+
+
+WRITE_FAILED = "cannot write copy"
+
+
+def copy_name(record_id: str) -> str:
+    """File name of a record's 8-bit copy: the id when it is a safe file name, else a cleaned
+    id plus a hash, so no id (``../x``, ``a/b``, a tab) can write outside the copy folder."""
+    if SAFE_NAME.fullmatch(record_id) and not record_id.startswith("."):
+        return f"{record_id}.png"
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", record_id).lstrip(".")[:80]
+    return f"{cleaned}-{hashlib.sha256(record_id.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}.png"
+
+
+def _check_one(job: tuple[str, str, str]) -> CheckResult:
+    """Worker: decode ``path`` and write an 8-bit copy when needed. Never raises: whatever a
+    decoder throws (MemoryError included) becomes a refused image, so one hostile file costs one
+    record, never the run (an exception here would re-raise from ``pool.map`` and end it)."""
     record_id, path, copy_dir = job
     try:
         checked = open_checked(path)
     except ImageRejected as exc:
-        return record_id, exc.reason, exc.detail
+        return CheckResult(record_id, exc.reason, exc.detail)
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must not take the whole conversion down
+        return CheckResult(record_id, "unreadable image", _describe(Path(path).name, exc))
+    warnings = tuple(str(w) for w in (getattr(checked, "warnings", None) or ()))
     if not checked.changed:
-        return record_id, "ok", path
+        return CheckResult(record_id, "ok", path, warnings)
     # 16-bit, palette, RGBA, CMYK, DICOM...: write an 8-bit copy the model will see correctly.
-    out = Path(copy_dir) / f"{record_id}.png"
-    checked.image.save(out, format="PNG")
-    return record_id, "ok", str(out)
+    out = Path(copy_dir) / copy_name(record_id)
+    try:
+        checked.image.save(out, format="PNG")
+    except OSError as exc:
+        if exc.errno is not None:  # disk full, folder gone: an output problem, reported as one error
+            return CheckResult(record_id, WRITE_FAILED, f"{out}: {exc.strerror or exc}")
+        return CheckResult(record_id, "unreadable image", _describe(Path(path).name, exc))
+    except Exception as exc:  # noqa: BLE001 - an image Pillow decoded but cannot encode
+        return CheckResult(record_id, "unreadable image", _describe(Path(path).name, exc))
+    return CheckResult(record_id, "ok", str(out), warnings)
 
 
-def check_images(jobs: list[tuple[str, str, str]], workers: int, progress: bool) -> list[tuple[str, str, str]]:
-    """Decode every image (in ``workers`` processes); results in job order."""
+def _describe(name: str, exc: BaseException) -> str:
+    text = str(exc).replace("\t", " ").replace("\n", " ").strip()
+    return f"{name}: {type(exc).__name__}" + (f": {text[:200]}" if text else "")
+
+
+def check_images(jobs: list[tuple[str, str, str]], workers: int, progress: bool) -> tuple[list[CheckResult], int]:
+    """Decode every image (in ``workers`` processes); results in job order, and how many jobs
+    were re-checked in this process because a worker process died.
+
+    A worker that dies (killed by the OOM killer, a crash inside a C decoder) breaks the whole
+    pool; the jobs it had not returned are then checked here, one by one, after a warning line,
+    so the results already in are kept and the run is not lost.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
     from tqdm import tqdm  # ships with transformers/ms-swift
 
     bar = tqdm(total=len(jobs), desc="checking images", unit="img", disable=not progress, file=sys.stderr)
-    results = []
-    if workers <= 1 or len(jobs) < 64:
-        for job in jobs:
-            results.append(_check_one(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for res in pool.map(_check_one, jobs, chunksize=64):
-                results.append(res)
-                bar.update()
+    results: list[CheckResult] = []
+    rechecked = 0
+    if workers > 1 and len(jobs) >= 64:
+        try:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for res in pool.map(_check_one, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers)))):
+                    results.append(res)
+                    bar.update()
+        except BrokenProcessPool:
+            rechecked = len(jobs) - len(results)
+            print(f"warning: an image-checking process died (killed, perhaps out of memory); checking the "
+                  f"remaining {rechecked} images in this process", file=sys.stderr)
+    for job in jobs[len(results):]:
+        results.append(_check_one(job))
+        bar.update()
     bar.close()
-    return results
+    return results, rechecked
 
 
-def validate_records(candidates: list[tuple[str, str, str | tuple[str, str] | None]], index: dict[str, Path], copy_dir: Path,
-                     workers: int, progress: bool, where: str) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+@dataclass
+class Validated:
+    """What ``validate_records`` decided, one entry per candidate accounted for."""
+    good: dict[str, str]  # record id -> image path the model should read
+    kept: dict[str, int]  # record id -> index of the candidate kept for it (the first valid one)
+    skipped: list[tuple[str, str, str]]  # (record_id, reason, detail)
+    warnings: list[tuple[str, str]]  # (record_id, warning) of kept records
+    copies: set[str] = field(default_factory=set)  # file names written into the copy folder
+    rechecked_in_process: int = 0  # jobs checked here after a worker process died
+
+
+def validate_records(candidates: list[tuple[str, str, str | tuple[str, str] | None]], index: dict[str, Path],
+                     copy_dir: Path, *, images_dirs: list[Path], allow_outside: bool, workers: int,
+                     progress: bool) -> Validated:
     """Check ``(record_id, image_name, problem)`` candidates; ``problem`` is the converter's own
-    reason to skip (empty report, unknown label...) or None.
+    reason to skip (empty report, unknown label, wrong field type...) as ``reason`` or
+    ``(reason, detail)``, or None.
 
-    Returns ``(good, skipped)``: ``good`` maps record id to the image path the model should
-    read (an 8-bit copy in ``copy_dir`` when the original needed normalising); ``skipped``
-    lists ``(record_id, reason, detail)`` for everything else: no id, duplicate id, the
-    converter's problem, missing image, unreadable image.
+    For each id the first *valid* candidate is kept (no problem, image inside ``images_dirs``
+    after following symlinks unless ``allow_outside``, image decodes); every other candidate is
+    listed in ``skipped`` with its reason: "duplicate id" when it comes after the kept candidate
+    of its id, else its own problem or its image's ("duplicate image" when an earlier id uses
+    the same file). Images that need normalising get an 8-bit copy in
+    ``copy_dir``. Every candidate ends up either kept or skipped.
     """
+    roots = [Path(d).resolve() for d in images_dirs]
+    copy_root = copy_dir.resolve()
+    if copy_root in roots:
+        raise UsageError(f"{copy_dir} is also an images folder; choose another --output_dir")
     copy_dir.mkdir(parents=True, exist_ok=True)
-    skipped: list[tuple[str, str, str]] = []
-    seen: set[str] = set()
-    jobs: list[tuple[str, str, str]] = []
-    for record_id, image_name, problem in candidates:
-        if not record_id:
-            skipped.append(("", "no image id", image_name))
-            continue
-        if record_id in seen:
-            skipped.append((record_id, "duplicate id", "kept the first record"))
-            continue
-        seen.add(record_id)
-        if problem:  # "reason" or ("reason", "detail")
-            reason, detail = problem if isinstance(problem, tuple) else (problem, image_name)
-            skipped.append((record_id, reason, detail))
-        elif image_name not in index:
-            skipped.append((record_id, "missing image", f"{image_name} not in {where}"))
+    where = ", ".join(str(d) for d in images_dirs)
+    failure: dict[int, tuple[str, str]] = {}  # candidate index -> (reason, detail)
+    claimed: dict[str, str] = {}  # resolved image path -> the id that uses it
+    queue: dict[str, list[int]] = {}  # id -> its problem-free candidates, in input order
+    for i, (record_id, image_name, problem) in enumerate(candidates):
+        if problem:
+            failure[i] = problem if isinstance(problem, tuple) else (problem, image_name)
+        elif not record_id:
+            failure[i] = ("no image id", image_name)
         else:
-            jobs.append((record_id, str(index[image_name].resolve()), str(copy_dir.resolve())))
+            queue.setdefault(record_id, []).append(i)
+
+    def image_path(i: int) -> str | None:
+        """The resolved image of candidate ``i``, or None with its failure noted."""
+        image_name = candidates[i][1]
+        if image_name not in index:
+            failure[i] = ("missing image", f"{image_name} not in {where}")
+            return None
+        try:
+            resolved = index[image_name].resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
+            failure[i] = ("unusable image path", _describe(image_name, exc))
+            return None
+        if not allow_outside and not any(resolved.is_relative_to(root) for root in roots):
+            failure[i] = ("image outside --images_dir", f"{image_name} resolves to {resolved}")
+            return None
+        # One file reached under two ids (a symlink, a second spelling) could land in train and val.
+        owner = claimed.setdefault(str(resolved), candidates[i][0])
+        if owner != candidates[i][0]:
+            failure[i] = ("duplicate image", f"{image_name} is the image of record {owner}")
+            return None
+        return str(resolved)
+
     good: dict[str, str] = {}
-    for record_id, status, value in check_images(jobs, workers, progress):
-        if status == "ok":
-            good[record_id] = value
+    kept: dict[str, int] = {}
+    warnings: list[tuple[str, str]] = []
+    refused: dict[str, tuple[str, str]] = {}  # image path -> why it was refused (not decoded twice)
+    rechecked = 0
+    # Rounds: an id whose first candidate's image fails tries its next candidate.
+    while queue:
+        jobs, job_index = [], []
+        for record_id, pending in list(queue.items()):
+            while pending:
+                i = pending.pop(0)
+                path = image_path(i)
+                if path in refused:
+                    failure[i] = refused[path]
+                elif path is not None:
+                    jobs.append((record_id, path, str(copy_root)))
+                    job_index.append(i)
+                    break
+            if not pending:
+                del queue[record_id]
+        results, n = check_images(jobs, workers, progress)
+        rechecked += n
+        for (_, path, _), i, res in zip(jobs, job_index, results):
+            if res.status == WRITE_FAILED:
+                raise UsageError(f"cannot write the 8-bit copy {res.value}")
+            if res.status != "ok":
+                failure[i] = refused[path] = (res.status, res.value)
+                continue
+            good[res.record_id] = res.value
+            kept[res.record_id] = i
+            queue.pop(res.record_id, None)
+            warnings += [(res.record_id, w) for w in res.warnings]
+
+    skipped = []
+    for i, (record_id, _, _) in enumerate(candidates):
+        if kept.get(record_id) == i:
+            continue
+        if kept.get(record_id, len(candidates)) < i:
+            skipped.append((record_id, "duplicate id", "kept the first valid record"))
         else:
-            skipped.append((record_id, status, value))
-    return good, skipped
+            skipped.append((record_id, *failure[i]))
+    copies = {Path(v).name for v in good.values() if Path(v).parent == copy_root}
+    return Validated(good, kept, skipped, warnings, copies, rechecked)
 
 
-def kept_records(records: list[dict], good: dict[str, str]) -> list[dict]:
-    """The records that will be written: valid image, first record of each id (as validate_records keeps)."""
-    seen: set[str] = set()
-    kept = []
-    for rec in records:
-        if rec["id"] in good and rec["id"] not in seen:
-            seen.add(rec["id"])
-            kept.append(rec)
-    return kept
+def kept_records(records: list, validated: Validated) -> list:
+    """The records that will be written, in input order; ``records`` parallels the candidates
+    given to validate_records, so the record kept is the one whose image was checked."""
+    return [records[i] for i in sorted(validated.kept.values())]
 
 
 def split_groups(groups: list[str], val_ratio: float, test_ratio: float, seed: int) -> dict[str, str]:
@@ -157,27 +343,105 @@ def check_ratios(val_ratio: float, test_ratio: float) -> None:
 
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# Line breaks to str.splitlines that json.dumps(ensure_ascii=False) leaves raw: escaped, so a
+# caption holding one cannot cut its JSONL line in two for a reader that splits that way.
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def json_line(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_atomic(path, "".join(json_line(r) + "\n" for r in rows))
+
+
+def write_tsv(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
+    """A tab-separated file any CSV reader round-trips (``csv.reader(f, dialect="excel-tab")``):
+    a tab, newline or quote inside an id is quoted, so a hostile id stays on its own row."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, dialect="excel-tab", lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_atomic(path, buf.getvalue())
 
 
 def write_skipped(path: Path, skipped: list[tuple[str, str, str]]) -> Counter:
     """``skipped.tsv`` sorted by reason then id; returns the count per reason."""
-    rows = sorted(skipped, key=lambda s: (s[1], s[0]))
-    write_atomic(path, "record_id\treason\tdetail\n" + "".join(f"{i}\t{r}\t{d}\n" for i, r, d in rows))
+    write_tsv(path, ("record_id", "reason", "detail"), sorted(skipped, key=lambda s: (s[1], s[0], s[2])))
     return Counter(reason for _, reason, _ in skipped)
+
+
+def prepare_output_dir(out_dir: Path) -> Path:
+    """Create ``out_dir`` and prove it writable before any work, so a read-only folder or a
+    path under a regular file is one error line, not a traceback after the image checks."""
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write to --output_dir {out_dir}: {exc.strerror or exc}") from None
+    return out_dir
+
+
+def remove_stale_files(folder: Path, written: set[str]) -> tuple[int, int]:
+    """Delete the files an earlier run wrote into ``folder`` (listed in its manifest) that this
+    run did not write, and record this run's files. Returns ``(removed, kept)``: ``kept``
+    counts files there that no run of the converter listed, left alone."""
+    if not folder.is_dir():
+        return 0, 0
+    manifest = folder / MANIFEST
+    try:
+        earlier = set(manifest.read_text(encoding="utf-8").splitlines()) if manifest.is_file() else set()
+    except (OSError, UnicodeDecodeError):
+        earlier = set()
+    removed = 0
+    for name in sorted(earlier - written):
+        stale = folder / name
+        # only plain file names this converter could have written, never a path elsewhere
+        if SAFE_FILE.fullmatch(name) and not name.startswith(".") and stale.is_file() and not stale.is_symlink():
+            try:
+                stale.unlink()
+                removed += 1
+            except OSError as exc:
+                raise UsageError(f"cannot remove the stale copy {stale}: {exc.strerror or exc}") from None
+    write_atomic(manifest, "".join(f"{name}\n" for name in sorted(written)))
+    kept = sum(1 for e in os.scandir(folder) if e.name not in written and e.name != MANIFEST
+               and not e.name.startswith(MANIFEST))
+    return removed, kept
+
+
+def write_lists(out_dir: Path, validated: Validated, copy_dir: Path | None = None) -> dict:
+    """``skipped.tsv``, ``warnings.tsv`` and the clean-up of stale 8-bit copies; returns the
+    summary fields every converter reports."""
+    reasons = write_skipped(out_dir / "skipped.tsv", validated.skipped)
+    write_tsv(out_dir / "warnings.tsv", ("record_id", "warning"), sorted(validated.warnings))
+    removed, kept = remove_stale_files(copy_dir or out_dir / "images", validated.copies)
+    return {"skipped": len(validated.skipped), "skipped_by_reason": dict(sorted(reasons.items())),
+            "warnings": len(validated.warnings),
+            "warnings_by_text": dict(sorted(Counter(w for _, w in validated.warnings).items())),
+            "stale_copies_removed": removed, "other_files_in_images_kept": kept,
+            "rechecked_in_process": validated.rechecked_in_process}
 
 
 def summary_line(summary: dict) -> str:
     per = summary["records_per_split"]
     reasons = ", ".join(f"{k} {v}" for k, v in summary["skipped_by_reason"].items()) or "none"
-    return (f"read {summary['read']} = written {summary['written']} "
+    line = (f"read {summary['read']} = written {summary['written']} "
             f"(train {per['train']}, val {per['val']}, test {per['test']}) "
             f"+ skipped {summary['skipped']} ({reasons})")
+    if summary.get("warnings"):
+        line += f"; {summary['warnings']} warnings (written, listed in warnings.tsv)"
+    return line
 
 
 def add_common_args(p, val_ratio: float, test_ratio: float, lang: str = "en") -> None:
@@ -191,6 +455,8 @@ def add_common_args(p, val_ratio: float, test_ratio: float, lang: str = "en") ->
     p.add_argument("--workers", type=int, default=default_workers(), help="processes that decode images")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any record is skipped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--allow_outside_images", action="store_true",
+                   help="accept image paths that resolve outside --images_dir (symlinks, ../, absolute paths)")
 
 
 def run_cli(parser, convert, argv: list[str] | None, outputs: str) -> int:
@@ -199,21 +465,27 @@ def run_cli(parser, convert, argv: list[str] | None, outputs: str) -> int:
     ``outputs`` names what was written, with ``{out}`` standing for --output_dir.
     """
     args = parser.parse_args(argv)
+    out = Path(args.output_dir)
     try:
         check_ratios(args.val_ratio, args.test_ratio)
         summary = convert(args)
+        write_atomic(out / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.output_dir)
+    except OSError as exc:  # a file or folder the system refused: still one line, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return finish(summary, out, args.strict, outputs.format(out=out))
 
 
 def finish(summary: dict, out_dir: Path, strict: bool, outputs: str) -> int:
-    """Print the summary, write summary.json, and decide the exit code."""
-    write_atomic(out_dir / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+    """Print the summary (summary.json is written by run_cli) and decide the exit code."""
     print(summary_line(summary))
     print(f"wrote {outputs}; skips listed in {out_dir / 'skipped.tsv'}")
+    if summary.get("stale_copies_removed"):
+        print(f"removed {summary['stale_copies_removed']} 8-bit copies an earlier run left in {out_dir / 'images'}")
     print("Research use only, not for diagnosis.")
     if summary["written"] == 0:
         print("error: no record was written; see skipped.tsv for the reasons", file=sys.stderr)
@@ -225,17 +497,19 @@ def finish(summary: dict, out_dir: Path, strict: bool, outputs: str) -> int:
 
 
 def read_csv_rows(path: Path, required: tuple[str, ...], what: str) -> list[dict]:
-    """Rows of a metadata CSV as dicts; a clear error when the file or a column is missing."""
-    import csv
-
+    """Rows of a metadata CSV as dicts; a clear error when the file or a column is missing or
+    the file is not UTF-8. A short row has None for its missing cells (csv.DictReader)."""
     if not path.is_file():
         raise UsageError(f"metadata CSV not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
+    text = read_text_utf8(path, "metadata CSV")
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise UsageError(f"{path} lacks column(s) {', '.join(missing)}; is it {what}?")
         return list(reader)
+    except csv.Error as exc:  # a NUL byte, an unterminated quote at the end
+        raise UsageError(f"{path} is not a readable CSV: {exc}") from None
 
 
 def message(role: str, content: str) -> dict:

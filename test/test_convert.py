@@ -186,7 +186,7 @@ def test_no_study_on_two_sides_and_byte_identical(tmp_path):
               "--val_ratio", "0.1", "--test_ratio", "0.2", "--lang", "en"]
     assert conv.main(common + ["--workers", "2"]) == 0
     first = {name: (out / name).read_bytes() for name in ("train.jsonl", "val.jsonl", "test.jsonl",
-                                                          "skipped.tsv", "summary.json")}
+                                                          "skipped.tsv", "warnings.tsv", "summary.json")}
     samples = all_samples(out)
     sides: dict[str, set[str]] = {}
     for split, rows in samples.items():

@@ -1,4 +1,4 @@
-"""MedSwift-VL demo: upload a chest X-ray (PNG, JPEG or DICOM), get a streamed report, ask follow-ups.
+"""MedSwift-VL demo: upload a chest X-ray (PNG, JPEG, TIFF, BMP or DICOM), get a streamed report, ask follow-ups.
 
 Usage:
     python app/gradio_app.py                                   # the embedded tiny model, http://127.0.0.1:7860
@@ -6,20 +6,25 @@ Usage:
     MEDSWIFT_DEMO_AUTH=alice:s3cret python app/gradio_app.py --host 0.0.0.0   # on a network: always with a password
 
 Safe by default: binds to 127.0.0.1, no public share link unless --share, optional
-password (--auth user:password or MEDSWIFT_DEMO_AUTH), a size limit on uploads, a
-bounded request queue, and no file names or DICOM tags in the logs. The model loads
-once, before the server accepts requests.
+password (--auth user:password or MEDSWIFT_DEMO_AUTH) with a doubling wait after each failed
+login from a client, a size limit on uploads, a bounded request queue, and no file names,
+DICOM tags or login attempts' names and passwords in the logs. A file that does not decode
+or a failed generation gives a message on the page, not a traceback. The model loads once,
+before the server accepts requests.
 
 For research only, not for diagnosis.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hmac
 import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +45,24 @@ AUTH_ENV = "MEDSWIFT_DEMO_AUTH"
 FREE_TEXT = "free text"
 MAX_TOKENS_RANGE = (16, 1024)
 TEMPERATURE_RANGE = (0.0, 1.5)
+UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"]  # what scripts/imaging decodes
+UPLOAD_KINDS = "PNG, JPEG, TIFF, BMP or DICOM"
+RESEARCH_ONLY = "Research use only, not for diagnosis."
+# What the page says for each ImageRejected reason of scripts/imaging; other reasons are shown as they are.
+REJECTION_HINTS = {
+    "not an image": "it is not an image or DICOM file",
+    "truncated image": "the image file is truncated",
+    "unreadable image": "the image file is damaged or in a variant the decoder does not support",
+    "image too large": "the image is too large (too many pixels to decode safely); downscale or crop it",
+    "image too small": "the image is too small",
+    "empty file": "the file is empty",
+    "not a readable DICOM": "the DICOM file is damaged or not DICOM",
+    "truncated DICOM": "the DICOM file is truncated",
+    "DICOM without pixel data": "the DICOM file holds no image (no pixel data)",
+    "undecodable DICOM": "the DICOM pixel data could not be decoded (damaged, or compressed with a codec "
+                         "this server lacks); export it uncompressed or as PNG",
+    "multi-frame DICOM": "the DICOM file holds several frames; export the single view to report on",
+}
 
 
 class DemoInputError(ValueError):
@@ -74,7 +97,11 @@ def resolve_prompt(lang: str, choice: str | None, free_text: str | None) -> str:
 
 
 def load_image(upload: str | None, example: str | None, settings: Settings):
-    """(normalised PIL image, short label for the page). The upload wins over the example."""
+    """(RGB PIL image, short label for the page, warnings to show). The upload wins over the example.
+
+    Every decoding failure becomes a DemoInputError with the reason; the log gets only the reason
+    label or the exception's type, never the file name or a message that may quote DICOM tags.
+    """
     if upload:
         path = Path(upload)
         size_mb = path.stat().st_size / 2**20 if path.exists() else 0
@@ -86,17 +113,31 @@ def load_image(upload: str | None, example: str | None, settings: Settings):
             raise DemoInputError(f"Unknown example {example!r}.")
         path, label = EXAMPLES_DIR / example, f"example {example}"
     else:
-        raise DemoInputError("Upload an X-ray (PNG, JPEG or DICOM) or pick a bundled example first.")
+        raise DemoInputError(f"Upload an X-ray ({UPLOAD_KINDS}) or pick a bundled example first.")
     try:
         checked = open_checked(path)
+        image = checked.image.convert("RGB")
     except ImageRejected as exc:
-        hint = {"not an image": "it is not an image or DICOM file",
-                "truncated image": "the image file is truncated",
-                "truncated DICOM": "the DICOM file is truncated",
-                "DICOM without pixel data": "the DICOM file holds no image (no pixel data)",
-                "empty file": "the file is empty"}.get(exc.reason, exc.reason)
-        raise DemoInputError(f"Could not read the {label}: {hint}.") from None
-    return checked.image.convert("RGB"), label
+        log.warning("image refused: %s", exc.reason)
+        raise DemoInputError(f"Could not read the {label}: {REJECTION_HINTS.get(exc.reason, exc.reason)}.") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise more than they document (Pillow ValueError, pydicom TypeError)
+        log.warning("image refused: decoder raised %s", type(exc).__name__)
+        raise DemoInputError(f"Could not read the {label}: the file could not be decoded "
+                             f"({type(exc).__name__}); it may be damaged or in an unsupported variant.") from None
+    if checked.warnings:
+        log.info("image accepted with %d warning(s)", len(checked.warnings))  # their text may quote DICOM tags
+    return image, label, list(checked.warnings)
+
+
+def status_line(warnings: list[str], text: str = "") -> str:
+    """The status Markdown: the image's warnings (each with ⚠️) above ``text``."""
+    return "  \n".join([f"⚠️ {w}" for w in warnings] + ([text] if text else []))
+
+
+def short_error(exc: BaseException, limit: int = 200) -> str:
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message[:limit]}{'…' if len(message) > limit else ''}" if message \
+        else type(exc).__name__
 
 
 def clamp_settings(max_tokens, temperature) -> tuple[int, float]:
@@ -138,11 +179,22 @@ class ReportChat:
                 yield text if self.settings.show_reasoning else thinking.split(text)[1]
 
     def _run(self, history, state, max_tokens, temperature):
-        """Stream the assistant turn for state['messages']; yields (history, state, status)."""
+        """Stream the assistant turn for state['messages']; yields (history, state, status).
+
+        A failure inside the engine ends this turn with a message on the page (the question stays
+        unanswered, the server goes on) instead of an event that dies with a traceback.
+        """
         start = time.perf_counter()
         answer = ""
-        for answer in self.stream(state["messages"], state["image"], max_tokens, temperature):
-            yield history + [{"role": "assistant", "content": answer}], state, ""
+        try:
+            for answer in self.stream(state["messages"], state["image"], max_tokens, temperature):
+                yield history + [{"role": "assistant", "content": answer}], state, ""
+        except Exception as exc:  # noqa: BLE001 - any engine failure: report it, keep serving
+            log.error("generation failed after %.2f s: %s", time.perf_counter() - start, short_error(exc))
+            state["messages"].pop()  # the question that got no answer
+            yield history, (state if state["messages"] else None), \
+                f"⚠️ The model could not answer ({short_error(exc)}). Try another image or question."
+            return
         if not answer.strip():
             answer = "(the model returned no text)"
         history = history + [{"role": "assistant", "content": answer}]
@@ -156,15 +208,16 @@ class ReportChat:
         """Start a conversation about one image. Yields (history, state, status, preview, info)."""
         max_tokens, temperature = clamp_settings(max_tokens, temperature)
         try:
-            image, label = load_image(upload, example, self.settings)
+            image, label, warnings = load_image(upload, example, self.settings)
             prompt = resolve_prompt(lang, template, free_text)
         except DemoInputError as exc:
             yield [], None, f"⚠️ {exc}", None, self.info()
             return
-        state = {"image": image, "label": label, "messages": [{"role": "user", "content": f"<image>{prompt}"}]}
+        state = {"image": image, "label": label, "warnings": warnings,
+                 "messages": [{"role": "user", "content": f"<image>{prompt}"}]}
         history = [{"role": "user", "content": f"[{label}] {prompt}"}]
         for history, state, status in self._run(history, state, max_tokens, temperature):
-            yield history, state, status or f"Report on the {label}. Research use only, not for diagnosis.", \
+            yield history, state, status or status_line(warnings, f"Report on the {label}. {RESEARCH_ONLY}"), \
                 image, self.info(max_tokens, temperature)
 
     def follow_up(self, question, history, state, max_tokens, temperature):
@@ -183,7 +236,7 @@ class ReportChat:
         state["messages"].append({"role": "user", "content": question})
         history = history + [{"role": "user", "content": question}]
         for history, state, status in self._run(history, state, max_tokens, temperature):
-            yield history, state, status, ""
+            yield history, state, status or status_line((state or {}).get("warnings", [])), ""
 
 
 # --------------------------------------------------------------------------- page
@@ -194,8 +247,8 @@ def build_demo(chat: ReportChat):
         gr.Markdown(f"# MedSwift-VL: chest X-ray report demo\n{NOTICE}", elem_id="notice")
         with gr.Row():
             with gr.Column(scale=2):
-                upload = gr.File(label="X-ray (PNG, JPEG or DICOM)", file_types=[".png", ".jpg", ".jpeg", ".dcm"],
-                                 type="filepath", elem_id="upload")
+                upload = gr.File(label=f"X-ray ({UPLOAD_KINDS})", file_types=UPLOAD_TYPES, type="filepath",
+                                 elem_id="upload")
                 example = gr.Dropdown(example_names(), label="…or a bundled OpenI example", value=None,
                                       elem_id="example")
                 lang = gr.Radio(["zh", "en"], value="en", label="language of the prompt", elem_id="lang")
@@ -240,6 +293,79 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def password_check(user: str, password: str):
+    """Gradio's ``auth`` callable for one account; both parts compared in constant time."""
+    expected_user, expected_password = user.encode(), password.encode()
+
+    def check(username: str, password_tried: str) -> bool:
+        user_ok = hmac.compare_digest(username.encode(), expected_user)
+        password_ok = hmac.compare_digest(password_tried.encode(), expected_password)
+        return user_ok and password_ok
+
+    return check
+
+
+@dataclass
+class _LoginRecord:
+    failures: int = 0
+    not_before: float = 0.0  # monotonic time before which this client's next attempt is not handled
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class LoginThrottle:
+    """ASGI middleware that slows password guessing: after the n-th failed login in a row from a
+    client, the answer (and the client's next attempt) waits base * 2**(n-1) seconds, at most
+    ``max_delay``; a successful login resets the count.
+
+    Gradio's /login route calls ``auth(username, password)`` without the request, so the client is
+    known only out here; Starlette and Gradio have no login rate limiter, hence this hand-written
+    one. The client is the connection's address (uvicorn replaces it with X-Forwarded-For only for
+    a proxy on this host). Attempts from one client run one at a time, so parallel guesses queue
+    up. The log gets the client address and the count, never the name or password tried.
+    """
+
+    def __init__(self, app, base_delay: float = 1.0, max_delay: float = 30.0, max_clients: int = 10_000):
+        self.app = app
+        self.base_delay, self.max_delay, self.max_clients = base_delay, max_delay, max_clients
+        self.clients: OrderedDict[str, _LoginRecord] = OrderedDict()
+
+    def delay(self, failures: int) -> float:
+        return 0.0 if failures <= 0 else min(self.base_delay * 2 ** min(failures - 1, 60), self.max_delay)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" \
+                or not scope.get("path", "").rstrip("/").endswith("/login"):
+            await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("unknown",))[0]
+        record = self.clients.get(client) or _LoginRecord()
+        self.clients[client] = record
+        self.clients.move_to_end(client)
+        while len(self.clients) > self.max_clients:  # bound memory; the oldest clients are forgotten
+            self.clients.popitem(last=False)
+        async with record.lock:
+            await asyncio.sleep(max(0.0, record.not_before - time.monotonic()))
+            answer: list[dict] = []  # held back so that a failure's answer waits out its delay
+
+            async def hold(message):
+                answer.append(message)
+
+            await self.app(scope, receive, hold)
+            status = next((m["status"] for m in answer if m["type"] == "http.response.start"), None)
+            if status == 200:
+                if record.failures:
+                    log.info("login from %s succeeded after %d failed attempt(s)", client, record.failures)
+                record.failures, record.not_before = 0, 0.0
+            elif status in (400, 401, 403):
+                record.failures += 1
+                wait = self.delay(record.failures)
+                record.not_before = time.monotonic() + wait
+                log.warning("failed login from %s (%d in a row); answered after %.1f s", client, record.failures, wait)
+                await asyncio.sleep(wait)
+            for message in answer:
+                await send(message)
+
+
 def exposure_warnings(host: str, auth, share: bool) -> list[str]:
     """What to tell the operator about who can reach the demo."""
     warnings = []
@@ -261,7 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (off by default)")
-    p.add_argument("--auth", help=f"user:password for the page (or env {AUTH_ENV})")
+    p.add_argument("--auth", help=f"user:password for the page (better: env {AUTH_ENV}, which no process "
+                   "listing shows)")
+    p.add_argument("--login_delay", type=float, default=1.0,
+                   help="seconds the first failed login from a client waits; doubles with each further failure")
+    p.add_argument("--login_delay_max", type=float, default=30.0, help="cap on the wait after failed logins")
     p.add_argument("--max_upload_mb", type=float, default=20.0)
     p.add_argument("--hide_reasoning", action="store_true", help="Thinking models: show only the report")
     p.add_argument("--concurrency", type=int, default=1, help="requests generated at once")
@@ -269,13 +399,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def setup_logging() -> None:
+    """The demo's own handler: importing ms-swift turns every plain StreamHandler on the root
+    logger to ERROR (swift/utils/logger.py), which would silence the demo's info and warnings."""
+    log_format = "%(asctime)s %(name)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.INFO, format=log_format)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(log_format))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()
     args = build_parser().parse_args(argv)
     try:
         auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
         if args.concurrency < 1 or args.queue_size < 1 or args.max_upload_mb <= 0:
             raise DemoInputError("--concurrency, --queue_size and --max_upload_mb must be positive")
+        if not 0 < args.login_delay <= args.login_delay_max:
+            raise DemoInputError("--login_delay must be positive and at most --login_delay_max")
         choice = eng.resolve(args.model_path, args.adapter_path, args.backend)
     except (DemoInputError, eng.EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -291,7 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_demo(chat)
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
     log.info("serving on http://%s:%d", args.host, args.port)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
+    from starlette.middleware import Middleware
+
+    throttle = [Middleware(LoginThrottle, base_delay=args.login_delay, max_delay=args.login_delay_max)]
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                auth=password_check(*auth) if auth else None, app_kwargs={"middleware": throttle} if auth else None,
                 max_file_size=f"{args.max_upload_mb:g}mb", show_error=False)
     return 0
 

@@ -1,18 +1,26 @@
-"""The Gradio demo: its functions without a server, then the real page in Chromium and a burst
-of concurrent requests through Gradio's Python client, both against a server on 127.0.0.1."""
+"""The Gradio demo: its functions without a server, then the real page in Chromium, uploads and
+logins over HTTP and a burst of concurrent requests through Gradio's Python client, all against
+a password-protected server on 127.0.0.1."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
 import statistics
 import subprocess
+import struct
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from pydicom.data import get_testdata_file
 
 from app import gradio_app as app
@@ -21,6 +29,56 @@ from conftest import BUNDLED_IMAGES, PYTHON, ROOT
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync", "--disable-quic"]
+DEMO_USER, DEMO_PASSWORD = "alice", "s3cret-Demo-pw"
+LOGIN_DELAY = 0.2  # the server's --login_delay in these tests (the launcher's default is 1 s)
+PATIENT_NAME, PATIENT_ID = "Doe^Jane", "SECRET-ID-4711"  # must never reach a log
+
+
+# --------------------------------------------------------------------------- hostile files, made here (seeded)
+def write_dicom(path: Path, modality: str = "DX", corrupt_rows: bool = False) -> Path:
+    """A small 12-bit DICOM with patient identifiers; ``corrupt_rows`` gives Rows a 3-byte value,
+    which pydicom refuses with BytesLengthException (not a documented decoder error)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid(entropy_srcs=["medswift-test"])
+    ds.PatientName, ds.PatientID, ds.Modality = PATIENT_NAME, PATIENT_ID, modality
+    ds.Rows = ds.Columns = 64
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.random.default_rng(7).integers(0, 4096, (64, 64), dtype=np.uint16).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    if corrupt_rows:
+        rows = b"\x28\x00\x10\x00US\x02\x00"  # (0028,0010) US, length 2
+        at = data.index(rows)
+        data = data[:at] + rows[:6] + b"\x03\x00" + data[at + 8:at + 10] + b"\x00" + data[at + 10:]
+    path.write_bytes(data)
+    return path
+
+
+def truncated_tiff(path: Path) -> Path:
+    """An uncompressed TIFF cut in half: Pillow raises ValueError ("buffer is not large enough")."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 64), dtype=np.uint8)).save(buf, format="TIFF")
+    path.write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+    return path
+
+
+def pixel_bomb_png(path: Path, side: int = 30_000) -> Path:
+    """A few hundred bytes declaring 30000 x 30000 pixels (a decompression bomb by Pillow's limit)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+                     + chunk(b"IEND", b""))
+    return path
 
 
 # --------------------------------------------------------------------------- functions, no server
@@ -70,13 +128,44 @@ def test_dicom_upload_works(chat):
     (lambda d: Path(get_testdata_file("MR_truncated.dcm")), "the DICOM file is truncated"),
     (lambda d: (d / "big.png").write_bytes(b"\0" * (2 * 2**20)) and d / "big.png", "the limit is 1 MB"),
     (lambda d: None, "Upload an X-ray"),
+    # decoders that raise what they do not document, and a bomb refused from its header
+    (lambda d: truncated_tiff(d / "Doe_Jane_chest.tif"), "Could not read the uploaded file"),
+    (lambda d: write_dicom(d / "Doe_Jane_chest.dcm", corrupt_rows=True), "Could not read the uploaded file"),
+    (lambda d: pixel_bomb_png(d / "Doe_Jane_chest.png"), "the image is too large"),
 ])
-def test_bad_uploads_get_a_message(chat, tmp_path, make, message):
+def test_bad_uploads_get_a_message(chat, tmp_path, caplog, make, message):
     path = make(tmp_path)
+    caplog.set_level("INFO")
     steps = drain(chat.new_report(str(path) if path else None, None, "en", None, "", 16, 0))
     history, state, status, preview, _ = steps[-1]
     assert len(steps) == 1 and history == [] and state is None and preview is None
     assert status.startswith("⚠️") and message in status
+    logged = caplog.text
+    assert "Doe_Jane" not in logged and PATIENT_NAME not in logged and PATIENT_ID not in logged
+    assert "Traceback" not in logged
+
+
+def test_engine_failure_is_a_message_and_the_demo_goes_on(chat, tmp_path, caplog):
+    # A 600 x 2 image decodes fine, but Qwen-VL's resize refuses aspect ratios above 200 inside the engine.
+    thin = tmp_path / "thin.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (2, 600), dtype=np.uint8)).save(thin)
+    steps = drain(chat.new_report(str(thin), None, "en", None, "", 16, 0))
+    history, state, status, preview, _ = steps[-1]
+    assert status.startswith("⚠️ The model could not answer") and "aspect ratio" in status
+    assert state is None and [m["role"] for m in history] == ["user"] and preview.size == (600, 2)
+    assert "Traceback" not in caplog.text
+    after = drain(chat.new_report(None, "2_1.png", "en", None, "", 16, 0))[-1]
+    assert after[0][-1]["role"] == "assistant" and "not for diagnosis" in after[2]
+
+
+def test_decodable_formats_are_accepted(chat, tmp_path):
+    for name in ("xray.tif", "xray.bmp"):
+        Image.open(BUNDLED_IMAGES / "2_1.png").save(tmp_path / name)
+    write_dicom(tmp_path / "xray.dicom")
+    for name, size in (("xray.tif", (512, 512)), ("xray.bmp", (512, 512)), ("xray.dicom", (64, 64))):
+        history, state, status, preview, _ = drain(chat.new_report(str(tmp_path / name), None, "en", None, "", 16, 0))[-1]
+        assert preview.size == size and history[-1]["role"] == "assistant" and status.startswith("Report on"), name
+    assert {".tif", ".tiff", ".bmp", ".dcm", ".dicom"} <= set(app.UPLOAD_TYPES)
 
 
 def test_prompt_settings_and_auth_helpers():
@@ -93,6 +182,11 @@ def test_prompt_settings_and_auth_helpers():
     assert "without --auth" in app.exposure_warnings("0.0.0.0", None, False)[0]
     assert app.exposure_warnings("0.0.0.0", ("a", "b"), False) == []
     assert "public link" in app.exposure_warnings("127.0.0.1", None, True)[0]
+    check = app.password_check("alice", "pä:ss")
+    assert check("alice", "pä:ss") and not check("alice", "pä:s") and not check("alicE", "pä:ss")
+    assert app.status_line(["CT, not a radiograph"], "Report on x.") == "⚠️ CT, not a radiograph  \nReport on x."
+    throttle = app.LoginThrottle(None, base_delay=1, max_delay=30)
+    assert [throttle.delay(n) for n in range(8)] == [0, 1, 2, 4, 8, 16, 30, 30] and throttle.delay(10**6) == 30
 
 
 def test_follow_up_needs_a_report_first(chat):
@@ -112,9 +206,12 @@ def server(trained_adapter, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("demo") / "server.log"
     with open(log, "w") as fh:
+        # the password goes in the environment, where no process listing shows it
         proc = subprocess.Popen([PYTHON, str(ROOT / "app" / "gradio_app.py"), "--adapter_path", str(trained_adapter),
-                                 "--port", str(port), "--image_max_token_num", "256", "--queue_size", "16"],
-                                cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "GRADIO_ANALYTICS_ENABLED": "0"},
+                                 "--port", str(port), "--image_max_token_num", "256", "--queue_size", "16",
+                                 "--login_delay", str(LOGIN_DELAY), "--login_delay_max", "5"],
+                                cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "GRADIO_ANALYTICS_ENABLED": "0",
+                                               app.AUTH_ENV: f"{DEMO_USER}:{DEMO_PASSWORD}"},
                                 stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 180
@@ -130,6 +227,7 @@ def server(trained_adapter, tmp_path_factory):
         proc.kill()
         pytest.fail("demo did not start:\n" + log.read_text()[-3000:])
     yield url, log
+    assert DEMO_PASSWORD not in Path(f"/proc/{proc.pid}/cmdline").read_text(), "no password in the process listing"
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -153,6 +251,15 @@ def test_real_browser_end_to_end(server, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         page.goto(url)
+        # the login page: a wrong password is refused (after the first failure's wait), the right one lets in
+        page.fill("input[data-testid=textbox]", DEMO_USER)
+        page.fill("input[data-testid=password]", "wrong-guess")
+        page.click("button:has-text('Login')")
+        page.get_by_text("Incorrect", exact=False).wait_for(timeout=10_000)
+        page.fill("input[data-testid=textbox]", DEMO_USER)  # the form empties after a failure
+        page.fill("input[data-testid=password]", DEMO_PASSWORD)
+        page.click("button:has-text('Login')")
+        page.locator("#notice").wait_for(timeout=30_000)
         assert "not for diagnosis" in page.inner_text("#notice")
         page.set_input_files("#upload input[type=file]", str(BUNDLED_IMAGES / "2_1.png"))
         page.wait_for_timeout(800)  # the upload reaches the server
@@ -194,7 +301,7 @@ def test_burst_of_concurrent_requests(server):
 
     url, _ = server
     # The burst checks the queue, not file serving: leave the preview image on the server.
-    client = Client(url, verbose=False, download_files=False)
+    client = Client(url, verbose=False, download_files=False, auth=(DEMO_USER, DEMO_PASSWORD))
     n = 6
 
     def one(i):
@@ -211,3 +318,77 @@ def test_burst_of_concurrent_requests(server):
     print(f"{n} concurrent requests, concurrency 1: latency p50 {statistics.median(latencies):.2f} s, "
           f"max {latencies[-1]:.2f} s, min {latencies[0]:.2f} s")
     assert latencies[-1] > latencies[0], "queued one after another, not all at once"
+
+
+def post_login(url: str, username: str, password: str, client_ip: str | None = None) -> tuple[int, float]:
+    """(HTTP status, seconds) of one POST to Gradio's login route, as the login form sends it."""
+    request = urllib.request.Request(url + "login", method="POST",
+                                     data=urllib.parse.urlencode({"username": username, "password": password}).encode())
+    if client_ip:  # uvicorn takes the client from X-Forwarded-For for a proxy on 127.0.0.1, as behind nginx
+        request.add_header("X-Forwarded-For", client_ip)
+    start = time.perf_counter()
+    try:
+        status = urllib.request.urlopen(request, timeout=60).status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    return status, time.perf_counter() - start
+
+
+def test_failed_logins_wait_longer_and_longer(server):
+    url, log = server
+    guesses = [post_login(url, "mallory-tried-this", f"guess-{i}-pw", "10.9.8.7") for i in range(4)]
+    assert [status for status, _ in guesses] == [400] * 4
+    waits = [seconds for _, seconds in guesses]
+    assert waits[0] >= LOGIN_DELAY and all(b > 1.6 * a for a, b in zip(waits, waits[1:])), f"no growing delay: {waits}"
+    other = post_login(url, "mallory-tried-this", "guess-x-pw", "10.9.8.6")
+    assert other[0] == 400 and other[1] < 2 * LOGIN_DELAY, "another client is not slowed by the first one's failures"
+    right = post_login(url, DEMO_USER, DEMO_PASSWORD, "10.9.8.7")
+    assert right[0] == 200 and right[1] < 2 * LOGIN_DELAY, f"the right password still works at once: {right}"
+    again = post_login(url, DEMO_USER, "guess-y-pw", "10.9.8.7")
+    assert again[0] == 400 and again[1] < 2 * LOGIN_DELAY, "a success resets the count"
+    post_login(url, DEMO_USER, DEMO_PASSWORD, "10.9.8.7")
+    # guesses sent in parallel queue up behind each other's waits: 0.2 + 0.4 + 0.8 s
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        parallel = list(pool.map(lambda i: post_login(url, DEMO_USER, f"par-{i}-pw", "10.9.8.5"), range(3)))
+    assert max(seconds for _, seconds in parallel) >= 7 * LOGIN_DELAY * 0.95, parallel
+    post_login(url, DEMO_USER, DEMO_PASSWORD, "10.9.8.5")
+    print("failed-login waits (s): " + ", ".join(f"{w:.2f}" for w in waits) +
+          f"; right password after them {right[1]:.3f} s; 3 parallel guesses, slowest {max(p[1] for p in parallel):.2f} s")
+    logged = log.read_text()
+    assert "failed login from 10.9.8.7 (4 in a row)" in logged
+    for secret in ("mallory-tried-this", "guess-", "par-", DEMO_PASSWORD):
+        assert secret not in logged, f"{secret!r} reached the log"
+
+
+def test_upload_formats_and_decoder_failures_over_http(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    url, log = server
+    client = Client(url, verbose=False, download_files=False, auth=(DEMO_USER, DEMO_PASSWORD))
+    tiff = tmp_path / "Doe_Jane_good.tif"
+    Image.open(BUNDLED_IMAGES / "2_1.png").save(tiff)
+
+    def ask(path: Path):  # the API returns the page's outputs without the State: history, status, preview, info
+        return client.predict(handle_file(str(path)), None, "en", app.prompts.template("en", 0), "", 16, 0,
+                              api_name="/new_report")[:2]
+
+    history, status = ask(tiff)
+    assert history[-1]["role"] == "assistant" and "not for diagnosis" in status
+    for bad in (truncated_tiff(tmp_path / "Doe_Jane_cut.tif"), write_dicom(tmp_path / "Doe_Jane_bad.dcm", corrupt_rows=True)):
+        history, status = ask(bad)
+        assert history == [] and status.startswith("⚠️ Could not read the uploaded file"), status
+    logged = log.read_text()
+    assert "Traceback" not in logged and "Doe_Jane" not in logged
+    assert PATIENT_NAME not in logged and PATIENT_ID not in logged
+
+
+# --------------------------------------------------------------------------- depends on scripts/imaging filling warnings
+def test_accepted_file_with_a_warning_shows_it(chat, tmp_path):
+    """A CT slice decodes, but it is not a radiograph: the page says so above the report.
+    Needs scripts/imaging to put "DICOM modality CT is not a radiograph ..." into CheckedImage.warnings."""
+    ct = write_dicom(tmp_path / "slice.dcm", modality="CT")
+    history, state, status, preview, _ = drain(chat.new_report(str(ct), None, "en", None, "", 16, 0))[-1]
+    assert history[-1]["role"] == "assistant" and preview.size == (64, 64)
+    assert status.startswith("⚠️") and "CT" in status and "Report on the uploaded file" in status, status
+    follow = drain(chat.follow_up("Any effusion?", history, state, 16, 0))[-1]
+    assert follow[2].startswith("⚠️") and "CT" in follow[2], "the warning stays while the conversation goes on"

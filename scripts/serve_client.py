@@ -17,8 +17,11 @@ of ``scripts/batch_infer.py`` (``backend: "server"``), so ``scripts/evaluate.py`
 them unchanged and ``--resume`` skips what is there. Unreadable images are listed with
 their reason and not sent; a failed request is one line, listed at the end.
 
-ms-swift 4.6 answers a wrong or missing API key with HTTP 400 ("API key error"), and a
-request without an image with HTTP 200 (a text-only answer): this client never sends one.
+The server (``scripts/serve.py``, started by ``tools/swift/deploy_qwen3vl.sh``) answers a wrong
+or missing API key with HTTP 401, and a ``--max_new_tokens`` above its ``MAX_NEW_TOKENS``
+ceiling with HTTP 400 (code ``max_tokens_too_large``); either would refuse every request, so
+this client stops sending after the first. A request without an image gets HTTP 200 (a
+text-only answer): this client never sends one.
 
 For research only, not for diagnosis.
 """
@@ -53,7 +56,17 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class RequestFailed(Exception):
-    """One request that got no answer; the message is one line."""
+    """One request that got no answer; the message is one line. ``status``/``code``: the HTTP
+    status and the error code of the server's answer, when there was one."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+# Refusals that would repeat for every request: stop sending after the first (what, as said in the summary).
+REFUSED_FOR_ALL = {401: "the API key", "max_tokens_too_large": "--max_new_tokens (above its ceiling)"}
 
 
 # --------------------------------------------------------------------------- payload
@@ -94,11 +107,21 @@ def make_session(url: str, api_key: str | None):
 def error_text(resp) -> str:
     try:
         body = resp.json()
-        msg = body.get("message") or body.get("detail") or body
-    except ValueError:
+        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        msg = body.get("message") or error.get("message") or body.get("detail") or body
+    except (ValueError, AttributeError):
         msg = resp.text
     msg = " ".join(str(msg).split())
     return f"HTTP {resp.status_code}: {msg[:300]}"
+
+
+def error_code(resp) -> str | None:
+    """OpenAI's ``error.code`` of an error answer, if any."""
+    try:
+        error = resp.json().get("error")
+        return error.get("code") if isinstance(error, dict) else None
+    except (ValueError, AttributeError):
+        return None
 
 
 def served_models(session, url: str, timeout: float) -> list[str]:
@@ -126,7 +149,7 @@ def ask(session, url: str, body: dict, timeout: float, on_token=None) -> str:
         raise RequestFailed(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
     with resp:
         if resp.status_code != 200:
-            raise RequestFailed(error_text(resp))
+            raise RequestFailed(error_text(resp), resp.status_code, error_code(resp))
         if not body["stream"]:
             try:
                 data = resp.json()
@@ -225,7 +248,8 @@ def run(args) -> dict:
                   "repetition_penalty": args.repetition_penalty, "image_max_token_num": None,  # the server's
                   "url": url, "stream": stream}
     lock = threading.Lock()
-    stop = threading.Event()  # a refused API key fails every request: stop sending after the first
+    stop = threading.Event()  # set after a refusal that every request would get (REFUSED_FOR_ALL)
+    refused_for_all: list[str] = []
 
     def one(it: Item):
         if stop.is_set():
@@ -246,7 +270,9 @@ def run(args) -> dict:
         try:
             text = ask(session, url, body, args.timeout, on_token=echo if live else None)
         except RequestFailed as exc:
-            if "API key error" in str(exc):
+            what = REFUSED_FOR_ALL.get(exc.status) or REFUSED_FOR_ALL.get(exc.code)
+            if what:
+                refused_for_all.append(what)
                 stop.set()
             return "failed", it, str(exc)
         seconds = time.perf_counter() - t0
@@ -277,7 +303,7 @@ def run(args) -> dict:
             else:
                 cancelled += 1
     if cancelled:
-        summary["failed"].append((f"{cancelled} more", "not sent after the server refused the API key"))
+        summary["failed"].append((f"{cancelled} more", f"not sent after the server refused {refused_for_all[0]}"))
     summary["seconds"] = time.perf_counter() - t_start
     return summary
 

@@ -1,13 +1,17 @@
-"""Serving: the deploy launcher starts a real `swift deploy` server (tiny model + trained LoRA,
-CPU, 127.0.0.1, API key), scripts/serve_client.py talks to it, bad requests get a 4xx and the
-server keeps serving, a burst of concurrent requests is answered, and the launcher's guards hold."""
+"""Serving: the deploy launcher starts a real server (scripts/serve.py: ms-swift's deploy app in one
+process; tiny model + trained LoRA, CPU, 127.0.0.1, API key), scripts/serve_client.py talks to it,
+bad requests get a 4xx and the server keeps serving, a burst of concurrent requests is answered,
+the key reaches no process list and no log, max_tokens has a ceiling, a generation stops when its
+client leaves, image paths are no file oracle, and the launcher's guards hold."""
 from __future__ import annotations
 
 import base64
 import importlib.util
 import io
+import http.client
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -25,7 +29,9 @@ from conftest import BUNDLED_IMAGES, PYTHON, ROOT, run
 
 LAUNCHER = str(ROOT / "tools" / "swift" / "deploy_qwen3vl.sh")
 CLIENT = str(ROOT / "scripts" / "serve_client.py")
-API_KEY = "test-key-5f2c"
+API_KEY = f"test-key-{secrets.token_hex(8)}"  # unique: the process-list check must not see another run's key
+SERVED = "tiny-qwen3-vl"  # the served name defaults to the model folder's name (here the adapter's base)
+CEILING = 4096  # the server's MAX_NEW_TOKENS: long enough that a generation nobody stops outlasts the tests
 START_TIMEOUT = 180
 ROW_FIELDS = {"key", "id", "image", "control", "prompt", "response", "reasoning", "reference", "model", "adapter",
               "backend", "generation", "seconds"}  # scripts/batch_infer.py's row
@@ -48,7 +54,7 @@ def png_data_url(path: Path) -> str:
 def chat(url: str, content, key: str | None = API_KEY, max_tokens: int = 16, stream: bool = False,
          timeout: float = 300) -> requests.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    body = {"model": "medswift", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
+    body = {"model": SERVED, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
             "temperature": 0, "stream": stream}
     return requests.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=timeout,
                          proxies=NO_PROXY)
@@ -78,10 +84,10 @@ def server(tiny_model, trained_adapter, tmp_path_factory):
     port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
     env = {**os.environ, **SERVER_ENV, "MODEL": str(tiny_model), "ADAPTER": str(trained_adapter),
-           "PORT": str(port), "API_KEY": API_KEY, "MAX_NEW_TOKENS": "64", "INFER_BATCH": "4"}
+           "PORT": str(port), "API_KEY": API_KEY, "MAX_NEW_TOKENS": str(CEILING), "INFER_BATCH": "4"}
     env.pop("DRY_RUN", None)
     log = open(log_path, "w")
-    # Own process group: `swift deploy` runs the server in a child python; teardown ends both.
+    # Own process group, so that teardown ends the server and anything it started.
     proc = subprocess.Popen(["bash", LAUNCHER, "--log_interval", "-1"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -133,7 +139,7 @@ def image_url() -> str:
 
 def test_models_endpoint_lists_the_served_name(server):
     models = requests.get(f"{server['url']}/v1/models", timeout=10, proxies=NO_PROXY).json()
-    assert [m["id"] for m in models["data"]] == ["medswift"]
+    assert [m["id"] for m in models["data"]] == [SERVED]
     # the launcher bound loopback only, not ms-swift's default 0.0.0.0
     assert f"Uvicorn running on http://127.0.0.1:{server['url'].rsplit(':', 1)[1]}" in server["log"].read_text()
 
@@ -148,7 +154,7 @@ def test_client_streams_one_image_and_writes_a_batch_infer_row(server, tmp_path)
     assert row["response"].strip(), row
     assert row["response"].strip()[:20] in proc.stdout  # streamed to stdout as it came
     assert row["backend"] == "server" and row["adapter"] is None and row["control"] is None
-    assert row["model"] == "medswift" and row["image"] == image and row["key"] == image
+    assert row["model"] == SERVED and row["image"] == image and row["key"] == image
     assert row["generation"]["stream"] is True and row["generation"]["max_new_tokens"] == 32
     assert row["seconds"] > 0
     assert "written 1" in proc.stdout
@@ -203,9 +209,11 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, image_url):
                        ("valid base64, not an image", not_an_image), ("unknown model", wrong_model)):
         observed[name] = (resp.status_code, resp.text[:120])
         assert 400 <= resp.status_code < 500, (name, resp.status_code, resp.text[:300])
-    # ms-swift 4.6 uses 400 for all of these (not 401 for the key), with {"object": "error"}
-    assert wrong_key.json() == {"message": "API key error", "object": "error"}
-    assert no_key.json() == {"message": "API key error", "object": "error"}
+    # 401 for the key (ms-swift alone says 400), 404 for a model the server does not serve, like OpenAI's
+    assert wrong_key.status_code == no_key.status_code == 401 and wrong_key.json() == no_key.json()
+    assert wrong_key.json()["error"]["code"] == "invalid_api_key" and wrong_key.headers["www-authenticate"] == "Bearer"
+    assert wrong_model.status_code == 404 and wrong_model.json()["error"]["code"] == "model_not_found"
+    assert SERVED in wrong_model.json()["message"]
 
     # Observed, not a 4xx: ms-swift answers a text-only request (no image) with 200. The client layer
     # is what refuses: it only ever sends a request with a checked image (see the skipped-images test).
@@ -213,18 +221,20 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, image_url):
     observed["no image"] = (no_image.status_code, no_image.text[:80])
     assert no_image.status_code == 200 and no_image.json()["object"] == "chat.completion"
 
-    # Observed, streaming: the image is decoded after the 200 is sent, so a bad image gives 200 and a
-    # stream that ends without [DONE]; the client reports that as a failed request, not an empty answer.
+    # Observed, streaming: ms-swift decodes the image after the 200 is sent, so a bad image gives 200 and a
+    # stream that ends in an error event, without [DONE]; the client reports a failed request, not an empty answer.
     from scripts import serve_client
 
     bad_stream = chat(url, image_content("data:image/png;base64," + base64.b64encode(b"hello").decode()),
                       stream=True)
     observed["bad image, stream=true"] = (bad_stream.status_code, bad_stream.text[:80])
     assert bad_stream.status_code == 200 and "[DONE]" not in bad_stream.text
+    (last_event,) = [line for line in bad_stream.text.splitlines() if line.startswith("data:")][-1:]
+    assert json.loads(last_event[5:])["object"] == "error", bad_stream.text[:300]
     session = serve_client.make_session(url, API_KEY)
-    body = {"model": "medswift", "stream": True, "max_tokens": 4,
+    body = {"model": SERVED, "stream": True, "max_tokens": 4,
             "messages": [{"role": "user", "content": image_content("data:image/png;base64,aGVsbG8=")}]}
-    with pytest.raises(serve_client.RequestFailed, match="without \\[DONE\\]"):
+    with pytest.raises(serve_client.RequestFailed, match="error in stream"):
         serve_client.ask(session, url, body, timeout=120)
 
     for name, (status, text) in observed.items():
@@ -234,14 +244,35 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, image_url):
     assert server["proc"].poll() is None
 
 
-def test_client_with_a_wrong_key_fails_one_line_per_request(server, tmp_path):
+def test_client_with_a_wrong_key_fails_one_line_and_stops_sending(server, tmp_path):
     out = tmp_path / "denied.jsonl"
-    proc = client(server, "--test_images", str(BUNDLED_IMAGES / "2_2.png"), "--output_file", str(out),
+    first, second = str(BUNDLED_IMAGES / "2_2.png"), str(BUNDLED_IMAGES / "2_1.png")
+    proc = client(server, "--test_images", first, second, "--concurrency", "1", "--output_file", str(out),
                   key="wrong", check=False)
     assert proc.returncode == 1
     failed = [line for line in proc.stdout.splitlines() if line.strip().startswith("failed ")]
-    assert failed == [f"  failed {BUNDLED_IMAGES / '2_2.png'}: HTTP 400: API key error"], proc.stdout
+    assert len(failed) == 2 and failed[0].startswith(f"  failed {first}: HTTP 401: API key error"), proc.stdout
+    assert failed[1] == "  failed 1 more: not sent after the server refused the API key", proc.stdout
     assert not out.exists() or not out.read_text()
+
+
+def test_openai_clients_get_authentication_and_not_found_errors(server, image_url):
+    import httpx
+    import openai
+
+    def openai_client(key: str):
+        return openai.OpenAI(base_url=f"{server['url']}/v1", api_key=key, max_retries=0,
+                             http_client=httpx.Client(trust_env=False, timeout=120))
+
+    messages = [{"role": "user", "content": image_content(image_url)}]
+    with pytest.raises(openai.AuthenticationError):
+        openai_client("wrong").chat.completions.create(model=SERVED, messages=messages, max_tokens=4)
+    with pytest.raises(openai.NotFoundError):
+        openai_client(API_KEY).chat.completions.create(model="gpt-4o", messages=messages, max_tokens=4)
+    # a client naming the real model (the adapter's base model folder) is answered
+    completion = openai_client(API_KEY).chat.completions.create(model=SERVED, messages=messages, max_tokens=4,
+                                                                temperature=0)
+    assert completion.model and completion.choices[0].finish_reason in ("length", "stop")
 
 
 def test_client_without_a_server_is_one_line(tmp_path):
@@ -281,10 +312,147 @@ def test_concurrent_burst_is_all_answered(server, image_url):
     assert server["proc"].poll() is None
 
 
+def test_max_tokens_above_the_ceiling_is_refused_at_once(server, image_url):
+    t0 = time.perf_counter()
+    huge = chat(server["url"], image_content(image_url), max_tokens=100_000, timeout=60)
+    seconds = time.perf_counter() - t0
+    assert huge.status_code == 400, huge.text[:300]
+    assert huge.json()["error"]["code"] == "max_tokens_too_large" and str(CEILING) in huge.json()["message"]
+    assert seconds < 30, f"refusing took {seconds:.1f} s: was something generated?"
+    for bad in ({"max_tokens": 0}, {"max_tokens": 4, "n": 100}, {"max_tokens": 4, "num_beams": 64},
+                {"max_tokens": 4, "n": 2, "stream": True}):  # ms-swift's engine would fail after the 200
+        body = {"model": SERVED, "messages": [{"role": "user", "content": image_content(image_url)}], **bad}
+        resp = requests.post(f"{server['url']}/v1/chat/completions", json=body, timeout=60, proxies=NO_PROXY,
+                             headers={"Authorization": f"Bearer {API_KEY}"})
+        assert resp.status_code == 400, (bad, resp.status_code, resp.text[:300])
+    assert answer(chat(server["url"], image_content(image_url), max_tokens=4)) is not None
+
+
+def start_and_leave(url: str, body: dict, stream: bool, stay: float = 1.0) -> int:
+    """POST a chat request, hang up after `stay` seconds; return the stream events read by then."""
+    host, port = url.rsplit("//", 1)[1].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=stay)
+    events = 0
+    t0 = time.monotonic()
+    try:
+        conn.request("POST", "/v1/chat/completions", body=json.dumps(body),
+                     headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+        resp = conn.getresponse()  # a stream's headers come at once; a plain answer only at the end
+        assert resp.status == 200, resp.read()[:300]
+        while time.monotonic() - t0 < stay:
+            line = resp.readline()
+            events += line.startswith(b"data:")
+            if b"[DONE]" in line:
+                break
+    except (TimeoutError, socket.timeout):
+        pass
+    finally:
+        conn.close()
+    return events
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+def test_a_generation_stops_when_its_client_disconnects(server, image_url, stream):
+    """No max_tokens: the request may run to the ceiling, 4096 tokens. Sampled at temperature 2 from
+    151k tokens the tiny model practically never ends on its own (greedy, it ends after ~30), so nobody
+    stopping it would keep the server busy for minutes. Once its client is gone it must stop, and the
+    next request be answered at once."""
+    body = {"model": SERVED, "messages": [{"role": "user", "content": image_content(image_url)}],
+            "temperature": 2.0, "stream": stream}
+    events = start_and_leave(server["url"], body, stream)
+    if stream:
+        assert events >= 1, "the stream had not started: nothing was being generated"
+    t0 = time.perf_counter()
+    try:
+        follow_up = chat(server["url"], image_content(image_url), max_tokens=4, timeout=90)
+    except requests.Timeout:
+        pytest.fail("the next request got no answer in 90 s: the abandoned generation went on")
+    waited = time.perf_counter() - t0
+    assert follow_up.status_code == 200, follow_up.text[:300]
+    print(f"\n[serving] client left a {'streamed' if stream else 'plain'} request after 1 s "
+          f"({events} events read); the next request was answered {waited:.2f} s later")
+    assert waited < 15, f"the next request waited {waited:.1f} s: the abandoned generation went on"
+
+
+@pytest.mark.parametrize("form", ["image_url", "file_url", "images_field"])
+def test_image_paths_get_one_answer_whether_or_not_the_file_exists(server, tmp_path, form):
+    existing, missing = str(BUNDLED_IMAGES / "2_1.png"), str(tmp_path / "no-such-image.png")
+    assert Path(existing).is_file() and not Path(missing).exists()
+
+    def ask_with(path: str) -> requests.Response:
+        if form == "images_field":  # ms-swift's own field: a list of images beside the messages
+            body = {"model": SERVED, "max_tokens": 4, "images": [path],
+                    "messages": [{"role": "user", "content": "<image>Describe the chest X-ray."}]}
+            return requests.post(f"{server['url']}/v1/chat/completions", json=body, timeout=120,
+                                 proxies=NO_PROXY, headers={"Authorization": f"Bearer {API_KEY}"})
+        return chat(server["url"], image_content(path if form == "image_url" else f"file://{path}"), max_tokens=4)
+
+    there, absent = ask_with(existing), ask_with(missing)
+    assert (there.status_code, there.text) == (absent.status_code, absent.text)
+    assert there.status_code == 400 and "data: URL" in there.json()["message"], there.text[:300]
+    assert existing not in there.text
+
+
+def test_http_image_urls_are_refused_without_the_opt_in(server):
+    resp = chat(server["url"], image_content(f"{server['url']}/v1/models"), max_tokens=4)
+    assert resp.status_code == 400 and "ALLOW_REMOTE_IMAGES" in resp.json()["message"], resp.text[:300]
+
+
+def test_remote_images_only_with_the_opt_in():
+    from scripts.serve import media_refusal
+
+    def body(url):
+        return {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                                          {"type": "text", "text": "Describe."}]}]}
+
+    remote = "https://example.org/xray.png"
+    assert media_refusal(body(remote), allow_remote=False) and media_refusal(body(remote), allow_remote=True) is None
+    for local in ("/etc/hosts", "file:///etc/hosts", "etc/hosts", "aGVsbG8="):  # a path, or bare base64
+        assert media_refusal(body(local), allow_remote=True), local
+    assert media_refusal({"images": ["/etc/hosts"], "messages": []}, allow_remote=True)
+    assert media_refusal(body("data:image/png;base64,aGVsbG8="), allow_remote=False) is None
+
+
+def server_tree(root_pid: int) -> list[int]:
+    """root_pid and every process descended from it."""
+    parents = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(stat_file.parent.name)] = int(fields[1])
+    tree, changed = {root_pid}, True
+    while changed:
+        grown = tree | {pid for pid, parent in parents.items() if parent in tree}
+        changed, tree = grown != tree, grown
+    return sorted(tree)
+
+
+def test_api_key_is_in_no_process_list_and_no_log(server):
+    """Last of the server tests: the log then holds the start-up (ms-swift logs its arguments) and every
+    request above. The key reached the launcher through the environment (API_KEY)."""
+    port = server["url"].rsplit(":", 1)[1]
+    cmdlines = {}
+    for pid in server_tree(server["proc"].pid):
+        try:
+            cmdlines[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+    assert any(f"--port {port}" in line for line in cmdlines.values()), cmdlines  # the server is among them
+    leaking = {pid: line for pid, line in cmdlines.items() if API_KEY in line}
+    assert not leaking, f"the API key is in the argv of {sorted(leaking)}"
+    log = server["log"].read_text(errors="replace")
+    assert "Uvicorn running" in log and "POST /v1/chat/completions" in log
+    assert API_KEY not in log, [line[:200] for line in log.splitlines() if API_KEY in line]
+
+
 # --------------------------------------------------------------------------- launcher guards (no server)
 def dry(env: dict, *args: str, check: bool = True):
-    return run(["bash", LAUNCHER, *args], env={**SERVER_ENV, "DRY_RUN": "1", "API_KEY": "", "HOST": "",
-                                                "PORT": "", **env}, check=check, timeout=120)
+    defaults = {name: "" for name in ("API_KEY", "API_KEY_FILE", "HOST", "PORT", "SERVED_MODEL_NAME",
+                                      "ALLOW_REMOTE_IMAGES", "MAX_NEW_TOKENS")}
+    return run(["bash", LAUNCHER, *args], env={**SERVER_ENV, "DRY_RUN": "1", **defaults, **env}, check=check,
+               timeout=120)
 
 
 def flag(argv: list[str], name: str) -> str:
@@ -292,24 +460,56 @@ def flag(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
+def server_argv(proc) -> list[str]:
+    """The printed command from scripts/serve.py on (the environment assignments before it dropped)."""
+    argv = shlex.split(proc.stdout.strip())
+    (script,) = [i for i, word in enumerate(argv) if word.endswith("scripts/serve.py")]
+    assert argv[script - 1] == PYTHON or argv[script - 1].endswith("python"), argv
+    return argv[script:]
+
+
 def test_dry_run_defaults_to_loopback(tiny_model):
     proc = dry({"NO_ADAPTER": "1", "MODEL": str(tiny_model)})
-    argv = shlex.split(proc.stdout.strip())
-    argv = argv[argv.index("deploy") - 1:]
-    assert argv[1] == "deploy"
+    argv = server_argv(proc)
     assert flag(argv, "--host") == "127.0.0.1" and flag(argv, "--port") == "8000"
-    assert flag(argv, "--served_model_name") == "medswift" and flag(argv, "--infer_backend") == "transformers"
-    assert flag(argv, "--model") == str(tiny_model) and "--adapters" not in argv and "--api_key" not in argv
+    assert flag(argv, "--infer_backend") == "transformers" and flag(argv, "--max_new_tokens") == "512"
+    assert flag(argv, "--model") == str(tiny_model) and "--adapters" not in argv
+    # no key, no remote images, and the served name left to the server (the model folder's name)
+    assert not {"--api_key", "--api_key_env", "--api_key_file", "--allow_remote_images",
+                "--served_model_name"} & set(argv)
 
 
-def test_dry_run_with_adapter_and_key(tiny_model, trained_adapter):
-    proc = dry({"ADAPTER": str(trained_adapter), "HOST": "0.0.0.0", "PORT": "9001", "API_KEY": "s3cret"})
-    argv = shlex.split(proc.stdout.strip())
+def test_dry_run_with_adapter_and_key(tiny_model, trained_adapter, tmp_path):
+    proc = dry({"ADAPTER": str(trained_adapter), "HOST": "0.0.0.0", "PORT": "9001", "API_KEY": "s3cret",
+                "SERVED_MODEL_NAME": "Qwen3-VL-8B-Instruct", "ALLOW_REMOTE_IMAGES": "1"})
+    argv = server_argv(proc)
     assert flag(argv, "--adapters") == str(trained_adapter) and flag(argv, "--host") == "0.0.0.0"
-    assert flag(argv, "--port") == "9001" and flag(argv, "--api_key") == "<API_KEY>"
-    assert "s3cret" not in proc.stdout + proc.stderr  # the printed command hides the key
-    passed = dry({"ADAPTER": str(trained_adapter), "HOST": "0.0.0.0"}, "--api_key", "k2")
-    assert flag(shlex.split(passed.stdout.strip()), "--api_key") == "<API_KEY>"
+    assert flag(argv, "--port") == "9001" and flag(argv, "--api_key_env") == "API_KEY"
+    assert flag(argv, "--served_model_name") == "Qwen3-VL-8B-Instruct" and "--allow_remote_images" in argv
+    assert "s3cret" not in proc.stdout + proc.stderr  # the printed command names where the key is, not the key
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret-from-file\n")
+    from_file = dry({"ADAPTER": str(trained_adapter), "HOST": "0.0.0.0", "API_KEY_FILE": str(key_file)})
+    assert flag(server_argv(from_file), "--api_key_file") == str(key_file)
+    assert "s3cret" not in from_file.stdout + from_file.stderr
+
+
+@pytest.mark.parametrize("args", [("--api_key", "k2"), ("--api_key=k2",)], ids=["separate", "joined"])
+def test_a_key_on_the_command_line_is_refused(tiny_model, args):
+    line = one_error_line(dry({"NO_ADAPTER": "1", "MODEL": str(tiny_model)}, *args, check=False))
+    assert "API_KEY" in line and "k2" not in line
+    direct = run([PYTHON, str(ROOT / "scripts" / "serve.py"), *args], check=False, timeout=60)
+    assert direct.returncode == 2 and direct.stderr.startswith("error: ") and "k2" not in direct.stderr
+
+
+def test_key_file_mistakes_are_one_line(tiny_model, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    base = {"NO_ADAPTER": "1", "MODEL": str(tiny_model)}
+    assert "not both" in one_error_line(dry({**base, "API_KEY": "a", "API_KEY_FILE": str(empty)}, check=False))
+    assert "empty" in one_error_line(dry({**base, "API_KEY_FILE": str(empty)}, check=False))
+    assert "readable" in one_error_line(dry({**base, "API_KEY_FILE": str(tmp_path / "nope")}, check=False))
+    assert "MAX_NEW_TOKENS" in one_error_line(dry({**base, "MAX_NEW_TOKENS": "lots"}, check=False))
 
 
 def one_error_line(proc) -> str:
@@ -346,3 +546,4 @@ def test_busy_port_stops_before_loading(tiny_model):
                    check=False, timeout=60)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and f":{port}" in errors[0], proc.stderr
+

@@ -3,34 +3,33 @@
 #   bash tools/swift/deploy_qwen3vl.sh                                   # newest checkpoint, 127.0.0.1:8000
 #   ADAPTER=results/lora/v0-.../checkpoint-573 PORT=8001 bash tools/swift/deploy_qwen3vl.sh
 #   NO_ADAPTER=1 MODEL=weights/xray-merged INFER_BACKEND=vllm bash tools/swift/deploy_qwen3vl.sh
-#   HOST=0.0.0.0 API_KEY=$(openssl rand -hex 16) bash tools/swift/deploy_qwen3vl.sh   # reachable from other hosts
+#   HOST=0.0.0.0 API_KEY_FILE=~/.medswift_key bash tools/swift/deploy_qwen3vl.sh   # reachable from other hosts
 # Then: python scripts/serve_client.py --test_images a.png b.dcm   (POST /v1/chat/completions)
-# ms-swift 4.x `swift deploy` binds 0.0.0.0 unless told otherwise, so --host is always passed;
-# a non-loopback HOST needs API_KEY (or --api_key). ms-swift answers a wrong or missing key
-# with HTTP 400 "API key error", and it writes its arguments, the key included, to its log.
-# Knobs (env): HOST (127.0.0.1), PORT (8000), SERVED_MODEL_NAME (medswift), API_KEY, and those
-# of tools/swift/common.sh (INFER_BACKEND, INFER_BATCH, MAX_NEW_TOKENS, TEMPERATURE, DTYPE...).
+# It runs scripts/serve.py: ms-swift's deploy app in one process, with the key checked there (401),
+# MAX_NEW_TOKENS as a ceiling per request, generations stopped when their client disconnects, and
+# data: URLs as the only image source (see that file). The key travels in the environment or a file,
+# never on a command line (`ps` shows those to every user) nor into ms-swift's logged arguments.
+# Knobs (env): HOST (127.0.0.1), PORT (8000), API_KEY or API_KEY_FILE (none; required beyond loopback),
+# SERVED_MODEL_NAME (the model folder's name: the adapter's base model, or MODEL), ALLOW_REMOTE_IMAGES
+# (0; 1 also accepts http(s) image URLs, fetched by the server), and those of tools/swift/common.sh
+# (INFER_BACKEND, INFER_BATCH, MAX_NEW_TOKENS, TEMPERATURE, DTYPE...).
 # For research only, not for diagnosis.
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
-SERVED_MODEL_NAME="${SERVED_MODEL_NAME:-medswift}"
+SERVED_MODEL_NAME="${SERVED_MODEL_NAME:-}"
 API_KEY="${API_KEY:-}"
+API_KEY_FILE="${API_KEY_FILE:-}"
+ALLOW_REMOTE_IMAGES="${ALLOW_REMOTE_IMAGES:-0}"
 
-# --api_key on the command line is taken like API_KEY; --host/--port would bypass the checks below.
+# A key on the command line is already in `ps` by the time it gets here; --host/--port would bypass the checks below.
 passthrough=()
 while (($#)); do
   case "$1" in
-    --api_key)
-      (($# >= 2)) || die "--api_key needs a value"
-      API_KEY="$2"
-      shift 2
-      ;;
-    --api_key=*)
-      API_KEY="${1#--api_key=}"
-      shift
+    --api_key | --api_key=* | --api_key_file | --api_key_file=* | --api_key_env | --api_key_env=*)
+      die "pass the key as API_KEY=... or API_KEY_FILE=<file> in the environment, not as ${1%%=*} (command lines are visible in ps)"
       ;;
     --host | --host=* | --port | --port=*)
       die "set HOST / PORT in the environment instead of passing ${1%%=*}"
@@ -42,12 +41,19 @@ while (($#)); do
   esac
 done
 
+[[ -z "$API_KEY" || -z "$API_KEY_FILE" ]] || die "set API_KEY or API_KEY_FILE, not both"
+if [[ -n "$API_KEY_FILE" ]]; then
+  [[ -f "$API_KEY_FILE" && -r "$API_KEY_FILE" ]] || die "API_KEY_FILE is not a readable file: $API_KEY_FILE"
+  [[ -n "$(tr -d '[:space:]' <"$API_KEY_FILE")" ]] || die "API_KEY_FILE is empty: $API_KEY_FILE"
+fi
 case "$HOST" in
   127.0.0.1 | localhost | ::1) ;;
-  *) [[ -n "$API_KEY" ]] || die "HOST=$HOST is reachable from other machines: set API_KEY (or pass --api_key) first" ;;
+  *) [[ -n "$API_KEY$API_KEY_FILE" ]] || die "HOST=$HOST is reachable from other machines: set API_KEY or API_KEY_FILE first" ;;
 esac
+[[ "$ALLOW_REMOTE_IMAGES" == 0 || "$ALLOW_REMOTE_IMAGES" == 1 ]] || die "ALLOW_REMOTE_IMAGES must be 0 or 1, got '$ALLOW_REMOTE_IMAGES'"
 [[ "$PORT" =~ ^[0-9]+$ ]] && ((PORT >= 1 && PORT <= 65535)) || die "PORT must be 1-65535, got '$PORT'"
 is_positive_int "$INFER_BATCH" || die "INFER_BATCH must be a positive integer, got '$INFER_BATCH'"
+is_positive_int "$MAX_NEW_TOKENS" || die "MAX_NEW_TOKENS must be a positive integer, got '$MAX_NEW_TOKENS'"
 
 case "$INFER_BACKEND" in
   transformers) ;;
@@ -72,16 +78,25 @@ except OSError:
     sys.exit(1)' "$HOST" "$PORT" || die "cannot listen on $HOST:$PORT (port in use, or not an address of this machine)"
 fi
 
+# The key reaches scripts/serve.py through the environment (named by --api_key_env) or a file,
+# so the printed command below is complete and holds no secret.
 key_args=()
-[[ -n "$API_KEY" ]] && key_args=(--api_key "$API_KEY")  # run_or_print masks it in what it shows
+if [[ -n "$API_KEY_FILE" ]]; then
+  key_args=(--api_key_file "$API_KEY_FILE")
+elif [[ -n "$API_KEY" ]]; then
+  export API_KEY
+  key_args=(--api_key_env API_KEY)
+fi
+extra_args=()
+[[ -n "$SERVED_MODEL_NAME" ]] && extra_args+=(--served_model_name "$SERVED_MODEL_NAME")
+[[ "$ALLOW_REMOTE_IMAGES" == 1 ]] && extra_args+=(--allow_remote_images)
 
-run_or_print "$SWIFT_BIN" deploy \
+run_or_print "$PYTHON_BIN" "$ROOT/scripts/serve.py" \
   "${model_args[@]}" \
   --infer_backend "$INFER_BACKEND" \
   --torch_dtype "$DTYPE" \
   --host "$HOST" --port "$PORT" \
-  --served_model_name "$SERVED_MODEL_NAME" \
   --max_batch_size "$INFER_BATCH" \
   --max_new_tokens "$MAX_NEW_TOKENS" --temperature "$TEMPERATURE" \
-  "${key_args[@]}" \
+  "${key_args[@]}" "${extra_args[@]}" \
   "${passthrough[@]}"

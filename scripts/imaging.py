@@ -265,6 +265,15 @@ def _dicom_error(reason: str, name: str, exc: BaseException, what: str = "") -> 
 PIXEL_DATA_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # float, double float, integer pixels
 
 
+def _silence_pydicom_value_warnings() -> None:
+    """pydicom warns about malformed values by quoting them ("Invalid value for VR IS: ..."); a
+    hostile file can put a patient's name in any such element, so value validation on read is
+    off. Only pixel geometry and Modality are read here, and those are checked explicitly."""
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+
+
 def _read_dicom_header(fh: BinaryIO):
     """Everything before the pixel data, without inflating a deflated dataset whole.
 
@@ -279,6 +288,7 @@ def _read_dicom_header(fh: BinaryIO):
     from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+    _silence_pydicom_value_warnings()
     fh.seek(0)
     read_preamble(fh, False)  # InvalidDicomError without the "DICM" marker
     meta = _read_file_meta_info(fh)

@@ -188,7 +188,7 @@ def test_bad_files_inside_a_batch_skip_only_themselves(tiny_model, tmp_path):
     cmd = [PYTHON, SCRIPT, "--test_images", *inputs, "--output_file", str(out), "--batch_size", "16", *FAST]
     proc = run(cmd, env=ENV)
     assert [r["image"] for r in read_jsonl(out)] == good, "the good images of the batch are written"
-    assert "inputs 4 = written 2 + already done 0 + skipped 2 (inference failed 1, unreadable image 1)" in proc.stdout
+    assert "inputs 4 = written 2 + already done 0 + skipped 2 (inference failed 1, truncated image 1)" in proc.stdout
     assert f"skipped {sliver}: inference failed (ValueError" in proc.stdout
     assert "Traceback" not in proc.stderr
     again = run(cmd + ["--resume"], env=ENV)  # and every resume does not fail the same way

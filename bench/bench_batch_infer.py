@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from scripts import engine as eng  # noqa: E402
-from scripts import prompts  # noqa: E402
-from scripts.imaging import open_checked  # noqa: E402
+from medswift.core import models as eng
+from medswift.core import prompts
+from medswift.core.constants import ROOT
+from medswift.core.images import open_checked
 
 
 def main(argv=None) -> int:

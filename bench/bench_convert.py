@@ -19,10 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from scripts import convert_xray_swift as conv  # noqa: E402
+from medswift.core.constants import ROOT
+from medswift.data import openi as conv
 
 BUNDLED = ROOT / "data" / "openi" / "images"
 

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 ARCH_8B = ROOT / "bench" / "configs" / "qwen3-vl-8b-instruct.config.json"
 TINY = ROOT / "weights" / "tiny-qwen3-vl"

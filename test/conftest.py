@@ -1,6 +1,7 @@
 """Shared fixtures: repo paths, the tiny model (built once per session), a converted split."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -8,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # app/ and this folder are importable through pyproject's pytest pythonpath
 
 VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 BUNDLED_IMAGES = ROOT / "data" / "openi" / "images"
 REPORTS = {"zh": ROOT / "data" / "openi" / "openi-zh.json", "en": ROOT / "data" / "openi" / "openi-en.json"}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file the project wrote (every line must be JSON)."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def run(cmd, env=None, timeout=900, check=True, cwd=ROOT):

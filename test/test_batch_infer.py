@@ -13,8 +13,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from conftest import BUNDLED_IMAGES, PYTHON, ROOT, run
-from scripts.imaging import ImageRejected, open_checked
+from conftest import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
+from medswift.infer.rows import REPORT_ROW_FIELDS
+from medswift.core.images import ImageRejected, open_checked
 
 SCRIPT = str(ROOT / "scripts" / "batch_infer.py")
 FAST = ["--max_new_tokens", "8", "--image_max_token_num", "256", "--quiet"]
@@ -26,9 +27,6 @@ def dcm(name: str) -> str:
     assert path, f"pydicom test file {name} missing"
     return path
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -79,7 +77,7 @@ def test_mixed_inputs_run_on_and_leak_no_patient_tag(tiny_model, tmp_path):
     rows = read_jsonl(out)
     assert [r["image"] for r in rows] == inputs[:3]
     for r in rows:
-        assert set(r) >= {"image", "prompt", "response", "reference", "model", "adapter", "generation", "seconds"}
+        assert set(r) == set(REPORT_ROW_FIELDS)
         assert r["model"] == str(tiny_model) and r["adapter"] is None and r["generation"]["temperature"] == 0.0
     assert ("inputs 6 = written 3 + already done 0 + skipped 3 (missing image 1, not an image 1, "
             "truncated DICOM 1)") in proc.stdout
@@ -227,7 +225,8 @@ def test_output_path_problems_are_one_line(tiny_model, tmp_path, where, message)
 
 
 def test_a_full_disk_mid_run_is_one_line(tmp_path):
-    from scripts.batch_infer import UsageError, append_lines
+    from medswift.core.errors import UsageError
+    from medswift.infer.output import append_lines
 
     with pytest.raises(UsageError, match="cannot write /dev/full: No space left on device"):
         append_lines(Path("/dev/full"), [{"key": "a"}])

@@ -9,19 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, run
-from scripts import convert_xray_swift as conv
-from scripts import prompts
+from conftest import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, read_jsonl, run
+from medswift.data import openi as conv
+from medswift.core import prompts
 
 SHARED_SOURCE = ROOT.parent / "shared" / "data" / "openi" / "openi-zh-prompt.json"
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
 
 def all_samples(out: Path) -> dict[str, list[dict]]:
-    return {s: read_jsonl(out / f"{s}.jsonl") for s in conv.SPLITS}
+    return {s: read_jsonl(out / f"{s}.jsonl") for s in ("train", "val", "test")}
 
 
 def test_bundled_openi_zh(tmp_path, capsys):
@@ -193,10 +190,12 @@ def test_no_study_on_two_sides_and_byte_identical(tmp_path):
         for s in rows:
             sides.setdefault(conv.study_of(s["id"]), set()).add(split)
     assert len(sides) == 60 and all(len(v) == 1 for v in sides.values())
-    assert [sum(1 for v in sides.values() if split in v) for split in conv.SPLITS] == [42, 6, 12]
-    # same inputs and seed, serial this time: byte-identical outputs
+    assert [sum(1 for v in sides.values() if split in v) for split in ("train", "val", "test")] == [42, 6, 12]
+    # same inputs and seed, serial this time and in another process with another hash seed
+    # (set and dict order must not leak into the outputs): byte-identical outputs
     shutil.rmtree(out)
-    assert conv.main(common + ["--workers", "1"]) == 0
+    run([PYTHON, str(ROOT / "scripts" / "convert_xray_swift.py"), *common, "--workers", "1"],
+        env={"PYTHONHASHSEED": "12345"})
     assert {name: (out / name).read_bytes() for name in first} == first
     # templates: deterministic per record, several of the twelve in use
     used = {s["messages"][0]["content"] for rows in samples.values() for s in rows}
@@ -210,14 +209,21 @@ def test_no_study_on_two_sides_and_byte_identical(tmp_path):
 def test_system_prompt_and_templates():
     assert all(len(prompts.TEMPLATES[lang]) == 12 for lang in prompts.LANGUAGES)
     assert len(set(prompts.TEMPLATES["zh"])) == 12 and len(set(prompts.TEMPLATES["en"])) == 12
-    assert prompts.pick_index("2_1", 42, "en") == prompts.pick_index("2_1", 42, "en")
+    # a hash of id and seed, not Python's salted hash(): pinned values hold in any process
+    assert (prompts.pick_index("2_1", 42, "en"), prompts.pick_index("2_1", 7, "en"),
+            prompts.pick_index("2_1", 42, "zh")) == (8, 11, 0)
+    assert len({prompts.pick_index(f"{i}_1", 42, "en") for i in range(600)}) == 12, "every template is used"
     with pytest.raises(ValueError, match="template id must be 0..11"):
         prompts.template("en", 12)
     with pytest.raises(ValueError, match="unknown language"):
         prompts.template("fr", 0)
-    rec = conv.Record("2_1", "2_1.png", "Normal chest.")
-    sample = conv.build_sample(rec, "/x/2_1.png", "Describe.", "You are a radiology assistant.")
-    assert [m["role"] for m in sample["messages"]] == ["system", "user", "assistant"]
+    from medswift.data.core import sample
+
+    row = sample("2_1", ["/x/2_1.png"], "Describe.", "Normal chest.", "You are a radiology assistant.")
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+    assert row["messages"][1]["content"] == "<image>Describe." and row["images"] == ["/x/2_1.png"]
+    two = sample("2", ["/x/2_1.png", "/x/2_2.png"], "Describe.", "Normal chest.")
+    assert two["messages"][0]["content"] == "<image><image>Describe.", "one tag per view"
     assert conv.study_of("1234_2") == "1234" and conv.study_of("CXR7") == "CXR7"
 
 

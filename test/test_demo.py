@@ -84,7 +84,7 @@ def pixel_bomb_png(path: Path, side: int = 30_000) -> Path:
 # --------------------------------------------------------------------------- functions, no server
 @pytest.fixture(scope="module")
 def chat(trained_adapter):
-    from scripts import engine as eng
+    from medswift.core import models as eng
 
     choice = eng.resolve(None, str(trained_adapter))
     before = os.environ.get("IMAGE_MAX_TOKEN_NUM")

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from conftest import PYTHON, ROOT, run
-from scripts import evaluate, findings, text_metrics
+from medswift.eval import findings, text_metrics
+from medswift.eval import report_card as evaluate
 
 BP = math.exp(1 - 6 / 3)  # brevity penalty of a 3-token hypothesis against a 6-token reference
 ROUGE_HALF = (1 + 1.2 ** 2) * 1.0 * 0.5 / (0.5 + 1.2 ** 2 * 1.0)  # P=1, R=1/2, beta=1.2 (pycocoevalcap)

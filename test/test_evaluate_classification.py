@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import PYTHON, ROOT, run
-from scripts import evaluate_classification as ec
+from medswift.core.constants import MULTI_LABEL, SINGLE_LABEL
+from medswift.eval import classification as ec
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -23,8 +24,8 @@ def row(i, true, pred, scores=None, response=None):
     return {"id": f"img{i}", "true": true, "pred": pred, "scores": scores, "response": response}
 
 
-MULTI = {"task": "toy", "problem_type": ec.MULTI, "labels": ["A", "B", "C"]}
-SINGLE = {"task": "toy", "problem_type": ec.SINGLE, "labels": ["x", "y", "z"]}
+MULTI = {"task": "toy", "problem_type": MULTI_LABEL, "labels": ["A", "B", "C"]}
+SINGLE = {"task": "toy", "problem_type": SINGLE_LABEL, "labels": ["x", "y", "z"]}
 # 3 classes, 4 images; img3's answer could not be parsed (pred null -> predicts nothing).
 MULTI_ROWS = [row(1, ["A", "B"], ["A"]), row(2, ["B"], ["B", "C"]),
               row(3, ["C"], None, response="I think it is cardiomegaly?"), row(4, ["A"], ["A"])]
@@ -101,7 +102,7 @@ def test_auroc_by_hand():
 
 
 def test_threshold_tuned_on_validation_then_applied_to_test(tmp_path):
-    spec = write(tmp_path, "l.json", spec={"task": "toy", "problem_type": ec.MULTI, "labels": ["A", "B"]})
+    spec = write(tmp_path, "l.json", spec={"task": "toy", "problem_type": MULTI_LABEL, "labels": ["A", "B"]})
     # A's scores run low: positives 0.30-0.40, negatives 0.10-0.20 -> at 0.5 nothing is positive (F1 0);
     # B is fine at 0.5 except one negative at 0.6 -> F1 at 0.5 = 2/3 (P 1/2, R 1); 0.9 separates.
     val = [row(1, ["A"], [], [0.30, 0.1]), row(2, ["A"], [], [0.35, 0.1]), row(3, ["A", "B"], [], [0.40, 0.9]),

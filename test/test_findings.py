@@ -1,4 +1,4 @@
-"""Tests for the rule-based finding labeller (scripts/findings.py)."""
+"""Tests for the rule-based finding labeller (medswift.eval.findings)."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts import findings
-from scripts.findings import FINDINGS, NEGATIVE, POSITIVE, UNCERTAIN
+from medswift.eval import findings
+from medswift.eval.findings import FINDINGS, NEGATIVE, POSITIVE, UNCERTAIN
 
 P, N, U = POSITIVE, NEGATIVE, UNCERTAIN
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +81,18 @@ EN_CASES = [
     ("Normal heart size.", {CM: N}),
     ("Heart size is within normal limits.", {CM: N}),
     ("No acute cardiopulmonary abnormality.", {NF: P}),
+    # one positive and one negated statement of each less frequent observation
+    ("Left basilar atelectasis.", {AT: P}),
+    ("No atelectasis.", {AT: N, NF: P}),
+    ("Small right apical pneumothorax.", {PX: P}),
+    ("Right pleural thickening.", {PO: P}),
+    ("No pleural thickening.", {PO: N, NF: P}),
+    ("Healed left rib fracture.", {FR: P}),
+    ("No acute fracture.", {FR: N, NF: P}),
+    ("Left chest wall pacemaker.", {SD: P, NF: P}),
+    ("No lines or tubes.", {SD: N, NF: P}),
+    ("Calcified granuloma in the right upper lobe.", {GR: P}),
+    ("No calcified granuloma.", {GR: N, NF: P}),
 ]
 
 ZH_CASES = [
@@ -141,6 +153,17 @@ ZH_CASES = [
     ("心脏大小正常。", {CM: N}),
     ("心脏大小在正常范围内。", {CM: N}),
     ("总的来说，没有急性心肺功能异常。", {NF: P}),
+    # 较少见所见各一条阳性、一条阴性
+    ("右下肺炎。", {PN: P}),
+    ("未见肺炎。", {PN: N, NF: P}),
+    ("右侧胸膜增厚。", {PO: P}),
+    ("未见胸膜增厚。", {PO: N, NF: P}),
+    ("左侧肋骨骨折。", {FR: P}),
+    ("未见骨折。", {FR: N, NF: P}),
+    ("左胸壁起搏器。", {SD: P, NF: P}),
+    ("未见起搏器。", {SD: N, NF: P}),
+    ("右上肺钙化肉芽肿。", {GR: P}),
+    ("未见肉芽肿。", {GR: N, NF: P}),
 ]
 
 
@@ -163,8 +186,14 @@ def test_chinese_sentences(text, expected):
     _check(text, expected)
 
 
-def test_tables_are_large_enough():
-    assert len(EN_CASES) >= 40 and len(ZH_CASES) >= 40
+@pytest.mark.parametrize("cases", [EN_CASES, ZH_CASES], ids=["en", "zh"])
+def test_every_observation_is_exercised_in_each_language(cases):
+    """The sentence tables above are the labeller's specification: in each language every
+    observation has a positive case and a negated one, and uncertainty occurs."""
+    statuses = {obs: {want[obs] for _, want in cases if obs in want} for obs in FINDINGS}
+    untested = [obs for obs in FINDINGS if obs != NF and not {P, N} <= statuses[obs]]
+    assert not untested, f"no positive and negated case for {untested}"
+    assert any(U in v for v in statuses.values()), "no uncertain case"
 
 
 def test_findings_order_and_constants():

@@ -190,10 +190,9 @@ def crafted_files(seeds: dict[str, bytes], tmp: Path) -> dict[str, bytes]:
 CHILD = r"""
 import gc, json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]),) * 2)
-sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from PIL import Image
-from scripts.imaging import CheckedImage, ImageRejected, open_checked
+from medswift.core.images import CheckedImage, ImageRejected, open_checked
 outcomes, texts, slowest = {}, [], (0.0, "")
 started = time.perf_counter()
 for path in sorted(Path(sys.argv[2]).iterdir()):

@@ -29,8 +29,8 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from conftest import BUNDLED_IMAGES, PYTHON, ROOT
-from scripts import imaging
-from scripts.imaging import MAX_IMAGE_PIXELS, REASONS, ImageRejected, open_checked
+from medswift.core import images as imaging
+from medswift.core.images import MAX_IMAGE_PIXELS, REASONS, ImageRejected, open_checked
 
 
 def dcm(name: str) -> Path:
@@ -336,8 +336,8 @@ def test_permission_denied_is_an_unreadable_file(tmp_path):
             outcome = [err.reason, err.detail]
         else:
             # chmod does not stop root: run the check where root has lost the override
-            snippet = ("import json, sys; sys.path.insert(0, sys.argv[1])\n"
-                       "from scripts.imaging import ImageRejected, open_checked\n"
+            snippet = ("import json, sys\n"
+                       "from medswift.core.images import ImageRejected, open_checked\n"
                        "try:\n    open_checked(sys.argv[2]); print(json.dumps(['opened', '']))\n"
                        "except ImageRejected as e:\n    print(json.dumps([e.reason, e.detail]))\n")
             try:
@@ -384,8 +384,8 @@ def test_memory_error_is_a_rejection(tmp_path):
     whose address space leaves no room for its float64 rescale."""
     path = tmp_path / "deep.png"
     Image.fromarray(np.zeros((4000, 4000), dtype=np.uint16)).save(path)
-    snippet = ("import json, resource, sys; sys.path.insert(0, sys.argv[1])\n"
-               "from scripts.imaging import ImageRejected, open_checked\n"
+    snippet = ("import json, resource, sys\n"
+               "from medswift.core.images import ImageRejected, open_checked\n"
                "import pydicom.pixels\n"
                "size = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
                "resource.setrlimit(resource.RLIMIT_AS, (size + 120 * 2**20,) * 2)\n"

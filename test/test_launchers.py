@@ -1,9 +1,11 @@
 """Launchers: syntax, shellcheck, the resolved DRY_RUN command, and one-line errors."""
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import time
+from pathlib import Path
 import subprocess
 
 import pytest
@@ -24,7 +26,8 @@ def clean_knobs(monkeypatch):
 
 
 def launcher(name: str, env: dict, *args: str, check: bool = True):
-    return run(["bash", str(SWIFT_DIR / name), *args], env={**CPU_ONLY, **env}, check=check, timeout=120)
+    (script,) = [p for p in LAUNCHERS if p.name == name]
+    return run(["bash", str(script), *args], env={**CPU_ONLY, **env}, check=check, timeout=120)
 
 
 def dry(name: str, env: dict, *args: str) -> tuple[dict, list[str]]:
@@ -65,8 +68,26 @@ def test_shellcheck_clean():
 
 
 @pytest.fixture(scope="module")
-def paths(tiny_model, converted):
-    return {"MODEL": str(tiny_model), "DATA_DIR": str(converted)}
+def paths(tmp_path_factory):
+    """A stub model (its config.json is all a dry run reads) and stub splits: dry runs and the
+    launchers' checks need no real model and no conversion."""
+    root = tmp_path_factory.mktemp("stubs")
+    model, data = root / "Qwen3-VL-stub", root / "data"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen3_vl"}')
+    data.mkdir()
+    for split in ("train", "val", "test", "cls_train", "cls_val"):
+        (data / f"{split}.jsonl").write_text('{"messages": [], "images": []}\n')
+    (data / "labels.json").write_text('{"problem_type": "single_label_classification", "labels": ["a", "b"]}')
+    return {"MODEL": str(model), "DATA_DIR": str(data)}
+
+
+def checkpoint(folder, model: str):
+    """A stub LoRA checkpoint trained on ``model`` (what ms-swift writes: adapter_config + args.json)."""
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "args.json").write_text(json.dumps({"model": model}))
+    return folder
 
 
 def test_single_gpu_dry_run_uses_reference_defaults(paths, tmp_path):
@@ -99,7 +120,10 @@ def test_global_batch_is_constant(paths, nproc, nnodes, micro, accum):
     assigns, argv = dry("finetune_qwen3vl_lora_mp.sh", env)
     assert int(flag(argv, "--gradient_accumulation_steps")) == accum
     assert accum * micro * nproc * nnodes == 16
-    assert assigns["NPROC_PER_NODE"] == str(nproc) and assigns["NNODES"] == str(nnodes)
+    if nproc * nnodes == 1:
+        assert "NPROC_PER_NODE" not in assigns and "NNODES" not in assigns, "one process needs no torchrun"
+    else:
+        assert assigns["NPROC_PER_NODE"] == str(nproc) and assigns["NNODES"] == str(nnodes)
     if nnodes > 1:
         assert (assigns["NODE_RANK"], assigns["MASTER_ADDR"], assigns["MASTER_PORT"]) == ("1", "127.0.0.1", "29555")
 
@@ -120,9 +144,7 @@ def test_deepspeed_is_dropped_on_cpu_with_a_note(paths):
 
 
 def test_infer_and_merge_dry_run(paths, tmp_path):
-    ckpt = tmp_path / "v0-1" / "checkpoint-5"
-    ckpt.mkdir(parents=True)
-    (ckpt / "adapter_config.json").write_text("{}")
+    ckpt = checkpoint(tmp_path / "v0-1" / "checkpoint-5", paths["MODEL"])
     time.sleep(0.05)
     (tmp_path / "v0-1" / "checkpoint-5-merged").mkdir()  # newer, but a merged model is not an adapter
     _, argv = dry("infer_qwen3vl_lora.sh", {"DATA_DIR": paths["DATA_DIR"], "OUTPUT_DIR": str(tmp_path)})
@@ -140,14 +162,18 @@ def test_infer_and_merge_dry_run(paths, tmp_path):
 
 
 @pytest.mark.parametrize("name, env, message", [
-    ("finetune_qwen3vl_lora.sh", {"MODEL": "/nonexistent/Qwen3-VL-8B"}, "model not found: /nonexistent/Qwen3-VL-8B"),
+    ("finetune_qwen3vl_lora.sh", {"MODEL": "/nonexistent/Qwen3-VL-8B"},
+     "model not found (no config.json): /nonexistent/Qwen3-VL-8B"),
     ("finetune_qwen3vl_lora.sh", {"DATA_DIR": "/nonexistent/data"}, "training data not found"),
     ("finetune_qwen3vl_lora_mp.sh", {"GLOBAL_BATCH": "10", "NPROC_PER_NODE": "4"}, "is not a multiple of"),
     ("finetune_qwen3vl_lora_mp.sh", {"NNODES": "2", "NODE_RANK": "0"}, "set MASTER_ADDR"),
     ("finetune_qwen3vl_lora_mp.sh", {"DEEPSPEED": "zero9"}, "DEEPSPEED must be"),
     ("infer_qwen3vl_lora.sh", {"ADAPTER": "/nonexistent/checkpoint-1"}, "adapter not found"),
     ("infer_qwen3vl_lora.sh", {"OUTPUT_DIR": "/nonexistent/out"}, "no checkpoint-* under /nonexistent/out"),
-    ("infer_qwen3vl_lora.sh", {"INFER_BACKEND": "tgi", "NO_ADAPTER": "1"}, "INFER_BACKEND must be"),
+    ("infer_qwen3vl_lora.sh", {"INFER_BACKEND": "tgi", "NO_ADAPTER": "1"}, "unknown backend 'tgi'"),
+    ("deploy_qwen3vl.sh", {"INFER_BACKEND": "vllm", "NO_ADAPTER": "1"}, "vllm is not installed"),
+    ("evaluate_checkpoint.sh", {"INFER_BACKEND": "tgi", "NO_ADAPTER": "1"}, "unknown backend 'tgi'"),
+    ("finetune_qwen3vl_cls.sh", {"NNODES": "2", "NODE_RANK": "0"}, "set MASTER_ADDR"),
     ("merge_qwen3vl_lora.sh", {"ADAPTER": "/nonexistent/checkpoint-1"}, "adapter not found"),
 ])
 def test_mistakes_stop_with_one_line_before_heavy_imports(paths, name, env, message):
@@ -157,6 +183,45 @@ def test_mistakes_stop_with_one_line_before_heavy_imports(paths, name, env, mess
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_launcher_defaults_cannot_be_lost_to_line_order(paths, tmp_path):
+    """A launcher's own default set after the knobs are applied would be silently ignored: it is
+    an error instead; before init_launcher it wins over common.sh's and loses to the user's."""
+    script = tmp_path / "bad_launcher.sh"
+    script.write_text(f'source "{SWIFT_DIR}/common.sh"\ninit_launcher\nlauncher_default DEEPSPEED zero3\n')
+    proc = run(["bash", str(script)], env=CPU_ONLY, check=False)
+    assert proc.returncode == 2 and "launcher_default DEEPSPEED after init_launcher would be ignored" in proc.stderr
+    script.write_text(f'source "{SWIFT_DIR}/common.sh"\nlauncher_default DEEPSPEED zero3\ninit_launcher\n'
+                      'echo "$DEEPSPEED $DATA_DIR"\n')
+    assert run(["bash", str(script)], env=CPU_ONLY).stdout.split()[0] == "zero3"
+    assert run(["bash", str(script)], env={**CPU_ONLY, "DEEPSPEED": "zero2"}).stdout.split()[0] == "zero2"
+    env, argv = dry("finetune_qwen3vl_cls.sh", paths)  # its DATA_DIR-derived split files
+    assert flag(argv, "--dataset") == f"{paths['DATA_DIR']}/cls_train.jsonl"
+
+
+def test_shell_and_python_resolve_the_same_checkpoint(paths, tmp_path):
+    """One resolver: the launchers ask medswift.core.models, so they cannot disagree with
+    batch_infer.py, the demo or the server about which checkpoint and base model load."""
+    from medswift.core import models
+
+    old = checkpoint(tmp_path / "v0-1" / "checkpoint-5", paths["MODEL"])
+    time.sleep(0.05)
+    new = checkpoint(tmp_path / "v1-2" / "checkpoint-9", paths["MODEL"])
+    time.sleep(0.05)
+    (tmp_path / "v1-2" / "checkpoint-10").mkdir()  # newest, but only args.json: not a LoRA checkpoint
+    (tmp_path / "v1-2" / "checkpoint-10" / "args.json").write_text("{}")
+    with pytest.raises(models.UsageError, match="not a LoRA checkpoint"):
+        models.resolve(output_dir=tmp_path)
+    proc = launcher("infer_qwen3vl_lora.sh", {"DATA_DIR": paths["DATA_DIR"], "OUTPUT_DIR": str(tmp_path),
+                                              "DRY_RUN": "1"}, check=False)
+    assert proc.returncode == 2 and "not a LoRA checkpoint (no adapter_config.json)" in proc.stderr
+    (tmp_path / "v1-2" / "checkpoint-10" / "args.json").unlink()
+    (tmp_path / "v1-2" / "checkpoint-10").rmdir()
+    choice = models.resolve(output_dir=tmp_path)
+    _, argv = dry("infer_qwen3vl_lora.sh", {"DATA_DIR": paths["DATA_DIR"], "OUTPUT_DIR": str(tmp_path)})
+    assert Path(flag(argv, "--adapters")) == choice.adapter == new != old
+    assert choice.model == Path(paths["MODEL"]) and choice.model_source == "adapter"
 
 
 @pytest.mark.parametrize("name, env, message", [
@@ -175,15 +240,8 @@ def test_mistakes_stop_with_one_line_before_heavy_imports(paths, name, env, mess
 def test_numeric_knobs_are_checked_before_swift_starts(paths, tmp_path, name, env, message):
     """Today LORA_RANK=-1 is a peft traceback after 36 s with an empty run folder left behind."""
     out = tmp_path / "runs"
-    extra = {"DATA_DIR": str(tmp_path / "cls")} if name == "finetune_qwen3vl_cls.sh" else {}
-    if extra:  # the classification launcher needs its labels file before it reaches the knob check
-        (tmp_path / "cls").mkdir()
-        (tmp_path / "cls" / "labels.json").write_text('{"problem_type": "single_label_classification", '
-                                                      '"labels": ["a", "b"]}')
-        for split in ("cls_train", "cls_val"):
-            (tmp_path / "cls" / f"{split}.jsonl").write_text('{"messages": [], "images": [], "label": 0}\n')
     start = time.perf_counter()
-    proc = launcher(name, {**paths, **extra, "OUTPUT_DIR": str(out), "SWIFT_BIN": "/nonexistent/swift", **env},
+    proc = launcher(name, {**paths, "OUTPUT_DIR": str(out), "SWIFT_BIN": "/nonexistent/swift", **env},
                     check=False)
     assert time.perf_counter() - start < 10, "the check comes before anything heavy"
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -199,9 +257,7 @@ def test_valid_numeric_forms_pass(paths, tmp_path):
 
 
 def test_evaluate_checkpoint_dry_run(paths, tmp_path):
-    ckpt = tmp_path / "v0-1" / "checkpoint-7"
-    ckpt.mkdir(parents=True)
-    (ckpt / "adapter_config.json").write_text("{}")
+    ckpt = checkpoint(tmp_path / "v0-1" / "checkpoint-7", paths["MODEL"])
     proc = run(["bash", str(ROOT / "tools" / "evaluate_checkpoint.sh")],
                env={**CPU_ONLY, "DRY_RUN": "1", "DATA_DIR": paths["DATA_DIR"], "OUTPUT_DIR": str(tmp_path)})
     infer, score = [shlex.split(line) for line in proc.stdout.strip().splitlines()]

@@ -25,7 +25,8 @@ import requests
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from conftest import BUNDLED_IMAGES, PYTHON, ROOT, run
+from medswift.infer.rows import REPORT_ROW_FIELDS
+from conftest import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
 
 LAUNCHER = str(ROOT / "tools" / "swift" / "deploy_qwen3vl.sh")
 CLIENT = str(ROOT / "scripts" / "serve_client.py")
@@ -33,8 +34,7 @@ API_KEY = f"test-key-{secrets.token_hex(8)}"  # unique: the process-list check m
 SERVED = "tiny-qwen3-vl"  # the served name defaults to the model folder's name (here the adapter's base)
 CEILING = 4096  # the server's MAX_NEW_TOKENS: long enough that a generation nobody stops outlasts the tests
 START_TIMEOUT = 180
-ROW_FIELDS = {"key", "id", "image", "control", "prompt", "response", "reasoning", "reference", "model", "adapter",
-              "backend", "generation", "seconds"}  # scripts/batch_infer.py's row
+ROW_FIELDS = set(REPORT_ROW_FIELDS)  # the one row format, as batch inference writes it
 SERVER_ENV = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "256"}
 NO_PROXY = {"http": None, "https": None}
 
@@ -68,9 +68,6 @@ def answer(resp: requests.Response) -> str:
     assert resp.status_code == 200, resp.text[:500]
     return resp.json()["choices"][0]["message"]["content"]
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def client(server: dict, *args: str, key: str | None = API_KEY, check: bool = True):
@@ -148,7 +145,7 @@ def test_client_streams_one_image_and_writes_a_batch_infer_row(server, tmp_path)
     out = tmp_path / "one.jsonl"
     image = str(BUNDLED_IMAGES / "2_1.png")
     proc = client(server, "--test_images", image, "--max_new_tokens", "32", "--output_file", str(out))
-    assert "Research use only" in proc.stdout + proc.stderr
+    assert "not for diagnosis" in proc.stdout + proc.stderr
     (row,) = read_jsonl(out)
     assert set(row) == ROW_FIELDS
     assert row["response"].strip(), row
@@ -191,7 +188,8 @@ def test_client_dataset_output_feeds_evaluate(server, converted, tmp_path):
     run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), "--predictions", str(out), "--output_dir", str(report)],
         timeout=600)
     metrics = json.loads((report / "metrics.json").read_text())
-    assert metrics, "metrics.json is empty"
+    assert metrics["n"] == len(rows) and metrics["problems"] == [], "every served answer is scored"
+    assert set(metrics["text"]) == {"ptb"} and 0 <= metrics["text"]["ptb"]["bleu_1"] <= 1
 
 
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, image_url):
@@ -223,7 +221,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, image_url):
 
     # Observed, streaming: ms-swift decodes the image after the 200 is sent, so a bad image gives 200 and a
     # stream that ends in an error event, without [DONE]; the client reports a failed request, not an empty answer.
-    from scripts import serve_client
+    from medswift.infer import client as serve_client
 
     bad_stream = chat(url, image_content("data:image/png;base64," + base64.b64encode(b"hello").decode()),
                       stream=True)
@@ -304,7 +302,7 @@ def test_concurrent_burst_is_all_answered(server, image_url):
     assert all(r is not None for r in results), "a request never returned"
     assert all(r[0] == 200 for r in results), [r[:2] for r in results]
     assert all(r[1]["choices"][0]["message"]["content"].strip() for r in results)
-    from scripts.serve_client import percentile
+    from medswift.infer.client import percentile
 
     lat = [r[2] for r in results]
     print(f"\n[serving] burst of {n} concurrent requests (32 new tokens, CPU): wall {wall:.2f} s, "
@@ -399,7 +397,7 @@ def test_http_image_urls_are_refused_without_the_opt_in(server):
 
 
 def test_remote_images_only_with_the_opt_in():
-    from scripts.serve import media_refusal
+    from medswift.infer.server import media_refusal
 
     def body(url):
         return {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from conftest import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, run
-from scripts import convert_xray_swift as conv
-from scripts import evaluate, thinking
+from medswift.data import openi as conv
+from medswift.core import thinking
+from medswift.eval import report_card as evaluate
 
 
 def test_split_and_join():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, read_jsonl, run
 
 SWIFT_DIR = ROOT / "tools" / "swift"
 # Small image budget and CPU only: every test here finishes in well under a minute.
@@ -39,9 +39,6 @@ def checkpoints(out: Path) -> list[Path]:
 def read_log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "logging.jsonl").read_text().splitlines()]
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_it_learns(trained):

@@ -10,19 +10,18 @@
 # For research only, not for diagnosis.
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/swift/common.sh"
+init_launcher
 
 SPLIT="${SPLIT:-test}"
 check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH IMAGE_MAX_TOKEN_NUM
 DATASET="${DATASET:-$DATA_DIR/$SPLIT.jsonl}"
 require_data "$DATASET" "$SPLIT split"
-model_args=()
-if [[ "${NO_ADAPTER:-0}" == "1" ]]; then
-  require_model
-  model_args=(--model_path "$MODEL")
+resolve_choice serve
+model_args=(--model_path "$MODEL")
+if [[ -z "$ADAPTER" ]]; then
   EVAL_DIR="${EVAL_DIR:-$OUTPUT_DIR/eval_base_$SPLIT}"
 else
-  resolve_adapter
-  [[ -n "$MODEL_FROM_USER" ]] && { require_model; model_args=(--model_path "$MODEL"); }
+  [[ "$MODEL_SOURCE" == user ]] || model_args=()   # batch_infer reads the base from args.json too
   model_args+=(--adapter_path "$ADAPTER")
   EVAL_DIR="${EVAL_DIR:-${ADAPTER%/}/eval_$SPLIT}"
 fi

@@ -39,10 +39,9 @@ step "3/7 data: $REPORTS + $IMAGES_DIR -> $DATA_DIR"
 
 step "4/7 LoRA training (tools/swift/finetune_qwen3vl_lora.sh)"
 bash "$ROOT/tools/swift/finetune_qwen3vl_lora.sh"
-# shellcheck source=swift/common.sh
-source "$ROOT/tools/swift/common.sh"   # for latest_checkpoint
-ADAPTER="$(latest_checkpoint "$OUTPUT_DIR")"
-[[ -n "$ADAPTER" ]] || { echo "error: training wrote no checkpoint under $OUTPUT_DIR" >&2; exit 1; }
+# The newest checkpoint under OUTPUT_DIR, as every launcher resolves it (medswift.core.models).
+resolved="$("$PY" -m medswift.core.models --output_dir "$OUTPUT_DIR")" || exit 1
+eval "$resolved"
 export ADAPTER
 
 step "5/7 inference on the validation split (tools/swift/infer_qwen3vl_lora.sh)"

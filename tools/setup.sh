@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtual environment (.venv) from requirements.txt.
 #   bash tools/setup.sh
-# Fast when nothing changed: the hash of requirements.txt is kept in .venv and
-# pip is skipped while it matches. PYTHON=python3.11 picks the interpreter.
+# Fast when nothing changed: the hash of requirements.txt and pyproject.toml is kept in
+# .venv and pip is skipped while it matches. PYTHON=python3.11 picks the interpreter.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -28,7 +28,7 @@ if ((${#missing[@]})); then
   fi
 fi
 
-want="$(sha256sum <"$ROOT/requirements.txt" | cut -d' ' -f1)"
+want="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   echo "[setup] .venv is up to date ($VENV)"
   exit 0
@@ -38,6 +38,9 @@ start=$SECONDS
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 echo "[setup] installing pinned requirements into $VENV (first time: a few minutes)"
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$ROOT/requirements.txt"
+# The library (scripts/medswift) in editable mode: `import medswift` works from the scripts, the
+# demo, the benchmarks and the tests, and edits take effect without reinstalling.
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$ROOT"
 "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check >&2; exit 1; }
 echo "$want" >"$STAMP"
 echo "[setup] done in $((SECONDS - start)) s"

@@ -7,54 +7,79 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
-# ---------------------------------------------------------------- model and data
-MODEL_DEFAULT="$ROOT/weights/tiny-qwen3-vl"          # built by scripts/build_tiny_model.py
-# shellcheck disable=SC2034  # read by the infer and merge launchers
-MODEL_FROM_USER="${MODEL:+1}"                          # infer/merge: else args.json decides
-MODEL="${MODEL:-$MODEL_DEFAULT}"                       # e.g. /models/Qwen3-VL-8B-Instruct
-MODEL_TYPE="${MODEL_TYPE:-}"                           # empty: read from $MODEL/config.json
-DATA_DIR="${DATA_DIR:-$ROOT/data/openi_swift}"         # written by scripts/convert_xray_swift.py
-TRAIN_FILE="${TRAIN_FILE:-$DATA_DIR/train.jsonl}"
-VAL_FILE="${VAL_FILE:-$DATA_DIR/val.jsonl}"
-OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/results/lora}"         # ms-swift adds a v<N>-<time>/ folder per run
-ADAPTER="${ADAPTER:-}"                                 # empty: newest checkpoint under $OUTPUT_DIR
+# Every knob, once, with its default. A launcher that needs another default declares it with
+# `launcher_default NAME VALUE` after sourcing this file and before `init_launcher`, which applies
+# the user's value, else the launcher's, else the one below. (A default set any other way would
+# depend on the order of lines; launcher_default after init_launcher stops with an error.)
+declare -A LAUNCHER_DEFAULTS=()
+KNOBS_APPLIED=""
 
-# ---------------------------------------------------------------- image budget
-# Qwen3-VL: pixels = tokens x 32 x 32. 1024 tokens ~ 1.05 MP, the reference's
-# MAX_PIXELS=1003520. Use the same value for training and inference.
-export IMAGE_MAX_TOKEN_NUM="${IMAGE_MAX_TOKEN_NUM:-1024}"
+launcher_default() {
+  [[ -z "$KNOBS_APPLIED" ]] || die "launcher_default $1 after init_launcher would be ignored (fix the launcher)"
+  LAUNCHER_DEFAULTS[$1]="$2"
+}
 
-# ---------------------------------------------------------------- method (reference defaults)
-LORA_RANK="${LORA_RANK:-8}"
-LORA_ALPHA="${LORA_ALPHA:-32}"
-TARGET_MODULES="${TARGET_MODULES:-all-linear}"
-FREEZE_VIT="${FREEZE_VIT:-true}"
-FREEZE_ALIGNER="${FREEZE_ALIGNER:-true}"
+# knob NAME DEFAULT: the user's value (environment), else the launcher's default, else DEFAULT.
+knob() {
+  if [[ -z "${!1:-}" ]]; then
+    printf -v "$1" '%s' "${LAUNCHER_DEFAULTS[$1]-$2}"
+  fi
+}
 
-# ---------------------------------------------------------------- training
-LEARNING_RATE="${LEARNING_RATE:-1e-4}"
-LR_SCHEDULER="${LR_SCHEDULER:-cosine}"
-WARMUP_RATIO="${WARMUP_RATIO:-0.05}"
-EPOCHS="${EPOCHS:-3}"
-GLOBAL_BATCH="${GLOBAL_BATCH:-16}"   # micro batch x accumulation x GPUs x nodes: fixed whatever the GPU count
-MICRO_BATCH="${MICRO_BATCH:-1}"
-MAX_LENGTH="${MAX_LENGTH:-2048}"
-GRAD_CHECKPOINTING="${GRAD_CHECKPOINTING:-true}"
-SAVE_STEPS="${SAVE_STEPS:-100}"
-EVAL_STEPS="${EVAL_STEPS:-$SAVE_STEPS}"
-LOGGING_STEPS="${LOGGING_STEPS:-5}"
-SAVE_TOTAL_LIMIT="${SAVE_TOTAL_LIMIT:-2}"
-SEED="${SEED:-42}"
-DEEPSPEED="${DEEPSPEED:-none}"      # none | zero2 | zero3 (needs CUDA)
-QUANT_BITS="${QUANT_BITS:-}"        # 4 or 8: QLoRA (bitsandbytes) training, CUDA only
-DTYPE="${DTYPE:-auto}"              # auto: bfloat16 with CUDA, float32 without
-NUM_WORKERS="${NUM_WORKERS:-2}"     # dataloader and preprocessing processes
+init_launcher() {
+  # shellcheck disable=SC2034  # read by the launchers that source this file
+  {
+    # ------------------------------------------------------------ model and data
+    MODEL_FROM_USER="${MODEL:+1}"                   # infer/merge: else the adapter's args.json decides
+    knob MODEL "$ROOT/weights/tiny-qwen3-vl"        # built by scripts/build_tiny_model.py
+    knob MODEL_TYPE ""                              # empty: read from $MODEL/config.json
+    knob DATA_DIR "$ROOT/data/openi_swift"          # written by scripts/convert_xray_swift.py
+    knob SPLIT_PREFIX ""                            # cls_ for the classification-head files
+    knob TRAIN_FILE "$DATA_DIR/${SPLIT_PREFIX}train.jsonl"
+    knob VAL_FILE "$DATA_DIR/${SPLIT_PREFIX}val.jsonl"
+    knob OUTPUT_DIR "$ROOT/results/lora"            # ms-swift adds a v<N>-<time>/ folder per run
+    knob ADAPTER ""                                 # empty: newest checkpoint under $OUTPUT_DIR
 
-# ---------------------------------------------------------------- inference
-INFER_BACKEND="${INFER_BACKEND:-transformers}"   # transformers | vllm
-MAX_NEW_TOKENS="${MAX_NEW_TOKENS:-512}"
-TEMPERATURE="${TEMPERATURE:-0}"                  # 0 = greedy
-INFER_BATCH="${INFER_BATCH:-16}"
+    # ------------------------------------------------------------ image budget
+    # Qwen3-VL: pixels = tokens x 32 x 32. 1024 tokens ~ 1.05 MP, the reference's
+    # MAX_PIXELS=1003520. Use the same value for training and inference.
+    knob IMAGE_MAX_TOKEN_NUM 1024
+    export IMAGE_MAX_TOKEN_NUM
+
+    # ------------------------------------------------------------ method (reference defaults)
+    knob LORA_RANK 8
+    knob LORA_ALPHA 32
+    knob TARGET_MODULES all-linear
+    knob FREEZE_VIT true
+    knob FREEZE_ALIGNER true
+
+    # ------------------------------------------------------------ training
+    knob LEARNING_RATE 1e-4
+    knob LR_SCHEDULER cosine
+    knob WARMUP_RATIO 0.05
+    knob EPOCHS 3
+    knob GLOBAL_BATCH 16                            # micro x accumulation x GPUs x nodes: fixed whatever the GPU count
+    knob MICRO_BATCH 1
+    knob MAX_LENGTH 2048
+    knob GRAD_CHECKPOINTING true
+    knob SAVE_STEPS 100
+    knob EVAL_STEPS "$SAVE_STEPS"
+    knob LOGGING_STEPS 5
+    knob SAVE_TOTAL_LIMIT 2
+    knob SEED 42
+    knob DEEPSPEED none                             # none | zero2 | zero3 | zero2_offload | zero3_offload (CUDA)
+    knob QUANT_BITS ""                              # 4 or 8: QLoRA (bitsandbytes) training, CUDA only
+    knob DTYPE auto                                 # auto: bfloat16 with CUDA, float32 without
+    knob NUM_WORKERS 2                              # dataloader and preprocessing processes
+
+    # ------------------------------------------------------------ inference
+    knob INFER_BACKEND transformers                 # transformers | vllm
+    knob MAX_NEW_TOKENS 512
+    knob TEMPERATURE 0                              # 0 = greedy
+    knob INFER_BATCH 16
+  }
+  KNOBS_APPLIED=1
+}
 
 # ---------------------------------------------------------------- environment
 # Local weights only by default: no hub lookups, no "is this model the latest" probe.
@@ -142,14 +167,34 @@ check_knobs() {
   done
 }
 
-require_model() {
-  [[ -d "$MODEL" ]] || die "model not found: $MODEL (set MODEL to a local Qwen3-VL folder, or build the default: python scripts/build_tiny_model.py)"
-  [[ -f "$MODEL/config.json" ]] || die "not a model folder (no config.json): $MODEL"
-  if [[ -z "$MODEL_TYPE" ]]; then
-    # The ms-swift model type is the config's model_type (qwen3_vl, qwen3_vl_moe, ...).
-    MODEL_TYPE="$("$PYTHON_BIN" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("model_type", ""))' \
-      "$MODEL/config.json")" || die "cannot read model_type from $MODEL/config.json"
-  fi
+# The library's Python (model resolution, small checks), importable even without the editable
+# install: the same path a script run from scripts/ has.
+medswift_python() {
+  PYTHONPATH="$ROOT/scripts:$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON_BIN" "$@"
+}
+
+# Ask the one resolver (medswift.core.models) what to load; sets MODEL, ADAPTER, MODEL_TYPE and
+# MODEL_SOURCE (user | adapter | default), or stops with its one-line error.
+#   resolve_choice model          a model alone (training, export): MODEL
+#   resolve_choice adapter        ADAPTER, else the newest checkpoint under OUTPUT_DIR, on its base
+#   resolve_choice serve          like adapter, or MODEL alone with NO_ADAPTER=1; checks INFER_BACKEND
+resolve_choice() {
+  local what="$1" adapter_given="$ADAPTER" args=() resolved
+  [[ -n "$MODEL_FROM_USER" || "$what" == model ]] && args+=(--model "$MODEL")
+  case "$what" in
+    model) args+=(--no_adapter) ;;
+    adapter) args+=(--adapter "$ADAPTER" --output_dir "$OUTPUT_DIR") ;;
+    serve)
+      args+=(--backend "$INFER_BACKEND")
+      if [[ "${NO_ADAPTER:-0}" == 1 ]]; then args+=(--no_adapter); else args+=(--adapter "$ADAPTER" --output_dir "$OUTPUT_DIR"); fi
+      ;;
+  esac
+  resolved="$(medswift_python -m medswift.core.models "${args[@]}")" || exit 2
+  local user_type="$MODEL_TYPE"
+  eval "$resolved"
+  [[ -n "$user_type" ]] && MODEL_TYPE="$user_type"
+  [[ -n "$ADAPTER" && -z "$adapter_given" ]] && note "using newest checkpoint: $ADAPTER"
+  return 0
 }
 
 require_data() {
@@ -158,44 +203,21 @@ require_data() {
   [[ -s "$path" ]] || die "$what is empty: $path"
 }
 
-# Newest checkpoint-<step> under $1 (by modification time), or nothing; merged
-# models (checkpoint-<step>-merged) are not adapters and are left out.
-latest_checkpoint() {
-  local dir="$1"
-  [[ -d "$dir" ]] || return 0
-  find "$dir" -maxdepth 3 -type d -regextype posix-extended -regex '.*/checkpoint-[0-9]+' -printf '%T@ %p\n' 2>/dev/null \
-    | sort -n | tail -n 1 | cut -d' ' -f2-
-}
-
-# What swift infer/deploy load: NO_ADAPTER=1 -> MODEL alone; else ADAPTER (newest checkpoint by
-# default) on the base named in its args.json, or on MODEL when set. Fills the array model_args.
+# What swift infer/export/deploy load, as flags: NO_ADAPTER=1 -> MODEL alone; else ADAPTER (newest
+# checkpoint by default) with --model only when the user named the base (else ms-swift reads the
+# checkpoint's args.json, as the resolver did). Fills the array model_args.
 resolve_model_args() {
+  resolve_choice serve
   # shellcheck disable=SC2034  # read by the sourcing launcher
   model_args=()
-  if [[ "${NO_ADAPTER:-0}" == "1" ]]; then
-    require_model
+  if [[ -z "$ADAPTER" ]]; then
     model_args=(--model "$MODEL")
     [[ -n "$MODEL_TYPE" ]] && model_args+=(--model_type "$MODEL_TYPE")
   else
-    resolve_adapter
-    if [[ -n "$MODEL_FROM_USER" ]]; then
-      require_model
-      model_args=(--model "$MODEL")
-    fi
+    [[ "$MODEL_SOURCE" == user ]] && model_args=(--model "$MODEL")
     model_args+=(--adapters "$ADAPTER")
   fi
   return 0
-}
-
-resolve_adapter() {
-  if [[ -z "$ADAPTER" ]]; then
-    ADAPTER="$(latest_checkpoint "$OUTPUT_DIR")"
-    [[ -n "$ADAPTER" ]] || die "no adapter given and no checkpoint-* under $OUTPUT_DIR (train first, or set ADAPTER to a checkpoint-N folder)"
-    note "using newest checkpoint: $ADAPTER"
-  fi
-  [[ -d "$ADAPTER" ]] || die "adapter not found: $ADAPTER"
-  [[ -f "$ADAPTER/adapter_config.json" || -f "$ADAPTER/args.json" ]] \
-    || die "not an adapter checkpoint (no adapter_config.json): $ADAPTER"
 }
 
 # QLoRA and quantised export run on CUDA only; stop before any heavy import (a dry run may print).
@@ -242,16 +264,54 @@ run_or_print() {
   exec "$@"
 }
 
-# swift sft with LoRA; $1 = processes per node, $2 = nodes; rest passes through.
-run_sft() {
-  local nproc="$1" nnodes="$2"
-  shift 2
+# How many processes and nodes a training launcher runs, and the checks that go with them, for
+# every training launcher alike. $1: "single" (one process, never torchrun) or "distributed"
+# (NPROC_PER_NODE, default all visible GPUs or 1 on CPU; NNODES with NODE_RANK, MASTER_ADDR and
+# MASTER_PORT). Sets nproc and nnodes.
+processes() {
+  local gpus
+  gpus="$(gpu_count)"
+  if [[ "$1" == single ]]; then
+    # One process: make sure ms-swift does not start torchrun from an inherited environment.
+    unset NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT
+    if ((gpus > 0)); then
+      export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
+      [[ "$CUDA_VISIBLE_DEVICES" == *,* ]] && die "one-GPU launcher got CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES; use finetune_qwen3vl_lora_mp.sh for several"
+    fi
+    nproc=1 nnodes=1
+    return 0
+  fi
+  # Without a GPU, ms-swift still runs several CPU processes (gloo), which is how it is tested.
+  nproc="${NPROC_PER_NODE:-$((gpus > 0 ? gpus : 1))}"
+  nnodes="${NNODES:-1}"
   is_positive_int "$nproc" || die "NPROC_PER_NODE must be a positive integer, got '$nproc'"
   is_positive_int "$nnodes" || die "NNODES must be a positive integer, got '$nnodes'"
+  if [[ "$nnodes" != 1 ]]; then
+    [[ -n "${NODE_RANK:-}" ]] || die "NNODES=$nnodes: set NODE_RANK (0..$((nnodes - 1))) on each node"
+    [[ -n "${MASTER_ADDR:-}" ]] || die "NNODES=$nnodes: set MASTER_ADDR to the address of node 0"
+    [[ "$NODE_RANK" =~ ^[0-9]+$ && "$NODE_RANK" -lt "$nnodes" ]] || die "NODE_RANK must be 0..$((nnodes - 1)), got '$NODE_RANK'"
+    export NODE_RANK MASTER_ADDR MASTER_PORT="${MASTER_PORT:-29500}"
+  fi
+  if ((gpus > 0)) && ((nproc > gpus)); then
+    die "NPROC_PER_NODE=$nproc but only $gpus GPU(s) are visible"
+  fi
+  if [[ "$nproc" == 1 && "$nnodes" == 1 ]]; then
+    unset NPROC_PER_NODE NNODES   # one process: no torchrun
+  else
+    export NPROC_PER_NODE="$nproc" NNODES="$nnodes"
+  fi
+}
+
+# swift sft with LoRA; $1 = single | distributed (see processes); the rest passes through.
+run_sft() {
+  [[ -n "$KNOBS_APPLIED" ]] || die "the launcher must call init_launcher before run_sft"
+  local nproc nnodes
+  processes "$1"
+  shift
   check_knobs LORA_RANK LORA_ALPHA EPOCHS LEARNING_RATE WARMUP_RATIO GLOBAL_BATCH MICRO_BATCH MAX_LENGTH \
     SAVE_STEPS EVAL_STEPS LOGGING_STEPS SAVE_TOTAL_LIMIT SEED NUM_WORKERS IMAGE_MAX_TOKEN_NUM \
     FREEZE_VIT FREEZE_ALIGNER GRAD_CHECKPOINTING
-  require_model
+  resolve_choice model
   require_data "$TRAIN_FILE" "training data"
   local val_args=()
   if [[ -n "$VAL_FILE" && "$VAL_FILE" != "none" ]]; then

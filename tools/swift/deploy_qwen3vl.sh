@@ -16,6 +16,7 @@
 # For research only, not for diagnosis.
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+init_launcher
 
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
@@ -54,16 +55,6 @@ esac
 [[ "$PORT" =~ ^[0-9]+$ ]] && ((PORT >= 1 && PORT <= 65535)) || die "PORT must be 1-65535, got '$PORT'"
 is_positive_int "$INFER_BATCH" || die "INFER_BATCH must be a positive integer, got '$INFER_BATCH'"
 is_positive_int "$MAX_NEW_TOKENS" || die "MAX_NEW_TOKENS must be a positive integer, got '$MAX_NEW_TOKENS'"
-
-case "$INFER_BACKEND" in
-  transformers) ;;
-  vllm)
-    # find_spec looks for the package without importing it (no torch, no CUDA init).
-    "$PYTHON_BIN" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("vllm") is None)' \
-      || die "INFER_BACKEND=vllm but vllm is not installed in $PYTHON_BIN (pip install vllm, or use INFER_BACKEND=transformers)"
-    ;;
-  *) die "INFER_BACKEND must be transformers or vllm, got '$INFER_BACKEND'" ;;
-esac
 
 resolve_model_args
 resolve_dtype

@@ -5,13 +5,15 @@
 # QUANT_METHOD: awq | gptq (4-bit, calibrated on CALIB_FILE) | fp8 (no calibration).
 # Output: QUANT_DIR (default <model>-<method>). For research only, not for diagnosis.
 # shellcheck source=common.sh
+# shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+init_launcher
 
 QUANT_METHOD="${QUANT_METHOD:-awq}"
 CALIB_FILE="${CALIB_FILE:-$TRAIN_FILE}"
 CALIB_SAMPLES="${CALIB_SAMPLES:-256}"
 [[ -n "$MODEL_FROM_USER" ]] || die "set MODEL to a merged model folder (tools/swift/merge_qwen3vl_lora.sh writes one)"
-require_model
+resolve_choice model
 quant_args=()
 case "$QUANT_METHOD" in
   awq | gptq)

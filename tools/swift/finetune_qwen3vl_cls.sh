@@ -7,13 +7,12 @@
 # Multi-label: the loss is BCE weighted by the training split's positive-class weights
 # (POS_WEIGHT=none for plain BCE). Knobs (env): see tools/swift/common.sh.
 # For research only, not for diagnosis.
-_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DATA_DIR="${DATA_DIR:-$_here/../../data/cxr14_swift}"
-TRAIN_FILE="${TRAIN_FILE:-$DATA_DIR/cls_train.jsonl}"
-VAL_FILE="${VAL_FILE:-$DATA_DIR/cls_val.jsonl}"
-OUTPUT_DIR="${OUTPUT_DIR:-$_here/../../results/cls}"
 # shellcheck source=common.sh
-source "$_here/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+launcher_default DATA_DIR "$ROOT/data/cxr14_swift"
+launcher_default SPLIT_PREFIX cls_                # cls_train.jsonl, cls_val.jsonl
+launcher_default OUTPUT_DIR "$ROOT/results/cls"
+init_launcher
 
 LABELS_FILE="${LABELS_FILE:-$DATA_DIR/labels.json}"
 POS_WEIGHT="${POS_WEIGHT:-auto}"   # auto | none
@@ -33,11 +32,4 @@ case "$POS_WEIGHT" in
   *) die "POS_WEIGHT must be auto or none, got '$POS_WEIGHT'" ;;
 esac
 
-nproc="${NPROC_PER_NODE:-1}"
-nnodes="${NNODES:-1}"
-if [[ "$nproc" == 1 && "$nnodes" == 1 ]]; then
-  unset NPROC_PER_NODE NNODES   # one process: no torchrun
-else
-  export NPROC_PER_NODE="$nproc" NNODES="$nnodes"
-fi
-run_sft "$nproc" "$nnodes" "${cls_args[@]}" "$@"
+run_sft distributed "${cls_args[@]}" "$@"

@@ -5,20 +5,18 @@
 #   NO_ADAPTER=1 MODEL=/models/Qwen3-VL-8B-Instruct bash tools/swift/infer_qwen3vl_lora.sh   # base model alone
 # The base model comes from the checkpoint's args.json unless MODEL is set.
 # Knobs (env): see tools/swift/common.sh. For research only, not for diagnosis.
+# shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+init_launcher
 
 check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH IMAGE_MAX_TOKEN_NUM
 require_data "$VAL_FILE" "inference data"
 resolve_model_args
-if [[ "${NO_ADAPTER:-0}" == "1" ]]; then
+if [[ -z "$ADAPTER" ]]; then
   RESULT_FILE="${RESULT_FILE:-$OUTPUT_DIR/infer_base.jsonl}"
 else
   RESULT_FILE="${RESULT_FILE:-$ADAPTER/infer_result.jsonl}"
 fi
-case "$INFER_BACKEND" in
-  transformers | vllm) ;;
-  *) die "INFER_BACKEND must be transformers or vllm, got '$INFER_BACKEND'" ;;
-esac
 resolve_dtype
 
 run_or_print "$SWIFT_BIN" infer \

@@ -6,14 +6,13 @@
 # (the 3.x `--merge_lora_output` flag is rejected). The base model comes from the
 # checkpoint's args.json unless MODEL is set.
 # Knobs (env): see tools/swift/common.sh. For research only, not for diagnosis.
+# shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+init_launcher
 
-resolve_adapter
+resolve_choice adapter
 model_args=()
-if [[ -n "$MODEL_FROM_USER" ]]; then
-  require_model
-  model_args=(--model "$MODEL")
-fi
+[[ "$MODEL_SOURCE" == user ]] && model_args=(--model "$MODEL")
 MERGED_DIR="${MERGED_DIR:-${ADAPTER%/}-merged}"
 [[ -e "$MERGED_DIR" ]] && die "merge output already exists: $MERGED_DIR (remove it or set MERGED_DIR)"
 resolve_dtype

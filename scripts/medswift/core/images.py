@@ -33,6 +33,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medswift.core.errors import Rejected
+
 # Modes that ms-swift's ``convert("RGB")`` already handles faithfully.
 PASS_THROUGH_MODES = {"L", "RGB"}
 
@@ -82,13 +84,8 @@ DECODER_ERRORS = (OSError, SyntaxError, ValueError, TypeError, struct.error, Ind
                   RuntimeError, StopIteration, AssertionError, zlib.error)
 
 
-class ImageRejected(ValueError):
-    """A file that cannot be used as an image; ``reason`` is a short stable label."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+class ImageRejected(Rejected):
+    """A file that cannot be used as an image; ``reason`` is one of ``REASONS``."""
 
 
 @dataclass

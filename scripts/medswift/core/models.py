@@ -1,23 +1,23 @@
-"""Load a Qwen3-VL model (+ optional LoRA adapter) into an ms-swift inference engine.
+"""The one place that decides what to load: base model, LoRA adapter, backend; and the engine.
 
-Shared by batch inference, the demo and the benchmarks, so every entry point checks
-paths the same way and fails with one line before the heavy imports.
+Python entry points (batch inference, the demo, the classifier, the benchmarks) call
+``resolve``; the shell launchers ask the same function through
+``python -m medswift.core.models`` (see ``main``), so "which checkpoint, on which base"
+is decided once. Paths are checked here, before any heavy import, with one-line errors.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "weights" / "tiny-qwen3-vl"
-BACKENDS = ("transformers", "vllm")
-
-
-class EngineError(ValueError):
-    """A user mistake in model/adapter/backend choice: shown as one line."""
+from medswift.core.constants import BACKENDS, DEFAULT_MODEL
+from medswift.core.errors import UsageError, run_cli
 
 
 @dataclass
@@ -26,33 +26,72 @@ class ModelChoice:
     adapter: Path | None
     model_type: str
     backend: str
+    model_source: str = "default"  # "user" (given), "adapter" (the checkpoint's args.json) or "default"
 
 
-def resolve(model_path: str | None, adapter_path: str | None, backend: str = "transformers") -> ModelChoice:
-    """Check paths and backend; the base model defaults to the one in the adapter's args.json."""
+def newest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest ``checkpoint-<step>`` under ``output_dir`` (ms-swift writes
+    ``v<N>-<time>/checkpoint-<step>``), by modification time; merged models are not adapters."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found = [p for pattern in ("checkpoint-*", "*/checkpoint-*", "*/*/checkpoint-*") for p in output_dir.glob(pattern)
+             if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    return max(found, key=lambda p: (p.stat().st_mtime, str(p)), default=None)
+
+
+def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
-        raise EngineError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise EngineError("backend vllm asked for but vllm is not installed (pip install vllm, needs CUDA); "
-                          "use --backend transformers")
+        raise UsageError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:  # find_spec imports nothing
+        raise UsageError("backend vllm asked for but vllm is not installed (pip install vllm, needs CUDA); "
+                         "use the transformers backend")
+
+
+def resolve(model_path: str | Path | None = None, adapter_path: str | Path | None = None,
+            backend: str = "transformers", *, output_dir: str | Path | None = None,
+            no_adapter: bool = False) -> ModelChoice:
+    """Decide and check what to load.
+
+    * ``no_adapter``: the model alone (``model_path``, else the embedded default).
+    * else the adapter is ``adapter_path``, or the newest checkpoint under ``output_dir`` when
+      one is given (the launchers' default), or none (a base model alone);
+    * the base model is ``model_path`` when given, else the one the adapter was trained on
+      (its ``args.json``), else the embedded default.
+    """
+    check_backend(backend)
     adapter = None
-    if adapter_path:
-        adapter = Path(adapter_path)
-        if not adapter.is_dir():
-            raise EngineError(f"adapter not found: {adapter}")
-        if not (adapter / "adapter_config.json").is_file():
-            raise EngineError(f"not a LoRA checkpoint (no adapter_config.json): {adapter}")
+    if not no_adapter:
+        if adapter_path:
+            adapter = Path(adapter_path)
+        elif output_dir is not None:
+            adapter = newest_checkpoint(Path(output_dir))
+            if adapter is None:
+                raise UsageError(f"no adapter given and no checkpoint-* under {output_dir} (train first, or set "
+                                 "ADAPTER / --adapter_path to a checkpoint-N folder)")
+        if adapter is not None:
+            if not adapter.is_dir():
+                raise UsageError(f"adapter not found: {adapter}")
+            if not (adapter / "adapter_config.json").is_file():
+                raise UsageError(f"not a LoRA checkpoint (no adapter_config.json): {adapter}")
     if model_path:
-        model = Path(model_path)
+        model, source = Path(model_path), "user"
     elif adapter is not None and (adapter / "args.json").is_file():
-        model = Path(json.loads((adapter / "args.json").read_text())["model"])
+        try:
+            model, source = Path(json.loads((adapter / "args.json").read_text(encoding="utf-8"))["model"]), "adapter"
+        except (ValueError, KeyError, TypeError, OSError):
+            raise UsageError(f"{adapter / 'args.json'} names no base model; give the model path") from None
     else:
-        model = DEFAULT_MODEL
+        model, source = DEFAULT_MODEL, "default"
     if not (model / "config.json").is_file():
         hint = " (build the default: python scripts/build_tiny_model.py)" if model == DEFAULT_MODEL else ""
-        raise EngineError(f"model not found (no config.json): {model}{hint}")
-    model_type = json.loads((model / "config.json").read_text()).get("model_type", "")
-    return ModelChoice(model=model, adapter=adapter, model_type=model_type, backend=backend)
+        raise UsageError(f"model not found (no config.json): {model}{hint}")
+    try:
+        model_type = json.loads((model / "config.json").read_text(encoding="utf-8")).get("model_type", "")
+    except (ValueError, OSError, AttributeError):
+        raise UsageError(f"cannot read model_type from {model / 'config.json'}") from None
+    return ModelChoice(model=model, adapter=adapter, model_type=model_type or "", backend=backend,
+                       model_source=source)
 
 
 def set_image_budget(max_tokens: int | None) -> int:
@@ -93,3 +132,29 @@ def request_config(max_new_tokens: int, temperature: float, top_p: float | None 
 
     return RequestConfig(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                          repetition_penalty=repetition_penalty, stream=stream, seed=seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """For the shell launchers: print the resolved choice as shell assignments
+    (``MODEL=... ADAPTER=... MODEL_TYPE=... MODEL_SOURCE=...``) for ``eval``, or one error line."""
+    p = argparse.ArgumentParser(prog="python -m medswift.core.models", description=main.__doc__)
+    p.add_argument("--model")
+    p.add_argument("--adapter")
+    p.add_argument("--output_dir", help="look for the newest checkpoint here when --adapter is not given")
+    p.add_argument("--no_adapter", action="store_true")
+    p.add_argument("--backend", default="transformers")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        choice = resolve(args.model or None, args.adapter or None, args.backend, output_dir=args.output_dir,
+                         no_adapter=args.no_adapter)
+        values = {"MODEL": choice.model, "ADAPTER": choice.adapter or "", "MODEL_TYPE": choice.model_type,
+                  "MODEL_SOURCE": choice.model_source}
+        print(" ".join(f"{k}={shlex.quote(str(v))}" for k, v in values.items()))
+        return 0
+
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

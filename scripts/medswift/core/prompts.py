@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-LANGUAGES = ("zh", "en")
+from medswift.core.constants import LANGUAGES  # re-exported: prompts.LANGUAGES
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "zh": (

@@ -23,18 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import posixpath
-import sys
 from pathlib import Path, PurePosixPath
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from scripts import prompts  # noqa: E402
-from scripts.dataset_core import (add_common_args, IMAGE_SUFFIXES, SPLITS, BadRecord, UsageError,  # noqa: E402
-                                  kept_records, message, prepare_output_dir, read_csv_rows, read_text_utf8,
-                                  remove_stale_files, require_object, run_cli, split_groups, text_field,
-                                  validate_records, write_jsonl, write_lists)
+from medswift.core import prompts
+from medswift.core.constants import DATA, IMAGE_SUFFIXES
+from medswift.core.errors import UsageError
+from medswift.data.core import (BadRecord, Candidate, add_common_args, check_and_split, converter_main,
+                                prepare_output_dir, read_csv_rows, read_text_utf8, remove_stale_files,
+                                require_object, sample, summarise, text_field, write_lists, write_splits)
 
 
 def _row(image: str, caption: str, group: str, path: Path | None, problem: tuple[str, str] | None = None) -> dict:
@@ -189,32 +185,22 @@ def convert(args) -> dict:
     # Images are looked up by their path as written (sub-folders allowed); validate_records
     # refuses those that resolve outside the images folder.
     index = {r["image"]: r["path"] for r in rows if r["path"] is not None and r["path"].is_file()}
-    records, candidates = [], []
+    candidates = []
     for r in rows:
         rid = caption_id(r["image"]) if r["image"] else ""
-        problem = r["problem"] or (None if r["caption"] else "empty caption")
-        records.append({"id": rid, "group": r["group"] or rid, "caption": r["caption"]})
-        candidates.append((rid, r["image"], problem))
-    checked = validate_records(candidates, index, out_dir / "images", images_dirs=roots,
-                               allow_outside=args.allow_outside_images, workers=args.workers,
-                               progress=not args.quiet)
-    good = checked.good
-    kept = kept_records(records, checked)
-    assignment = split_groups([r["group"] for r in kept], args.val_ratio, args.test_ratio, args.seed)
-    lines = {s: [] for s in SPLITS}
-    for rec in kept:
-        prompt = prompts.pick(rec["id"], args.seed, args.lang, "caption")
-        lines[assignment[rec["group"]]].append({"messages": [message("user", f"<image>{prompt}"),
-                                                             message("assistant", rec["caption"])],
-                                                "images": [good[rec["id"]]], "id": rec["id"]})
-    for split in SPLITS:
-        write_jsonl(out_dir / f"{split}.jsonl", lines[split])
-    lists = write_lists(out_dir, checked)
+        candidates.append(Candidate(rid, r["image"], r["problem"] or (None if r["caption"] else "empty caption"),
+                                    group=r["group"], fields={"caption": r["caption"]}))
+    conv = check_and_split(candidates, index, out_dir, args, images_dirs=roots)
+    rows_out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for rec in conv.kept:
+        prompt = prompts.pick(rec.record_id, args.seed, args.lang, "caption")
+        rows_out[conv.split(rec)].append(sample(rec.record_id, [conv.images[rec.record_id]], prompt,
+                                                rec.fields["caption"]))
+    per_split = write_splits(out_dir, rows_out)
+    lists = write_lists(out_dir, conv.validated)
     if hf_written is not None:
         lists["stale_copies_removed"] += remove_stale_files(hf_images, hf_written)[0]
-    return {"task": "caption", "read": len(rows), "written": sum(len(v) for v in lines.values()), **lists,
-            "records_per_split": {s: len(lines[s]) for s in SPLITS},
-            "split_by": args.group_key or "image", "seed": args.seed, "lang": args.lang}
+    return summarise("caption", len(rows), per_split, conv, lists, args, "groups", split_by=args.group_key or "image")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="JSONL/CSV file, folder of images + .txt, or save_to_disk folder")
     p.add_argument("--images_dir",
                    help="base folder of the image paths in a JSONL/CSV/datasets column (default: the input's folder)")
-    p.add_argument("--output_dir", default=str(ROOT / "data" / "captions_swift"))
+    p.add_argument("--output_dir", default=str(DATA / "captions_swift"))
     p.add_argument("--image_key", default="image")
     p.add_argument("--caption_key", default="caption")
     p.add_argument("--group_key", help="column that groups records (patient, series): never split apart")
@@ -231,8 +217,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(build_parser(), convert, argv, '{out}/{{train,val,test}}.jsonl')
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return converter_main(build_parser(), convert, argv, '{out}/{{train,val,test}}.jsonl')

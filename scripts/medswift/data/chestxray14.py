@@ -23,17 +23,13 @@ For research only, not for diagnosis.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from scripts.classification import CHESTXRAY14, write_task_outputs  # noqa: E402
-from scripts.dataset_core import (add_common_args, UsageError, index_images, kept_records,  # noqa: E402
-                                  prepare_output_dir, read_csv_rows, read_text_utf8, run_cli, split_groups,
-                                  validate_records, write_lists)
+from medswift.core.constants import DATA
+from medswift.core.errors import UsageError
+from medswift.data.core import (Candidate, add_common_args, check_and_split, converter_main, index_images,
+                                prepare_output_dir, read_csv_rows, read_text_utf8, summarise, write_lists)
+from medswift.data.tasks import CHESTXRAY14, write_task_outputs
 
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
 
@@ -62,14 +58,15 @@ def read_list(path: str | None) -> set[str] | None:
 
 def convert(args) -> dict:
     rows = read_csv_rows(Path(args.csv), REQUIRED, "Data_Entry_2017.csv")
-    index = index_images([Path(d) for d in args.images_dir])
+    images_dirs = [Path(d) for d in args.images_dir]
+    index = index_images(images_dirs)
     out_dir = Path(args.output_dir)
     train_val, test = read_list(args.train_val_list), read_list(args.test_list)
     if (train_val is None) != (test is None):
         raise UsageError("give both --train_val_list and --test_list, or neither")
     prepare_output_dir(out_dir)
 
-    records, candidates = [], []
+    candidates = []
     for row in rows:
         rid = (row.get("Image Index") or "").strip()
         labels, problem = parse_labels(row.get("Finding Labels", ""))
@@ -78,37 +75,27 @@ def convert(args) -> dict:
             problem = "no patient id"
         if not problem and test is not None and rid not in test and rid not in train_val:
             problem = "not in the official lists"
-        records.append({"id": rid, "group": patient, "labels": labels})
-        candidates.append((rid, rid, problem))
-    checked = validate_records(candidates, index, out_dir / "images", images_dirs=[Path(d) for d in args.images_dir],
-                               allow_outside=args.allow_outside_images, workers=args.workers,
-                               progress=not args.quiet)
-    good = checked.good
-    kept = kept_records(records, checked)
-    if test is None:
-        assignment = split_groups([r["group"] for r in kept], args.val_ratio, args.test_ratio, args.seed)
-    else:
+        candidates.append(Candidate(rid, rid, problem, group=patient, fields={"labels": labels}))
+    fixed = None
+    if test is not None:
         # Official split: test patients are fixed; validation patients come from train_val.
-        test_patients = {r["group"] for r in kept if r["id"] in test}
-        overlap = {r["group"] for r in kept if r["id"] in train_val} & test_patients
+        usable = [c for c in candidates if not c.problem]
+        test_patients = {c.group for c in usable if c.record_id in test}
+        overlap = {c.group for c in usable if c.record_id in train_val} & test_patients
         if overlap:
             raise UsageError(f"the official lists put patient {sorted(overlap)[0]} on both sides")
-        assignment = split_groups([r["group"] for r in kept if r["group"] not in test_patients],
-                                  args.val_ratio, 0.0, args.seed)
-        assignment.update({p: "test" for p in test_patients})
-    written = write_task_outputs(CHESTXRAY14, kept, good, assignment, out_dir, args.lang, args.seed)
-    lists = write_lists(out_dir, checked)
-    return {"task": "chestxray14", "read": len(rows), "written": written["written"], **lists,
-            "records_per_split": written["records_per_split"],
-            "patients_per_split": {s: sum(1 for v in assignment.values() if v == s) for s in ("train", "val", "test")},
-            "split": "official lists" if test is not None else "by patient", "seed": args.seed, "lang": args.lang}
+        fixed = {p: "test" for p in test_patients}
+    conv = check_and_split(candidates, index, out_dir, args, images_dirs=images_dirs, fixed=fixed)
+    per_split = write_task_outputs(CHESTXRAY14, conv, out_dir, args.lang, args.seed)
+    return summarise("chestxray14", len(rows), per_split, conv, write_lists(out_dir, conv.validated), args,
+                     "patients", split="official lists" if test is not None else "by patient")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--csv", required=True, help="Data_Entry_2017.csv")
     p.add_argument("--images_dir", action="append", required=True, help="image folder (repeat for several)")
-    p.add_argument("--output_dir", default=str(ROOT / "data" / "cxr14_swift"))
+    p.add_argument("--output_dir", default=str(DATA / "cxr14_swift"))
     p.add_argument("--train_val_list", help="official train_val_list.txt")
     p.add_argument("--test_list", help="official test_list.txt")
     add_common_args(p, val_ratio=0.1, test_ratio=0.2, lang="en")
@@ -116,8 +103,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(build_parser(), convert, argv, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json')
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return converter_main(build_parser(), convert, argv, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json')

@@ -10,11 +10,9 @@ one listed record; inputs must be UTF-8; images must resolve inside the images f
 """
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import io
-import json
 import os
 import random
 import re
@@ -25,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from scripts.imaging import ImageRejected, open_checked
+from medswift.core.constants import IMAGE_SUFFIXES, LANGUAGES, NOTICE, SPLITS
+from medswift.core.errors import Rejected, UsageError
+from medswift.core.files import read_text_utf8, write_atomic, write_json, write_jsonl, write_tsv
+from medswift.core.images import ImageRejected, open_checked
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
-SPLITS = ("train", "val", "test")
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")  # an id usable as a copy's file name as it is
 SAFE_FILE = re.compile(r"[A-Za-z0-9._-]{1,255}")  # a name copy_name can produce
 # Names of the files a converter wrote into one of its output folders (images/, hf_images/),
@@ -36,16 +35,12 @@ SAFE_FILE = re.compile(r"[A-Za-z0-9._-]{1,255}")  # a name copy_name can produce
 MANIFEST = ".written_by_converter"
 
 
-class UsageError(Exception):
-    """A user mistake: printed as one line, exit code 2."""
-
-
-class BadRecord(Exception):
+class BadRecord(Rejected):
     """One input record a converter cannot use; listed in skipped.tsv as ``(reason, detail)``."""
 
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.problem = (reason, detail)
+    @property
+    def problem(self) -> tuple[str, str]:
+        return self.reason, self.detail
 
 
 def json_type(value) -> str:
@@ -79,24 +74,6 @@ def text_field(record: dict, key: str, where: str, *, id_like: bool = False) -> 
     raise BadRecord("wrong field type", f"{where}: {key!r} is {json_type(value)}, expected text")
 
 
-def read_text_utf8(path: Path, what: str) -> str:
-    """The whole file as text: UTF-8, with or without a BOM (Excel and Notepad write one).
-    Any other encoding is one clear error instead of a traceback or mojibake in the reports."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{what} not found: {path}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    try:
-        return data[start:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        offset = start + exc.start
-        raise UsageError(f"{path} is not UTF-8 (byte 0x{data[offset]:02x} at offset {offset}); "
-                         "re-save it as UTF-8") from None
-
-
 def index_images(images_dirs: list[Path] | Path) -> dict[str, Path]:
     """Map file name and stem to a path (one scandir per folder, not a stat per record).
 
@@ -116,6 +93,27 @@ def index_images(images_dirs: list[Path] | Path) -> dict[str, Path]:
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 index.setdefault(path.stem, path)
     return index
+
+
+@dataclass
+class Candidate:
+    """One record a reader proposes.
+
+    ``record_id`` names it in the outputs and lists; ``image`` is the image it names (a file name
+    or a path relative to the images folder, looked up in the index); ``group`` is the unit that
+    never straddles two splits (study, patient, lesion; default the record itself); ``problem``
+    is why the reader already knows it is unusable (``reason`` or ``(reason, detail)``: empty
+    report, unknown label, wrong field type...). ``fields`` holds what the reader needs to write
+    the sample (report, labels, caption, source prompt, reasoning...).
+    """
+    record_id: str
+    image: str
+    problem: str | tuple[str, str] | None = None
+    group: str = ""
+    fields: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.group = self.group or self.record_id
 
 
 class CheckResult(NamedTuple):
@@ -212,12 +210,10 @@ class Validated:
     rechecked_in_process: int = 0  # jobs checked here after a worker process died
 
 
-def validate_records(candidates: list[tuple[str, str, str | tuple[str, str] | None]], index: dict[str, Path],
+def validate_records(candidates: list[Candidate], index: dict[str, Path],
                      copy_dir: Path, *, images_dirs: list[Path], allow_outside: bool, workers: int,
                      progress: bool) -> Validated:
-    """Check ``(record_id, image_name, problem)`` candidates; ``problem`` is the converter's own
-    reason to skip (empty report, unknown label, wrong field type...) as ``reason`` or
-    ``(reason, detail)``, or None.
+    """Check the readers' candidates.
 
     For each id the first *valid* candidate is kept (no problem, image inside ``images_dirs``
     after following symlinks unless ``allow_outside``, image decodes); every other candidate is
@@ -235,7 +231,8 @@ def validate_records(candidates: list[tuple[str, str, str | tuple[str, str] | No
     failure: dict[int, tuple[str, str]] = {}  # candidate index -> (reason, detail)
     claimed: dict[str, str] = {}  # resolved image path -> the id that uses it
     queue: dict[str, list[int]] = {}  # id -> its problem-free candidates, in input order
-    for i, (record_id, image_name, problem) in enumerate(candidates):
+    for i, cand in enumerate(candidates):
+        record_id, image_name, problem = cand.record_id, cand.image, cand.problem
         if problem:
             failure[i] = problem if isinstance(problem, tuple) else (problem, image_name)
         elif not record_id:
@@ -245,7 +242,7 @@ def validate_records(candidates: list[tuple[str, str, str | tuple[str, str] | No
 
     def image_path(i: int) -> str | None:
         """The resolved image of candidate ``i``, or None with its failure noted."""
-        image_name = candidates[i][1]
+        image_name = candidates[i].image
         if image_name not in index:
             failure[i] = ("missing image", f"{image_name} not in {where}")
             return None
@@ -258,8 +255,8 @@ def validate_records(candidates: list[tuple[str, str, str | tuple[str, str] | No
             failure[i] = ("image outside --images_dir", f"{image_name} resolves to {resolved}")
             return None
         # One file reached under two ids (a symlink, a second spelling) could land in train and val.
-        owner = claimed.setdefault(str(resolved), candidates[i][0])
-        if owner != candidates[i][0]:
+        owner = claimed.setdefault(str(resolved), candidates[i].record_id)
+        if owner != candidates[i].record_id:
             failure[i] = ("duplicate image", f"{image_name} is the image of record {owner}")
             return None
         return str(resolved)
@@ -298,7 +295,8 @@ def validate_records(candidates: list[tuple[str, str, str | tuple[str, str] | No
             warnings += [(res.record_id, w) for w in res.warnings]
 
     skipped = []
-    for i, (record_id, _, _) in enumerate(candidates):
+    for i, cand in enumerate(candidates):
+        record_id = cand.record_id
         if kept.get(record_id) == i:
             continue
         if kept.get(record_id, len(candidates)) < i:
@@ -309,10 +307,70 @@ def validate_records(candidates: list[tuple[str, str, str | tuple[str, str] | No
     return Validated(good, kept, skipped, warnings, copies, rechecked)
 
 
-def kept_records(records: list, validated: Validated) -> list:
-    """The records that will be written, in input order; ``records`` parallels the candidates
-    given to validate_records, so the record kept is the one whose image was checked."""
-    return [records[i] for i in sorted(validated.kept.values())]
+def kept_records(candidates: list[Candidate], validated: Validated) -> list[Candidate]:
+    """The candidates that will be written, in input order: for each id the one whose image
+    validate_records checked and kept (the first valid one)."""
+    return [candidates[i] for i in sorted(validated.kept.values())]
+
+
+@dataclass
+class Conversion:
+    """What ``check_and_split`` decided: the kept candidates, the image each will read, the split
+    of each group, and the checks behind them."""
+    kept: list[Candidate]
+    images: dict[str, str]  # record id -> the image path the model should read
+    split_of: dict[str, str]  # group -> "train" | "val" | "test"
+    validated: Validated
+
+    def split(self, cand: Candidate) -> str:
+        return self.split_of[cand.group]
+
+
+def check_and_split(candidates: list[Candidate], index: dict[str, Path], out_dir: Path, args, *,
+                    images_dirs: list[Path], fixed: dict[str, str] | None = None) -> Conversion:
+    """Decode and check every candidate's image (8-bit copies into ``out_dir/images``), keep the
+    first valid record of each id, and split the groups: ``fixed`` groups keep the split given
+    (an official test set), the others are split with --val_ratio/--test_ratio and --seed."""
+    validated = validate_records(candidates, index, out_dir / "images", images_dirs=images_dirs,
+                                 allow_outside=args.allow_outside_images, workers=args.workers,
+                                 progress=not args.quiet)
+    kept = kept_records(candidates, validated)
+    fixed = fixed or {}
+    free = [c.group for c in kept if c.group not in fixed]
+    test_ratio = 0.0 if "test" in fixed.values() else args.test_ratio  # an official test set is the test set
+    split_of = split_groups(free, args.val_ratio, test_ratio, args.seed)
+    split_of.update({g: s for g, s in fixed.items() if any(c.group == g for c in kept)})
+    return Conversion(kept, validated.good, split_of, validated)
+
+
+def message(role: str, content: str) -> dict:
+    return {"role": role, "content": content}
+
+
+def sample(record_id: str, images: list[str], prompt: str, answer: str | None = None, system: str | None = None,
+           **extra) -> dict:
+    """One ms-swift record: one ``<image>`` tag per image before the prompt, then the answer
+    (absent for a classification-head record, which carries ``label`` in ``extra``)."""
+    messages = [message("system", system)] if system else []
+    messages.append(message("user", "<image>" * len(images) + prompt))
+    if answer is not None:
+        messages.append(message("assistant", answer))
+    return {"messages": messages, "images": list(images), **extra, "id": record_id}
+
+
+def write_splits(out_dir: Path, rows: dict[str, list[dict]], prefix: str = "") -> dict[str, int]:
+    """``{prefix}train/val/test.jsonl``; returns the rows per split."""
+    for split in SPLITS:
+        write_jsonl(out_dir / f"{prefix}{split}.jsonl", rows[split])
+    return {split: len(rows[split]) for split in SPLITS}
+
+
+def summarise(task: str, read: int, per_split: dict[str, int], conv: Conversion, lists: dict, args,
+              unit: str, **extra) -> dict:
+    """The summary every converter writes (summary.json) and prints (summary_line)."""
+    return {"task": task, "read": read, "written": sum(per_split.values()), **lists, "records_per_split": per_split,
+            f"{unit}_per_split": {s: sum(1 for v in conv.split_of.values() if v == s) for s in SPLITS},
+            "seed": args.seed, "lang": args.lang, **extra}
 
 
 def split_groups(groups: list[str], val_ratio: float, test_ratio: float, seed: int) -> dict[str, str]:
@@ -339,38 +397,6 @@ def check_ratios(val_ratio: float, test_ratio: float) -> None:
     for name, value in (("val_ratio", val_ratio), ("test_ratio", test_ratio)):
         if not 0 <= value < 1:
             raise UsageError(f"--{name} must be in [0, 1), got {value}")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-# Line breaks to str.splitlines that json.dumps(ensure_ascii=False) leaves raw: escaped, so a
-# caption holding one cannot cut its JSONL line in two for a reader that splits that way.
-_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
-
-
-def json_line(row: dict) -> str:
-    return json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKS)
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    write_atomic(path, "".join(json_line(r) + "\n" for r in rows))
-
-
-def write_tsv(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
-    """A tab-separated file any CSV reader round-trips (``csv.reader(f, dialect="excel-tab")``):
-    a tab, newline or quote inside an id is quoted, so a hostile id stays on its own row."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, dialect="excel-tab", lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_atomic(path, buf.getvalue())
 
 
 def write_skipped(path: Path, skipped: list[tuple[str, str, str]]) -> Counter:
@@ -446,8 +472,6 @@ def summary_line(summary: dict) -> str:
 
 def add_common_args(p, val_ratio: float, test_ratio: float, lang: str = "en") -> None:
     """Flags every converter has: language, split, seed, workers, strictness."""
-    from scripts.prompts import LANGUAGES
-
     p.add_argument("--lang", choices=LANGUAGES, default=lang, help="language of prompts and answers")
     p.add_argument("--val_ratio", type=float, default=val_ratio)
     p.add_argument("--test_ratio", type=float, default=test_ratio)
@@ -459,7 +483,7 @@ def add_common_args(p, val_ratio: float, test_ratio: float, lang: str = "en") ->
                    help="accept image paths that resolve outside --images_dir (symlinks, ../, absolute paths)")
 
 
-def run_cli(parser, convert, argv: list[str] | None, outputs: str) -> int:
+def converter_main(parser, convert, argv: list[str] | None, outputs: str) -> int:
     """The converters' ``main``: parse, convert, report; user mistakes are one ``error:`` line (exit 2).
 
     ``outputs`` names what was written, with ``{out}`` standing for --output_dir.
@@ -469,7 +493,7 @@ def run_cli(parser, convert, argv: list[str] | None, outputs: str) -> int:
     try:
         check_ratios(args.val_ratio, args.test_ratio)
         summary = convert(args)
-        write_atomic(out / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+        write_json(out / "summary.json", summary)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -481,12 +505,12 @@ def run_cli(parser, convert, argv: list[str] | None, outputs: str) -> int:
 
 
 def finish(summary: dict, out_dir: Path, strict: bool, outputs: str) -> int:
-    """Print the summary (summary.json is written by run_cli) and decide the exit code."""
+    """Print the summary (summary.json is written by converter_main) and decide the exit code."""
     print(summary_line(summary))
     print(f"wrote {outputs}; skips listed in {out_dir / 'skipped.tsv'}")
     if summary.get("stale_copies_removed"):
         print(f"removed {summary['stale_copies_removed']} 8-bit copies an earlier run left in {out_dir / 'images'}")
-    print("Research use only, not for diagnosis.")
+    print(NOTICE)
     if summary["written"] == 0:
         print("error: no record was written; see skipped.tsv for the reasons", file=sys.stderr)
         return 1
@@ -510,10 +534,6 @@ def read_csv_rows(path: Path, required: tuple[str, ...], what: str) -> list[dict
         return list(reader)
     except csv.Error as exc:  # a NUL byte, an unterminated quote at the end
         raise UsageError(f"{path} is not a readable CSV: {exc}") from None
-
-
-def message(role: str, content: str) -> dict:
-    return {"role": role, "content": content}
 
 
 def default_workers() -> int:

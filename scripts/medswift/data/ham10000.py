@@ -15,26 +15,23 @@ For research only, not for diagnosis.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from scripts.classification import HAM10000, write_task_outputs  # noqa: E402
-from scripts.dataset_core import (add_common_args, index_images, kept_records, prepare_output_dir,  # noqa: E402
-                                  read_csv_rows, run_cli, split_groups, validate_records, write_lists)
+from medswift.core.constants import DATA
+from medswift.data.core import (Candidate, add_common_args, check_and_split, converter_main, index_images,
+                                prepare_output_dir, read_csv_rows, summarise, write_lists)
+from medswift.data.tasks import HAM10000, write_task_outputs
 
 REQUIRED = ("lesion_id", "image_id", "dx")
 
 
 def convert(args) -> dict:
     rows = read_csv_rows(Path(args.csv), REQUIRED, "HAM10000_metadata.csv")
-    index = index_images([Path(d) for d in args.images_dir])
+    images_dirs = [Path(d) for d in args.images_dir]
+    index = index_images(images_dirs)
     out_dir = Path(args.output_dir)
     prepare_output_dir(out_dir)
-    records, candidates = [], []
+    candidates = []
     for row in rows:
         rid = (row.get("image_id") or "").strip()
         dx = (row.get("dx") or "").strip().lower()
@@ -42,20 +39,10 @@ def convert(args) -> dict:
         problem = ("empty label field" if not dx else None if dx in HAM10000.labels else ("unknown label", dx))
         if not problem and not lesion:
             problem = "no lesion id"
-        records.append({"id": rid, "group": lesion, "labels": [dx]})
-        candidates.append((rid, rid, problem))
-    checked = validate_records(candidates, index, out_dir / "images", images_dirs=[Path(d) for d in args.images_dir],
-                               allow_outside=args.allow_outside_images, workers=args.workers,
-                               progress=not args.quiet)
-    good = checked.good
-    kept = kept_records(records, checked)
-    assignment = split_groups([r["group"] for r in kept], args.val_ratio, args.test_ratio, args.seed)
-    written = write_task_outputs(HAM10000, kept, good, assignment, out_dir, args.lang, args.seed)
-    lists = write_lists(out_dir, checked)
-    return {"task": "ham10000", "read": len(rows), "written": written["written"], **lists,
-            "records_per_split": written["records_per_split"],
-            "lesions_per_split": {s: sum(1 for v in assignment.values() if v == s) for s in ("train", "val", "test")},
-            "seed": args.seed, "lang": args.lang}
+        candidates.append(Candidate(rid, rid, problem, group=lesion, fields={"labels": [dx]}))
+    conv = check_and_split(candidates, index, out_dir, args, images_dirs=images_dirs)
+    per_split = write_task_outputs(HAM10000, conv, out_dir, args.lang, args.seed)
+    return summarise("ham10000", len(rows), per_split, conv, write_lists(out_dir, conv.validated), args, "lesions")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,14 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", required=True, help="HAM10000_metadata.csv")
     p.add_argument("--images_dir", action="append", required=True,
                    help="HAM10000_images_part_1, HAM10000_images_part_2 (repeat the flag)")
-    p.add_argument("--output_dir", default=str(ROOT / "data" / "ham10000_swift"))
+    p.add_argument("--output_dir", default=str(DATA / "ham10000_swift"))
     add_common_args(p, val_ratio=0.1, test_ratio=0.2, lang="en")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(build_parser(), convert, argv, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json')
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return converter_main(build_parser(), convert, argv, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json')

@@ -33,43 +33,34 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from medswift.core import prompts, thinking
+from medswift.core.constants import DATA
+from medswift.core.errors import UsageError
+from medswift.data.core import (BadRecord, Candidate, add_common_args, check_and_split, converter_main,
+                                index_images, prepare_output_dir, read_text_utf8, require_object, sample,
+                                summarise, text_field, write_lists, write_splits)
+from medswift.core.files import json_line
 
-from scripts import prompts, thinking  # noqa: E402
-from scripts.dataset_core import (add_common_args, SPLITS, BadRecord, UsageError, index_images,  # noqa: E402
-                                  json_line, prepare_output_dir, read_text_utf8, require_object, run_cli,
-                                  split_groups, text_field, validate_records, write_atomic, write_lists)
-
-
-@dataclass
-class Record:
-    record_id: str  # "<study>_<view>"
-    image_name: str  # file name (or stem) to look up in images_dir
-    report: str
-    source_prompt: str | None = None
-    reasoning: str | None = None  # optional: written as <think>...</think> before the report
-    problem: tuple[str, str] | None = None  # why the record cannot be used (wrong field type...)
-
-    @property
-    def study(self) -> str:
-        return study_of(self.record_id)
+OUTPUTS = "{out}/train.jsonl, {out}/val.jsonl, {out}/test.jsonl"
 
 
 def study_of(record_id: str) -> str:
     """``"162_1"`` -> ``"162"``; an id without a view suffix is its own study."""
-    study, sep, view = record_id.rpartition("_")
+    study, sep, _view = record_id.rpartition("_")
     return study if sep and study else record_id
 
 
+def report_candidate(record_id: str, image: str, report: str, prompt: str | None = None,
+                     reasoning: str | None = None) -> Candidate:
+    return Candidate(record_id, image, None if report else "empty report", group=study_of(record_id),
+                     fields={"report": report, "prompt": prompt, "reasoning": reasoning})
+
+
 # --------------------------------------------------------------------------- reading
-def load_records(path: Path) -> list[Record]:
+def load_records(path: Path) -> list[Candidate]:
     """Every record of the file, in order; a record with a missing or wrongly typed field comes
     back with its ``problem`` set (listed as a skip), so one bad record never refuses the file."""
     text = read_text_utf8(path, "input file")
@@ -88,19 +79,20 @@ def load_records(path: Path) -> list[Record]:
     )
 
 
-def _from_annotation(ann, where: str) -> Record:
+def _from_annotation(ann, where: str) -> Candidate:
     try:
         require_object(ann, where)
         rid = text_field(ann, "image_id", where, id_like=True)
         if not rid:
             raise BadRecord("no image id", f"{where}: no 'image_id'")
-        return Record(rid, rid, text_field(ann, "caption", where), reasoning=text_field(ann, "reasoning", where))
+        return report_candidate(rid, rid, text_field(ann, "caption", where),
+                                reasoning=text_field(ann, "reasoning", where))
     except BadRecord as bad:
         rid = ann.get("image_id") if isinstance(ann, dict) else None
-        return Record(rid.strip() if isinstance(rid, str) else "", "", "", problem=bad.problem)
+        return Candidate(rid.strip() if isinstance(rid, str) else "", "", bad.problem)
 
 
-def _from_reference(rec, where: str) -> Record:
+def _from_reference(rec, where: str) -> Candidate:
     try:
         require_object(rec, where)
         img = text_field(rec, "img", where)
@@ -109,82 +101,52 @@ def _from_reference(rec, where: str) -> Record:
         # Paths belong to another machine: keep only the file name (either separator).
         name = img.replace("\\", "/").rsplit("/", 1)[-1]
         rid = name.rsplit(".", 1)[0] if "." in name else name
-        return Record(rid, name, text_field(rec, "label", where), text_field(rec, "prompt", where) or None,
-                      text_field(rec, "reasoning", where))
+        return report_candidate(rid, name, text_field(rec, "label", where), text_field(rec, "prompt", where) or None,
+                                text_field(rec, "reasoning", where))
     except BadRecord as bad:
-        return Record("", "", "", problem=bad.problem)
+        return Candidate("", "", bad.problem)
 
 
 # --------------------------------------------------------------------------- writing
-def build_sample(record: Record, image_path: str, prompt: str, system: str | None) -> dict:
-    messages = []
-    if system:
-        messages.append({"role": "system", "content": system})
-    messages.append({"role": "user", "content": f"<image>{prompt}"})
-    messages.append({"role": "assistant", "content": thinking.join(record.reasoning, record.report)})
-    return {"messages": messages, "images": [image_path], "id": record.record_id}
-
-
 def convert(args: argparse.Namespace) -> dict:
-    input_path = Path(args.input)
-    images_dir = Path(args.images_dir)
-    out_dir = Path(args.output_dir)
+    input_path, images_dir, out_dir = Path(args.input), Path(args.images_dir), Path(args.output_dir)
     records = load_records(input_path)
     if not records:
         raise UsageError(f"{input_path} holds no records")
     index = index_images(images_dir)
     prepare_output_dir(out_dir)
-    copy_dir = out_dir / "images"
-    checked = validate_records(
-        [(r.record_id, r.image_name, r.problem or (None if r.report else "empty report")) for r in records],
-        index, copy_dir, images_dirs=[images_dir], allow_outside=args.allow_outside_images,
-        workers=args.workers, progress=not args.quiet)
-    good = checked.good
-    # The record kept for an id is the one validate_records checked (the first valid one).
-    kept = [rec for i, rec in enumerate(records) if checked.kept.get(rec.record_id) == i]
+    conv = check_and_split(records, index, out_dir, args, images_dirs=[images_dir])
 
-    assignment = split_groups([rec.study for rec in kept], args.val_ratio, args.test_ratio, args.seed)
-    lines: dict[str, list[str]] = {s: [] for s in SPLITS}
+    rows: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     template_use: Counter = Counter()
-    for rec in kept:  # input order, so outputs are stable and easy to diff
-        if args.keep_source_prompt and rec.source_prompt:
-            prompt = rec.source_prompt
-        else:
+    for rec in conv.kept:  # input order, so outputs are stable and easy to diff
+        prompt = rec.fields["prompt"] if args.keep_source_prompt else None
+        if not prompt:
             idx = prompts.pick_index(rec.record_id, args.seed, args.lang)
             template_use[idx] += 1
             prompt = prompts.template(args.lang, idx)
-        sample = build_sample(rec, good[rec.record_id], prompt, args.system)
-        lines[assignment[rec.study]].append(json_line(sample))
-
-    for split in SPLITS:
-        write_atomic(out_dir / f"{split}.jsonl", "".join(line + "\n" for line in lines[split]))
-    lists = write_lists(out_dir, checked, copy_dir)
-    studies_per_split = Counter(assignment.values())
-    summary = {
-        "input": str(input_path.resolve()),
-        "images_dir": str(images_dir.resolve()),
-        "lang": args.lang,
-        "seed": args.seed,
-        "val_ratio": args.val_ratio,
-        "test_ratio": args.test_ratio,
-        "read": len(records),
-        "written": sum(len(v) for v in lines.values()),
-        **lists,
-        "records_per_split": {s: len(lines[s]) for s in SPLITS},
-        "studies_per_split": {s: studies_per_split.get(s, 0) for s in SPLITS},
-        "normalised_copies": sum(1 for v in good.values() if Path(v).parent == copy_dir.resolve()),
-        "templates_used": {str(k): template_use[k] for k in sorted(template_use)},
-        "content_sha256": hashlib.sha256("".join("".join(lines[s]) for s in SPLITS).encode()).hexdigest(),
-    }
-    return summary
+        answer = thinking.join(rec.fields["reasoning"], rec.fields["report"])
+        rows[conv.split(rec)].append(sample(rec.record_id, [conv.images[rec.record_id]], prompt, answer,
+                                            args.system))
+    per_split = write_splits(out_dir, rows)
+    lists = write_lists(out_dir, conv.validated)
+    copy_root = (out_dir / "images").resolve()
+    return summarise(
+        "report", len(records), per_split, conv, lists, args, "studies",
+        input=str(input_path.resolve()), images_dir=str(images_dir.resolve()),
+        val_ratio=args.val_ratio, test_ratio=args.test_ratio,
+        normalised_copies=sum(1 for v in conv.images.values() if Path(v).parent == copy_root),
+        templates_used={str(k): template_use[k] for k in sorted(template_use)},
+        content_sha256=hashlib.sha256("".join(json_line(r) + "\n" for s in ("train", "val", "test")
+                                              for r in rows[s]).encode()).hexdigest())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="For research only, not for diagnosis.")
     p.add_argument("--input", "--source_json", "--annotations", dest="input", required=True,
                    help="reports JSON: reference list format or {annotations: [...]}")
     p.add_argument("--images_dir", required=True, help="folder holding the image files")
-    p.add_argument("--output_dir", default=str(ROOT / "data" / "openi_swift"))
+    p.add_argument("--output_dir", default=str(DATA / "openi_swift"))
     p.add_argument("--system", default=None, help="optional system prompt for every record")
     p.add_argument("--keep_source_prompt", action="store_true",
                    help="use the record's own prompt (reference format) instead of the templates")
@@ -193,8 +155,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(build_parser(), convert, argv, '{out}/train.jsonl, {out}/val.jsonl, {out}/test.jsonl')
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return converter_main(build_parser(), convert, argv, OUTPUTS)

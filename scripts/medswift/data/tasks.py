@@ -2,7 +2,7 @@
 
 One definition per task, shared by its converter (which writes both a generative JSONL
 and a ``--task_type seq_cls`` JSONL), the prediction script (which parses generative
-answers back to labels) and scripts/evaluate_classification.py (which reads labels.json).
+answers back to labels) and the classification report card (which reads labels.json).
 """
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts import prompts, thinking
-from scripts.dataset_core import SPLITS, message, write_atomic, write_jsonl
-
-MULTI = "multi_label_classification"
-SINGLE = "single_label_classification"
+from medswift.core import prompts, thinking
+from medswift.core.constants import MULTI_LABEL as MULTI
+from medswift.core.constants import NOTICE
+from medswift.core.constants import SINGLE_LABEL as SINGLE
+from medswift.core.errors import UsageError
+from medswift.core.files import read_text_utf8, write_json
+from medswift.data.core import Conversion, sample, write_splits
 
 
 @dataclass(frozen=True)
@@ -114,40 +116,42 @@ def pos_weights(task: Task, train_labels: list[list[str]]) -> list[float]:
     return out
 
 
-def write_task_outputs(task: Task, records: list[dict], good: dict[str, str], assignment: dict[str, str],
-                       out_dir: Path, lang: str, seed: int) -> dict:
-    """Write generative ``{split}.jsonl``, head ``cls_{split}.jsonl`` and ``labels.json``.
-
-    ``records``: the kept records (dataset_core.kept_records), dicts with ``id``, ``group``
-    and ``labels``; ``good`` maps id -> image path; each goes to the split of its group.
-    """
-    gen = {s: [] for s in SPLITS}
-    cls = {s: [] for s in SPLITS}
-    for rec in records:
-        split = assignment[rec["group"]]
-        prompt = prompts.pick(rec["id"], seed, lang, task.name)
-        image = [good[rec["id"]]]
-        gen[split].append({"messages": [message("user", f"<image>{prompt}"),
-                                        message("assistant", format_answer(task, rec["labels"], lang))],
-                           "images": image, "id": rec["id"]})
-        label = multi_hot(task, rec["labels"]) if task.problem_type == MULTI else task.labels.index(rec["labels"][0])
-        cls[split].append({"messages": [message("user", f"<image>{prompt}")], "images": image, "label": label,
-                           "id": rec["id"]})
-    for split in SPLITS:
-        write_jsonl(out_dir / f"{split}.jsonl", gen[split])
-        write_jsonl(out_dir / f"cls_{split}.jsonl", cls[split])
-    train_labels = [r["labels"] for r in records if assignment[r["group"]] == "train"]
-    meta = {"task": task.name, "problem_type": task.problem_type, "labels": list(task.labels),
-            "labels_zh": [task.zh[lab] for lab in task.labels], "num_labels": len(task.labels),
-            "pos_weight": pos_weights(task, train_labels) if task.problem_type == MULTI else None,
-            "positives_in_train": {lab: sum(lab in labs for labs in train_labels) for lab in task.labels},
-            "notice": "For research only, not for diagnosis."}
-    write_atomic(out_dir / "labels.json", json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
-    return {"records_per_split": {s: len(gen[s]) for s in SPLITS}, "written": sum(len(v) for v in gen.values())}
+def write_task_outputs(task: Task, conv: Conversion, out_dir: Path, lang: str, seed: int) -> dict[str, int]:
+    """Write generative ``{split}.jsonl``, head ``cls_{split}.jsonl`` and ``labels.json`` for the
+    kept candidates (``fields["labels"]``); returns the records per split."""
+    gen: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    cls: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for rec in conv.kept:
+        split, labels = conv.split(rec), rec.fields["labels"]
+        prompt = prompts.pick(rec.record_id, seed, lang, task.name)
+        images = [conv.images[rec.record_id]]
+        gen[split].append(sample(rec.record_id, images, prompt, format_answer(task, labels, lang)))
+        label = multi_hot(task, labels) if task.problem_type == MULTI else task.labels.index(labels[0])
+        cls[split].append(sample(rec.record_id, images, prompt, label=label))
+    per_split = write_splits(out_dir, gen)
+    write_splits(out_dir, cls, prefix="cls_")
+    train_labels = [r.fields["labels"] for r in conv.kept if conv.split(r) == "train"]
+    write_json(out_dir / "labels.json", {
+        "task": task.name, "problem_type": task.problem_type, "labels": list(task.labels),
+        "labels_zh": [task.zh[lab] for lab in task.labels], "num_labels": len(task.labels),
+        "pos_weight": pos_weights(task, train_labels) if task.problem_type == MULTI else None,
+        "positives_in_train": {lab: sum(lab in labs for labs in train_labels) for lab in task.labels},
+        "notice": NOTICE})
+    return per_split
 
 
 def load_labels(path: Path) -> dict:
-    meta = json.loads(Path(path).read_text(encoding="utf-8"))
-    if meta.get("task") not in TASKS:
-        raise ValueError(f"{path}: unknown task {meta.get('task')!r}")
-    return meta
+    """A ``labels.json``: its problem type and label order, checked (any task name; the
+    prediction script also needs it to be one of ``TASKS`` to parse generated answers)."""
+    path = Path(path)
+    try:
+        spec = json.loads(read_text_utf8(path, "labels file"))
+    except ValueError:
+        raise UsageError(f"labels file is not JSON: {path}") from None
+    if not isinstance(spec, dict) or spec.get("problem_type") not in (SINGLE, MULTI):
+        raise UsageError(f"{path}: problem_type must be {MULTI!r} or {SINGLE!r}")
+    labels = spec.get("labels")
+    if (not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels)
+            or len(set(labels)) != len(labels)):
+        raise UsageError(f"{path}: 'labels' must be a list of at least two distinct names")
+    return {**spec, "task": spec.get("task", "unknown")}

@@ -31,39 +31,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTICE = "For research only, not for diagnosis."
+from medswift.core.constants import NOTICE, RESULTS
+from medswift.core.constants import SINGLE_LABEL as SINGLE
+from medswift.core.errors import UsageError, run_cli
+from medswift.core.files import read_jsonl
+from medswift.data.tasks import load_labels
+
 DEFAULT_THRESHOLD = 0.5
-SINGLE, MULTI = "single_label_classification", "multi_label_classification"
-
-
-class UsageError(Exception):
-    pass
 
 
 # --------------------------------------------------------------------------- inputs
-def load_labels(path: Path) -> dict:
-    if not path.is_file():
-        raise UsageError(f"labels file not found: {path}")
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise UsageError(f"labels file is not JSON: {path}") from None
-    if not isinstance(spec, dict) or spec.get("problem_type") not in (SINGLE, MULTI):
-        raise UsageError(f"{path}: problem_type must be {MULTI!r} or {SINGLE!r}")
-    labels = spec.get("labels")
-    if (not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels)
-            or len(set(labels)) != len(labels)):
-        raise UsageError(f"{path}: 'labels' must be a list of at least two distinct names")
-    return {"task": spec.get("task", "unknown"), "problem_type": spec["problem_type"], "labels": labels}
-
-
 def load_predictions(path: Path, spec: dict) -> dict:
     """Indicator matrices y_true / y_pred (n x K), scores (n x K or None), ids, unparseable rows."""
     if not path.is_file():
@@ -71,14 +53,11 @@ def load_predictions(path: Path, spec: dict) -> dict:
     labels, single = spec["labels"], spec["problem_type"] == SINGLE
     index = {name: k for k, name in enumerate(labels)}
     ids, y_true, y_pred, scores, unparseable = [], [], [], [], []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    rows, problems = read_jsonl(path, "predictions file")
+    if problems:
+        raise UsageError(f"{path} {problems[0]}")
+    for n, row in rows:
         where = f"{path} line {n}"
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise UsageError(f"{where}: not JSON") from None
         true, pred, score = (row.get(k) for k in ("true", "pred", "scores")) if isinstance(row, dict) else [None] * 3
         if not isinstance(true, list) or (pred is not None and not isinstance(pred, list)):
             raise UsageError(f"{where}: 'true' must be a list of label names and 'pred' a list or null")
@@ -365,24 +344,23 @@ def summary(m: dict) -> str:
     return "; ".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=NOTICE)
     p.add_argument("--labels", required=True, help="labels.json written next to the converted data")
     p.add_argument("--predictions", required=True, help="test predictions JSONL")
     p.add_argument("--val_predictions", help="validation predictions JSONL with scores: tunes per-class thresholds")
-    p.add_argument("--output_dir", default=str(ROOT / "results" / "eval_cls"))
-    args = p.parse_args(argv)
-    try:
-        m = evaluate(Path(args.labels), Path(args.predictions), Path(args.output_dir),
-                     Path(args.val_predictions) if args.val_predictions else None)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    p.add_argument("--output_dir", default=str(RESULTS / "eval_cls"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(report, build_parser().parse_args(argv))
+
+
+def report(args) -> int:
+    m = evaluate(Path(args.labels), Path(args.predictions), Path(args.output_dir),
+                 Path(args.val_predictions) if args.val_predictions else None)
     print(summary(m))
     print(f"report: {Path(args.output_dir) / 'report.md'}")
     print(NOTICE)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ or ``None`` when the report does not mention it.
 
 Usage::
 
-    from scripts import findings
+    from medswift.eval import findings
     labels = findings.label_report("No pneumothorax but small left effusion.")
     labels["Pleural Effusion"]   # -> 1
     labels["Pneumothorax"]       # -> 0

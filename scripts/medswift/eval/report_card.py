@@ -26,23 +26,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from medswift.core import thinking
+from medswift.core.constants import NOTICE, RESULTS
+from medswift.core.errors import UsageError, run_cli
+from medswift.core.files import read_jsonl
+from medswift.eval import findings, text_metrics
 
-from scripts import findings, text_metrics, thinking  # noqa: E402
-
-NOTICE = "For research only, not for diagnosis."
 # Above these, the report card says plainly that the model ignores the image.
 SAME_AS_BLANK_WARN = 0.5
 DISTINCT_WARN = 0.5
-
-
-class UsageError(Exception):
-    pass
 
 
 def load_rows(path: Path) -> tuple[list[dict], list[dict], list[str]]:
@@ -50,20 +44,10 @@ def load_rows(path: Path) -> tuple[list[dict], list[dict], list[str]]:
     reference too. Anything else is a listed problem with its line number, never a traceback."""
     if not path.is_file():
         raise UsageError(f"predictions file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
-    scored, controls, problems = [], [], []
+    lines, problems = read_jsonl(path, "predictions file")
+    scored, controls = [], []
     seen: set[str] = set()
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            problems.append(f"line {n}: not JSON")
-            continue
+    for n, row in lines:
         if not isinstance(row, dict):
             problems.append(f"line {n}: not a JSON object ({type(row).__name__})")
             continue
@@ -301,18 +285,21 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
     return metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=NOTICE)
     p.add_argument("--predictions", required=True, help="JSONL from scripts/batch_infer.py (or swift infer)")
-    p.add_argument("--output_dir", default=str(ROOT / "results" / "eval"))
-    p.add_argument("--lang", choices=("zh", "en"), help="default: detected from the references")
+    p.add_argument("--output_dir", default=str(RESULTS / "eval"))
+    p.add_argument("--lang", choices=("zh", "en"), help="default: each record's own, from its reference")
     p.add_argument("--worst", type=int, default=10, help="how many worst examples the report lists")
-    args = p.parse_args(argv)
-    try:
-        m = evaluate(Path(args.predictions), Path(args.output_dir), args.lang, args.worst)
-    except (UsageError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(report, build_parser().parse_args(argv))
+
+
+def report(args) -> int:
+    m = evaluate(Path(args.predictions), Path(args.output_dir), args.lang, args.worst)
     for lg, n in m["records_per_lang"].items():
         scheme = text_metrics.TOKENISATIONS[lg][0]
         print(f"{n} reports ({lg}, {scheme} tokens): " + ", ".join(f"{k} {v:.3f}" for k, v in m["text"][scheme].items()))
@@ -323,7 +310,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {Path(args.output_dir) / 'report.md'}")
     print(NOTICE)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

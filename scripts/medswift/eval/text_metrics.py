@@ -21,6 +21,8 @@ import re
 import shutil
 import unicodedata
 
+from medswift.core.errors import UsageError
+
 EMPTY = "<empty>"  # stands in for an empty prediction: it matches nothing, so every score is 0
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CHAR_TOKEN = re.compile(rf"[{_CJK}]|[A-Za-z]+(?:['\-][A-Za-z]+)*|\d+(?:\.\d+)?")
@@ -54,7 +56,7 @@ def tokenize_zh_jieba(text: str) -> str:
 
 def require_java() -> None:
     if shutil.which("java") is None:
-        raise ValueError("English scoring needs Java 8+ (pycocoevalcap's PTB tokenizer and METEOR): "
+        raise UsageError("English scoring needs Java 8+ (pycocoevalcap's PTB tokenizer and METEOR): "
                          "install a JRE, e.g. apt-get install default-jre-headless")
 
 

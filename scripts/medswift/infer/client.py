@@ -40,19 +40,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from medswift.core.constants import LOOPBACK, NOTICE, RESULTS
+from medswift.core.errors import UsageError, run_cli
+from medswift.core.images import ImageRejected
+from medswift.infer.inputs import Item, add_input_args, check_generation_args, collect_items, load_images
+from medswift.infer.output import append_lines, prepare_output
+from medswift.infer.rows import report_row
 
-from scripts import thinking  # noqa: E402
-from scripts.batch_infer import (Item, UsageError, add_input_args, append_lines, collect_items,  # noqa: E402
-                                 control_image,
-                                 repair_and_read_done)
-from scripts.imaging import ImageRejected, open_checked  # noqa: E402
-
-NOTICE = "Research use only, not for diagnosis."
 DEFAULT_URL = "http://127.0.0.1:8000"
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class RequestFailed(Exception):
@@ -70,19 +65,23 @@ REFUSED_FOR_ALL = {401: "the API key", "max_tokens_too_large": "--max_new_tokens
 
 
 # --------------------------------------------------------------------------- payload
-def image_data_url(item: Item, multi_frame: str, seed: int) -> str:
-    """The checked, normalised pixels as a PNG data URL (raises ImageRejected)."""
-    image = control_image(item.control, seed) if item.control else open_checked(item.image,
-                                                                                multi_frame=multi_frame).image
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")  # a fresh PNG carries no DICOM or EXIF metadata
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+def image_data_urls(item: Item, multi_frame: str, seed: int) -> tuple[list[str], list[str]]:
+    """The checked, normalised pixels of each view as PNG data URLs, and the images' warnings
+    (raises ImageRejected)."""
+    images, warnings = load_images(item, seed, multi_frame)
+    urls = []
+    for image in images:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")  # a fresh PNG carries no DICOM or EXIF metadata
+        urls.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
+    return urls, warnings
 
 
-def chat_payload(model: str, prompt: str, data_url: str, args, stream: bool) -> dict:
-    messages = [{"role": "system", "content": args.system}] if args.system else []
-    messages.append({"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}},
-                                                 {"type": "text", "text": prompt}]})
+def chat_payload(model: str, item: Item, data_urls: list[str], args, stream: bool) -> dict:
+    system = args.system or item.system
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}
+                                                 for url in data_urls] + [{"type": "text", "text": item.prompt}]})
     body = {"model": model, "messages": messages, "max_tokens": args.max_new_tokens,
             "temperature": args.temperature, "seed": args.seed, "stream": stream}
     if args.top_p is not None:
@@ -189,7 +188,7 @@ def ask(session, url: str, body: dict, timeout: float, on_token=None) -> str:
 
 # --------------------------------------------------------------------------- running
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=NOTICE)
     add_input_args(p)
     p.add_argument("--url", default=DEFAULT_URL, help=f"server root (default {DEFAULT_URL})")
     p.add_argument("--model", help="served model name (default: the first one the server lists)")
@@ -198,8 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per request (default 600)")
     p.add_argument("--stream", action="store_true",
                    help="stream answers and print them as they come (default for a single image)")
-    p.add_argument("--ablation", action="store_true", help="also send blank and noise images with each prompt")
-    p.add_argument("--output_file", default=str(ROOT / "results" / "serve" / "predictions.jsonl"))
+    p.add_argument("--output_file", default=str(RESULTS / "serve" / "predictions.jsonl"))
     p.add_argument("--resume", action="store_true", help="skip images already in --output_file")
     p.add_argument("--overwrite", action="store_true", help="start --output_file afresh")
     return p
@@ -213,23 +211,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run(args) -> dict:
-    if args.max_new_tokens < 1:
-        raise UsageError("--max_new_tokens must be at least 1")
+    check_generation_args(args)
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    if not 0 <= args.temperature <= 2:
-        raise UsageError("--temperature must be within 0..2")
     url = args.url.rstrip("/")
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise UsageError(f"--url must look like http://host:port, got {args.url!r}")
     items = collect_items(args)
     out = Path(args.output_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and out.stat().st_size and not (args.resume or args.overwrite):
-        raise UsageError(f"{out} already has results; use --resume to continue it or --overwrite to replace it")
-    if args.overwrite and out.exists():
-        out.unlink()
-    done = repair_and_read_done(out) if args.resume else set()
+    done = prepare_output(out, args.resume, args.overwrite)
     todo = [it for it in items if it.key not in done]
 
     api_key = args.api_key or os.environ.get("MEDSWIFT_API_KEY") or None
@@ -255,10 +245,10 @@ def run(args) -> dict:
         if stop.is_set():
             return "cancelled", it, None
         try:
-            data_url = image_data_url(it, args.multi_frame, args.seed)
+            data_urls, warnings = image_data_urls(it, args.multi_frame, args.seed)
         except ImageRejected as exc:
             return "skipped", it, exc.reason
-        body = chat_payload(model, it.prompt, data_url, args, stream)
+        body = chat_payload(model, it, data_urls, args, stream)
 
         def echo(token):
             sys.stdout.write(token)
@@ -278,11 +268,8 @@ def run(args) -> dict:
         seconds = time.perf_counter() - t0
         if live:
             print(flush=True)
-        reasoning, report = thinking.split(text)
-        row = {"key": it.key, "id": it.record_id, "image": it.image, "control": it.control, "prompt": it.prompt,
-               "response": report if args.hide_reasoning else text, "reasoning": reasoning,
-               "reference": it.reference, "model": model, "adapter": None, "backend": "server",
-               "generation": generation, "seconds": round(seconds, 4)}
+        row = report_row(it, text, model=model, adapter=None, backend="server", generation=generation,
+                         seconds=seconds, hide_reasoning=args.hide_reasoning, warnings=warnings)
         with lock:
             append_lines(out, [row])
         return "written", it, seconds
@@ -311,11 +298,11 @@ def run(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     print(NOTICE, file=sys.stderr)
-    try:
-        summary = run(args)
-    except (UsageError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(report, args)
+
+
+def report(args) -> int:
+    summary = run(args)
     reasons = Counter(reason for _, reason in summary["skipped"])
     lat = summary["latencies"]
     timing = (f"; {summary['seconds']:.1f} s wall, latency p50 {percentile(lat, 50):.2f} s, "
@@ -331,7 +318,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results: {summary['output_file']}")
     print(NOTICE)
     return 0 if summary["written"] or summary["already_done"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

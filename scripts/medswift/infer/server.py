@@ -49,18 +49,15 @@ import sys
 import threading
 from pathlib import Path
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+from medswift.core.constants import LOOPBACK, NOTICE
+from medswift.core.errors import UsageError
+
 OPEN_PATHS = frozenset({"/health", "/health/", "/ping", "/v1/models"})  # ms-swift's own exemptions
 MAX_SEQUENCES = 8  # ceiling on n, best_of and num_beams: each multiplies the tokens generated
-NOTICE = "research use only, not for diagnosis"
 
 # The client-gone flag (a threading.Event) of the HTTP request being handled; the generation thread reads it.
 CLIENT_GONE: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("medswift_client_gone",
                                                                                      default=None)
-
-
-class UsageError(Exception):
-    """A start-up mistake of the user: one line, exit 2."""
 
 
 # --------------------------------------------------------------------------- pure checks (no ms-swift import)
@@ -425,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
 
     key_source = ("none (loopback only)" if not api_key
                   else "from " + (ours.api_key_file if ours.api_key_file else f"${ours.api_key_env}"))
-    get_logger().info(f"[medswift] {NOTICE}. API key: {key_source}; max_tokens ceiling {args.max_new_tokens} "
+    get_logger().info(f"[medswift] {NOTICE} API key: {key_source}; max_tokens ceiling {args.max_new_tokens} "
                       f"(larger requests are refused); image URLs: data:"
                       f"{' and http(s)' if ours.allow_remote_images else ' only'}")
     import tempfile
@@ -435,7 +432,3 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SWIFT_MEDIA_ALLOWED_DIRS"] = no_media
         build_deploy(args, api_key, ours.allow_remote_images).main()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,1 @@
+"""What every job shares: image decoding, prompts, the reasoning split, model resolution, errors, files."""

@@ -1,0 +1,1 @@
+"""Dataset converters: the shared core (checks, splits, outputs) and one reader module per dataset."""

@@ -1,0 +1,1 @@
+"""Inference: inputs, prediction rows, output files, batch inference, the HTTP server and its client."""

@@ -1,0 +1,31 @@
+"""The one format of a prediction row, for reports and for labels.
+
+Report rows are written by batch inference and by the server client and read by the report
+card; label rows are written by the classifier and read by the classification report card.
+"""
+from __future__ import annotations
+
+from medswift.core import thinking
+from medswift.infer.inputs import Item
+
+REPORT_ROW_FIELDS = ("key", "id", "image", "images", "control", "prompt", "response", "reasoning", "reference",
+                     "model", "adapter", "backend", "generation", "seconds", "warnings")
+LABEL_ROW_FIELDS = ("key", "id", "true", "pred", "scores", "response")
+
+
+def report_row(item: Item, text: str | None, *, model: str, adapter: str | None, backend: str, generation: dict,
+               seconds: float, hide_reasoning: bool = False, warnings: list[str] | None = None) -> dict:
+    """``response`` is the model's text (only the report after ``</think>`` with
+    ``hide_reasoning``); ``reasoning`` is what a Thinking model wrote before it, or None."""
+    reasoning, report = thinking.split(text)
+    row = {"key": item.key, "id": item.record_id, "image": item.image, "images": list(item.images),
+           "control": item.control, "prompt": item.prompt, "response": report if hide_reasoning else (text or ""),
+           "reasoning": reasoning, "reference": item.reference, "model": model, "adapter": adapter,
+           "backend": backend, "generation": generation, "seconds": round(seconds, 4), "warnings": list(warnings or [])}
+    return row
+
+
+def label_row(item: Item, true: list[str], pred: list[str] | None, scores: list[float] | None,
+              response: str | None) -> dict:
+    """``pred`` None: an answer that names no label (counted as wrong, never dropped)."""
+    return {"key": item.key, "id": item.record_id, "true": true, "pred": pred, "scores": scores, "response": response}

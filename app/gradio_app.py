@@ -42,7 +42,7 @@ AUTH_ENV = "MEDSWIFT_DEMO_AUTH"
 FREE_TEXT = "free text"
 MAX_TOKENS_RANGE = (16, 1024)
 TEMPERATURE_RANGE = (0.0, 1.5)
-UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"]  # what scripts/imaging decodes
+UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"]  # what medswift.core.images decodes
 UPLOAD_KINDS = "PNG, JPEG, TIFF, BMP or DICOM"
 # What the page says for each ImageRejected reason of medswift.core.images; other reasons are shown as they are.
 REJECTION_HINTS = {

@@ -1,9 +1,11 @@
-"""The README's commands, run as written.
+"""The README's commands, run as written, in a scratch checkout.
 
-The first bash block is the README's first screen and must hold exactly the two
-commands: the quick start (run here in full) and the test command (which CI runs;
-running it from inside the suite would recurse). Every other command in a bash
-block is run too:
+They run in a copy of the repository's tracked files (with this checkout's .venv and built
+tiny model linked in), so what they write lands there and never in the user's results/,
+data/ or weights/. The first bash block is the README's first screen and must hold exactly
+the two commands: the quick start (run here in full) and the test command (which CI runs;
+running it from inside the suite would recurse). Every other command in a bash block is run
+too, in order, after the quick start:
 * a command naming real weights or data sets (``/models/``, ``/data/``) that this machine
   cannot have must stop with the launcher's one-line error, before any heavy work;
 * a command with a ``...`` placeholder is only checked to name a script that exists;
@@ -11,8 +13,12 @@ block is run too:
 """
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -46,8 +52,32 @@ def test_first_screen_has_exactly_the_two_commands():
     assert "not for diagnosis" in README[:600]
 
 
-def test_quickstart_as_written():
-    proc = run(["bash", "-c", QUICKSTART], env={"CUDA_VISIBLE_DEVICES": ""}, timeout=1800)
+@pytest.fixture(scope="module")
+def checkout(tiny_model, tmp_path_factory) -> Path:
+    """A scratch copy of the tracked files; .venv and the built tiny model are links, not copies."""
+    dest = tmp_path_factory.mktemp("readme") / "MedSwift-VL"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, target)
+    (dest / ".venv").symlink_to(ROOT / ".venv")
+    (dest / "weights" / tiny_model.name).symlink_to(tiny_model)
+    return dest
+
+
+def user_folders() -> dict[str, set[str]]:
+    return {name: {str(p.relative_to(ROOT)) for p in (ROOT / name).rglob("*")} for name in ("results", "data")}
+
+
+@pytest.fixture(scope="module")
+def folders_before():
+    return user_folders()
+
+
+def test_quickstart_as_written(checkout, folders_before):
+    proc = run(["bash", "-c", QUICKSTART], env={"CUDA_VISIBLE_DEVICES": ""}, timeout=1800, cwd=checkout)
     out = proc.stdout
     assert "[setup] .venv is up to date" in out, "set-up is a no-op when nothing changed"
     assert "MedSwift-VL quickstart finished. For research only, not for diagnosis." in out
@@ -55,27 +85,45 @@ def test_quickstart_as_written():
     where = dict(re.findall(r"^  (model|converted data|LoRA adapter|predictions|merged model|report card)\s+(\S+)",
                             out, re.M))
     assert set(where) == {"model", "converted data", "LoRA adapter", "predictions", "merged model", "report card"}
-    card = (ROOT / where["report card"]).read_text()
+    card = (checkout / where["report card"]).read_text()
     assert "not for diagnosis" in card and "## Text metrics" in card
-    adapter, merged = ROOT / where["LoRA adapter"], ROOT / where["merged model"]
+    adapter, merged = checkout / where["LoRA adapter"], checkout / where["merged model"]
     assert (adapter / "adapter_model.safetensors").is_file()
     assert (merged / "config.json").is_file()
-    predictions = (ROOT / where["predictions"]).read_text().splitlines()
-    val = (ROOT / where["converted data"] / "val.jsonl").read_text().splitlines()
+    predictions = (checkout / where["predictions"]).read_text().splitlines()
+    val = (checkout / where["converted data"] / "val.jsonl").read_text().splitlines()
     assert len(predictions) == len(val) == 2
 
 
 @pytest.mark.parametrize("command", OTHERS, ids=range(len(OTHERS)))
-def test_other_readme_commands(command):
+def test_other_readme_commands(command, checkout):
     words = shlex.split(command)
     scripts = [w for w in words if w.endswith((".sh", ".py"))]
     assert scripts and all((ROOT / s).is_file() for s in scripts), f"names a missing script: {command}"
     if command == TEST_COMMAND or "..." in command:
         return  # CI runs the test command; placeholders are only checked for their script
-    proc = run(["bash", "-c", command], env={"CUDA_VISIBLE_DEVICES": ""}, check=False, timeout=900)
+    proc = run(["bash", "-c", command], env={"CUDA_VISIBLE_DEVICES": ""}, check=False, timeout=900, cwd=checkout)
     if re.search(r"[= ]/(models|data)/", command):
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
         assert "not found" in errors[0]
     else:
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def test_readme_training_command_trained_with_validation(checkout):
+    """`bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2` above: the one-GPU launcher's
+    defaults reached ms-swift and the validation split was evaluated."""
+    assert "bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2" in OTHERS
+    (ckpt,) = sorted((checkout / "results" / "lora").glob("v*/checkpoint-*"))
+    assert ckpt.name == "checkpoint-2" and (ckpt / "adapter_model.safetensors").is_file()
+    args = json.loads((ckpt / "args.json").read_text())
+    assert args["tuner_type"] == "lora" and args["lora_rank"] == 8 and args["freeze_vit"] is True
+    log = [json.loads(line) for line in (ckpt.parent / "logging.jsonl").read_text().splitlines()]
+    assert any("eval_loss" in r for r in log), "validation split was evaluated"
+
+
+def test_readme_commands_leave_the_users_folders_alone(folders_before):
+    """Runs last in this module: the quick start and every README command wrote only into the
+    scratch checkout."""
+    assert user_folders() == folders_before

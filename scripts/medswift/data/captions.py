@@ -20,17 +20,17 @@ For research only, not for diagnosis.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import posixpath
 from pathlib import Path, PurePosixPath
 
 from medswift.core import prompts
-from medswift.core.constants import DATA, IMAGE_SUFFIXES
+from medswift.core.constants import IMAGE_SUFFIXES
 from medswift.core.errors import UsageError
-from medswift.data.core import (BadRecord, Candidate, add_common_args, check_and_split, converter_main,
-                                prepare_output_dir, read_csv_rows, read_text_utf8, remove_stale_files,
-                                require_object, sample, summarise, text_field, write_lists, write_splits)
+from medswift.data.core import (BadRecord, Candidate, add_common_args, check_and_split, converter_entry,
+                                converter_parser, prepare_output_dir, read_csv_rows, read_text_utf8,
+                                remove_stale_files, require_object, sample, summarise, text_field, write_lists,
+                                write_splits)
 
 
 def _row(image: str, caption: str, group: str, path: Path | None, problem: tuple[str, str] | None = None) -> dict:
@@ -203,18 +203,16 @@ def convert(args) -> dict:
     return summarise("caption", len(rows), per_split, conv, lists, args, "groups", split_by=args.group_key or "image")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser():
+    p = converter_parser(__doc__)
     p.add_argument("--input", required=True, help="JSONL/CSV file, folder of images + .txt, or save_to_disk folder")
     p.add_argument("--images_dir",
                    help="base folder of the image paths in a JSONL/CSV/datasets column (default: the input's folder)")
-    p.add_argument("--output_dir", default=str(DATA / "captions_swift"))
     p.add_argument("--image_key", default="image")
     p.add_argument("--caption_key", default="caption")
     p.add_argument("--group_key", help="column that groups records (patient, series): never split apart")
-    add_common_args(p, val_ratio=0.1, test_ratio=0.1, lang="en")
+    add_common_args(p, "captions_swift", val_ratio=0.1, test_ratio=0.1, lang="en")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    return converter_main(build_parser(), convert, argv, '{out}/{{train,val,test}}.jsonl')
+main = converter_entry(build_parser, convert, '{out}/{{train,val,test}}.jsonl')

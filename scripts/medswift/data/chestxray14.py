@@ -22,13 +22,12 @@ For research only, not for diagnosis.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from medswift.core.constants import DATA
 from medswift.core.errors import UsageError
-from medswift.data.core import (Candidate, add_common_args, check_and_split, converter_main, index_images,
-                                prepare_output_dir, read_csv_rows, read_text_utf8, summarise, write_lists)
+from medswift.data.core import (Candidate, add_common_args, check_and_split, converter_entry, converter_parser,
+                                index_images, prepare_output_dir, read_csv_rows, read_text_utf8, summarise,
+                                write_lists)
 from medswift.data.tasks import CHESTXRAY14, write_task_outputs
 
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
@@ -91,16 +90,14 @@ def convert(args) -> dict:
                      "patients", split="official lists" if test is not None else "by patient")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser():
+    p = converter_parser(__doc__)
     p.add_argument("--csv", required=True, help="Data_Entry_2017.csv")
     p.add_argument("--images_dir", action="append", required=True, help="image folder (repeat for several)")
-    p.add_argument("--output_dir", default=str(DATA / "cxr14_swift"))
     p.add_argument("--train_val_list", help="official train_val_list.txt")
     p.add_argument("--test_list", help="official test_list.txt")
-    add_common_args(p, val_ratio=0.1, test_ratio=0.2, lang="en")
+    add_common_args(p, "cxr14_swift", val_ratio=0.1, test_ratio=0.2, lang="en")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    return converter_main(build_parser(), convert, argv, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json')
+main = converter_entry(build_parser, convert, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json')

@@ -470,8 +470,19 @@ def summary_line(summary: dict) -> str:
     return line
 
 
-def add_common_args(p, val_ratio: float, test_ratio: float, lang: str = "en") -> None:
-    """Flags every converter has: language, split, seed, workers, strictness."""
+def converter_parser(doc: str):
+    """The argument parser of a converter: its module docstring's first paragraph as description."""
+    import argparse
+
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=NOTICE)
+
+
+def add_common_args(p, output_dir: str, val_ratio: float, test_ratio: float, lang: str = "en") -> None:
+    """Flags every converter has: output folder (default data/<output_dir>), language, split, seed,
+    workers, strictness."""
+    from medswift.core.constants import DATA
+
+    p.add_argument("--output_dir", default=str(DATA / output_dir))
     p.add_argument("--lang", choices=LANGUAGES, default=lang, help="language of prompts and answers")
     p.add_argument("--val_ratio", type=float, default=val_ratio)
     p.add_argument("--test_ratio", type=float, default=test_ratio)
@@ -481,6 +492,13 @@ def add_common_args(p, val_ratio: float, test_ratio: float, lang: str = "en") ->
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--allow_outside_images", action="store_true",
                    help="accept image paths that resolve outside --images_dir (symlinks, ../, absolute paths)")
+
+
+def converter_entry(build_parser, convert, outputs: str):
+    """A reader's ``main(argv=None) -> int``: the shared flow of ``converter_main``."""
+    def main(argv: list[str] | None = None) -> int:
+        return converter_main(build_parser(), convert, argv, outputs)
+    return main
 
 
 def converter_main(parser, convert, argv: list[str] | None, outputs: str) -> int:

@@ -14,12 +14,10 @@ For research only, not for diagnosis.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from medswift.core.constants import DATA
-from medswift.data.core import (Candidate, add_common_args, check_and_split, converter_main, index_images,
-                                prepare_output_dir, read_csv_rows, summarise, write_lists)
+from medswift.data.core import (Candidate, add_common_args, check_and_split, converter_entry, converter_parser,
+                                index_images, prepare_output_dir, read_csv_rows, summarise, write_lists)
 from medswift.data.tasks import HAM10000, write_task_outputs
 
 REQUIRED = ("lesion_id", "image_id", "dx")
@@ -45,15 +43,13 @@ def convert(args) -> dict:
     return summarise("ham10000", len(rows), per_split, conv, write_lists(out_dir, conv.validated), args, "lesions")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser():
+    p = converter_parser(__doc__)
     p.add_argument("--csv", required=True, help="HAM10000_metadata.csv")
     p.add_argument("--images_dir", action="append", required=True,
                    help="HAM10000_images_part_1, HAM10000_images_part_2 (repeat the flag)")
-    p.add_argument("--output_dir", default=str(DATA / "ham10000_swift"))
-    add_common_args(p, val_ratio=0.1, test_ratio=0.2, lang="en")
+    add_common_args(p, "ham10000_swift", val_ratio=0.1, test_ratio=0.2, lang="en")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    return converter_main(build_parser(), convert, argv, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json')
+main = converter_entry(build_parser, convert, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json')

@@ -37,11 +37,10 @@ from collections import Counter
 from pathlib import Path
 
 from medswift.core import prompts, thinking
-from medswift.core.constants import DATA
 from medswift.core.errors import UsageError
-from medswift.data.core import (BadRecord, Candidate, add_common_args, check_and_split, converter_main,
-                                index_images, prepare_output_dir, read_text_utf8, require_object, sample,
-                                summarise, text_field, write_lists, write_splits)
+from medswift.data.core import (BadRecord, Candidate, add_common_args, check_and_split, converter_entry,
+                                converter_parser, index_images, prepare_output_dir, read_text_utf8, require_object,
+                                sample, summarise, text_field, write_lists, write_splits)
 from medswift.core.files import json_line
 
 OUTPUTS = "{out}/train.jsonl, {out}/val.jsonl, {out}/test.jsonl"
@@ -141,18 +140,16 @@ def convert(args: argparse.Namespace) -> dict:
                                               for r in rows[s]).encode()).hexdigest())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="For research only, not for diagnosis.")
+def build_parser():
+    p = converter_parser(__doc__)
     p.add_argument("--input", "--source_json", "--annotations", dest="input", required=True,
                    help="reports JSON: reference list format or {annotations: [...]}")
     p.add_argument("--images_dir", required=True, help="folder holding the image files")
-    p.add_argument("--output_dir", default=str(DATA / "openi_swift"))
     p.add_argument("--system", default=None, help="optional system prompt for every record")
     p.add_argument("--keep_source_prompt", action="store_true",
                    help="use the record's own prompt (reference format) instead of the templates")
-    add_common_args(p, val_ratio=0.05, test_ratio=0.05, lang="zh")
+    add_common_args(p, "openi_swift", val_ratio=0.05, test_ratio=0.05, lang="zh")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    return converter_main(build_parser(), convert, argv, OUTPUTS)
+main = converter_entry(build_parser, convert, OUTPUTS)

@@ -11,8 +11,8 @@ files with ``labels`` work too) and writes into ``--output_dir``:
 
 What it measures:
   * BLEU-1..4, ROUGE-L, CIDEr (METEOR for English) with pycocoevalcap; Chinese scored
-    on characters (primary) and jieba words (secondary); see scripts/text_metrics.py.
-  * finding F1 (rule-based): scripts/findings.py labels 14 observations + No Finding
+    on characters (primary) and jieba words (secondary); see medswift/eval/text_metrics.py.
+  * finding F1 (rule-based): medswift/eval/findings.py labels 14 observations + No Finding
     in prediction and reference; per-finding precision/recall/F1, micro/macro F1.
     A proxy, not CheXbert.
   * share of predictions vs references that say "no acute abnormality";
@@ -77,6 +77,7 @@ def load_rows(path: Path) -> tuple[list[dict], list[dict], list[str]]:
         else:
             seen.add(row["key"])
             scored.append(row)
+    problems.sort(key=lambda p: int(p.split(":", 1)[0].split()[1]))  # in file order, whatever found them
     if not scored:
         raise UsageError(f"{path} has no prediction with a reference report "
                          "(run scripts/batch_infer.py with --dataset)")
@@ -211,7 +212,7 @@ def write_report(m: dict, worst: list[dict], out: Path) -> None:
     lines += ["| metric | " + " | ".join(heads) + " |", "|---|" + "---|" * len(schemes)]
     lines += [f"| {n} | " + " | ".join(fmt(m["text"][s].get(n)) for s in schemes) + " |" for n in names]
     lines += ["", "![text metrics](text_metrics.png)", "", "## Findings: finding F1 (rule-based)", "",
-              "Observations labelled by `scripts/findings.py`, a rule-based labeller with negation and uncertainty "
+              "Observations labelled by `medswift/eval/findings.py`, a rule-based labeller with negation and uncertainty "
               "rules for English and Chinese; uncertain mentions count as positive. It is a proxy for clinical "
               "correctness, not CheXbert and not a radiologist.", "",
               f"micro F1 {fmt(m['findings']['micro_f1'])}, macro F1 {fmt(m['findings']['macro_f1'])} "

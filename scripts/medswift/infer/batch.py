@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 from medswift.core import models
@@ -30,7 +29,7 @@ from medswift.core.errors import UsageError, run_cli
 from medswift.core.images import ImageRejected
 from medswift.infer.inputs import (add_input_args, check_generation_args, collect_items, load_images,
                                    request_messages)
-from medswift.infer.output import append_lines, prepare_output
+from medswift.infer.output import append_lines, prepare_output, print_run_summary
 from medswift.infer.rows import report_row
 
 
@@ -151,17 +150,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args) -> int:
     summary = run(args)
-    reasons = Counter(reason.split(" (")[0] for _, reason in summary["skipped"])
     rate = summary["written"] / summary["seconds"] if summary["seconds"] > 0 and summary["written"] else 0.0
-    print(f"inputs {summary['inputs']} = written {summary['written']} + already done {summary['already_done']} "
-          f"+ skipped {len(summary['skipped'])}"
-          + (f" ({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))})" if reasons else "")
-          + f"; model load {summary['load_seconds']:.1f} s, inference {summary['seconds']:.1f} s "
-          f"({rate:.2f} inputs/s)")
-    for image, reason in summary["skipped"]:
-        print(f"  skipped {image}: {reason}")
-    for image, warning in summary["warnings"]:
-        print(f"  warning {image}: {warning}")
-    print(f"results: {summary['output_file']}")
-    print(NOTICE)
-    return 0 if summary["written"] or summary["already_done"] else 1
+    return print_run_summary(summary, f"; model load {summary['load_seconds']:.1f} s, inference "
+                                      f"{summary['seconds']:.1f} s ({rate:.2f} inputs/s)", ("skipped", "warnings"))

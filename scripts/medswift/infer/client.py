@@ -8,7 +8,7 @@ Usage:
     python scripts/evaluate.py --predictions results/serve/predictions.jsonl --output_dir results/eval_serve
     MEDSWIFT_API_KEY=... python scripts/serve_client.py --url http://gpu-node:8000 --images_dir /data/xrays
 
-Each image is opened here with ``scripts/imaging.open_checked`` (DICOM included), and
+Each image is opened here with ``medswift.core.images.open_checked`` (DICOM included), and
 only its pixels leave the machine, re-encoded as a PNG data URL: no file name, no DICOM
 tag. Requests go to ``<url>/v1/chat/completions`` with at most ``--concurrency`` in
 flight; ``--stream`` (the default for a single image) reads the answer as server-sent
@@ -35,7 +35,6 @@ import os
 import sys
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -44,7 +43,7 @@ from medswift.core.constants import LOOPBACK, NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.images import ImageRejected
 from medswift.infer.inputs import Item, add_input_args, check_generation_args, collect_items, load_images
-from medswift.infer.output import append_lines, prepare_output
+from medswift.infer.output import append_lines, prepare_output, print_run_summary
 from medswift.infer.rows import report_row
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -225,7 +224,7 @@ def run(args) -> dict:
     api_key = args.api_key or os.environ.get("MEDSWIFT_API_KEY") or None
     session = make_session(url, api_key)
     summary = {"inputs": len(items), "already_done": len(items) - len(todo), "written": 0, "skipped": [],
-               "failed": [], "latencies": [], "seconds": 0.0, "output_file": str(out)}
+               "failed": [], "warnings": [], "latencies": [], "seconds": 0.0, "output_file": str(out)}
     if not todo:
         return summary
     models = served_models(session, url, min(args.timeout, 30.0))
@@ -272,6 +271,7 @@ def run(args) -> dict:
                          seconds=seconds, hide_reasoning=args.hide_reasoning, warnings=warnings)
         with lock:
             append_lines(out, [row])
+            summary["warnings"] += [(it.image, w) for w in warnings]
         return "written", it, seconds
 
     t_start = time.perf_counter()
@@ -303,18 +303,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args) -> int:
     summary = run(args)
-    reasons = Counter(reason for _, reason in summary["skipped"])
     lat = summary["latencies"]
     timing = (f"; {summary['seconds']:.1f} s wall, latency p50 {percentile(lat, 50):.2f} s, "
               f"p95 {percentile(lat, 95):.2f} s" if lat else "")
-    print(f"inputs {summary['inputs']} = written {summary['written']} + already done {summary['already_done']} "
-          f"+ skipped {len(summary['skipped'])}"
-          + (f" ({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))})" if reasons else "")
-          + f" + failed {len(summary['failed'])}{timing}")
-    for image, reason in summary["skipped"]:
-        print(f"  skipped {image}: {reason}")
-    for image, reason in summary["failed"]:
-        print(f"  failed {image}: {reason}")
-    print(f"results: {summary['output_file']}")
-    print(NOTICE)
-    return 0 if summary["written"] or summary["already_done"] else 1
+    return print_run_summary(summary, f" + failed {len(summary['failed'])}{timing}",
+                             ("skipped", "failed", "warnings"))

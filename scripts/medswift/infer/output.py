@@ -72,3 +72,26 @@ def append_lines(path: Path, rows: list[dict]) -> None:
             os.close(fd)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+LISTED_AS = {"skipped": "skipped", "warnings": "warning", "failed": "failed"}
+
+
+def print_run_summary(summary: dict, tail: str = "", listed: tuple[str, ...] = ("skipped",)) -> int:
+    """The closing lines every inference tool prints: ``inputs N = written + already done + skipped
+    (by reason)`` and a tail, then each listed input with its reason; returns the exit code (1 when
+    nothing was written or done before)."""
+    from collections import Counter
+
+    from medswift.core.constants import NOTICE
+
+    reasons = Counter(reason.split(" (")[0] for _, reason in summary["skipped"])
+    print(f"inputs {summary['inputs']} = written {summary['written']} + already done {summary['already_done']} "
+          f"+ skipped {len(summary['skipped'])}"
+          + (f" ({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))})" if reasons else "") + tail)
+    for kind in listed:
+        for where, reason in summary.get(kind, ()):
+            print(f"  {LISTED_AS[kind]} {where}: {reason}")
+    print(f"results: {summary['output_file']}")
+    print(NOTICE)
+    return 0 if summary["written"] or summary["already_done"] else 1

@@ -115,7 +115,7 @@ def test_readme_training_command_trained_with_validation(checkout):
     """`bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2` above: the one-GPU launcher's
     defaults reached ms-swift and the validation split was evaluated."""
     assert "bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2" in OTHERS
-    (ckpt,) = sorted((checkout / "results" / "lora").glob("v*/checkpoint-*"))
+    (ckpt,) = [p for p in (checkout / "results" / "lora").glob("v*/checkpoint-*") if not p.name.endswith("-merged")]
     assert ckpt.name == "checkpoint-2" and (ckpt / "adapter_model.safetensors").is_file()
     args = json.loads((ckpt / "args.json").read_text())
     assert args["tuner_type"] == "lora" and args["lora_rank"] == 8 and args["freeze_vit"] is True

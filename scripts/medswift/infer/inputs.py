@@ -31,6 +31,7 @@ class Item:
     control: str | None = None
     system: str | None = None  # the record's own system prompt (the converter's --system)
     row: dict = field(default_factory=dict)  # the dataset record (the classifier reads its label)
+    dataset: str | None = None  # the converter JSONL it came from (its summary.json is the provenance)
 
     @property
     def image(self) -> str:
@@ -80,6 +81,8 @@ def items_from_dataset(path: Path, prompt_override: str | None) -> list[Item]:
     if problems:
         raise UsageError(f"{path} {problems[0]} (a converter JSONL is expected)")
     items = [item_from_record(row, f"{path}:{n}", prompt_override) for n, row in rows]
+    for it in items:
+        it.dataset = str(path.resolve())
     if not items:
         raise UsageError(f"dataset is empty: {path}")
     return items

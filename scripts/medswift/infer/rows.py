@@ -9,7 +9,7 @@ from medswift.core import thinking
 from medswift.infer.inputs import Item
 
 REPORT_ROW_FIELDS = ("key", "id", "image", "images", "control", "prompt", "response", "reasoning", "reference",
-                     "model", "adapter", "backend", "generation", "seconds", "warnings")
+                     "model", "adapter", "backend", "generation", "dataset", "seconds", "warnings")
 LABEL_ROW_FIELDS = ("key", "id", "true", "pred", "scores", "response")
 
 
@@ -21,7 +21,8 @@ def report_row(item: Item, text: str | None, *, model: str, adapter: str | None,
     row = {"key": item.key, "id": item.record_id, "image": item.image, "images": list(item.images),
            "control": item.control, "prompt": item.prompt, "response": report if hide_reasoning else (text or ""),
            "reasoning": reasoning, "reference": item.reference, "model": model, "adapter": adapter,
-           "backend": backend, "generation": generation, "seconds": round(seconds, 4), "warnings": list(warnings or [])}
+           "backend": backend, "generation": generation, "dataset": item.dataset, "seconds": round(seconds, 4),
+           "warnings": list(warnings or [])}
     return row
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from medswift.core.constants import ROOT
-from medswift.data import openi as conv
+from medswift.data import reports as conv
 
 BUNDLED = ROOT / "data" / "openi" / "images"
 

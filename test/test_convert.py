@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, read_jsonl, run
-from medswift.data import openi as conv
+from medswift.data import openi
+from medswift.data import reports as conv
 from medswift.core import prompts
 
 SHARED_SOURCE = ROOT.parent / "shared" / "data" / "openi" / "openi-zh-prompt.json"
@@ -188,7 +189,7 @@ def test_no_study_on_two_sides_and_byte_identical(tmp_path):
     sides: dict[str, set[str]] = {}
     for split, rows in samples.items():
         for s in rows:
-            sides.setdefault(conv.study_of(s["id"]), set()).add(split)
+            sides.setdefault(openi.study_of(s["id"]), set()).add(split)
     assert len(sides) == 60 and all(len(v) == 1 for v in sides.values())
     assert [sum(1 for v in sides.values() if split in v) for split in ("train", "val", "test")] == [42, 6, 12]
     # same inputs and seed, serial this time and in another process with another hash seed
@@ -224,7 +225,7 @@ def test_system_prompt_and_templates():
     assert row["messages"][1]["content"] == "<image>Describe." and row["images"] == ["/x/2_1.png"]
     two = sample("2", ["/x/2_1.png", "/x/2_2.png"], "Describe.", "Normal chest.")
     assert two["messages"][0]["content"] == "<image><image>Describe.", "one tag per view"
-    assert conv.study_of("1234_2") == "1234" and conv.study_of("CXR7") == "CXR7"
+    assert openi.study_of("1234_2") == "1234" and openi.study_of("CXR7") == "CXR7"
 
 
 def test_dicom_images_convert_to_8bit_copies(tmp_path):

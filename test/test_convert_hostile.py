@@ -21,7 +21,7 @@ from medswift.data import captions as convert_captions
 from medswift.data import chestxray14 as convert_chestxray14
 from medswift.data import core as dataset_core
 from medswift.data import ham10000 as convert_ham10000
-from medswift.data import openi as conv
+from medswift.data import reports as conv
 
 RNG_SEED = 7
 
@@ -315,7 +315,7 @@ def test_images_outside_images_dir_are_refused(tmp_path):
 
 @pytest.mark.parametrize("module", [conv, convert_chestxray14, convert_ham10000, convert_captions])
 def test_every_converter_has_allow_outside_images(module):
-    required = {"openi": ["--input", "x", "--images_dir", "y"], "captions": ["--input", "x"]}
+    required = {"reports": ["--input", "x", "--images_dir", "y"], "captions": ["--input", "x"]}
     argv = required.get(module.__name__.rsplit(".", 1)[-1], ["--csv", "x", "--images_dir", "y"])
     assert module.build_parser().parse_args(argv + ["--allow_outside_images"]).allow_outside_images is True
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, run
-from medswift.data import openi as conv
+from medswift.data import reports as conv
 from medswift.core import thinking
 from medswift.eval import report_card as evaluate
 

@@ -194,7 +194,7 @@ def convert(args) -> dict:
     rows_out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     for rec in conv.kept:
         prompt = prompts.pick(rec.record_id, args.seed, args.lang, "caption")
-        rows_out[conv.split(rec)].append(sample(rec.record_id, [conv.images[rec.record_id]], prompt,
+        rows_out[conv.split(rec)].append(sample(rec.record_id, conv.images[rec.record_id], prompt,
                                                 rec.fields["caption"]))
     per_split = write_splits(out_dir, rows_out)
     lists = write_lists(out_dir, conv.validated)

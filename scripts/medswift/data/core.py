@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import io
 import os
 import random
@@ -99,21 +100,102 @@ def index_images(images_dirs: list[Path] | Path) -> dict[str, Path]:
 class Candidate:
     """One record a reader proposes.
 
-    ``record_id`` names it in the outputs and lists; ``image`` is the image it names (a file name
-    or a path relative to the images folder, looked up in the index); ``group`` is the unit that
-    never straddles two splits (study, patient, lesion; default the record itself); ``problem``
-    is why the reader already knows it is unusable (``reason`` or ``(reason, detail)``: empty
-    report, unknown label, wrong field type...). ``fields`` holds what the reader needs to write
-    the sample (report, labels, caption, source prompt, reasoning...).
+    ``record_id`` names it in the outputs and lists; ``images`` are the images it names (file
+    names or paths relative to the images folder, looked up in the index): one, or the views of
+    a study, frontal first; ``group`` is the unit that never straddles two splits (study,
+    patient, lesion; default the record itself); ``split`` is the dataset's own split when it
+    has one (train/val/test); ``problem`` is why the reader already knows it is unusable
+    (``reason`` or ``(reason, detail)``: empty report, unknown label, wrong field type...).
+    ``fields`` holds what the reader needs to write the sample (report, sections, labels,
+    caption, source prompt, reasoning, view position, metadata...).
     """
     record_id: str
-    image: str
+    images: list[str]
     problem: str | tuple[str, str] | None = None
     group: str = ""
     fields: dict = field(default_factory=dict)
+    split: str | None = None
 
     def __post_init__(self):
         self.group = self.group or self.record_id
+        if isinstance(self.images, str):
+            self.images = [self.images] if self.images else []
+
+    @property
+    def image(self) -> str:
+        return self.images[0] if self.images else ""
+
+
+@dataclass
+class Reading:
+    """What a report reader found: candidates (one per image, or one per study with its views),
+    where their images are, and what the format knows (studies, an official split, sections)."""
+    candidates: list[Candidate]
+    images_dirs: list[Path]
+    index: dict[str, Path]
+    default_unit: str = "study"  # "image" for the reference's own formats (kept for compatibility)
+    studies: bool = False  # candidates are views carrying fields["study"] and can merge into studies
+    official: bool = False  # candidates carry the dataset's own split
+    sections: bool = False  # fields carry "findings" and "impression" instead of "report"
+    own_prompts: bool = False  # fields["prompt"] is the dataset's own question (instruction data)
+    extra: dict = field(default_factory=dict)  # what the summary should say about the input
+
+
+# Frontal views first (the literature's order for a study), then lateral, then anything else.
+_VIEW_RANK = {"PA": 0, "AP": 1, "AP AXIAL": 1, "PA LLD": 1, "AP LLD": 1, "AP RLD": 1, "PA RLD": 1,
+              "LATERAL": 2, "LL": 2, "LAO": 3, "RAO": 3, "LPO": 3, "SWIMMERS": 3}
+
+
+def view_rank(view) -> tuple:
+    """Sort key of a view: its position name (PA/AP before LATERAL), else its order number."""
+    text = str(view or "").strip().upper()
+    if text in _VIEW_RANK:
+        return (0, _VIEW_RANK[text], "")
+    return (1, int(text) if text.isdigit() else 10**9, text)
+
+
+def to_units(candidates: list[Candidate], unit: str, max_views: int) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """``unit == "study"``: the problem-free views of one study (``fields["study"]``) become one
+    candidate with their images frontal first, at most ``max_views`` (the others listed as
+    warnings); candidates with a problem pass through to be listed. ``"image"``: unchanged."""
+    if unit == "image":
+        return candidates, []
+    out: list[Candidate] = []
+    studies: dict[str, tuple[Candidate, list[Candidate]]] = {}  # study -> (its merged candidate, its views)
+    for cand in candidates:
+        study = cand.fields.get("study")
+        if cand.problem or not study or not cand.images:
+            out.append(cand)
+            continue
+        if study not in studies:
+            studies[study] = (Candidate(study, [], group=cand.group, fields=cand.fields, split=cand.split), [])
+            out.append(studies[study][0])
+        studies[study][1].append(cand)
+    notes: list[tuple[str, str]] = []
+    for cand, views in studies.values():
+        ordered = sorted(views, key=lambda v: view_rank(v.fields.get("view") or v.fields.get("view_order")))
+        cand.images = [name for v in ordered for name in v.images][:max_views]
+        cand.fields = {**ordered[0].fields, "views": [v.record_id for v in ordered][:max_views]}
+        extra = [name for v in ordered for name in v.images][max_views:]
+        notes += [(cand.record_id, f"view {name} not used (--max_views {max_views})") for name in extra]
+    return out, notes
+
+
+SECTIONS = ("findings", "impression", "both")
+
+
+def choose_section(fields: dict, section: str) -> tuple[str, str | tuple[str, str] | None]:
+    """The target text of a sectioned report: ``(text, problem)``; a study whose chosen section
+    is missing is a listed skip (the published IU-Xray/MIMIC-CXR setups drop them the same way)."""
+    findings, impression = (fields.get("findings") or "").strip(), (fields.get("impression") or "").strip()
+    if section == "findings":
+        return findings, None if findings else "no findings section"
+    if section == "impression":
+        return impression, None if impression else "no impression section"
+    if not findings and not impression:
+        return "", "no findings or impression section"
+    parts = ([f"Findings: {findings}"] if findings else []) + ([f"Impression: {impression}"] if impression else [])
+    return "\n".join(parts), None
 
 
 class CheckResult(NamedTuple):
@@ -167,9 +249,57 @@ def _describe(name: str, exc: BaseException) -> str:
     return f"{name}: {type(exc).__name__}" + (f": {text[:200]}" if text else "")
 
 
-def check_images(jobs: list[tuple[str, str, str]], workers: int, progress: bool) -> tuple[list[CheckResult], int]:
-    """Decode every image (in ``workers`` processes); results in job order, and how many jobs
-    were re-checked in this process because a worker process died.
+class CheckCache:
+    """Validated images of earlier runs into the same output folder, keyed on the file's path,
+    size and modification time (and the copy it got), so an interrupted conversion of a large
+    set re-runs without decoding again what it had checked. One JSON line per image, appended
+    as results come in."""
+
+    NAME = ".image_checks.jsonl"
+
+    def __init__(self, out_dir: Path | None):
+        self.path = out_dir / self.NAME if out_dir is not None else None
+        self.known: dict[tuple, dict] = {}
+        if self.path is not None and self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    row = json.loads(line)
+                    self.known[tuple(row["key"])] = row
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a kill: that image is checked again
+
+    @staticmethod
+    def key(job: tuple[str, str, str]) -> tuple | None:
+        copy_key, path, _ = job
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (path, st.st_size, st.st_mtime_ns, copy_key)
+
+    def lookup(self, job) -> CheckResult | None:
+        key = self.key(job)
+        row = self.known.get(key) if key else None
+        if row is None or (row["status"] == "ok" and not Path(row["value"]).is_file()):
+            return None
+        return CheckResult(job[0], row["status"], row["value"], tuple(row["warnings"]))
+
+    def add(self, pairs: list[tuple[tuple, CheckResult]]) -> None:
+        if self.path is None or not pairs:
+            return
+        lines = [json.dumps({"key": list(key), "status": r.status, "value": r.value, "warnings": list(r.warnings)},
+                            ensure_ascii=False) + "\n" for key, r in pairs if key and r.status != WRITE_FAILED]
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.writelines(lines)
+        except OSError:
+            self.path = None  # a cache that cannot be written only costs speed on the next run
+
+
+def check_images(jobs: list[tuple[str, str, str]], workers: int, progress: bool,
+                 cache: CheckCache | None = None) -> tuple[list[CheckResult], int, int]:
+    """Decode every image (in ``workers`` processes); results in job order, how many jobs were
+    re-checked in this process because a worker process died, and how many came from ``cache``.
 
     A worker that dies (killed by the OOM killer, a crash inside a C decoder) breaks the whole
     pool; the jobs it had not returned are then checked here, one by one, after a warning line,
@@ -179,48 +309,68 @@ def check_images(jobs: list[tuple[str, str, str]], workers: int, progress: bool)
 
     from tqdm import tqdm  # ships with transformers/ms-swift
 
-    bar = tqdm(total=len(jobs), desc="checking images", unit="img", disable=not progress, file=sys.stderr)
-    results: list[CheckResult] = []
+    cache = cache or CheckCache(None)
+    results: list[CheckResult | None] = [cache.lookup(job) for job in jobs]
+    todo = [i for i, r in enumerate(results) if r is None]
+    cached = len(jobs) - len(todo)
+    bar = tqdm(total=len(jobs), initial=cached, desc="checking images", unit="img", disable=not progress,
+               file=sys.stderr)
+    pending: list[tuple[tuple, CheckResult]] = []
+
+    def done(i: int, res: CheckResult) -> None:
+        results[i] = res
+        pending.append((cache.key(jobs[i]), res))
+        if len(pending) >= 256:
+            cache.add(pending)
+            pending.clear()
+        bar.update()
+
+    finished = 0
     rechecked = 0
-    if workers > 1 and len(jobs) >= 64:
+    if workers > 1 and len(todo) >= 64:
         try:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                for res in pool.map(_check_one, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers)))):
-                    results.append(res)
-                    bar.update()
+                chunk = max(1, min(64, len(todo) // (4 * workers)))
+                for res in pool.map(_check_one, [jobs[i] for i in todo], chunksize=chunk):
+                    done(todo[finished], res)
+                    finished += 1
         except BrokenProcessPool:
-            rechecked = len(jobs) - len(results)
+            rechecked = len(todo) - finished
             print(f"warning: an image-checking process died (killed, perhaps out of memory); checking the "
                   f"remaining {rechecked} images in this process", file=sys.stderr)
-    for job in jobs[len(results):]:
-        results.append(_check_one(job))
-        bar.update()
+    for i in todo[finished:]:
+        done(i, _check_one(jobs[i]))
+    cache.add(pending)
     bar.close()
-    return results, rechecked
+    return results, rechecked, cached
 
 
 @dataclass
 class Validated:
     """What ``validate_records`` decided, one entry per candidate accounted for."""
-    good: dict[str, str]  # record id -> image path the model should read
+    good: dict[str, list[str]]  # record id -> the image paths the model should read, in view order
     kept: dict[str, int]  # record id -> index of the candidate kept for it (the first valid one)
     skipped: list[tuple[str, str, str]]  # (record_id, reason, detail)
-    warnings: list[tuple[str, str]]  # (record_id, warning) of kept records
+    warnings: list[tuple[str, str]]  # (record_id, warning) of kept records, refused extra views included
     copies: set[str] = field(default_factory=set)  # file names written into the copy folder
-    rechecked_in_process: int = 0  # jobs checked here after a worker process died
+    rechecked_in_process: int = 0  # images checked here after a worker process died
+    from_cache: int = 0  # images whose check an earlier run had done
 
 
 def validate_records(candidates: list[Candidate], index: dict[str, Path],
                      copy_dir: Path, *, images_dirs: list[Path], allow_outside: bool, workers: int,
-                     progress: bool) -> Validated:
+                     progress: bool, cache_dir: Path | None = None) -> Validated:
     """Check the readers' candidates.
 
-    For each id the first *valid* candidate is kept (no problem, image inside ``images_dirs``
-    after following symlinks unless ``allow_outside``, image decodes); every other candidate is
-    listed in ``skipped`` with its reason: "duplicate id" when it comes after the kept candidate
-    of its id, else its own problem or its image's ("duplicate image" when an earlier id uses
-    the same file). Images that need normalising get an 8-bit copy in
-    ``copy_dir``. Every candidate ends up either kept or skipped.
+    Every image of every problem-free candidate is looked up (inside ``images_dirs`` after
+    following symlinks unless ``allow_outside``) and decoded once. A candidate is valid when
+    at least one of its images decodes; views of a study that do not are listed as warnings
+    ("view refused"), the study is kept with the others. For each id the first *valid*
+    candidate is kept; every other candidate is listed in ``skipped`` with its reason:
+    "duplicate id" when it comes after the kept candidate of its id, else its own problem or
+    its first image's ("duplicate image" when an earlier id uses the same file). Images that
+    need normalising get an 8-bit copy in ``copy_dir``. Every candidate ends up either kept or
+    skipped. ``cache_dir``: where a CheckCache of earlier runs lives.
     """
     roots = [Path(d).resolve() for d in images_dirs]
     copy_root = copy_dir.resolve()
@@ -228,83 +378,79 @@ def validate_records(candidates: list[Candidate], index: dict[str, Path],
         raise UsageError(f"{copy_dir} is also an images folder; choose another --output_dir")
     copy_dir.mkdir(parents=True, exist_ok=True)
     where = ", ".join(str(d) for d in images_dirs)
-    failure: dict[int, tuple[str, str]] = {}  # candidate index -> (reason, detail)
     claimed: dict[str, str] = {}  # resolved image path -> the id that uses it
-    queue: dict[str, list[int]] = {}  # id -> its problem-free candidates, in input order
-    for i, cand in enumerate(candidates):
-        record_id, image_name, problem = cand.record_id, cand.image, cand.problem
-        if problem:
-            failure[i] = problem if isinstance(problem, tuple) else (problem, image_name)
-        elif not record_id:
-            failure[i] = ("no image id", image_name)
-        else:
-            queue.setdefault(record_id, []).append(i)
 
-    def image_path(i: int) -> str | None:
-        """The resolved image of candidate ``i``, or None with its failure noted."""
-        image_name = candidates[i].image
+    def resolve_view(record_id: str, image_name: str) -> tuple[str | None, tuple[str, str] | None]:
         if image_name not in index:
-            failure[i] = ("missing image", f"{image_name} not in {where}")
-            return None
+            return None, ("missing image", f"{image_name} not in {where}")
         try:
             resolved = index[image_name].resolve()
         except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
-            failure[i] = ("unusable image path", _describe(image_name, exc))
-            return None
+            return None, ("unusable image path", _describe(image_name, exc))
         if not allow_outside and not any(resolved.is_relative_to(root) for root in roots):
-            failure[i] = ("image outside --images_dir", f"{image_name} resolves to {resolved}")
-            return None
+            return None, ("image outside --images_dir", f"{image_name} resolves to {resolved}")
         # One file reached under two ids (a symlink, a second spelling) could land in train and val.
-        owner = claimed.setdefault(str(resolved), candidates[i].record_id)
-        if owner != candidates[i].record_id:
-            failure[i] = ("duplicate image", f"{image_name} is the image of record {owner}")
-            return None
-        return str(resolved)
+        owner = claimed.setdefault(str(resolved), record_id)
+        if owner != record_id:
+            return None, ("duplicate image", f"{image_name} is the image of record {owner}")
+        return str(resolved), None
 
-    good: dict[str, str] = {}
+    failure: dict[int, tuple[str, str]] = {}  # candidate index -> (reason, detail)
+    views: dict[int, list[tuple[str | None, tuple[str, str] | None]]] = {}  # per view: (path, failure)
+    jobs: dict[str, tuple[str, str, str]] = {}  # resolved path -> job
+    for i, cand in enumerate(candidates):
+        if cand.problem:
+            failure[i] = cand.problem if isinstance(cand.problem, tuple) else (cand.problem, cand.image)
+        elif not cand.record_id:
+            failure[i] = ("no image id", cand.image)
+        elif not cand.images:
+            failure[i] = ("no image", cand.record_id)
+        else:
+            views[i] = [resolve_view(cand.record_id, name) for name in cand.images]
+            for k, (path, _) in enumerate(views[i]):
+                if path is not None and path not in jobs:
+                    copy_key = cand.record_id if k == 0 else f"{cand.record_id}__view{k}"
+                    jobs[path] = (copy_key, path, str(copy_root))
+    job_list = list(jobs.values())
+    results, rechecked, cached = check_images(job_list, workers, progress, CheckCache(cache_dir))
+    checked = {job[1]: res for job, res in zip(job_list, results)}
+    for res in results:
+        if res.status == WRITE_FAILED:
+            raise UsageError(f"cannot write the 8-bit copy {res.value}")
+
+    good: dict[str, list[str]] = {}
     kept: dict[str, int] = {}
     warnings: list[tuple[str, str]] = []
-    refused: dict[str, tuple[str, str]] = {}  # image path -> why it was refused (not decoded twice)
-    rechecked = 0
-    # Rounds: an id whose first candidate's image fails tries its next candidate.
-    while queue:
-        jobs, job_index = [], []
-        for record_id, pending in list(queue.items()):
-            while pending:
-                i = pending.pop(0)
-                path = image_path(i)
-                if path in refused:
-                    failure[i] = refused[path]
-                elif path is not None:
-                    jobs.append((record_id, path, str(copy_root)))
-                    job_index.append(i)
-                    break
-            if not pending:
-                del queue[record_id]
-        results, n = check_images(jobs, workers, progress)
-        rechecked += n
-        for (_, path, _), i, res in zip(jobs, job_index, results):
-            if res.status == WRITE_FAILED:
-                raise UsageError(f"cannot write the 8-bit copy {res.value}")
-            if res.status != "ok":
-                failure[i] = refused[path] = (res.status, res.value)
-                continue
-            good[res.record_id] = res.value
-            kept[res.record_id] = i
-            queue.pop(res.record_id, None)
-            warnings += [(res.record_id, w) for w in res.warnings]
+    for i, cand in enumerate(candidates):
+        if i in failure or cand.record_id in kept:
+            continue
+        paths, notes, first_failure = [], [], None
+        for name, (path, view_failure) in zip(cand.images, views[i]):
+            res = checked.get(path) if path is not None else None
+            reason = view_failure or ((res.status, res.value) if res is not None and res.status != "ok" else None)
+            if reason is None:
+                paths.append(res.value)
+                notes += list(res.warnings)
+            else:
+                first_failure = first_failure or reason
+                if len(cand.images) > 1:
+                    notes.append(f"view {name} refused ({reason[0]}); the study keeps its other views")
+        if paths:
+            good[cand.record_id], kept[cand.record_id] = paths, i
+            warnings += [(cand.record_id, n) for n in notes]
+        else:
+            failure[i] = first_failure
 
     skipped = []
     for i, cand in enumerate(candidates):
-        record_id = cand.record_id
-        if kept.get(record_id) == i:
+        if kept.get(cand.record_id) == i:
             continue
-        if kept.get(record_id, len(candidates)) < i:
-            skipped.append((record_id, "duplicate id", "kept the first valid record"))
+        if kept.get(cand.record_id, len(candidates)) < i:
+            skipped.append((cand.record_id, "duplicate id", "kept the first valid record"))
         else:
-            skipped.append((record_id, *failure[i]))
-    copies = {Path(v).name for v in good.values() if Path(v).parent == copy_root}
-    return Validated(good, kept, skipped, warnings, copies, rechecked)
+            skipped.append((cand.record_id, *failure[i]))
+    copies = {Path(v).name for paths in good.values() for v in paths if Path(v).parent == copy_root}
+    return Validated(good, kept, skipped, warnings, copies, rechecked, cached)
 
 
 def kept_records(candidates: list[Candidate], validated: Validated) -> list[Candidate]:
@@ -315,26 +461,40 @@ def kept_records(candidates: list[Candidate], validated: Validated) -> list[Cand
 
 @dataclass
 class Conversion:
-    """What ``check_and_split`` decided: the kept candidates, the image each will read, the split
-    of each group, and the checks behind them."""
+    """What ``check_and_split`` decided: the kept candidates, the images each will read, the split
+    of each group (or each record's own, official split), and the checks behind them."""
     kept: list[Candidate]
-    images: dict[str, str]  # record id -> the image path the model should read
+    images: dict[str, list[str]]  # record id -> the image paths the model should read
     split_of: dict[str, str]  # group -> "train" | "val" | "test"
     validated: Validated
+    official: bool = False  # each record keeps the dataset's own split
 
     def split(self, cand: Candidate) -> str:
-        return self.split_of[cand.group]
+        return cand.split if self.official else self.split_of[cand.group]
+
+
+OFFICIAL_SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
+                        "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+
+
+def official_split(name) -> str | None:
+    """A dataset's split name (R2Gen's val, MIMIC-CXR's validate...) as train/val/test, or None."""
+    return OFFICIAL_SPLIT_NAMES.get(str(name).strip().lower()) if isinstance(name, str) else None
 
 
 def check_and_split(candidates: list[Candidate], index: dict[str, Path], out_dir: Path, args, *,
-                    images_dirs: list[Path], fixed: dict[str, str] | None = None) -> Conversion:
-    """Decode and check every candidate's image (8-bit copies into ``out_dir/images``), keep the
-    first valid record of each id, and split the groups: ``fixed`` groups keep the split given
-    (an official test set), the others are split with --val_ratio/--test_ratio and --seed."""
+                    images_dirs: list[Path], fixed: dict[str, str] | None = None,
+                    official: bool = False) -> Conversion:
+    """Decode and check every candidate's images (8-bit copies into ``out_dir/images``), keep the
+    first valid record of each id, and split: with ``official`` every record keeps its own
+    ``split``; else ``fixed`` groups keep the split given (an official test set) and the other
+    groups are split with --val_ratio/--test_ratio and --seed."""
     validated = validate_records(candidates, index, out_dir / "images", images_dirs=images_dirs,
                                  allow_outside=args.allow_outside_images, workers=args.workers,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, cache_dir=out_dir)
     kept = kept_records(candidates, validated)
+    if official:
+        return Conversion(kept, validated.good, {c.group: c.split for c in kept}, validated, official=True)
     fixed = fixed or {}
     free = [c.group for c in kept if c.group not in fixed]
     test_ratio = 0.0 if "test" in fixed.values() else args.test_ratio  # an official test set is the test set
@@ -366,10 +526,11 @@ def write_splits(out_dir: Path, rows: dict[str, list[dict]], prefix: str = "") -
 
 
 def summarise(task: str, read: int, per_split: dict[str, int], conv: Conversion, lists: dict, args,
-              unit: str, **extra) -> dict:
+              groups_name: str, **extra) -> dict:
     """The summary every converter writes (summary.json) and prints (summary_line)."""
+    groups = conv.split_of if not conv.official else {c.group: conv.split(c) for c in conv.kept}
     return {"task": task, "read": read, "written": sum(per_split.values()), **lists, "records_per_split": per_split,
-            f"{unit}_per_split": {s: sum(1 for v in conv.split_of.values() if v == s) for s in SPLITS},
+            f"{groups_name}_per_split": {s: sum(1 for v in groups.values() if v == s) for s in SPLITS},
             "seed": args.seed, "lang": args.lang, **extra}
 
 
@@ -456,7 +617,7 @@ def write_lists(out_dir: Path, validated: Validated, copy_dir: Path | None = Non
             "warnings": len(validated.warnings),
             "warnings_by_text": dict(sorted(Counter(w for _, w in validated.warnings).items())),
             "stale_copies_removed": removed, "other_files_in_images_kept": kept,
-            "rechecked_in_process": validated.rechecked_in_process}
+            "rechecked_in_process": validated.rechecked_in_process, "checks_from_cache": validated.from_cache}
 
 
 def summary_line(summary: dict) -> str:

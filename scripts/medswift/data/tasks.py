@@ -124,7 +124,7 @@ def write_task_outputs(task: Task, conv: Conversion, out_dir: Path, lang: str, s
     for rec in conv.kept:
         split, labels = conv.split(rec), rec.fields["labels"]
         prompt = prompts.pick(rec.record_id, seed, lang, task.name)
-        images = [conv.images[rec.record_id]]
+        images = conv.images[rec.record_id]
         gen[split].append(sample(rec.record_id, images, prompt, format_answer(task, labels, lang)))
         label = multi_hot(task, labels) if task.problem_type == MULTI else task.labels.index(labels[0])
         cls[split].append(sample(rec.record_id, images, prompt, label=label))

@@ -1,0 +1,145 @@
+"""Convert chest X-ray reports + images into ms-swift JSONL: one converter, one reader per format.
+
+Usage (the bundled OpenI sample):
+    python scripts/convert_xray_swift.py --input data/openi/openi-zh.json \
+        --images_dir data/openi/images --output_dir data/openi_swift --lang zh
+    python scripts/convert_xray_swift.py --input /data/iu_xray/annotation.json \
+        --images_dir /data/iu_xray/images --output_dir data/iu_xray_swift --lang en
+
+``--input`` is read by the reader its format names (detected from the file or folder,
+``--format NAME`` forces one; see ``READERS``). Each record becomes one sample: with
+``--unit study`` (the default for readers that know studies) the views of a study are one
+sample with several images, frontal first (``--max_views``, default 2), the way the literature
+treats IU-Xray and MIMIC-CXR; with ``--unit image`` every image is a sample (the reference's
+way, the default for its own formats). ``--split official`` keeps the dataset's own split when
+it has one (the default then), ``seeded`` splits studies or patients with --val_ratio,
+--test_ratio and --seed. ``--section findings|impression|both`` picks the target for readers
+with report sections.
+
+Outputs in ``--output_dir``: ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` (ms-swift's
+``{"messages": [...], "images": [...]}``, one ``<image>`` tag per view), ``skipped.tsv`` (every
+record not written, with its reason), ``warnings.tsv`` (records written that deserve a look),
+``summary.json`` (counts and what was chosen: format, unit, split, section) and ``images/``
+(8-bit copies of images that needed normalising). Same inputs and seed give byte-identical
+outputs. Images must lie inside the images folder (after following symlinks) unless
+``--allow_outside_images`` is given.
+
+For research only, not for diagnosis.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections import Counter
+from pathlib import Path
+
+from medswift.core import prompts, thinking
+from medswift.core.errors import UsageError
+from medswift.core.files import json_line
+from medswift.data.core import (SECTIONS, Reading, add_common_args, check_and_split, choose_section,
+                                converter_entry, converter_parser, prepare_output_dir, sample, summarise,
+                                to_units, write_lists, write_splits)
+
+# Format name -> reader module (medswift.data.<module>), tried in this order when detecting.
+READERS = {"openi": "openi"}
+OUTPUTS = "{out}/train.jsonl, {out}/val.jsonl, {out}/test.jsonl"
+
+
+def reader(name: str):
+    return importlib.import_module(f"medswift.data.{READERS[name]}")
+
+
+def pick_reader(args):
+    path = Path(args.input)
+    if args.format:
+        return reader(args.format)
+    if not path.exists():
+        raise UsageError(f"input file not found: {path}")
+    for name in READERS:
+        module = reader(name)
+        if module.detect(path):
+            return module
+    raise UsageError(f"{path}: no reader recognises it; give --format ({', '.join(READERS)})")
+
+
+def target_text(fields: dict, reading: Reading, section: str) -> tuple[str, str | tuple[str, str] | None]:
+    if reading.sections:
+        return choose_section(fields, section)
+    report = fields.get("report") or ""
+    return report, None if report else "empty report"
+
+
+def convert(args) -> dict:
+    if args.max_views < 1:
+        raise UsageError("--max_views must be at least 1")
+    module = pick_reader(args)
+    reading = module.read(args)
+    if not reading.candidates:
+        raise UsageError(f"{args.input} holds no records")
+    unit = args.unit or (reading.default_unit if reading.studies else "image")
+    split = args.split or ("official" if reading.official else "seeded")
+    if split == "official" and not reading.official:
+        raise UsageError(f"the {module.NAME} format has no official split; use --split seeded")
+    if args.section and not reading.sections:
+        raise UsageError(f"the {module.NAME} format has no report sections; leave --section out")
+    section = args.section or "findings"
+    for cand in reading.candidates:  # the target text, and why there is none
+        if not cand.problem:
+            cand.fields["target"], cand.problem = target_text(cand.fields, reading, section)
+    candidates, unit_notes = to_units(reading.candidates, unit, args.max_views) if reading.studies \
+        else (reading.candidates, [])
+    out_dir = Path(args.output_dir)
+    prepare_output_dir(out_dir)
+    conv = check_and_split(candidates, reading.index, out_dir, args, images_dirs=reading.images_dirs,
+                           official=split == "official")
+    conv.validated.warnings += [note for note in unit_notes if note[0] in conv.images]
+
+    rows: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    template_use: Counter = Counter()
+    for rec in conv.kept:  # input order, so outputs are stable and easy to diff
+        prompt = rec.fields.get("prompt") if (args.keep_source_prompt or reading.own_prompts) else None
+        if not prompt:
+            idx = prompts.pick_index(rec.record_id, args.seed, args.lang)
+            template_use[idx] += 1
+            prompt = prompts.template(args.lang, idx)
+        answer = thinking.join(rec.fields.get("reasoning"), rec.fields["target"])
+        rows[conv.split(rec)].append(sample(rec.record_id, conv.images[rec.record_id], prompt, answer,
+                                            args.system, **({"meta": rec.fields["meta"]} if rec.fields.get("meta")
+                                                            else {})))
+    per_split = write_splits(out_dir, rows)
+    lists = write_lists(out_dir, conv.validated)
+    copy_root = (out_dir / "images").resolve()
+    views = Counter(len(conv.images[r.record_id]) for r in conv.kept)
+    return summarise(
+        "report", len(candidates), per_split, conv, lists, args, "studies" if unit == "study" else "groups",
+        input_records=len(reading.candidates), format=module.NAME, unit=unit, split=split, section=section if reading.sections else None,
+        max_views=args.max_views if unit == "study" else 1, images_per_record=dict(sorted(views.items())),
+        input=str(Path(args.input).resolve()), images_dirs=[str(d.resolve()) for d in reading.images_dirs],
+        val_ratio=args.val_ratio, test_ratio=args.test_ratio, **reading.extra,
+        normalised_copies=sum(1 for paths in conv.images.values() for v in paths if Path(v).parent == copy_root),
+        templates_used={str(k): template_use[k] for k in sorted(template_use)},
+        content_sha256=hashlib.sha256("".join(json_line(r) + "\n" for s in ("train", "val", "test")
+                                              for r in rows[s]).encode()).hexdigest())
+
+
+def build_parser():
+    p = converter_parser(__doc__)
+    p.add_argument("--input", "--source_json", "--annotations", dest="input", required=True,
+                   help="reports file or folder (its format is detected; see --format)")
+    p.add_argument("--format", choices=list(READERS), help="force a reader instead of detecting the format")
+    p.add_argument("--images_dir", help="folder holding the image files (the paths in the input are relative to it)")
+    p.add_argument("--unit", choices=("study", "image"),
+                   help="one sample per study (its views as several images) or per image "
+                        "(default: study for readers that know studies, image for the reference's formats)")
+    p.add_argument("--max_views", type=int, default=2, help="--unit study: views per study, frontal first")
+    p.add_argument("--split", choices=("official", "seeded"),
+                   help="the dataset's own split (default when it has one) or a seeded split by study/patient")
+    p.add_argument("--section", choices=SECTIONS, help="readers with report sections: the target (default findings)")
+    p.add_argument("--system", default=None, help="optional system prompt for every record")
+    p.add_argument("--keep_source_prompt", action="store_true",
+                   help="use the record's own prompt (reference format) instead of the templates")
+    add_common_args(p, "openi_swift", val_ratio=0.05, test_ratio=0.05, lang="zh")
+    return p
+
+
+main = converter_entry(build_parser, convert, OUTPUTS)

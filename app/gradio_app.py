@@ -106,6 +106,24 @@ def load_image(upload: str | None, example: str | None, settings: Settings):
         path, label = EXAMPLES_DIR / example, f"example {example}"
     else:
         raise UsageError(f"Upload an X-ray ({UPLOAD_KINDS}) or pick a bundled example first.")
+    image, warnings = decode(path, label)
+    return image, label, warnings
+
+
+def load_second_view(upload: str | None, settings: Settings):
+    """The optional second view of the same study (the lateral, say): (RGB image, warnings), or
+    (None, []) when none was given."""
+    if not upload:
+        return None, []
+    path = Path(upload)
+    size_mb = path.stat().st_size / 2**20 if path.exists() else 0
+    if size_mb > settings.max_upload_mb:
+        raise UsageError(f"The second view is {size_mb:.1f} MB; the limit is {settings.max_upload_mb:g} MB.")
+    return decode(path, "second view")
+
+
+def decode(path: Path, label: str):
+    """(RGB image, warnings) of one file; every decoding failure is a UsageError naming ``label``."""
     try:
         checked = open_checked(path)
         image = checked.image.convert("RGB")
@@ -118,7 +136,23 @@ def load_image(upload: str | None, example: str | None, settings: Settings):
                              f"({type(exc).__name__}); it may be damaged or in an unsupported variant.") from None
     if checked.warnings:
         log.info("image accepted with %d warning(s)", len(checked.warnings))  # their text may quote DICOM tags
-    return image, label, list(checked.warnings)
+    return image, list(checked.warnings)
+
+
+def side_by_side(images: list):
+    """What the model sees, as one picture: the views next to each other at one height."""
+    if len(images) == 1:
+        return images[0]
+    from PIL import Image
+
+    height = min(img.height for img in images)
+    scaled = [img.resize((max(1, round(img.width * height / img.height)), height)) for img in images]
+    canvas = Image.new("RGB", (sum(img.width for img in scaled) + 8 * (len(scaled) - 1), height), (255, 255, 255))
+    x = 0
+    for img in scaled:
+        canvas.paste(img, (x, 0))
+        x += img.width + 8
+    return canvas
 
 
 def status_line(warnings: list[str], text: str = "") -> str:
@@ -155,12 +189,12 @@ class ReportChat:
                          f"{' (greedy)' if temperature == 0 else ''}")
         return "  \n".join(lines)
 
-    def stream(self, messages: list[dict], image, max_tokens: int, temperature: float):
+    def stream(self, messages: list[dict], images: list, max_tokens: int, temperature: float):
         """Yield the growing answer text, token chunk by token chunk."""
         from swift.infer_engine import InferRequest
 
         config = models.request_config(max_tokens, temperature, stream=True)
-        request = InferRequest(messages=messages, images=[image])
+        request = InferRequest(messages=messages, images=list(images))
         text = ""
         for chunk in self.engine.infer([request], request_config=config, use_tqdm=False)[0]:
             if chunk is None or not chunk.choices:
@@ -179,7 +213,7 @@ class ReportChat:
         start = time.perf_counter()
         answer = ""
         try:
-            for answer in self.stream(state["messages"], state["image"], max_tokens, temperature):
+            for answer in self.stream(state["messages"], state["images"], max_tokens, temperature):
                 yield history + [{"role": "assistant", "content": answer}], state, ""
         except Exception as exc:  # noqa: BLE001 - any engine failure: report it, keep serving
             log.error("generation failed after %.2f s: %s", time.perf_counter() - start, short_error(exc))
@@ -196,17 +230,24 @@ class ReportChat:
                  sum(m["role"] == "user" for m in state["messages"]))
         yield history, state, ""
 
-    def new_report(self, upload, example, lang, template, free_text, max_tokens, temperature):
-        """Start a conversation about one image. Yields (history, state, status, preview, info)."""
+    def new_report(self, upload, example, lang, template, free_text, max_tokens, temperature, second_view=None):
+        """Start a conversation about one study: an image, and optionally a second view of it.
+        Yields (history, state, status, preview, info)."""
         max_tokens, temperature = clamp_settings(max_tokens, temperature)
         try:
             image, label, warnings = load_image(upload, example, self.settings)
+            second, second_warnings = load_second_view(second_view, self.settings)
             prompt = resolve_prompt(lang, template, free_text)
         except UsageError as exc:
             yield [], None, f"⚠️ {exc}", None, self.info()
             return
-        state = {"image": image, "label": label, "warnings": warnings,
-                 "messages": [{"role": "user", "content": f"<image>{prompt}"}]}
+        images = [image] + ([second] if second is not None else [])
+        warnings += second_warnings
+        label += " and its second view" if second is not None else ""
+        image = side_by_side(images)
+        # one <image> tag per view, as the converter writes studies for training
+        state = {"images": images, "label": label, "warnings": warnings,
+                 "messages": [{"role": "user", "content": "<image>" * len(images) + prompt}]}
         history = [{"role": "user", "content": f"[{label}] {prompt}"}]
         for history, state, status in self._run(history, state, max_tokens, temperature):
             yield history, state, status or status_line(warnings, f"Report on the {label}. {RESEARCH_ONLY}"), \
@@ -243,6 +284,8 @@ def build_demo(chat: ReportChat):
                                  elem_id="upload")
                 example = gr.Dropdown(example_names(), label="…or a bundled OpenI example", value=None,
                                       elem_id="example")
+                second_view = gr.File(label="second view of the same study (optional, e.g. the lateral)",
+                                      file_types=UPLOAD_TYPES, type="filepath", elem_id="second_view")
                 lang = gr.Radio(["zh", "en"], value="en", label="language of the prompt", elem_id="lang")
                 template = gr.Dropdown(template_choices("en"), value=prompts.template("en", 0),
                                        label="prompt (twelve templates, or free text)", elem_id="template")
@@ -264,14 +307,14 @@ def build_demo(chat: ReportChat):
         state = gr.State(None)
 
         lang.change(lambda lg: gr.update(choices=template_choices(lg), value=prompts.template(lg, 0)), lang, template)
-        submit.click(chat.new_report, [upload, example, lang, template, free_text, max_tokens, temperature],
+        submit.click(chat.new_report, [upload, example, lang, template, free_text, max_tokens, temperature, second_view],
                      [chatbot, state, status, preview, info])
         ask.click(chat.follow_up, [question, chatbot, state, max_tokens, temperature],
                   [chatbot, state, status, question])
         question.submit(chat.follow_up, [question, chatbot, state, max_tokens, temperature],
                         [chatbot, state, status, question])
-        clear.click(lambda: ([], None, "", None, None, None, ""), None,
-                    [chatbot, state, status, preview, upload, example, question])
+        clear.click(lambda: ([], None, "", None, None, None, None, ""), None,
+                    [chatbot, state, status, preview, upload, example, second_view, question])
     return demo
 
 

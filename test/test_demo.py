@@ -115,6 +115,22 @@ def test_report_streams_and_follow_up_continues(chat):
     assert state2["messages"][0]["content"].startswith("<image>"), "the image stays with the conversation"
 
 
+def test_a_second_view_goes_to_the_model_with_the_first(chat, tmp_path):
+    """A study's frontal and lateral view in one request, as the converter writes studies: one
+    <image> tag per view, both images sent, the page shows them side by side."""
+    second = str(BUNDLED_IMAGES / "2_2.png")
+    steps = drain(chat.new_report(None, "2_1.png", "en", app.prompts.template("en", 0), "", 16, 0, second))
+    history, state, status, preview, _ = steps[-1]
+    assert len(state["images"]) == 2 and state["messages"][0]["content"].startswith("<image><image>")
+    assert history[-1]["role"] == "assistant" and history[-1]["content"].strip()
+    assert preview.size[0] > 2 * 512 - 1 and preview.size[1] == 512, "both views, side by side"
+    assert "second view" in status
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    _, state, status, _, _ = drain(chat.new_report(None, "2_1.png", "en", None, "", 16, 0, str(broken)))[-1]
+    assert state is None and "Could not read the second view" in status
+
+
 def test_dicom_upload_works(chat):
     steps = drain(chat.new_report(get_testdata_file("CT_small.dcm"), None, "zh", None, "", 16, 0))
     assert steps[-1][3].size == (128, 128) and steps[-1][0][-1]["content"]

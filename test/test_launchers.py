@@ -200,6 +200,26 @@ def test_launcher_defaults_cannot_be_lost_to_line_order(paths, tmp_path):
     assert flag(argv, "--dataset") == f"{paths['DATA_DIR']}/cls_train.jsonl"
 
 
+def test_max_length_follows_the_views_of_the_data(paths, tmp_path):
+    """Two views at 1024 image tokens each do not fit the old fixed 2048: MAX_LENGTH=auto sizes it
+    from the longest sample; a number set too small stops before swift starts."""
+    data = tmp_path / "two_views"
+    data.mkdir()
+    study = {"messages": [{"role": "user", "content": "<image><image>Describe."},
+                          {"role": "assistant", "content": "No acute cardiopulmonary abnormality."}],
+             "images": ["a.png", "b.png"]}
+    for split in ("train", "val"):
+        (data / f"{split}.jsonl").write_text(json.dumps(study) + "\n")
+    _, argv = dry("finetune_qwen3vl_lora.sh", {**paths, "DATA_DIR": str(data)})
+    assert flag(argv, "--max_length") == "2304"
+    _, argv = dry("finetune_qwen3vl_lora.sh", {**paths, "DATA_DIR": str(data), "IMAGE_MAX_TOKEN_NUM": "256"})
+    assert flag(argv, "--max_length") == "2048", "never below the old default"
+    proc = launcher("finetune_qwen3vl_lora.sh", {**paths, "DATA_DIR": str(data), "MAX_LENGTH": "2048",
+                                                 "SWIFT_BIN": "/nonexistent/swift"}, check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "MAX_LENGTH=2048 is shorter than" in errors[0]
+
+
 def test_shell_and_python_resolve_the_same_checkpoint(paths, tmp_path):
     """One resolver: the launchers ask medswift.core.models, so they cannot disagree with
     batch_infer.py, the demo or the server about which checkpoint and base model load."""
@@ -229,7 +249,7 @@ def test_shell_and_python_resolve_the_same_checkpoint(paths, tmp_path):
     ("finetune_qwen3vl_lora.sh", {"EPOCHS": "abc"}, "EPOCHS must be a positive number, got 'abc'"),
     ("finetune_qwen3vl_lora.sh", {"LEARNING_RATE": "0"}, "LEARNING_RATE must be a positive number"),
     ("finetune_qwen3vl_lora.sh", {"WARMUP_RATIO": "1.5"}, "WARMUP_RATIO must be a number in [0, 1)"),
-    ("finetune_qwen3vl_lora.sh", {"MAX_LENGTH": "2k"}, "MAX_LENGTH must be a positive integer"),
+    ("finetune_qwen3vl_lora.sh", {"MAX_LENGTH": "2k"}, "MAX_LENGTH must be auto or a positive integer"),
     ("finetune_qwen3vl_lora.sh", {"IMAGE_MAX_TOKEN_NUM": "0"}, "IMAGE_MAX_TOKEN_NUM must be a positive integer"),
     ("finetune_qwen3vl_lora.sh", {"FREEZE_VIT": "yes"}, "FREEZE_VIT must be true or false"),
     ("finetune_qwen3vl_lora_mp.sh", {"SEED": "-3"}, "SEED must be a non-negative integer"),

@@ -60,7 +60,7 @@ init_launcher() {
     knob EPOCHS 3
     knob GLOBAL_BATCH 16                            # micro x accumulation x GPUs x nodes: fixed whatever the GPU count
     knob MICRO_BATCH 1
-    knob MAX_LENGTH 2048
+    knob MAX_LENGTH auto                            # auto: the longest training sample (views x budget + text)
     knob GRAD_CHECKPOINTING true
     knob SAVE_STEPS 100
     knob EVAL_STEPS "$SAVE_STEPS"
@@ -149,7 +149,9 @@ check_knobs() {
   for name in "$@"; do
     local value="${!name}"
     case "$name" in
-      LORA_RANK | LORA_ALPHA | GLOBAL_BATCH | MICRO_BATCH | MAX_LENGTH | SAVE_STEPS | EVAL_STEPS | \
+      MAX_LENGTH)
+        [[ "$value" == auto ]] || is_positive_int "$value" || die "$name must be auto or a positive integer, got '$value'" ;;
+      LORA_RANK | LORA_ALPHA | GLOBAL_BATCH | MICRO_BATCH | SAVE_STEPS | EVAL_STEPS | \
         LOGGING_STEPS | SAVE_TOTAL_LIMIT | IMAGE_MAX_TOKEN_NUM | MAX_NEW_TOKENS | INFER_BATCH)
         is_positive_int "$value" || die "$name must be a positive integer, got '$value'" ;;
       SEED | NUM_WORKERS)
@@ -313,6 +315,9 @@ run_sft() {
     FREEZE_VIT FREEZE_ALIGNER GRAD_CHECKPOINTING
   resolve_choice model
   require_data "$TRAIN_FILE" "training data"
+  # Several views per sample cost several image budgets: size MAX_LENGTH from the data.
+  MAX_LENGTH="$(medswift_python -m medswift.data.budget "$TRAIN_FILE" --image_tokens "$IMAGE_MAX_TOKEN_NUM" \
+    --max_length "$MAX_LENGTH")" || exit 2
   local val_args=()
   if [[ -n "$VAL_FILE" && "$VAL_FILE" != "none" ]]; then
     require_data "$VAL_FILE" "validation data"

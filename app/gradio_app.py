@@ -418,7 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter_path", help="LoRA checkpoint folder (optional)")
     p.add_argument("--backend", choices=BACKENDS, default="transformers")
     p.add_argument("--dtype", default="auto", choices=DTYPES)
-    p.add_argument("--image_max_token_num", type=int, help="image budget (default: env IMAGE_MAX_TOKEN_NUM or 1024)")
+    p.add_argument("--image_max_token_num", type=int,
+                   help="image budget in tokens (default: env IMAGE_MAX_TOKEN_NUM, else the adapter's "
+                        "training budget, else 1024)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (off by default)")
@@ -461,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for warning in exposure_warnings(args.host, auth, args.share):
         log.warning(warning)
-    models.set_image_budget(args.image_max_token_num)
+    models.set_image_budget(args.image_max_token_num, choice)
     log.info("loading %s%s (research use only, not for diagnosis)", choice.model.name,
              f" + {choice.adapter.name}" if choice.adapter else "")
     engine = models.load_engine(choice, max_batch_size=max(args.concurrency, 1), dtype=args.dtype)

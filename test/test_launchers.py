@@ -220,6 +220,30 @@ def test_max_length_follows_the_views_of_the_data(paths, tmp_path):
     assert proc.returncode == 2 and len(errors) == 1 and "MAX_LENGTH=2048 is shorter than" in errors[0]
 
 
+def test_the_image_budget_travels_with_the_checkpoint(paths, tmp_path, monkeypatch):
+    """Training records its budget in args.json (model_kwargs); ms-swift does not reload it, so
+    the launchers and the Python tools read it back instead of running at ms-swift's default."""
+    from medswift.core import models
+
+    env, argv = dry("finetune_qwen3vl_lora.sh", {**paths, "OUTPUT_DIR": str(tmp_path), "IMAGE_MAX_TOKEN_NUM": "512"})
+    assert json.loads(flag(argv, "--model_kwargs")) == {"IMAGE_MAX_TOKEN_NUM": 512} and env["IMAGE_MAX_TOKEN_NUM"] == "512"
+    env, argv = dry("finetune_qwen3vl_lora.sh", {**paths, "OUTPUT_DIR": str(tmp_path), "MAX_PIXELS": "1003520"})
+    assert env["IMAGE_MAX_TOKEN_NUM"] == "980" and "MAX_PIXELS" not in env, "the reference's knob is honoured"
+    ckpt = checkpoint(tmp_path / "v0-1" / "checkpoint-3", paths["MODEL"])
+    args = json.loads((ckpt / "args.json").read_text())
+    (ckpt / "args.json").write_text(json.dumps({**args, "model_kwargs": {"IMAGE_MAX_TOKEN_NUM": 256}}))
+    for name in ("infer_qwen3vl_lora.sh", "deploy_qwen3vl.sh", "evaluate_checkpoint.sh"):
+        proc = launcher(name, {"DATA_DIR": paths["DATA_DIR"], "OUTPUT_DIR": str(tmp_path), "DRY_RUN": "1"})
+        assert "IMAGE_MAX_TOKEN_NUM=256" in proc.stdout or "--image_max_token_num 256" in proc.stdout, name
+    proc = launcher("infer_qwen3vl_lora.sh", {"DATA_DIR": paths["DATA_DIR"], "OUTPUT_DIR": str(tmp_path),
+                                              "DRY_RUN": "1", "IMAGE_MAX_TOKEN_NUM": "1024"})
+    assert "IMAGE_MAX_TOKEN_NUM=1024" in proc.stdout and "trained with 256" in proc.stderr
+    monkeypatch.delenv("IMAGE_MAX_TOKEN_NUM", raising=False)
+    choice = models.resolve(adapter_path=ckpt)
+    assert choice.image_budget == 256 and models.set_image_budget(None, choice) == 256
+    assert models.set_image_budget(128, choice) == 128
+
+
 def test_shell_and_python_resolve_the_same_checkpoint(paths, tmp_path):
     """One resolver: the launchers ask medswift.core.models, so they cannot disagree with
     batch_infer.py, the demo or the server about which checkpoint and base model load."""
@@ -251,6 +275,7 @@ def test_shell_and_python_resolve_the_same_checkpoint(paths, tmp_path):
     ("finetune_qwen3vl_lora.sh", {"WARMUP_RATIO": "1.5"}, "WARMUP_RATIO must be a number in [0, 1)"),
     ("finetune_qwen3vl_lora.sh", {"MAX_LENGTH": "2k"}, "MAX_LENGTH must be auto or a positive integer"),
     ("finetune_qwen3vl_lora.sh", {"IMAGE_MAX_TOKEN_NUM": "0"}, "IMAGE_MAX_TOKEN_NUM must be a positive integer"),
+    ("finetune_qwen3vl_lora.sh", {"IMAGE_MAX_TOKEN_NUM": "512", "MAX_PIXELS": "1003520"}, "set one"),
     ("finetune_qwen3vl_lora.sh", {"FREEZE_VIT": "yes"}, "FREEZE_VIT must be true or false"),
     ("finetune_qwen3vl_lora_mp.sh", {"SEED": "-3"}, "SEED must be a non-negative integer"),
     ("finetune_qwen3vl_cls.sh", {"LORA_ALPHA": "1.5"}, "LORA_ALPHA must be a positive integer"),

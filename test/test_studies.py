@@ -42,7 +42,7 @@ def test_two_view_studies_train_infer_and_score(studies, tiny_model, tmp_path):
         timeout=900)
     (ckpt,) = sorted((tmp_path / "run").glob("v*/checkpoint-2"))
     args = json.loads((ckpt / "args.json").read_text())
-    assert args["max_length"] >= 2048
+    assert args["max_length"] >= 2048 and args["model_kwargs"] == {"IMAGE_MAX_TOKEN_NUM": 64}, "budget recorded"
     preds = tmp_path / "pred.jsonl"
     run([PYTHON, str(ROOT / "scripts" / "batch_infer.py"), "--dataset", str(everything), "--adapter_path", str(ckpt),
          "--output_file", str(preds), "--max_new_tokens", "8", "--image_max_token_num", "64", "--ablation",

@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/swift/common.sh"
 init_launcher
 
 SPLIT="${SPLIT:-test}"
-check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH IMAGE_MAX_TOKEN_NUM
+check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH
 DATASET="${DATASET:-$DATA_DIR/$SPLIT.jsonl}"
 require_data "$DATASET" "$SPLIT split"
 resolve_choice serve

@@ -42,9 +42,10 @@ init_launcher() {
 
     # ------------------------------------------------------------ image budget
     # Qwen3-VL: pixels = tokens x 32 x 32. 1024 tokens ~ 1.05 MP, the reference's
-    # MAX_PIXELS=1003520. Use the same value for training and inference.
-    knob IMAGE_MAX_TOKEN_NUM 1024
-    export IMAGE_MAX_TOKEN_NUM
+    # MAX_PIXELS=1003520. Training records it in the checkpoint (args.json model_kwargs) and
+    # inference takes it from there unless set: see resolve_image_budget.
+    knob IMAGE_MAX_TOKEN_NUM ""                     # empty: training 1024; inference the checkpoint's
+    knob MAX_PIXELS ""                              # the reference's knob: IMAGE_MAX_TOKEN_NUM = MAX_PIXELS / 1024
 
     # ------------------------------------------------------------ method (reference defaults)
     knob LORA_RANK 8
@@ -175,6 +176,27 @@ medswift_python() {
   PYTHONPATH="$ROOT/scripts:$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON_BIN" "$@"
 }
 
+# The image budget of this run: IMAGE_MAX_TOKEN_NUM, else MAX_PIXELS / 1024 (the reference's knob),
+# else $1 (the budget the checkpoint was trained with), else 1024. Exported for ms-swift.
+resolve_image_budget() {
+  local trained="${1:-}"
+  if [[ -n "$MAX_PIXELS" ]]; then
+    is_positive_int "$MAX_PIXELS" || die "MAX_PIXELS must be a positive integer, got '$MAX_PIXELS'"
+    local from_pixels=$((MAX_PIXELS / 1024))
+    ((from_pixels >= 1)) || die "MAX_PIXELS=$MAX_PIXELS is below one 32 x 32 patch"
+    [[ -z "$IMAGE_MAX_TOKEN_NUM" || "$IMAGE_MAX_TOKEN_NUM" == "$from_pixels" ]] \
+      || die "MAX_PIXELS=$MAX_PIXELS means IMAGE_MAX_TOKEN_NUM=$from_pixels, but IMAGE_MAX_TOKEN_NUM=$IMAGE_MAX_TOKEN_NUM is set too; set one"
+    IMAGE_MAX_TOKEN_NUM="$from_pixels"
+  fi
+  IMAGE_MAX_TOKEN_NUM="${IMAGE_MAX_TOKEN_NUM:-${trained:-1024}}"
+  check_knobs IMAGE_MAX_TOKEN_NUM
+  if [[ -n "$trained" && "$trained" != "$IMAGE_MAX_TOKEN_NUM" ]]; then
+    note "IMAGE_MAX_TOKEN_NUM=$IMAGE_MAX_TOKEN_NUM, but the adapter was trained with $trained"
+  fi
+  export IMAGE_MAX_TOKEN_NUM
+  unset MAX_PIXELS  # converted once here; ms-swift must not convert it again
+}
+
 # Ask the one resolver (medswift.core.models) what to load; sets MODEL, ADAPTER, MODEL_TYPE and
 # MODEL_SOURCE (user | adapter | default), or stops with its one-line error.
 #   resolve_choice model          a model alone (training, export): MODEL
@@ -195,6 +217,7 @@ resolve_choice() {
   local user_type="$MODEL_TYPE"
   eval "$resolved"
   [[ -n "$user_type" ]] && MODEL_TYPE="$user_type"
+  resolve_image_budget "$TRAINED_IMAGE_BUDGET"
   [[ -n "$ADAPTER" && -z "$adapter_given" ]] && note "using newest checkpoint: $ADAPTER"
   return 0
 }
@@ -311,7 +334,7 @@ run_sft() {
   processes "$1"
   shift
   check_knobs LORA_RANK LORA_ALPHA EPOCHS LEARNING_RATE WARMUP_RATIO GLOBAL_BATCH MICRO_BATCH MAX_LENGTH \
-    SAVE_STEPS EVAL_STEPS LOGGING_STEPS SAVE_TOTAL_LIMIT SEED NUM_WORKERS IMAGE_MAX_TOKEN_NUM \
+    SAVE_STEPS EVAL_STEPS LOGGING_STEPS SAVE_TOTAL_LIMIT SEED NUM_WORKERS \
     FREEZE_VIT FREEZE_ALIGNER GRAD_CHECKPOINTING
   resolve_choice model
   require_data "$TRAIN_FILE" "training data"
@@ -368,6 +391,7 @@ run_sft() {
     --save_steps "$SAVE_STEPS" --save_total_limit "$SAVE_TOTAL_LIMIT" --logging_steps "$LOGGING_STEPS" \
     --dataloader_num_workers "$NUM_WORKERS" --dataset_num_proc "$NUM_WORKERS" \
     --seed "$SEED" --check_model false \
+    --model_kwargs "{\"IMAGE_MAX_TOKEN_NUM\": $IMAGE_MAX_TOKEN_NUM}" \
     --output_dir "$OUTPUT_DIR" \
     "${ds_args[@]}" "${quant_args[@]}" "$@"
 }

@@ -9,7 +9,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 init_launcher
 
-check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH IMAGE_MAX_TOKEN_NUM
+check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH
 require_data "$VAL_FILE" "inference data"
 resolve_model_args
 if [[ -z "$ADAPTER" ]]; then

@@ -27,6 +27,24 @@ class ModelChoice:
     model_type: str
     backend: str
     model_source: str = "default"  # "user" (given), "adapter" (the checkpoint's args.json) or "default"
+    image_budget: int | None = None  # the IMAGE_MAX_TOKEN_NUM the adapter was trained with, when recorded
+
+
+def trained_image_budget(adapter: Path) -> int | None:
+    """The image budget a checkpoint was trained with. The launchers pass it to ``swift sft`` as
+    ``--model_kwargs`` so that args.json records it; ms-swift 4.6 writes model_kwargs there but
+    does not reload them, so without this every later ``--adapters CKPT`` would silently run at
+    ms-swift's default budget (16,384 tokens) instead."""
+    try:
+        args = json.loads((adapter / "args.json").read_text(encoding="utf-8"))
+        kwargs = args.get("model_kwargs") or {}
+        if kwargs.get("IMAGE_MAX_TOKEN_NUM"):
+            return int(kwargs["IMAGE_MAX_TOKEN_NUM"])
+        if kwargs.get("MAX_PIXELS"):
+            return max(1, int(kwargs["MAX_PIXELS"]) // (32 * 32))
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    return None
 
 
 def newest_checkpoint(output_dir: Path) -> Path | None:
@@ -91,12 +109,14 @@ def resolve(model_path: str | Path | None = None, adapter_path: str | Path | Non
     except (ValueError, OSError, AttributeError):
         raise UsageError(f"cannot read model_type from {model / 'config.json'}") from None
     return ModelChoice(model=model, adapter=adapter, model_type=model_type or "", backend=backend,
-                       model_source=source)
+                       model_source=source, image_budget=trained_image_budget(adapter) if adapter else None)
 
 
-def set_image_budget(max_tokens: int | None) -> int:
-    """Qwen3-VL reads its image budget from the environment: set it before ms-swift loads."""
-    value = int(max_tokens or os.environ.get("IMAGE_MAX_TOKEN_NUM") or 1024)
+def set_image_budget(max_tokens: int | None, choice: ModelChoice | None = None) -> int:
+    """Qwen3-VL reads its image budget from the environment: set it before ms-swift loads.
+    Given here, else the environment's, else the one the adapter was trained with, else 1024."""
+    value = int(max_tokens or os.environ.get("IMAGE_MAX_TOKEN_NUM") or (choice.image_budget if choice else None)
+                or 1024)
     os.environ["IMAGE_MAX_TOKEN_NUM"] = str(value)
     return value
 
@@ -135,8 +155,9 @@ def request_config(max_new_tokens: int, temperature: float, top_p: float | None 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """For the shell launchers: print the resolved choice as shell assignments
-    (``MODEL=... ADAPTER=... MODEL_TYPE=... MODEL_SOURCE=...``) for ``eval``, or one error line."""
+    """For the shell launchers: print the resolved choice as shell assignments (``MODEL=...
+    ADAPTER=... MODEL_TYPE=... MODEL_SOURCE=... TRAINED_IMAGE_BUDGET=...``) for ``eval``, or one
+    error line."""
     p = argparse.ArgumentParser(prog="python -m medswift.core.models", description=main.__doc__)
     p.add_argument("--model")
     p.add_argument("--adapter")
@@ -149,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         choice = resolve(args.model or None, args.adapter or None, args.backend, output_dir=args.output_dir,
                          no_adapter=args.no_adapter)
         values = {"MODEL": choice.model, "ADAPTER": choice.adapter or "", "MODEL_TYPE": choice.model_type,
-                  "MODEL_SOURCE": choice.model_source}
+                  "MODEL_SOURCE": choice.model_source, "TRAINED_IMAGE_BUDGET": choice.image_budget or ""}
         print(" ".join(f"{k}={shlex.quote(str(v))}" for k, v in values.items()))
         return 0
 

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=16, help="requests per engine call (max_batch_size)")
     p.add_argument("--backend", choices=BACKENDS, default="transformers")
     p.add_argument("--dtype", default="auto", choices=DTYPES)
-    p.add_argument("--image_max_token_num", type=int, help="image budget (default: env IMAGE_MAX_TOKEN_NUM or 1024)")
+    p.add_argument("--image_max_token_num", type=int,
+                   help="image budget in tokens (default: env IMAGE_MAX_TOKEN_NUM, else the adapter's "
+                        "training budget, else 1024)")
     p.add_argument("--output_file", default=str(RESULTS / "batch_infer" / "predictions.jsonl"))
     p.add_argument("--resume", action="store_true", help="skip images already in --output_file")
     p.add_argument("--overwrite", action="store_true", help="start --output_file afresh")
@@ -60,7 +62,7 @@ def run(args) -> dict:
     done = prepare_output(out, args.resume, args.overwrite)
     todo = [it for it in items if it.key not in done]
 
-    budget = models.set_image_budget(args.image_max_token_num)
+    budget = models.set_image_budget(args.image_max_token_num, choice)
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
                   "repetition_penalty": args.repetition_penalty, "image_max_token_num": budget}
     skipped: list[tuple[str, str]] = []

@@ -41,7 +41,7 @@ from medswift.data.core import (SECTIONS, Reading, add_common_args, check_and_sp
                                 to_units, write_lists, write_splits)
 
 # Format name -> reader module (medswift.data.<module>), tried in this order when detecting.
-READERS = {"openi": "openi"}
+READERS = {"iu_xray": "iu_xray", "r2gen": "r2gen", "openi": "openi"}
 OUTPUTS = "{out}/train.jsonl, {out}/val.jsonl, {out}/test.jsonl"
 
 

@@ -83,11 +83,11 @@ def convert(args) -> dict:
     if args.section and not reading.sections:
         raise UsageError(f"the {module.NAME} format has no report sections; leave --section out")
     section = args.section or "findings"
-    for cand in reading.candidates:  # the target text, and why there is none
-        if not cand.problem:
-            cand.fields["target"], cand.problem = target_text(cand.fields, reading, section)
     candidates, unit_notes = to_units(reading.candidates, unit, args.max_views) if reading.studies \
         else (reading.candidates, [])
+    for cand in candidates:  # the target text of each sample (a study once, not per view), or why none
+        if not cand.problem:
+            cand.fields["target"], cand.problem = target_text(cand.fields, reading, section)
     out_dir = Path(args.output_dir)
     prepare_output_dir(out_dir)
     conv = check_and_split(candidates, reading.index, out_dir, args, images_dirs=reading.images_dirs,

@@ -27,6 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medswift.core.cli import command_parser
 from medswift.core import models, prompts, thinking
 from medswift.core.constants import BACKENDS, DTYPES, LOOPBACK, ROOT
 from medswift.core.constants import NOTICE as RESEARCH_ONLY
@@ -413,7 +414,7 @@ def exposure_warnings(host: str, auth, share: bool) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--model_path", help="base model folder (default: the adapter's base, else the tiny model)")
     p.add_argument("--adapter_path", help="LoRA checkpoint folder (optional)")
     p.add_argument("--backend", choices=BACKENDS, default="transformers")

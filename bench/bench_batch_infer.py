@@ -12,10 +12,10 @@ weights to measure those instead.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
+from medswift.core.cli import command_parser
 from medswift.core import models as eng
 from medswift.core import prompts
 from medswift.core.constants import ROOT
@@ -23,7 +23,7 @@ from medswift.core.images import open_checked
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--model_path")
     p.add_argument("--adapter_path")
     p.add_argument("--images", type=int, default=33)

@@ -17,7 +17,6 @@ inference images/s (bench/bench_batch_infer.py on the same model).
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -26,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from medswift.core.cli import command_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +120,7 @@ def train_run(name: str, model: Path, data: Path, work: Path, steps: int, micro:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--arch", choices=("8b", "tiny"), default="8b")
     p.add_argument("--work_dir", default=str(ROOT / "results" / "bench_gpu"))
     p.add_argument("--steps", type=int, default=8, help="optimizer steps per configuration (global batch 16)")

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, VENV_BIN, run
+from conftest import PYTHON, ROOT, VENV_BIN, run
 
 LAUNCHERS = sorted((ROOT / "tools").rglob("*.sh"))
 SWIFT_DIR = ROOT / "tools" / "swift"
@@ -100,16 +100,27 @@ def test_single_gpu_dry_run_uses_reference_defaults(paths, tmp_path):
                 "--freeze_vit": "true", "--freeze_aligner": "true", "--learning_rate": "1e-4",
                 "--lr_scheduler_type": "cosine", "--warmup_ratio": "0.05", "--num_train_epochs": "3",
                 "--per_device_train_batch_size": "1", "--gradient_accumulation_steps": "16",
-                "--torch_dtype": "float32", "--check_model": "false", "--output_dir": str(tmp_path)}
+                "--torch_dtype": "bfloat16", "--check_model": "false", "--output_dir": str(tmp_path)}
     assert {k: flag(argv, k) for k in expected} == expected
     assert argv[-2:] == ["--max_steps", "7"], "extra flags pass through at the end"
     assert "--deepspeed" not in argv
     assert env["IMAGE_MAX_TOKEN_NUM"] == "1024" and "NPROC_PER_NODE" not in env
 
 
-def test_cpu_dtype_is_announced(paths):
-    proc = launcher("finetune_qwen3vl_lora.sh", {**paths, "DRY_RUN": "1"})
+def test_dry_runs_show_the_gpu_command_unless_the_target_is_a_cpu(paths):
+    """A dry run is written here for the machine that will run it: the CUDA command by default
+    (bf16, DeepSpeed), the CPU one with TARGET=cpu; a real run on this CPU machine uses float32."""
+    proc = launcher("finetune_qwen3vl_lora_mp.sh", {**paths, "DRY_RUN": "1", "NPROC_PER_NODE": "8"})
+    argv = shlex.split(proc.stdout.strip())
+    assert flag(argv, "--torch_dtype") == "bfloat16" and flag(argv, "--deepspeed") == "zero2"
+    assert "dry run: showing the command for a CUDA machine" in proc.stderr
+    proc = launcher("finetune_qwen3vl_lora_mp.sh", {**paths, "DRY_RUN": "1", "TARGET": "cpu"})
+    argv = shlex.split(proc.stdout.strip())
+    assert flag(argv, "--torch_dtype") == "float32" and "--deepspeed" not in argv
     assert "no CUDA device found: using float32" in proc.stderr
+    env, argv = dry("finetune_qwen3vl_lora.sh", {"MODEL": "/models/Qwen3-VL-8B-Instruct", "DATA_DIR": paths["DATA_DIR"]})
+    assert flag(argv, "--model") == "/models/Qwen3-VL-8B-Instruct" and "--model_type" not in argv, \
+        "the model need not exist on the machine that prints the command"
 
 
 @pytest.mark.parametrize("nproc, nnodes, micro, accum", [(1, 1, 1, 16), (2, 1, 1, 8), (4, 1, 2, 2), (2, 2, 1, 4)])
@@ -139,7 +150,7 @@ def test_knobs_reach_the_command(paths):
 
 
 def test_deepspeed_is_dropped_on_cpu_with_a_note(paths):
-    proc = launcher("finetune_qwen3vl_lora_mp.sh", {**paths, "DRY_RUN": "1", "DEEPSPEED": "zero3"})
+    proc = launcher("finetune_qwen3vl_lora_mp.sh", {**paths, "DRY_RUN": "1", "DEEPSPEED": "zero3", "TARGET": "cpu"})
     assert "--deepspeed" not in proc.stdout and "DEEPSPEED=zero3 needs CUDA" in proc.stderr
 
 
@@ -183,6 +194,34 @@ def test_mistakes_stop_with_one_line_before_heavy_imports(paths, name, env, mess
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+TOOL_SCRIPTS = ["convert_xray_swift.py", "convert_chestxray14.py", "convert_ham10000.py", "convert_captions.py",
+                "batch_infer.py", "evaluate.py", "predict_classification.py", "evaluate_classification.py",
+                "serve.py", "serve_client.py"]
+
+
+@pytest.mark.parametrize("script", [p for p in LAUNCHERS if p.name != "common.sh"], ids=lambda p: p.name)
+def test_every_launcher_answers_help_with_its_own_usage(script, tmp_path):
+    """--help prints the launcher's usage (and, for those built on common.sh, every knob with its
+    value), starts nothing and exits 0; it never reaches ms-swift's two-line stub or training."""
+    out = tmp_path / "out"
+    proc = run(["bash", str(script), "--help"], env={**CPU_ONLY, "SWIFT_BIN": "/nonexistent/swift",
+                                                    "OUTPUT_DIR": str(out)}, timeout=60, check=False)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    first = next(line for line in script.read_text().splitlines()[1:] if line.startswith("# "))[2:]
+    assert proc.stdout.startswith(first), "its own header comes first"
+    if "init_launcher" in script.read_text() or script.name == "slurm_node.sh":
+        assert "LORA_RANK=8" in proc.stdout or "MAX_NEW_TOKENS=512" in proc.stdout
+        assert "DRY_RUN=1" in proc.stdout
+    assert not out.exists(), "nothing ran"
+
+
+@pytest.mark.parametrize("name", TOOL_SCRIPTS)
+def test_every_tool_script_answers_help_with_defaults_and_an_example(name):
+    proc = run([PYTHON, str(ROOT / "scripts" / name), "--help"], timeout=60)
+    assert "default:" in proc.stdout and "examples:" in proc.stdout and f"scripts/{name}" in proc.stdout
+    assert "not for diagnosis" in proc.stdout
 
 
 def test_launcher_defaults_cannot_be_lost_to_line_order(paths, tmp_path):
@@ -339,8 +378,12 @@ def test_slurm_two_simulated_nodes(paths):
         seen.append((assigns["NODE_RANK"], assigns["NNODES"], assigns["MASTER_ADDR"], assigns["MASTER_PORT"],
                      assigns["NPROC_PER_NODE"]))
         assert flag(words, "--gradient_accumulation_steps") == "2"  # 16 / (4 GPUs x 2 nodes)
-        assert "DEEPSPEED=zero3_offload needs CUDA" in proc.stderr, "ZeRO-3 offload reaches the launcher"
+        assert flag(words, "--deepspeed") == "zero3_offload", "ZeRO-3 offload reaches the launcher"
     assert seen == [("0", "2", "gpu-node-01", "24567", "4"), ("1", "2", "gpu-node-01", "24567", "4")]
+    env = {**CPU_ONLY, **paths, "DRY_RUN": "1", "SLURM_NNODES": "2", "SLURM_NODEID": "0", "SLURM_GPUS_ON_NODE": "8",
+           "MASTER_ADDR": "gpu-node-01"}
+    words = shlex.split(run(["bash", str(SLURM_DIR / "slurm_node.sh")], env=env).stdout)
+    assert flag(words, "--deepspeed") == "zero3", "the batch script's ZeRO-3, not the multi-GPU launcher's zero2"
     proc = run(["bash", str(SLURM_DIR / "slurm_node.sh")], env={**CPU_ONLY, "SLURM_NNODES": "2"}, check=False)
     assert proc.returncode == 2 and "SLURM_NODEID is not set" in proc.stderr
 

@@ -10,7 +10,7 @@
 # For research only, not for diagnosis.
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/swift/common.sh"
-init_launcher
+init_launcher infer "$@"
 
 SPLIT="${SPLIT:-test}"
 check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH

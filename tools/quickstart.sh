@@ -8,6 +8,10 @@
 # LANG_CODE=en uses the English reports; every launcher knob (tools/swift/common.sh)
 # applies. For research only, not for diagnosis.
 set -euo pipefail
+if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then  # its header comment is its usage
+  sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "${BASH_SOURCE[0]}"
+  exit 0
+fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 

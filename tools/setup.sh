@@ -4,6 +4,10 @@
 # Fast when nothing changed: the hash of requirements.txt and pyproject.toml is kept in
 # .venv and pip is skipped while it matches. PYTHON=python3.11 picks the interpreter.
 set -euo pipefail
+if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then  # its header comment is its usage
+  sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "${BASH_SOURCE[0]}"
+  exit 0
+fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PYTHON="${PYTHON:-python3}"

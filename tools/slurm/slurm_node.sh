@@ -6,6 +6,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 die() { echo "error: $*" >&2; exit 2; }
+if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then  # this header, then the launcher's own usage
+  sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "${BASH_SOURCE[0]}"
+  echo
+  exec bash "$here/../swift/finetune_qwen3vl_lora_mp.sh" --help
+fi
+# ZeRO-3 on a cluster by default (the batch script's setting, so a dry run here shows what the job runs).
+export DEEPSPEED="${DEEPSPEED:-zero3}"
 
 [[ -n "${SLURM_NNODES:-}" ]] || die "SLURM_NNODES is not set: run this through tools/slurm/finetune_qwen3vl_lora.sbatch"
 [[ -n "${SLURM_NODEID:-}" ]] || die "SLURM_NODEID is not set: run this through srun"

@@ -26,7 +26,12 @@ knob() {
   fi
 }
 
+# init_launcher KIND "$@": apply the knobs; with -h/--help among the arguments, print the calling
+# launcher's own usage (its header comment) and the knobs of KIND with their values, and exit.
+# KIND: train | infer (inference, merge, serving, evaluation) | all.
 init_launcher() {
+  local kind="${1:-all}"
+  shift || true
   # shellcheck disable=SC2034  # read by the launchers that source this file
   {
     # ------------------------------------------------------------ model and data
@@ -71,7 +76,9 @@ init_launcher() {
     knob DEEPSPEED none                             # none | zero2 | zero3 | zero2_offload | zero3_offload (CUDA)
     knob QUANT_BITS ""                              # 4 or 8: QLoRA (bitsandbytes) training, CUDA only
     knob DTYPE auto                                 # auto: bfloat16 with CUDA, float32 without
+    knob TARGET auto                                # the machine the command is for: auto | gpu | cpu (see target_gpus)
     knob NUM_WORKERS 2                              # dataloader and preprocessing processes
+    knob REPORT_TO tensorboard                      # tensorboard (OUTPUT_DIR/v*/runs) | wandb | swanlab | none
 
     # ------------------------------------------------------------ inference
     knob INFER_BACKEND transformers                 # transformers | vllm
@@ -80,6 +87,40 @@ init_launcher() {
     knob INFER_BATCH 16
   }
   KNOBS_APPLIED=1
+  local arg
+  for arg in "$@"; do
+    if [[ "$arg" == -h || "$arg" == --help ]]; then
+      launcher_help "$kind"
+      exit 0
+    fi
+  done
+}
+
+# The usage of the launcher that sourced this file: its header comment, then its knobs (parsed
+# from init_launcher above, so the list cannot drift from what is applied) and their values now.
+launcher_help() {
+  local kind="$1" script="${BASH_SOURCE[-1]}"
+  sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;/^shellcheck/d;p}}' "$script"
+  echo
+  echo "Knobs (environment variables; values as this run would use them):"
+  local section="" line name comment
+  while IFS= read -r line; do
+    if [[ "$line" =~ ^[[:space:]]*#\ -+\ (.+)$ ]]; then
+      section="${BASH_REMATCH[1]}"
+      case "$kind:$section" in
+        train:inference | infer:method* | infer:training) continue ;;
+      esac
+      printf '\n  [%s]\n' "$section"
+    elif [[ "$line" =~ ^[[:space:]]*knob\ ([A-Z_]+)\ [^#]*(#\ (.*))?$ ]]; then
+      case "$kind:$section" in
+        train:inference | infer:method* | infer:training) continue ;;
+      esac
+      name="${BASH_REMATCH[1]}" comment="${BASH_REMATCH[3]:-}"
+      printf '  %-22s %s\n' "$name=${!name}" "$comment"
+    fi
+  done < <(sed -n '/^init_launcher() {/,/^  KNOBS_APPLIED=1/p' "$ROOT/tools/swift/common.sh")
+  echo
+  echo "DRY_RUN=1 prints the command instead of running it. For research only, not for diagnosis."
 }
 
 # ---------------------------------------------------------------- environment
@@ -213,10 +254,14 @@ resolve_choice() {
       if [[ "${NO_ADAPTER:-0}" == 1 ]]; then args+=(--no_adapter); else args+=(--adapter "$ADAPTER" --output_dir "$OUTPUT_DIR"); fi
       ;;
   esac
+  [[ "$DRY_RUN" == 1 ]] && args+=(--elsewhere)   # a dry run may name paths of the target machine
   resolved="$(medswift_python -m medswift.core.models "${args[@]}")" || exit 2
   local user_type="$MODEL_TYPE"
   eval "$resolved"
   [[ -n "$user_type" ]] && MODEL_TYPE="$user_type"
+  if [[ "$DRY_RUN" == 1 && ! -e "$MODEL" ]]; then
+    note "dry run: $MODEL is not on this machine; shown as given (the target machine must have it)"
+  fi
   resolve_image_budget "$TRAINED_IMAGE_BUDGET"
   [[ -n "$ADAPTER" && -z "$adapter_given" ]] && note "using newest checkpoint: $ADAPTER"
   return 0
@@ -250,16 +295,33 @@ require_cuda() {
   [[ "$DRY_RUN" == "1" || "$(gpu_count)" -gt 0 ]] || die "$1 needs a CUDA GPU and none is visible on this machine"
 }
 
+# GPUs of the machine the command is for. A real run: this machine's. A dry run (DRY_RUN=1) is
+# usually written on a laptop for a cluster, so it shows the CUDA command (bf16, DeepSpeed)
+# unless TARGET=cpu; TARGET=gpu forces that for a real run too.
+target_gpus() {
+  local here
+  here="$(gpu_count)"
+  case "$TARGET" in
+    cpu) echo 0 ;;
+    gpu) echo $((here > 0 ? here : 1)) ;;
+    auto) if [[ "$DRY_RUN" == 1 ]]; then echo $((here > 0 ? here : 1)); else echo "$here"; fi ;;
+    *) die "TARGET must be auto, gpu or cpu, got '$TARGET'" ;;
+  esac
+}
+
 resolve_dtype() {
   if [[ "$DTYPE" != "auto" ]]; then
     return
   fi
-  if [[ "$(gpu_count)" -gt 0 ]]; then
+  if [[ "$(target_gpus)" -gt 0 ]]; then
     DTYPE="bfloat16"
+    [[ "$DRY_RUN" == 1 && "$(gpu_count)" -eq 0 ]] \
+      && note "dry run: showing the command for a CUDA machine (bf16); TARGET=cpu shows the CPU one"
   else
     DTYPE="float32"
     note "no CUDA device found: using float32 on CPU (bf16 needs a GPU); expect it to be slow"
   fi
+  return 0
 }
 
 # Print (DRY_RUN=1) or run a command; the printed form can be pasted into a shell.
@@ -308,6 +370,9 @@ processes() {
   fi
   # Without a GPU, ms-swift still runs several CPU processes (gloo), which is how it is tested.
   nproc="${NPROC_PER_NODE:-$((gpus > 0 ? gpus : 1))}"
+  if [[ "$DRY_RUN" == 1 && -z "${NPROC_PER_NODE:-}" && "$gpus" -eq 0 ]]; then
+    note "dry run: NPROC_PER_NODE is not set, so the target's visible GPUs decide; shown for 1"
+  fi
   nnodes="${NNODES:-1}"
   is_positive_int "$nproc" || die "NPROC_PER_NODE must be a positive integer, got '$nproc'"
   is_positive_int "$nnodes" || die "NNODES must be a positive integer, got '$nnodes'"
@@ -359,12 +424,19 @@ run_sft() {
     require_cuda "QLoRA (QUANT_BITS=$QUANT_BITS, bitsandbytes)"
     quant_args=(--quant_method bnb --quant_bits "$QUANT_BITS" --bnb_4bit_compute_dtype bfloat16)
   fi
+  case "$REPORT_TO" in
+    tensorboard | none) ;;
+    wandb | swanlab)
+      medswift_python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)' "$REPORT_TO" \
+        || die "REPORT_TO=$REPORT_TO but the $REPORT_TO package is not installed in $PYTHON_BIN (pip install $REPORT_TO, or REPORT_TO=tensorboard)" ;;
+    *) die "REPORT_TO must be tensorboard, wandb, swanlab or none, got '$REPORT_TO'" ;;
+  esac
   resolve_dtype
   local ds_args=()
   case "$DEEPSPEED" in
     none | "") ;;
     zero2 | zero3 | zero2_offload | zero3_offload)
-      if [[ "$(gpu_count)" -eq 0 ]]; then
+      if [[ "$(target_gpus)" -eq 0 ]]; then
         note "DEEPSPEED=$DEEPSPEED needs CUDA; training without DeepSpeed on CPU"
       else
         ds_args=(--deepspeed "$DEEPSPEED")
@@ -390,7 +462,7 @@ run_sft() {
     --max_length "$MAX_LENGTH" --gradient_checkpointing "$GRAD_CHECKPOINTING" \
     --save_steps "$SAVE_STEPS" --save_total_limit "$SAVE_TOTAL_LIMIT" --logging_steps "$LOGGING_STEPS" \
     --dataloader_num_workers "$NUM_WORKERS" --dataset_num_proc "$NUM_WORKERS" \
-    --seed "$SEED" --check_model false \
+    --seed "$SEED" --check_model false --report_to "$REPORT_TO" \
     --model_kwargs "{\"IMAGE_MAX_TOKEN_NUM\": $IMAGE_MAX_TOKEN_NUM}" \
     --output_dir "$OUTPUT_DIR" \
     "${ds_args[@]}" "${quant_args[@]}" "$@"

@@ -16,7 +16,7 @@
 # For research only, not for diagnosis.
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-init_launcher
+init_launcher infer "$@"
 
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"

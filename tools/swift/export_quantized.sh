@@ -7,7 +7,7 @@
 # shellcheck source=common.sh
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-init_launcher
+init_launcher infer "$@"
 
 QUANT_METHOD="${QUANT_METHOD:-awq}"
 CALIB_FILE="${CALIB_FILE:-$TRAIN_FILE}"

@@ -12,7 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 launcher_default DATA_DIR "$ROOT/data/cxr14_swift"
 launcher_default SPLIT_PREFIX cls_                # cls_train.jsonl, cls_val.jsonl
 launcher_default OUTPUT_DIR "$ROOT/results/cls"
-init_launcher
+init_launcher train "$@"
 
 LABELS_FILE="${LABELS_FILE:-$DATA_DIR/labels.json}"
 POS_WEIGHT="${POS_WEIGHT:-auto}"   # auto | none

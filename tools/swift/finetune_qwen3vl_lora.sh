@@ -6,5 +6,5 @@
 # Knobs (env): see tools/swift/common.sh. For research only, not for diagnosis.
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-init_launcher
+init_launcher train "$@"
 run_sft single "$@"

@@ -9,5 +9,5 @@
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 launcher_default DEEPSPEED zero2   # ZeRO-2 across GPUs; ignored (with a note) on CPU
-init_launcher
+init_launcher train "$@"
 run_sft distributed "$@"

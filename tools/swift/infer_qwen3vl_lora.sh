@@ -7,7 +7,7 @@
 # Knobs (env): see tools/swift/common.sh. For research only, not for diagnosis.
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-init_launcher
+init_launcher infer "$@"
 
 check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH
 require_data "$VAL_FILE" "inference data"

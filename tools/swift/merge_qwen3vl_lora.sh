@@ -8,7 +8,7 @@
 # Knobs (env): see tools/swift/common.sh. For research only, not for diagnosis.
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-init_launcher
+init_launcher infer "$@"
 
 resolve_choice adapter
 model_args=()

@@ -68,7 +68,7 @@ def check_backend(backend: str) -> None:
 
 def resolve(model_path: str | Path | None = None, adapter_path: str | Path | None = None,
             backend: str = "transformers", *, output_dir: str | Path | None = None,
-            no_adapter: bool = False) -> ModelChoice:
+            no_adapter: bool = False, elsewhere: bool = False) -> ModelChoice:
     """Decide and check what to load.
 
     * ``no_adapter``: the model alone (``model_path``, else the embedded default).
@@ -76,6 +76,8 @@ def resolve(model_path: str | Path | None = None, adapter_path: str | Path | Non
       one is given (the launchers' default), or none (a base model alone);
     * the base model is ``model_path`` when given, else the one the adapter was trained on
       (its ``args.json``), else the embedded default.
+    * ``elsewhere``: the command is for another machine (a dry run): a model or adapter path that
+      does not exist here is taken as given, with its model type unknown.
     """
     check_backend(backend)
     adapter = None
@@ -87,7 +89,7 @@ def resolve(model_path: str | Path | None = None, adapter_path: str | Path | Non
             if adapter is None:
                 raise UsageError(f"no adapter given and no checkpoint-* under {output_dir} (train first, or set "
                                  "ADAPTER / --adapter_path to a checkpoint-N folder)")
-        if adapter is not None:
+        if adapter is not None and not (elsewhere and not adapter.exists()):
             if not adapter.is_dir():
                 raise UsageError(f"adapter not found: {adapter}")
             if not (adapter / "adapter_config.json").is_file():
@@ -101,6 +103,8 @@ def resolve(model_path: str | Path | None = None, adapter_path: str | Path | Non
             raise UsageError(f"{adapter / 'args.json'} names no base model; give the model path") from None
     else:
         model, source = DEFAULT_MODEL, "default"
+    if elsewhere and not model.exists():
+        return ModelChoice(model=model, adapter=adapter, model_type="", backend=backend, model_source=source)
     if not (model / "config.json").is_file():
         hint = " (build the default: python scripts/build_tiny_model.py)" if model == DEFAULT_MODEL else ""
         raise UsageError(f"model not found (no config.json): {model}{hint}")
@@ -164,11 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output_dir", help="look for the newest checkpoint here when --adapter is not given")
     p.add_argument("--no_adapter", action="store_true")
     p.add_argument("--backend", default="transformers")
+    p.add_argument("--elsewhere", action="store_true", help="for another machine: missing paths are taken as given")
     args = p.parse_args(argv)
 
     def body() -> int:
         choice = resolve(args.model or None, args.adapter or None, args.backend, output_dir=args.output_dir,
-                         no_adapter=args.no_adapter)
+                         no_adapter=args.no_adapter, elsewhere=args.elsewhere)
         values = {"MODEL": choice.model, "ADAPTER": choice.adapter or "", "MODEL_TYPE": choice.model_type,
                   "MODEL_SOURCE": choice.model_source, "TRAINED_IMAGE_BUDGET": choice.image_budget or ""}
         print(" ".join(f"{k}={shlex.quote(str(v))}" for k, v in values.items()))

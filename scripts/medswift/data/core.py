@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from medswift.core.cli import command_parser
 from medswift.core.constants import IMAGE_SUFFIXES, LANGUAGES, NOTICE, SPLITS
 from medswift.core.errors import Rejected, UsageError
 from medswift.core.files import read_text_utf8, write_atomic, write_json, write_jsonl, write_tsv
@@ -632,10 +633,8 @@ def summary_line(summary: dict) -> str:
 
 
 def converter_parser(doc: str):
-    """The argument parser of a converter: its module docstring's first paragraph as description."""
-    import argparse
-
-    return argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=NOTICE)
+    """The argument parser of a converter (see medswift.core.cli)."""
+    return command_parser(doc)
 
 
 def add_common_args(p, output_dir: str, val_ratio: float, test_ratio: float, lang: str = "en") -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.constants import SINGLE_LABEL as SINGLE
 from medswift.core.errors import UsageError, run_cli
@@ -345,7 +346,7 @@ def summary(m: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=NOTICE)
+    p = command_parser(__doc__)
     p.add_argument("--labels", required=True, help="labels.json written next to the converted data")
     p.add_argument("--predictions", required=True, help="test predictions JSONL")
     p.add_argument("--val_predictions", help="validation predictions JSONL with scores: tunes per-class thresholds")

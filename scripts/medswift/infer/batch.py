@@ -23,8 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+from medswift.core.cli import command_parser
 from medswift.core import models
-from medswift.core.constants import BACKENDS, DTYPES, NOTICE, RESULTS
+from medswift.core.constants import BACKENDS, DTYPES, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.images import ImageRejected
 from medswift.infer.inputs import (add_input_args, check_generation_args, collect_items, load_images,
@@ -34,7 +35,7 @@ from medswift.infer.rows import report_row
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=NOTICE)
+    p = command_parser(__doc__)
     add_input_args(p)
     p.add_argument("--model_path", help="base model folder (default: from the adapter's args.json, "
                                         "else the embedded tiny model)")

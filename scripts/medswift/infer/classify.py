@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from medswift.core.cli import command_parser
 from medswift.core import models
 from medswift.core.constants import BACKENDS, DTYPES, MULTI_LABEL, NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
@@ -125,7 +126,7 @@ def run(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=NOTICE)
+    p = command_parser(__doc__)
     p.add_argument("--labels", required=True, help="labels.json written by the converter")
     p.add_argument("--dataset", required=True, help="cls_<split>.jsonl (head) or <split>.jsonl (generative)")
     p.add_argument("--model_path")

@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from medswift.core.cli import command_parser
 from medswift.core.constants import LOOPBACK, NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.images import ImageRejected
@@ -187,7 +188,7 @@ def ask(session, url: str, body: dict, timeout: float, on_token=None) -> str:
 
 # --------------------------------------------------------------------------- running
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=NOTICE)
+    p = command_parser(__doc__)
     add_input_args(p)
     p.add_argument("--url", default=DEFAULT_URL, help=f"server root (default {DEFAULT_URL})")
     p.add_argument("--model", help="served model name (default: the first one the server lists)")

@@ -49,6 +49,7 @@ import sys
 import threading
 from pathlib import Path
 
+from medswift.core.cli import command_parser
 from medswift.core.constants import LOOPBACK, NOTICE
 from medswift.core.errors import UsageError
 
@@ -377,8 +378,8 @@ def build_deploy(args, api_key: str | None, allow_remote: bool):
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False: ms-swift's flags pass through whole, and --api_key must not pass for --api_key_file.
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                epilog="Other flags go to ms-swift's DeployArguments (swift deploy --help).")
+    p = command_parser(__doc__, allow_abbrev=False)
+    p.epilog = "Other flags go to ms-swift's DeployArguments (swift deploy --help).\n" + p.epilog
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api_key_file", help="file whose first line is the API key")

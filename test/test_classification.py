@@ -91,6 +91,87 @@ def test_chestxray14_official_lists(tmp_path):
     assert read_jsonl(out / "train.jsonl")[0]["messages"][-1]["content"].startswith("所见：")
 
 
+# the JSON form, as its known writer makes it from Data_Entry_2017.csv: lower-case names with spaces,
+# the 0/1 list in alphabetical order with "no finding" among them (not NIH's order)
+JSON_ORDER = sorted(cls.CHESTXRAY14.labels, key=lambda lab: lab.lower().replace("_", " "))
+
+
+def cxr14_json_record(i: int, image: str, findings: list[str], order=JSON_ORDER, spell=str.lower) -> dict:
+    return {"id": f"identity_{i + 1}", "image_path": f"sample/images/{image}",
+            "disease_labels": [int(lab in findings) for lab in order],
+            "disease_names": [spell(lab.replace("_", " ")) for lab in findings]}
+
+
+def test_chestxray14_json_form(tmp_path):
+    data = make_cxr14(tmp_path / "src")
+    truth = {r[0]: r[1].split("|") for r in data["rows"]}
+    records = [cxr14_json_record(i, name, labels) for i, (name, labels) in enumerate(truth.items())]
+    records[3] = cxr14_json_record(3, *list(truth.items())[3], spell=lambda s: s.replace(" ", "_").title())
+    extra_images = ["00000050_000.png", "00000051_000.png", "00000052_000.png", "00000053_000.png", "scan_a.png"]
+    for name in extra_images:
+        Image.open(BUNDLED_IMAGES / "2_1.png").convert("L").resize((32, 32)).save(data["images"] / name)
+    truth["scan_a.png"] = ["Mass"]
+    disagree = cxr14_json_record(0, "00000050_000.png", ["Effusion"])
+    disagree["disease_names"] = ["mass"]
+    bad = [(disagree, "labels and names disagree"),
+           (dict(cxr14_json_record(0, "00000051_000.png", []), disease_names=["alien disease"]), "unknown label"),
+           (dict(cxr14_json_record(0, "00000052_000.png", ["Mass"]), disease_labels="0,1"), "wrong field type"),
+           (dict(cxr14_json_record(0, "00000053_000.png", ["Mass"]), disease_labels=[0] * 13), "wrong label count"),
+           (cxr14_json_record(0, "99999999_000.png", ["Mass"]), "missing image"),
+           (cxr14_json_record(0, "00000050_000.png", ["No Finding", "Mass"]), "No Finding together with findings"),
+           ("identity_99", "not a JSON object"),
+           ({"id": "identity_98", "disease_labels": [0] * 15}, "no image path")]
+    records += [cxr14_json_record(len(records), "scan_a.png", ["Mass"])] + [rec for rec, _ in bad]
+    cut = len(records) * 4 // 5  # the writer's train/val files; val as JSON lines here
+    (tmp_path / "train.json").write_text(json.dumps(records[:cut], indent=2))
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[cut:]))
+    outs = [tmp_path / "out", tmp_path / "again"]
+    for out in outs:
+        assert convert_chestxray14.main(["--json", str(tmp_path / "train.json"), "--json", str(tmp_path / "val.jsonl"),
+                                         "--images_dir", str(data["images"]), "--output_dir", str(out), "--quiet"]) == 0
+    summary = json.loads((outs[0] / "summary.json").read_text())
+    assert summary["read"] == len(records) and summary["written"] == len(truth)
+    assert summary["read"] == summary["written"] + summary["skipped"]
+    assert summary["skipped_by_reason"] == {reason: sum(1 for _, r in bad if r == reason) for _, reason in bad}
+    assert summary["label_order"] == "alphabetical" and summary["input_form"] == "json"
+    # no Patient ID in this form: grouped by the NIH name's patient prefix (the missing image's too), else the image
+    assert summary["grouped_by"] == {"patient prefix of the image name": len(data["rows"]) + 1, "the image itself": 1}
+    for split in ("train", "val", "test"):
+        for head in read_jsonl(outs[0] / f"cls_{split}.jsonl"):
+            assert head["label"] == cls.multi_hot(cls.CHESTXRAY14, truth[head["id"]])
+    sides = sides_of(outs[0], lambda rid: rid.split("_")[0])
+    assert all(len(v) == 1 for v in sides.values()), "no patient on two sides"
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "cls_train.jsonl", "labels.json", "skipped.tsv",
+                 "summary.json"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+
+
+def test_chestxray14_json_in_nih_order_through_csv_flag(tmp_path, capsys):
+    data = make_cxr14(tmp_path / "src", n_patients=4, size=16)
+    nih14 = cls.CHESTXRAY14.labels[:14]  # 14 long: all zeros is No Finding
+    records = [cxr14_json_record(i, row[0], [lab for lab in row[1].split("|") if lab != "No Finding"], order=nih14,
+                                 spell=str.title) for i, row in enumerate(data["rows"])]
+    src = tmp_path / "nih.json"
+    src.write_text(json.dumps(records))
+    common = ["--csv", str(src), "--images_dir", str(data["images"]), "--quiet"]
+    assert convert_chestxray14.main(common + ["--output_dir", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["label_order"] == "nih" and summary["written"] == len(records) and summary["skipped"] == 0
+    truth = {r[0]: r[1].split("|") for r in data["rows"]}
+    for head in read_jsonl(tmp_path / "out" / "cls_train.jsonl"):
+        assert head["label"] == cls.multi_hot(cls.CHESTXRAY14, truth[head["id"]])
+    # the order forced the wrong way: every record whose names then disagree is a listed skip
+    assert convert_chestxray14.main(common + ["--output_dir", str(tmp_path / "forced"),
+                                              "--label_order", "alphabetical"]) == 0
+    forced = json.loads((tmp_path / "forced" / "summary.json").read_text())
+    assert forced["skipped_by_reason"]["labels and names disagree"] >= len(records) // 2
+    # labels alone cannot say their order
+    src.write_text(json.dumps([{k: v for k, v in r.items() if k != "disease_names"} for r in records]))
+    capsys.readouterr()
+    assert convert_chestxray14.main(common + ["--output_dir", str(tmp_path / "o3")]) == 2
+    assert "give --label_order" in capsys.readouterr().err
+
+
 def test_ham10000_split_by_lesion(tmp_path):
     images = [tmp_path / "HAM10000_images_part_1", tmp_path / "HAM10000_images_part_2"]
     for d in images:

@@ -41,7 +41,7 @@ from medswift.data.core import (SECTIONS, Reading, add_common_args, check_and_sp
                                 to_units, write_lists, write_splits)
 
 # Format name -> reader module (medswift.data.<module>), tried in this order when detecting.
-READERS = {"iu_xray": "iu_xray", "r2gen": "r2gen", "openi": "openi"}
+READERS = {"iu_xray": "iu_xray", "r2gen": "r2gen", "llamafactory": "llamafactory", "openi": "openi"}
 OUTPUTS = "{out}/train.jsonl, {out}/val.jsonl, {out}/test.jsonl"
 
 
@@ -138,6 +138,9 @@ def build_parser():
     p.add_argument("--system", default=None, help="optional system prompt for every record")
     p.add_argument("--keep_source_prompt", action="store_true",
                    help="use the record's own prompt (reference format) instead of the templates")
+    p.add_argument("--dataset_info", help="llamafactory: the dataset_info.json naming the file's fields "
+                                          "(default: the one beside --input, when it has an entry for it)")
+    p.add_argument("--dataset_name", help="llamafactory: the dataset_info.json entry to use")
     add_common_args(p, "openi_swift", val_ratio=0.05, test_ratio=0.05, lang="zh")
     return p
 

@@ -20,7 +20,6 @@ For research only, not for diagnosis.
 """
 from __future__ import annotations
 
-import json
 import posixpath
 from pathlib import Path, PurePosixPath
 
@@ -28,9 +27,9 @@ from medswift.core import prompts
 from medswift.core.constants import IMAGE_SUFFIXES
 from medswift.core.errors import UsageError
 from medswift.data.core import (BadRecord, Candidate, add_common_args, check_and_split, converter_entry,
-                                converter_parser, prepare_output_dir, read_csv_rows, read_text_utf8,
-                                remove_stale_files, require_object, sample, summarise, text_field, write_lists,
-                                write_splits)
+                                converter_parser, load_json_records, prepare_output_dir, read_csv_rows,
+                                read_text_utf8, remove_stale_files, require_object, sample, summarise, text_field,
+                                write_lists, write_splits)
 
 
 def _row(image: str, caption: str, group: str, path: Path | None, problem: tuple[str, str] | None = None) -> dict:
@@ -59,14 +58,7 @@ def rows_from_table(path: Path, images_dir: Path, image_key: str, caption_key: s
         table = [(f"data row {n}", r) for n, r in
                  enumerate(read_csv_rows(path, required, f"a CSV with {', '.join(required)} columns"), 1)]
     else:
-        table = []
-        # split on "\n" only: str.splitlines would also cut at U+2028, legal inside a JSON string
-        for n, line in enumerate(read_text_utf8(path, "input").split("\n"), 1):
-            if line.strip():
-                try:
-                    table.append((f"line {n}", json.loads(line)))
-                except (ValueError, RecursionError):
-                    table.append((f"line {n}", BadRecord("not JSON", f"line {n}")))
+        table = load_json_records(path, "input")
         objects = [r for _, r in table if isinstance(r, dict)]
         if table and not objects:
             raise UsageError(f"{path}: no line is a JSON object; is it JSONL?")

@@ -39,9 +39,9 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.data.core import (BadRecord, Candidate, add_common_args, check_and_split, converter_entry,
-                                converter_parser, index_images, json_type, prepare_output_dir, read_csv_rows,
-                                read_text_utf8, require_object, summarise, text_field, write_lists)
-from medswift.data.llamafactory import load_json_records
+                                converter_parser, index_images, json_type, load_json_records, prepare_output_dir,
+                                read_csv_rows, read_text_utf8, require_object, summarise, text_field, write_lists)
+
 from medswift.data.tasks import CHESTXRAY14, write_task_outputs
 
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID")

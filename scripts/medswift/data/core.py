@@ -76,6 +76,38 @@ def text_field(record: dict, key: str, where: str, *, id_like: bool = False) -> 
     raise BadRecord("wrong field type", f"{where}: {key!r} is {json_type(value)}, expected text")
 
 
+def load_json_records(path: Path, what: str) -> list[tuple[str, object]]:
+    """``[(where, value)]`` for every record of a JSON list or a JSON-lines file, in order. A JSONL
+    line that is not JSON comes back as a ``BadRecord`` to list, so one bad line costs one record;
+    a file that is neither form is one error."""
+    text = read_text_utf8(path, what)
+    if not text.strip():
+        return []
+    try:
+        whole = json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{path} nests too deeply to read") from None
+    except ValueError as exc:
+        whole, first_error = None, exc
+    else:
+        if isinstance(whole, list):
+            return [(f"record #{i}", rec) for i, rec in enumerate(whole)]
+        if isinstance(whole, dict):  # JSON lines with a single line
+            return [("line 1", whole)]
+        raise UsageError(f"{path}: expected a JSON list of records or JSON lines, found {json_type(whole)}")
+    rows: list[tuple[str, object]] = []
+    # split on "\n" only: str.splitlines would also cut at U+2028, legal inside a JSON string
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            try:
+                rows.append((f"line {n}", json.loads(line)))
+            except (ValueError, RecursionError):
+                rows.append((f"line {n}", BadRecord("not JSON", f"line {n}")))
+    if all(isinstance(value, BadRecord) for _, value in rows):
+        raise UsageError(f"{path} is not valid JSON or JSON lines: {first_error}")
+    return rows
+
+
 def index_images(images_dirs: list[Path] | Path) -> dict[str, Path]:
     """Map file name and stem to a path (one scandir per folder, not a stat per record).
 

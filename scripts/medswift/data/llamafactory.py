@@ -44,7 +44,8 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.data.captions import caption_id
-from medswift.data.core import BadRecord, Candidate, Reading, json_type, read_text_utf8, require_object, text_field
+from medswift.data.core import (BadRecord, Candidate, Reading, json_type, load_json_records, read_text_utf8,
+                                require_object, text_field)
 
 NAME = "llamafactory"
 DATASET_INFO = "dataset_info.json"
@@ -90,38 +91,6 @@ def detect(path: Path) -> bool:
         return False
     keys = {m.group(1) or m.group(2) for m in _KEY.finditer(head)}
     return bool(keys & {b"messages", b"conversations"}) or {b"instruction", b"output"} <= keys
-
-
-def load_json_records(path: Path, what: str) -> list[tuple[str, object]]:
-    """``[(where, value)]`` for every record of a JSON list or a JSON-lines file, in order. A JSONL
-    line that is not JSON comes back as a ``BadRecord`` to list, so one bad line costs one record;
-    a file that is neither form is one error."""
-    text = read_text_utf8(path, what)
-    if not text.strip():
-        return []
-    try:
-        whole = json.loads(text)
-    except RecursionError:
-        raise UsageError(f"{path} nests too deeply to read") from None
-    except ValueError as exc:
-        whole, first_error = None, exc
-    else:
-        if isinstance(whole, list):
-            return [(f"record #{i}", rec) for i, rec in enumerate(whole)]
-        if isinstance(whole, dict):  # JSON lines with a single line
-            return [("line 1", whole)]
-        raise UsageError(f"{path}: expected a JSON list of records or JSON lines, found {json_type(whole)}")
-    rows: list[tuple[str, object]] = []
-    # split on "\n" only: str.splitlines would also cut at U+2028, legal inside a JSON string
-    for n, line in enumerate(text.split("\n"), 1):
-        if line.strip():
-            try:
-                rows.append((f"line {n}", json.loads(line)))
-            except (ValueError, RecursionError):
-                rows.append((f"line {n}", BadRecord("not JSON", f"line {n}")))
-    if all(isinstance(value, BadRecord) for _, value in rows):
-        raise UsageError(f"{path} is not valid JSON or JSON lines: {first_error}")
-    return rows
 
 
 # --------------------------------------------------------------------------- dataset_info.json

@@ -90,6 +90,9 @@ def test_quickstart_as_written(checkout, folders_before):
     assert "not for diagnosis" in card and "## Text metrics" in card
     adapter, merged = checkout / where["LoRA adapter"], checkout / where["merged model"]
     assert (adapter / "adapter_model.safetensors").is_file()
+    card = (adapter / "README.md").read_text()
+    assert "not for diagnosis" in card and "`eval_val/report.md` | 2 |" in card, "the card shows the report card"
+    assert "CC BY-NC-SA 4.0" in card, "the bundled data's licence"
     assert (merged / "config.json").is_file()
     predictions = (checkout / where["predictions"]).read_text().splitlines()
     val = (checkout / where["converted data"] / "val.jsonl").read_text().splitlines()

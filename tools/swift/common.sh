@@ -348,7 +348,20 @@ run_or_print() {
   fi
   note "research use only, not for diagnosis"
   note "running: ${shown[*]}"
+  if declare -F after_run >/dev/null; then  # the launcher has something to do once the command succeeded
+    "$@"
+    after_run
+    exit 0
+  fi
   exec "$@"
+}
+
+# Model cards (README.md) in every checkpoint of the newest run folder under OUTPUT_DIR.
+write_run_cards() {
+  local run_dir
+  run_dir="$(find "$OUTPUT_DIR" -maxdepth 1 -type d -name 'v*-*' -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2-)"
+  [[ -n "$run_dir" ]] || return 0
+  medswift_python -m medswift.eval.model_card --run "$run_dir" >&2 || note "could not write the model cards in $run_dir"
 }
 
 # How many processes and nodes a training launcher runs, and the checks that go with them, for
@@ -393,7 +406,9 @@ processes() {
 }
 
 # swift sft with LoRA; $1 = single | distributed (see processes); the rest passes through.
+# Afterwards every checkpoint of the run gets a model card.
 run_sft() {
+  declare -F after_run >/dev/null || after_run() { write_run_cards; }
   [[ -n "$KNOBS_APPLIED" ]] || die "the launcher must call init_launcher before run_sft"
   local nproc nnodes
   processes "$1"

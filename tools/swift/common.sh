@@ -269,8 +269,18 @@ resolve_choice() {
 
 require_data() {
   local path="$1" what="$2"
-  [[ -f "$path" ]] || die "$what not found: $path (convert data first: python scripts/convert_xray_swift.py --help)"
+  [[ -f "$path" ]] || die "$what not found: $path ($(last_conversion_hint))"
   [[ -s "$path" ]] || die "$what is empty: $path"
+}
+
+# Where the last conversion wrote (the converters remember it; medswift.data.core), as a hint for
+# a launcher that finds no data; plain JSON read with the standard library, no heavy imports.
+last_conversion_hint() {
+  local state="${MEDSWIFT_STATE_DIR:-$ROOT/results}/.last_conversion.json" hint=""
+  [[ -f "$state" ]] && hint="$("$PYTHON_BIN" -c 'import json,sys
+r = json.load(open(sys.argv[1]))
+print("the last conversion (%s) wrote %s: %s" % (r["when"], r["output_dir"], r["commands"][0]))' "$state" 2>/dev/null)"
+  echo "${hint:-convert data first: python scripts/convert_xray_swift.py --help}"
 }
 
 # What swift infer/export/deploy load, as flags: NO_ADAPTER=1 -> MODEL alone; else ADAPTER (newest

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from medswift.core.cli import command_parser
-from medswift.core.constants import IMAGE_SUFFIXES, LANGUAGES, NOTICE, SPLITS
+from medswift.core.constants import IMAGE_SUFFIXES, LANGUAGES, NOTICE, RESULTS, ROOT, SPLITS
 from medswift.core.errors import Rejected, UsageError
 from medswift.core.files import read_text_utf8, write_atomic, write_json, write_jsonl, write_tsv
 from medswift.core.images import ImageRejected, open_checked
@@ -737,17 +737,64 @@ def add_common_args(p, output_dir: str, val_ratio: float, test_ratio: float, lan
                    help="accept image paths that resolve outside --images_dir (symlinks, ../, absolute paths)")
 
 
-def converter_entry(build_parser, convert, outputs: str):
+# The launcher that trains on a converter's output, and where the last conversion is remembered so
+# that a launcher that finds no data can name it (tests point MEDSWIFT_STATE_DIR elsewhere).
+REPORT_LAUNCHERS = ("finetune_qwen3vl_lora.sh",)
+CLASSIFICATION_LAUNCHERS = ("finetune_qwen3vl_cls.sh", "finetune_qwen3vl_lora.sh")
+STATE_ENV = "MEDSWIFT_STATE_DIR"
+
+
+def last_conversion_file() -> Path:
+    return Path(os.environ.get(STATE_ENV) or RESULTS) / ".last_conversion.json"
+
+
+def _shown(path: Path, relative: bool) -> str:
+    """A path as the user would type it here: relative under the working folder, else absolute."""
+    path = Path(path).resolve()
+    if relative:
+        try:
+            return str(path.relative_to(Path.cwd().resolve()))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def training_commands(out_dir: Path, launchers: tuple[str, ...], relative: bool = True) -> list[str]:
+    """The exact lines that train on ``out_dir`` (first: the usual one); absolute paths work anywhere."""
+    import shlex
+
+    return [f"DATA_DIR={shlex.quote(_shown(out_dir, relative))} "
+            f"bash {shlex.quote(_shown(ROOT / 'tools' / 'swift' / name, relative))}" for name in launchers]
+
+
+def remember_conversion(out_dir: Path, commands: list[str], summary: dict) -> None:
+    """Best effort: a workspace that cannot be written costs this hint, not the conversion."""
+    import datetime
+
+    record = {"output_dir": str(Path(out_dir).resolve()), "commands": commands, "written": summary.get("written"),
+              "format": summary.get("format") or summary.get("task"),
+              "when": datetime.datetime.now().isoformat(timespec="seconds")}
+    try:
+        path = last_conversion_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, record)
+    except OSError:
+        pass
+
+
+def converter_entry(build_parser, convert, outputs: str, launchers: tuple[str, ...] = REPORT_LAUNCHERS):
     """A reader's ``main(argv=None) -> int``: the shared flow of ``converter_main``."""
     def main(argv: list[str] | None = None) -> int:
-        return converter_main(build_parser(), convert, argv, outputs)
+        return converter_main(build_parser(), convert, argv, outputs, launchers)
     return main
 
 
-def converter_main(parser, convert, argv: list[str] | None, outputs: str) -> int:
+def converter_main(parser, convert, argv: list[str] | None, outputs: str,
+                   launchers: tuple[str, ...] = REPORT_LAUNCHERS) -> int:
     """The converters' ``main``: parse, convert, report; user mistakes are one ``error:`` line (exit 2).
 
-    ``outputs`` names what was written, with ``{out}`` standing for --output_dir.
+    ``outputs`` names what was written, with ``{out}`` standing for --output_dir; ``launchers``
+    the training launchers its output feeds (the converter prints their exact command lines).
     """
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
@@ -762,15 +809,22 @@ def converter_main(parser, convert, argv: list[str] | None, outputs: str) -> int
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    return finish(summary, out, args.strict, outputs.format(out=out))
+    return finish(summary, out, args.strict, outputs.format(out=out), launchers)
 
 
-def finish(summary: dict, out_dir: Path, strict: bool, outputs: str) -> int:
+def finish(summary: dict, out_dir: Path, strict: bool, outputs: str,
+           launchers: tuple[str, ...] = REPORT_LAUNCHERS) -> int:
     """Print the summary (summary.json is written by converter_main) and decide the exit code."""
     print(summary_line(summary))
     print(f"wrote {outputs}; skips listed in {out_dir / 'skipped.tsv'}")
     if summary.get("stale_copies_removed"):
         print(f"removed {summary['stale_copies_removed']} 8-bit copies an earlier run left in {out_dir / 'images'}")
+    if summary["written"]:
+        commands = training_commands(out_dir, launchers)
+        print(f"train on it: {commands[0]}")
+        for other in commands[1:]:
+            print(f"         or: {other}")
+        remember_conversion(out_dir, training_commands(out_dir, launchers, relative=False), summary)
     print(NOTICE)
     if summary["written"] == 0:
         print("error: no record was written; see skipped.tsv for the reasons", file=sys.stderr)

@@ -85,6 +85,31 @@ def training_section(args: dict) -> list[str]:
     return lines + [""]
 
 
+def curve_line(checkpoint: Path) -> str:
+    """Training loss and token accuracy at the first and last logged step up to this checkpoint,
+    from ms-swift's logging.jsonl in the run folder (the curves themselves: images/ beside it)."""
+    rows = []
+    try:
+        for line in (checkpoint.parent / "logging.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if isinstance(row, dict) and isinstance(row.get("loss"), (int, float)):
+                rows.append(row)
+    except (OSError, ValueError):
+        return ""
+    step = checkpoint.name.split("-", 1)[-1]
+    if step.isdigit():
+        rows = [r for r in rows if str(r.get("global_step/max_steps", "0/")).split("/")[0].isdigit()
+                and int(str(r["global_step/max_steps"]).split("/")[0]) <= int(step)] or rows
+    if not rows:
+        return ""
+    first, last = rows[0], rows[-1]
+    acc = (f"; token accuracy {first['token_acc']:.3f} -> {last['token_acc']:.3f}"
+           if isinstance(first.get("token_acc"), (int, float)) and isinstance(last.get("token_acc"), (int, float))
+           else "")
+    return (f"training loss {first['loss']:.3f} -> {last['loss']:.3f} over {len(rows)} logged steps{acc} "
+            f"(curves: {checkpoint.parent / 'images'})")
+
+
 def metrics_section(folder: Path) -> list[str]:
     cards = sorted(folder.glob("eval_*/metrics.json"))
     if not cards:
@@ -123,6 +148,8 @@ def write_card(folder: Path, merged_from: Path | None = None) -> Path:
              f"- trained with MedSwift-VL's launchers around ms-swift; run folder `{args.get('output_dir')}`"]
     if merged_from:
         lines.append(f"- merged from the adapter `{merged_from}`")
+    if curve_line(source):
+        lines.append(f"- {curve_line(source)}")
     lines.append("")
     lines += data_section(args) + training_section(args) + metrics_section(source)
     lines += [f"_{NOTICE}_", ""]

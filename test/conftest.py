@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,20 @@ def run(cmd, env=None, timeout=900, check=True, cwd=ROOT):
     return proc
 
 
+def user_folders() -> set[str]:
+    return {str(p.relative_to(ROOT)) for name in ("results", "data") for p in (ROOT / name).rglob("*")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def users_folders_untouched():
+    """The suite writes nothing into the user's results/ or data/ (a test run once left tiny
+    checkpoints in results/lora, which the launchers then took for the newest)."""
+    before = user_folders()
+    yield
+    added, removed = user_folders() - before, before - user_folders()
+    assert not added and not removed, f"the tests changed the user's folders: {sorted(added | removed)[:10]}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_state(tmp_path_factory):
     """Converters remember their last output for the launchers' hints: in a scratch folder here,
@@ -44,8 +59,14 @@ def private_state(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    """The embedded default model, built on demand (seconds) into weights/."""
-    run([PYTHON, str(ROOT / "scripts" / "build_tiny_model.py")], timeout=600)
+    """The embedded default model, built on demand (seconds) into weights/; one build at a time
+    when the suite runs in several worker processes (pytest-xdist)."""
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / "medswift-tiny-model-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run([PYTHON, str(ROOT / "scripts" / "build_tiny_model.py")], timeout=600)
     path = ROOT / "weights" / "tiny-qwen3-vl"
     assert (path / "config.json").is_file()
     return path
@@ -76,14 +97,33 @@ def trained_adapter(tiny_model, all_bundled, tmp_path_factory) -> Path:
     Rank 64 / alpha 128 at 3e-3, constant: a 10 M-parameter random model needs more adapter
     capacity than 8B does to fit eight reports; the launcher defaults stay the reference's.
     """
-    out = tmp_path_factory.mktemp("learn")
-    run(["bash", str(ROOT / "tools" / "swift" / "finetune_qwen3vl_lora.sh"), "--max_steps", "40"],
-        env={"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "256", "MODEL": str(tiny_model),
-             "TRAIN_FILE": str(all_bundled), "VAL_FILE": "none", "OUTPUT_DIR": str(out),
-             "LORA_RANK": "64", "LORA_ALPHA": "128", "LEARNING_RATE": "3e-3", "LR_SCHEDULER": "constant",
-             "GLOBAL_BATCH": "4", "MICRO_BATCH": "4", "LOGGING_STEPS": "1", "SAVE_STEPS": "40"}, timeout=900)
-    (ckpt,) = sorted(out.glob("v*/checkpoint-*"))
+    def train(out: Path) -> None:
+        run(["bash", str(ROOT / "tools" / "swift" / "finetune_qwen3vl_lora.sh"), "--max_steps", "40"],
+            env={"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "256", "MODEL": str(tiny_model),
+                 "TRAIN_FILE": str(all_bundled), "VAL_FILE": "none", "OUTPUT_DIR": str(out),
+                 "LORA_RANK": "64", "LORA_ALPHA": "128", "LEARNING_RATE": "3e-3", "LR_SCHEDULER": "constant",
+                 "GLOBAL_BATCH": "4", "MICRO_BATCH": "4", "LOGGING_STEPS": "1", "SAVE_STEPS": "40"}, timeout=900)
+
+    (ckpt,) = sorted(once_per_run(tmp_path_factory, "learn", train).glob("v*/checkpoint-*"))
     return ckpt
+
+
+def once_per_run(tmp_path_factory, name: str, build) -> Path:
+    """A folder built once per test run even when pytest-xdist runs several workers: they share
+    the run's temporary root; the first to take the lock builds, the others wait and reuse it."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    target = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / f"{name}.done").exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            build(target)
+            (shared / f"{name}.done").touch()
+    return target
 
 
 # --------------------------------------------------------------------------- classification fixtures

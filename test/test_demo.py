@@ -261,8 +261,7 @@ def test_real_browser_end_to_end(server, tmp_path):
     url, log = server
     junk = tmp_path / "not_an_xray.png"
     junk.write_text("this is not an image")
-    shot = ROOT / "results" / "demo_screenshot.png"
-    shot.parent.mkdir(exist_ok=True)
+    shot = tmp_path / "demo_screenshot.png"  # never into the user's results/
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv (fast when nothing changed) and run the test suite on the CPU.
-#   bash tools/run_tests.sh            # everything (about 10 minutes on 2 cores)
+#   bash tools/run_tests.sh            # everything, one worker per core
+#   TEST_WORKERS=0 bash tools/run_tests.sh -k convert   # serially
 #   bash tools/run_tests.sh -k convert # pytest arguments pass through
 set -euo pipefail
 if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then  # its header comment is its usage
@@ -11,4 +12,6 @@ fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/tools/setup.sh"
 cd "$ROOT"
-exec "$ROOT/.venv/bin/python" -m pytest test -ra "$@"
+# One worker process per core (pytest-xdist), a test file per worker at a time: a file's tests
+# share its expensive fixtures (a trained adapter, a running server). TEST_WORKERS=0 runs serially.
+exec "$ROOT/.venv/bin/python" -m pytest test -ra -n "${TEST_WORKERS:-auto}" --dist loadfile "$@"

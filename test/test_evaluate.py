@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
+import numpy as np
 import pytest
 
 from conftest import PYTHON, ROOT, run
-from medswift.eval import findings, text_metrics
+from medswift.eval import findings, r2gen, text_metrics
 from medswift.eval import report_card as evaluate
+from test_report_card_ci import openi, shuffled_rows
 
 BP = math.exp(1 - 6 / 3)  # brevity penalty of a 3-token hypothesis against a 6-token reference
 ROUGE_HALF = (1 + 1.2 ** 2) * 1.0 * 0.5 / (0.5 + 1.2 ** 2 * 1.0)  # P=1, R=1/2, beta=1.2 (pycocoevalcap)
@@ -174,3 +177,71 @@ def test_mixed_languages_are_labelled_and_scored_per_record(tmp_path):
     assert per["Pleural Effusion"]["support"] == 2 and per["Pneumothorax"]["support"] == 2
     assert "6 reports (en, ptb tokens)" in proc.stdout and "4 reports (zh, char tokens)" in proc.stdout
     assert "ptb (n=6)" in (tmp_path / "o" / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------- r2gen and METEOR intervals (English)
+# Here, not in test_report_card_ci.py: these need the METEOR JVM, which the English cards above
+# have already started (one per process, shared).
+def test_r2gen_protocol_scores_cleaned_text_as_r2gen_does(tmp_path):
+    """No PTB tokenizer: pycocoevalcap straight on the cleaned strings, references cut to 99
+    tokens for MIMIC-CXR (style taken from the summary's format), METEOR on a seeded sample
+    equal to pycocoevalcap's own Meteor on those records."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    data = tmp_path / "mimic"
+    data.mkdir()
+    (data / "summary.json").write_text(json.dumps({"format": "mimic-cxr", "split": "test"}))
+    rows = shuffled_rows("en", 10, seed=4, dataset=str(data / "test.jsonl"))
+    rows[0]["reference"] = " ".join(openi("en")[:3])  # about 150 tokens: the cut matters
+    rows[1]["response"] = "1. Heart size normal.. 2. No pleural_effusion; no pneumothorax."
+    preds = write_rows(tmp_path / "p.jsonl", rows)
+    m = evaluate.evaluate(preds, tmp_path / "o", protocol="r2gen", n_boot=200, meteor_sample=4)
+    assert m["protocol"]["dataset_style"] == "mimic_cxr" and "format 'mimic-cxr'" in m["protocol"]["style_source"]
+    assert m["protocol"]["reference_max_tokens"] == 99 and set(m["text"]) == {"r2gen"}
+    assert m["provenance"]["protocol"] == "r2gen (mimic_cxr cleaning, references cut to 99 tokens)"
+    assert m["provenance"]["java"].startswith(("openjdk", "java")), "English: the jar's runtime is recorded"
+
+    ids = sorted(r["key"] for r in rows)
+    by = {r["key"]: r for r in rows}
+    gts = {i: [" ".join(r2gen.clean_mimic_cxr(by[i]["reference"]).split()[:99])] for i in ids}
+    res = {i: [" ".join(r2gen.clean_mimic_cxr(by[i]["response"]).split())] for i in ids}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    assert [m["text"]["r2gen"][f"bleu_{k}"] for k in range(1, 5)] == pytest.approx(bleu, rel=1e-12)
+    assert m["text"]["r2gen"]["rouge_l"] == pytest.approx(Rouge().compute_score(gts, res)[0], rel=1e-12)
+    uncut = {i: [" ".join(r2gen.clean_mimic_cxr(by[i]["reference"]).split())] for i in ids}
+    assert Bleu(4).compute_score(uncut, res, verbose=0)[0][0] != pytest.approx(bleu[0], rel=1e-6)
+
+    assert m["meteor_sample_size"] == {"r2gen": 4} and m["meteor_sample_limit"] == 4 and m["meteor_sampled"]
+    sample = [ids[k] for k in np.sort(np.random.default_rng(0).choice(10, 4, replace=False))]  # the documented draw
+    library = text_metrics.meteor_jar()._meteor  # pycocoevalcap's own Meteor object, on the same JVM
+    expected, _ = library.compute_score({i: gts[i] for i in sample}, {i: res[i] for i in sample})
+    assert m["text"]["r2gen"]["meteor"] == pytest.approx(expected, rel=1e-12)
+    for name, value in m["text"]["r2gen"].items():
+        lo, hi = m["ci95"]["text"]["r2gen"][name]
+        assert lo <= value <= hi, name
+    card = (tmp_path / "o" / "report.md").read_text()
+    assert "Protocol: **r2gen** (mimic_cxr" in card and "This reproduces the protocol, not R2Gen's numbers" in card
+    assert ("METEOR scored on a seeded sample (r2gen: 4 of 10 records; --meteor_sample 4, seed 0); the other metrics "
+            "on every record.") in card
+    assert "| protocol | r2gen (mimic_cxr cleaning, references cut to 99 tokens) |" in card
+
+
+def test_meteor_resamples_are_the_jars_own_corpus_scores():
+    """A resample's summed statistics, scored by one EVAL, equal the jar scoring the drawn
+    records themselves, including records matched whole in one chunk (the jar does not add
+    their chunk) and an empty hypothesis."""
+    refs = [" ".join(r.lower().replace(".", " .").split()) for r in openi("en")[:40]]
+    hyps = refs[:5] + ["<empty>"] + [refs[(i * 3) % 40] for i in range(6, 40)]
+    jar = text_metrics.meteor_jar()
+    lines = jar.stats(list(zip(hyps, refs)))
+    per_record, corpus = jar.evaluate(lines)
+    library = jar._meteor.compute_score({i: [r] for i, r in enumerate(refs)}, {i: [h] for i, h in enumerate(hyps)})
+    assert (corpus, per_record) == (library[0], list(library[1])), "pipelined requests: the library's answers"
+    stats = text_metrics.meteor_additive(lines)
+    assert (stats[:5, 20] == 0).all() and (stats[6:, 20] > 0).any()
+    assert jar.corpus_scores(stats.sum(0)[None]) == [corpus]
+    rng = random.Random(7)
+    for _ in range(3):
+        drawn = [rng.randrange(40) for _ in range(40)]
+        assert jar.corpus_scores(stats[drawn].sum(0)[None]) == [jar.evaluate([lines[i] for i in drawn])[1]]

@@ -51,6 +51,7 @@ recognisable Chinese counterpart.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Iterable, Mapping
 
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
@@ -385,10 +386,13 @@ def _mask(text: str, spans: Iterable[tuple[int, int]]) -> str:
     return "".join(chars)
 
 
-def _label_clause(clause: str, lang: str) -> list[tuple[str, int]]:
+# Radiology reports repeat their sentences ("The lungs are clear."), and a clause's labels depend
+# on the clause alone: cached, a 100,000-report file labels each distinct clause once.
+@lru_cache(maxsize=1 << 17)
+def _label_clause(clause: str, lang: str) -> tuple[tuple[str, int], ...]:
     mentions = _find_mentions(clause, lang)
     if not mentions:
-        return []
+        return ()
     cues = _CUES[lang]
     # Mask mention words so cue words inside them (无气症, 不张) do not fire,
     # and mask uncertainty cues before looking for negation ("cannot exclude").
@@ -423,7 +427,7 @@ def _label_clause(clause: str, lang: str) -> list[tuple[str, int]]:
             out.append((finding, NEGATIVE))
         else:
             out.append((finding, POSITIVE))
-    return out
+    return tuple(out)
 
 
 def aggregate(statuses: Iterable[int]) -> int | None:

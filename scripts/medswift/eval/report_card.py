@@ -2,6 +2,9 @@
 
 Usage:
     python scripts/evaluate.py --predictions results/batch_infer/predictions.jsonl --output_dir results/eval
+    python scripts/evaluate.py --predictions results/batch_infer/predictions.jsonl \
+        --output_dir results/eval_r2gen --protocol r2gen --dataset_style iu_xray --bootstrap 1000 --seed 0
+    python scripts/evaluate.py --predictions results/batch_infer/predictions.jsonl --output_dir results/eval --bootstrap 0
 
 Reads a batch-inference JSONL (``response`` + ``reference``; ``swift infer`` result
 files with ``labels`` work too) and writes into ``--output_dir``:
@@ -10,15 +13,23 @@ files with ``labels`` work too) and writes into ``--output_dir``:
   * ``findings_f1.png`` and ``text_metrics.png``.
 
 What it measures:
-  * BLEU-1..4, ROUGE-L, CIDEr (METEOR for English) with pycocoevalcap; Chinese scored
-    on characters (primary) and jieba words (secondary); see medswift/eval/text_metrics.py.
+  * provenance: the predictions file and its sha256; model, adapter, backend and generation
+    settings of the rows ("mixed" when they disagree); the dataset file and its converter
+    summary.json; the toolkit version (version.py), the metric packages' and Java's versions,
+    the date, the row counts and the protocol (medswift/eval/provenance.py);
+  * BLEU-1..4, METEOR (English), ROUGE-L, CIDEr with pycocoevalcap; Chinese scored
+    on characters (primary) and jieba words (secondary); ``--protocol r2gen`` normalises
+    English as R2Gen does; see medswift/eval/text_metrics.py and medswift/eval/r2gen.py.
+    Above ``--meteor_sample`` records METEOR (a Java jar) is scored on a seeded sample, said so.
   * finding F1 (rule-based): medswift/eval/findings.py labels 14 observations + No Finding
     in prediction and reference; per-finding precision/recall/F1, micro/macro F1.
     A proxy, not CheXbert.
+  * a 95% percentile-bootstrap interval over records for every headline number
+    (``--bootstrap``, ``--seed``; medswift/eval/bootstrap.py);
   * share of predictions vs references that say "no acute abnormality";
   * image ablation (rows written by batch_infer.py --ablation): how many real-image
-    predictions equal the blank-image prediction for the same prompt, and how many
-    distinct reports the model wrote at all.
+    predictions equal the blank-image prediction for the same prompt and number of views,
+    and how many distinct reports the model wrote at all.
 
 For research only, not for diagnosis.
 """
@@ -26,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from medswift.core import thinking
@@ -33,7 +45,7 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import read_jsonl
-from medswift.eval import findings, text_metrics
+from medswift.eval import bootstrap, findings, parallel, provenance, r2gen, text_metrics
 
 # Above these, the report card says plainly that the model ignores the image.
 SAME_AS_BLANK_WARN = 0.5
@@ -91,18 +103,41 @@ def answer_text(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- findings
-def findings_scores(refs: list[str], preds: list[str], lang: str | None = None) -> dict:
-    """``lang`` None: each text is labelled with the rules of its own language, so a mixed
-    Chinese/English file loses no English finding to the Chinese rules (and vice versa)."""
+FINDING_NAMES = list(findings.FINDINGS)
+
+
+def label_texts(items: list[tuple[str, str | None]]) -> list[tuple[tuple[int, ...], bool]]:
+    """(U-Ones labels in FINDINGS order, says "no acute abnormality") per (text, lang); a worker task."""
+    out = []
+    for text, lang in items:
+        binary = findings.to_binary(findings.label_report(text, lang))
+        out.append((tuple(binary[f] for f in FINDING_NAMES), findings.is_normal_report(text, lang)))
+    return out
+
+
+def label_all(texts: list[str], lang: str | None, pool: parallel.Workers) -> list:
+    """Futures labelling each distinct text once (reports repeat: views of one study, a model's
+    favourite sentence); ``resolve_labels`` turns them back into one entry per text."""
+    distinct = list(dict.fromkeys(texts))
+    return [distinct, pool.map_chunks(label_texts, [(t, lang) for t in distinct])]
+
+
+def resolve_labels(texts: list[str], pending: list) -> tuple["np.ndarray", list[bool]]:
+    import numpy as np
+
+    distinct, futures = pending
+    by_text = dict(zip(distinct, parallel.gather(futures)))
+    labels = np.array([by_text[t][0] for t in texts], dtype=np.int8).reshape(len(texts), len(FINDING_NAMES))
+    return labels, [by_text[t][1] for t in texts]
+
+
+def findings_from_labels(y_true, y_pred) -> dict:
     import numpy as np
     from sklearn.metrics import precision_recall_fscore_support
 
-    names = list(findings.FINDINGS)
-    y_true = np.array([[findings.to_binary(findings.label_report(t, lang))[f] for f in names] for t in refs])
-    y_pred = np.array([[findings.to_binary(findings.label_report(t, lang))[f] for f in names] for t in preds])
     p, r, f1, support = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
     per = {}
-    for k, name in enumerate(names):
+    for k, name in enumerate(FINDING_NAMES):
         predicted = int(y_pred[:, k].sum())
         # A finding absent from both sides has no F1 to speak of: n/a, and out of the macro average.
         defined = bool(support[k] or predicted)
@@ -116,14 +151,47 @@ def findings_scores(refs: list[str], preds: list[str], lang: str | None = None) 
             "macro_over": len(defined_f1)}
 
 
+def finding_counts(y_true, y_pred):
+    """Per record and finding: true positives, false positives, false negatives, side by side."""
+    import numpy as np
+
+    t, p = y_true.astype(bool), y_pred.astype(bool)
+    return np.hstack([t & p, ~t & p, t & ~p]).astype(np.float64)
+
+
+def finding_f1_from_sums(sums, n=None):
+    import numpy as np
+
+    k = len(FINDING_NAMES)
+    micro, macro = bootstrap.f1_from_counts(sums[:, :k], sums[:, k:2 * k], sums[:, 2 * k:])
+    return np.stack([micro, macro], axis=1)
+
+
+def findings_scores(refs: list[str], preds: list[str], lang: str | None = None) -> dict:
+    """``lang`` None: each text is labelled with the rules of its own language, so a mixed
+    Chinese/English file loses no English finding to the Chinese rules (and vice versa)."""
+    with parallel.Workers(1) as pool:
+        y_true, _ = resolve_labels(refs, label_all(refs, lang, pool))
+        y_pred, _ = resolve_labels(preds, label_all(preds, lang, pool))
+    return findings_from_labels(y_true, y_pred)
+
+
 # --------------------------------------------------------------------------- image ablation
+def views(row: dict) -> int:
+    """How many images the row's request had (rows without ``images`` had one)."""
+    images = row.get("images")
+    return len(images) if isinstance(images, list) and images else 1
+
+
 def ablation(scored: list[dict], controls: list[dict]) -> dict:
     responses = [answer_text(r["response"]) for r in scored]
     distinct = len(set(responses))
     out = {"n": len(scored), "distinct_predictions": distinct, "distinct_share": distinct / len(scored)}
-    by_prompt = {(c["control"], c["prompt"]): answer_text(c["response"]) for c in controls}
+    # batch_infer writes one control per prompt and number of views: a two-view study is
+    # compared with two blank images, never with the one-view control
+    by_prompt = {(c["control"], c.get("prompt"), views(c)): answer_text(c["response"]) for c in controls}
     for kind in ("blank", "noise"):
-        pairs = [(answer_text(r["response"]), by_prompt.get((kind, r.get("prompt")))) for r in scored]
+        pairs = [(answer_text(r["response"]), by_prompt.get((kind, r.get("prompt"), views(r)))) for r in scored]
         pairs = [(a, b) for a, b in pairs if b is not None]
         out[f"identical_to_{kind}_share"] = (sum(a == b for a, b in pairs) / len(pairs)) if pairs else None
         out[f"compared_with_{kind}"] = len(pairs)
@@ -198,6 +266,50 @@ def fmt(v, pct=False) -> str:
     return f"{v:.1%}" if pct else f"{v:.3f}"
 
 
+def with_ci(v, ci) -> str:
+    """``0.123 [0.101, 0.145]``; the value alone when intervals are off or undefined."""
+    if v is None or not ci or ci[0] is None:
+        return fmt(v)
+    return f"{fmt(v)} [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def protocol_lines(m: dict) -> list[str]:
+    proto = m["protocol"]
+    if proto["name"] == "r2gen":
+        cut = proto["reference_max_tokens"]
+        source = "set by --dataset_style" if proto["style_source"] == "--dataset_style" else proto["style_source"]
+        return [f"Protocol: **r2gen** ({proto['dataset_style']}; {source}). Reports cleaned with R2Gen's "
+                f"`clean_report_{proto['dataset_style']}` rules, split on whitespace, and scored by pycocoevalcap "
+                "without the PTB tokenizer, as R2Gen's compute_scores does; references cut to "
+                + (f"{cut} tokens (R2Gen's max_seq_length less its start token)" if cut else "no length (cut off)")
+                + ". Not mirrored: R2Gen's `<unk>` mapping of rare training words. This reproduces the protocol, "
+                "not R2Gen's numbers: these are this model's scores under R2Gen's text handling (R2Gen's "
+                "published table: README, Report cards that can be set beside a paper). R2Gen's tables report "
+                "no CIDEr; it is given for completeness."]
+    return ["Protocol: **default**. Tokenisation: " + m["tokenisation_note"]]
+
+
+def interval_lines(m: dict) -> list[str]:
+    boot = m["bootstrap"]
+    lines = []
+    if boot["resamples"]:
+        lines.append(
+            f"In brackets: 95% percentile-bootstrap intervals, {boot['resamples']} resamples of the records "
+            f"(seed {boot['seed']}; a record is one study or image, as each row is). BLEU is recomputed from "
+            "summed per-record n-gram statistics for each resample; ROUGE-L and CIDEr resample per-record scores, "
+            "CIDEr's document frequencies held fixed at the full set (the usual approximation); METEOR sums the "
+            "per-record METEOR statistics and lets the METEOR jar score each resample; finding F1 is recomputed "
+            "from per-record true/false positives and false negatives. Each column resamples its own records.")
+    else:
+        lines.append("No confidence intervals (--bootstrap 0).")
+    meteor = [f"{s}: {n} of {m['text_n'][s]} records" for s, n in m["meteor_sample_size"].items()
+              if n is not None and n < m["text_n"][s]]
+    if meteor:  # said whether or not there are intervals: the value itself is a sample's
+        lines += ["", f"METEOR scored on a seeded sample ({'; '.join(meteor)}; --meteor_sample {m['meteor_sample_limit']}, "
+                      f"seed {boot['seed']}); the other metrics on every record."]
+    return lines
+
+
 def write_report(m: dict, worst: list[dict], out: Path) -> None:
     lines = [f"# Report card: {m['predictions']}", "", f"> {NOTICE} Metrics compare generated text with reference "
              "reports; they say nothing about clinical safety.", "", verdict(m["ablation"]), "",
@@ -205,18 +317,23 @@ def write_report(m: dict, worst: list[dict], out: Path) -> None:
              + (", " + ", ".join(f"{lg} {n}" for lg, n in m["records_per_lang"].items()) if m["lang"] == "mixed"
                 else "") + f"); problems skipped: {len(m['problems'])}",
              f"- say \"no acute abnormality\": predictions {fmt(m['normal_share']['predictions'], True)}, "
-             f"references {fmt(m['normal_share']['references'], True)}", "", "## Text metrics", "",
-             "Tokenisation: " + m["tokenisation_note"], ""]
+             f"references {fmt(m['normal_share']['references'], True)}", "", "## Provenance", ""]
+    lines += provenance.markdown(m["provenance"])
+    lines += ["", "## Text metrics", ""] + protocol_lines(m) + [""] + interval_lines(m) + [""]
     schemes = list(m["text"])
-    names = list(dict.fromkeys(n for s in schemes for n in m["text"][s]))
+    ci = (m["ci95"] or {}).get("text", {})
+    names = [n for n in text_metrics.METRICS if any(n in m["text"][s] for s in schemes)]
     heads = [f"{s} (n={m['text_n'][s]})" if m["lang"] == "mixed" else s for s in schemes]
     lines += ["| metric | " + " | ".join(heads) + " |", "|---|" + "---|" * len(schemes)]
-    lines += [f"| {n} | " + " | ".join(fmt(m["text"][s].get(n)) for s in schemes) + " |" for n in names]
+    lines += [f"| {n} | " + " | ".join(with_ci(m["text"][s].get(n), ci.get(s, {}).get(n)) for s in schemes) + " |"
+              for n in names]
+    fci = (m["ci95"] or {}).get("findings", {})
     lines += ["", "![text metrics](text_metrics.png)", "", "## Findings: finding F1 (rule-based)", "",
               "Observations labelled by `medswift/eval/findings.py`, a rule-based labeller with negation and uncertainty "
               "rules for English and Chinese; uncertain mentions count as positive. It is a proxy for clinical "
               "correctness, not CheXbert and not a radiologist.", "",
-              f"micro F1 {fmt(m['findings']['micro_f1'])}, macro F1 {fmt(m['findings']['macro_f1'])} "
+              f"micro F1 {with_ci(m['findings']['micro_f1'], fci.get('micro_f1'))}, macro F1 "
+              f"{with_ci(m['findings']['macro_f1'], fci.get('macro_f1'))} "
               f"(over {m['findings']['macro_over']} findings present in references or predictions)", "",
               "| finding | precision | recall | F1 | in references | in predictions |", "|---|---|---|---|---|---|"]
     for name, v in m["findings"]["per_finding"].items():
@@ -249,42 +366,115 @@ def record_lang(reference: str) -> str:
     return "zh" if text_metrics.is_chinese(reference) else "en"
 
 
-def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int = 10) -> dict:
+def choose_protocol(protocol: str, dataset_style: str | None, max_tokens: int | None, per_lang: dict,
+                    summary: dict | None) -> dict:
+    if protocol not in text_metrics.PROTOCOLS:
+        raise UsageError(f"--protocol must be one of {', '.join(text_metrics.PROTOCOLS)}, got {protocol!r}")
+    if protocol == "default":
+        if dataset_style or max_tokens is not None:
+            raise UsageError("--dataset_style and --reference_max_tokens apply to --protocol r2gen only")
+        return {"name": "default"}
+    if "zh" in per_lang:
+        raise UsageError(f"--protocol r2gen is defined for English reports only; {len(per_lang['zh'])} of the "
+                         "scored references are Chinese (use --protocol default)")
+    if dataset_style:
+        style, source = dataset_style, "--dataset_style"
+    else:
+        style, source = r2gen.style_from_format((summary or {}).get("format"))
+    if max_tokens is not None and max_tokens < 0:
+        raise UsageError(f"--reference_max_tokens must be 0 (no cut) or more, got {max_tokens}")
+    cut = r2gen.REFERENCE_MAX_TOKENS[style] if max_tokens is None else max_tokens
+    return {"name": "r2gen", "dataset_style": style, "style_source": source, "reference_max_tokens": cut or None}
+
+
+def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int = 10, *,
+             protocol: str = "default", dataset_style: str | None = None, reference_max_tokens: int | None = None,
+             n_boot: int = 1000, seed: int = 0, meteor_sample: int = 5000, workers: int | None = None,
+             timings: dict | None = None) -> dict:
     """``lang`` None: each record's language is its reference's, so a mixed file is scored per
     language (Chinese with the character/jieba tokenisations, English with PTB) instead of
     forcing one language's rules on the other's reports."""
+    for name, value in (("--bootstrap", n_boot), ("--meteor_sample", meteor_sample)):
+        if value < 0:
+            raise UsageError(f"{name} must be 0 or more, got {value}")
+    workers = parallel.default_workers() if workers is None else workers
+    if workers < 1:
+        raise UsageError(f"--workers must be 1 or more, got {workers}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output_dir {out} is a file, not a folder")
+    t0 = time.perf_counter()
     scored, controls, problems = load_rows(predictions)
+    _lap(timings, "load rows", t0)
     refs = {r["key"]: r["reference"] for r in scored}
     preds = {r["key"]: answer_text(r["response"]) for r in scored}
     keys = list(refs)
     langs = {k: lang or record_lang(refs[k]) for k in keys}
     per_lang = {lg: [k for k in keys if langs[k] == lg] for lg in ("zh", "en") if lg in langs.values()}
-    text, text_n, per_sample = {}, {}, {}
-    for lg, group in per_lang.items():
-        for scheme in text_metrics.TOKENISATIONS[lg]:
-            result = text_metrics.score({k: refs[k] for k in group}, {k: preds[k] for k in group}, lg, scheme)
-            text[scheme], text_n[scheme], per_sample[scheme] = result["corpus"], len(group), result["per_sample"]
+    prov = provenance.collect(scored, problems)
+    proto = choose_protocol(protocol, dataset_style, reference_max_tokens, per_lang, prov["summary"])
+    prov.update(provenance.scoring(predictions, len(controls), java="en" in per_lang),
+                protocol=provenance.protocol_text(proto))
+    style = proto.get("dataset_style", "iu_xray")
+    text, text_n, per_sample, text_ci, meteor_n = {}, {}, {}, {}, {}  # meteor_n: records METEOR scored
+    with parallel.Workers(workers if len(keys) >= parallel.PARALLEL_MIN_ROWS else 1) as pool:
+        # labelling first: the workers start on it while this process tokenises
+        ref_texts, pred_texts = [refs[k] for k in keys], [preds[k] for k in keys]
+        ref_labels, pred_labels = label_all(ref_texts, lang, pool), label_all(pred_texts, lang, pool)
+        pending = [text_metrics.start({k: refs[k] for k in group}, {k: preds[k] for k in group}, lg, scheme, pool,
+                                      r2gen_style=style, reference_max_tokens=proto.get("reference_max_tokens"),
+                                      timings=timings)
+                   for lg, group in per_lang.items() for scheme in text_metrics.schemes(lg, protocol)]
+        for p in pending:
+            result = text_metrics.finish(p, n_boot=n_boot, seed=seed, meteor_sample=meteor_sample, timings=timings)
+            text[p.scheme], text_n[p.scheme], per_sample[p.scheme] = result["corpus"], result["n"], result["per_sample"]
+            text_ci[p.scheme], meteor_n[p.scheme] = result["ci95"], result["meteor_n"]
+        t0 = time.perf_counter()
+        y_true, ref_normal = resolve_labels(ref_texts, ref_labels)
+        y_pred, pred_normal = resolve_labels(pred_texts, pred_labels)
+        _lap(timings, "wait for findings labels (workers)", t0)
+    t0 = time.perf_counter()
+    finding_scores = findings_from_labels(y_true, y_pred)
+    ci95 = None
+    if n_boot:
+        ci95 = {"text": text_ci, "findings": bootstrap.intervals(
+            {"f1": finding_counts(y_true, y_pred)}, {"f1": (["micro_f1", "macro_f1"], finding_f1_from_sums)},
+            n_boot, seed)}
+    _lap(timings, "findings F1 and bootstrap", t0)
     majority = max(per_lang, key=lambda lg: len(per_lang[lg]))
-    primary_of = {k: text_metrics.TOKENISATIONS[langs[k]][0] for k in keys}
-    normal = {"predictions": sum(findings.is_normal_report(preds[k], lang) for k in keys) / len(keys),
-              "references": sum(findings.is_normal_report(refs[k], lang) for k in keys) / len(keys)}
+    primary_of = {k: text_metrics.schemes(langs[k], protocol)[0] for k in keys}
+    normal = {"predictions": sum(pred_normal) / len(keys), "references": sum(ref_normal) / len(keys)}
     metrics = {
         "predictions": str(predictions), "n": len(keys), "lang": majority if len(per_lang) == 1 else "mixed",
         "records_per_lang": {lg: len(group) for lg, group in per_lang.items()}, "notice": NOTICE,
+        "provenance": prov, "protocol": proto,
         "tokenisation_note": " ".join(NOTES[lg] for lg in per_lang),
-        "primary_tokenisation": text_metrics.TOKENISATIONS[majority][0], "text": text, "text_n": text_n,
-        "findings": findings_scores([refs[k] for k in keys], [preds[k] for k in keys], lang),
+        "primary_tokenisation": text_metrics.schemes(majority, protocol)[0], "text": text, "text_n": text_n,
+        "meteor_sample_size": meteor_n, "meteor_sample_limit": meteor_sample or None,
+        "meteor_sampled": any(n is not None and n < text_n[s] for s, n in meteor_n.items()),
+        "findings": finding_scores, "ci95": ci95,
+        "bootstrap": {"resamples": n_boot, "seed": seed, "method": "percentile", "level": 0.95,
+                      "unit": "record (one row: one study or image)"},
         "normal_share": normal, "ablation": ablation(scored, controls), "problems": problems,
     }
     rouge = {k: per_sample[primary_of[k]][k]["rouge_l"] for k in keys}
     worst = sorted(keys, key=lambda k: (rouge[k], k))[:worst_n]
     worst_rows = [{"key": k, "rouge_l": rouge[k], "prediction": preds[k], "reference": refs[k]} for k in worst]
-    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create --output_dir {out}: {exc.strerror or exc}") from None
     (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     plot_findings(metrics["findings"]["per_finding"], out / "findings_f1.png")
     plot_text(text, out / "text_metrics.png")
     write_report(metrics, worst_rows, out)
+    _lap(timings, "write card and charts", t0)
     return metrics
+
+
+def _lap(timings: dict | None, name: str, since: float) -> None:
+    if timings is not None:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - since
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,6 +483,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=str(RESULTS / "eval"))
     p.add_argument("--lang", choices=("zh", "en"), help="default: each record's own, from its reference")
     p.add_argument("--worst", type=int, default=10, help="how many worst examples the report lists")
+    p.add_argument("--protocol", choices=text_metrics.PROTOCOLS, default="default",
+                   help="text normalisation: default (PTB tokens for English, characters/jieba for Chinese) or "
+                        "r2gen (R2Gen's report cleaning, English only; README: Report cards that can be set beside "
+                        "a paper)")
+    p.add_argument("--dataset_style", choices=r2gen.STYLES,
+                   help="r2gen: which of R2Gen's cleaners (default: from the dataset summary's format, else iu_xray)")
+    p.add_argument("--reference_max_tokens", type=int,
+                   help="r2gen: cut references to this many tokens as R2Gen does (default 59 iu_xray, 99 mimic_cxr; "
+                        "0: no cut)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="resamples for the 95%% intervals (0: no intervals)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of the METEOR sample (default 0)")
+    p.add_argument("--meteor_sample", type=int, default=5000, metavar="N",
+                   help="score METEOR (the slow Java jar) on a seeded sample of N records when there are more "
+                        "(0: all records); the card says so")
+    p.add_argument("--workers", type=int, help="worker processes for files of 2,000+ records (default: up to 2 cores)")
     return p
 
 
@@ -301,11 +507,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(args) -> int:
-    m = evaluate(Path(args.predictions), Path(args.output_dir), args.lang, args.worst)
+    m = evaluate(Path(args.predictions), Path(args.output_dir), args.lang, args.worst, protocol=args.protocol,
+                 dataset_style=args.dataset_style, reference_max_tokens=args.reference_max_tokens,
+                 n_boot=args.bootstrap, seed=args.seed, meteor_sample=args.meteor_sample, workers=args.workers)
+    ci = (m["ci95"] or {}).get("text", {})
     for lg, n in m["records_per_lang"].items():
-        scheme = text_metrics.TOKENISATIONS[lg][0]
-        print(f"{n} reports ({lg}, {scheme} tokens): " + ", ".join(f"{k} {v:.3f}" for k, v in m["text"][scheme].items()))
-    print(f"finding F1 (rule-based) micro {m['findings']['micro_f1']:.3f} over {m['n']} reports")
+        scheme = text_metrics.schemes(lg, args.protocol)[0]
+        print(f"{n} reports ({lg}, {scheme} tokens): " + ", ".join(
+            f"{k} {with_ci(v, ci.get(scheme, {}).get(k))}" for k, v in m["text"][scheme].items()))
+    fci = (m["ci95"] or {}).get("findings", {})
+    print(f"finding F1 (rule-based) micro {with_ci(m['findings']['micro_f1'], fci.get('micro_f1'))} "
+          f"over {m['n']} reports")
+    if m["meteor_sampled"]:
+        print("METEOR on a seeded sample: " + ", ".join(f"{n} of {m['text_n'][s]} records ({s})"
+                                                        for s, n in m["meteor_sample_size"].items() if n is not None))
     print(verdict(m["ablation"]).replace("**", ""))
     if m["problems"]:
         print(f"{len(m['problems'])} lines not scored (listed in report.md)")

@@ -314,3 +314,18 @@ def test_bench_answers_help_and_refuses_bad_sizes_in_one_line():
     bad = run([PYTHON, str(ROOT / "bench" / "bench_evaluate.py"), "--sizes", "0"], check=False, timeout=60)
     assert bad.returncode == 2 and bad.stderr == ("error: --sizes must be 1 or more, --bootstrap and --meteor_sample "
                                                   "0 or more\n")
+
+
+def test_charts_show_cider_on_its_own_scale_and_what_each_finding_bar_rests_on():
+    from medswift.eval import report_card
+
+    fig = report_card.text_figure({"chars": {"bleu_1": 0.41, "bleu_4": 0.12, "rouge_l": 0.33, "cider": 3.2}})
+    scores, cider = fig.axes
+    assert scores.get_ylim() == (0, 1.05) and [t.get_text() for t in scores.get_xticklabels()] == [
+        "bleu_1", "bleu_4", "rouge_l"]
+    assert cider.get_ylim()[1] >= 3.2 and [t.get_text() for t in cider.get_xticklabels()] == ["cider"]
+    per = {"Effusion": {"f1": 1.0, "support": 1, "predicted": 1},
+           "Cardiomegaly": {"f1": 0.5, "support": 12, "predicted": 4},
+           "Hernia": {"f1": None, "support": 0, "predicted": 0}}
+    labels = {t.get_text() for t in report_card.findings_figure(per).axes[0].texts}
+    assert labels == {"1.00  (1 ref, 1 pred)", "0.50  (12 ref, 4 pred)"}

@@ -185,6 +185,8 @@ def test_infer_and_merge_dry_run(paths, tmp_path):
     ("deploy_qwen3vl.sh", {"INFER_BACKEND": "vllm", "NO_ADAPTER": "1"}, "vllm is not installed"),
     ("evaluate_checkpoint.sh", {"INFER_BACKEND": "tgi", "NO_ADAPTER": "1"}, "unknown backend 'tgi'"),
     ("finetune_qwen3vl_cls.sh", {"NNODES": "2", "NODE_RANK": "0"}, "set MASTER_ADDR"),
+    ("infer_qwen3vl_lora.sh", {"NNODES": "2", "NO_ADAPTER": "1"}, "set NODE_RANK"),
+    ("evaluate_checkpoint.sh", {"NPROC_PER_NODE": "0", "NO_ADAPTER": "1"}, "NPROC_PER_NODE must be a positive"),
     ("merge_qwen3vl_lora.sh", {"ADAPTER": "/nonexistent/checkpoint-1"}, "adapter not found"),
 ])
 def test_mistakes_stop_with_one_line_before_heavy_imports(paths, name, env, message):
@@ -362,12 +364,32 @@ def test_evaluate_checkpoint_dry_run(paths, tmp_path):
     assert flag(infer, "--output_file") == flag(score, "--predictions") == f"{ckpt}/eval_test/predictions.jsonl"
 
 
+def test_inference_launchers_pass_the_data_parallel_variables(paths, tmp_path):
+    """The training variables reach `swift infer` and batch_infer.py (each relaunches itself under
+    torchrun); one process unless asked (never all visible GPUs by surprise), and a leftover
+    NPROC_PER_NODE=1 is dropped so nothing starts torchrun for one process."""
+    base = {**paths, "NO_ADAPTER": "1", "EVAL_DIR": str(tmp_path / "eval")}
+    assigns, _ = dry("infer_qwen3vl_lora.sh", base)
+    assert "NPROC_PER_NODE" not in assigns and "NNODES" not in assigns
+    assigns, _ = dry("infer_qwen3vl_lora.sh", {**base, "NPROC_PER_NODE": "1"})
+    assert "NPROC_PER_NODE" not in assigns
+    assigns, argv = dry("infer_qwen3vl_lora.sh", {**base, "NPROC_PER_NODE": "4"})
+    assert (assigns["NPROC_PER_NODE"], assigns["NNODES"]) == ("4", "1") and argv[1] == "infer"
+    node = {"NPROC_PER_NODE": "2", "NNODES": "2", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29512"}
+    lines = launcher("evaluate_checkpoint.sh", {**base, **node, "NODE_RANK": "0", "DRY_RUN": "1"}).stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("NPROC_PER_NODE=2 NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 "
+                                                   "MASTER_PORT=29512 ") and "batch_infer.py" in lines[0]
+    lines = launcher("evaluate_checkpoint.sh", {**base, **node, "NODE_RANK": "1", "DRY_RUN": "1"}).stdout.splitlines()
+    assert len(lines) == 1 and "NODE_RANK=1" in lines[0], "node 0 alone scores the merged predictions"
+
+
 # --------------------------------------------------------------------------- SLURM, QLoRA, quantised export
 SLURM_DIR = ROOT / "tools" / "slurm"
 
 
 def test_slurm_scripts_parse_and_lint():
-    scripts = [SLURM_DIR / "finetune_qwen3vl_lora.sbatch", SLURM_DIR / "slurm_node.sh"]
+    scripts = [SLURM_DIR / "finetune_qwen3vl_lora.sbatch", SLURM_DIR / "evaluate_checkpoint.sbatch",
+               SLURM_DIR / "slurm_node.sh"]
     for script in scripts:
         assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     shellcheck = str(VENV_BIN / "shellcheck") if (VENV_BIN / "shellcheck").exists() else shutil.which("shellcheck")
@@ -377,7 +399,7 @@ def test_slurm_scripts_parse_and_lint():
     assert "#SBATCH --ntasks-per-node=1" in scripts[0].read_text()
 
 
-def test_slurm_two_simulated_nodes(paths):
+def test_slurm_two_simulated_nodes(paths, tmp_path):
     seen = []
     for node in (0, 1):
         env = {**CPU_ONLY, **paths, "DRY_RUN": "1", "SLURM_NNODES": "2", "SLURM_NODEID": str(node),
@@ -397,6 +419,13 @@ def test_slurm_two_simulated_nodes(paths):
     assert flag(words, "--deepspeed") == "zero3", "the batch script's ZeRO-3, not the multi-GPU launcher's zero2"
     proc = run(["bash", str(SLURM_DIR / "slurm_node.sh")], env={**CPU_ONLY, "SLURM_NNODES": "2"}, check=False)
     assert proc.returncode == 2 and "SLURM_NODEID is not set" in proc.stderr
+    # the evaluation batch script's per-node launcher: data-parallel batch inference on every GPU
+    env = {**CPU_ONLY, **paths, "DRY_RUN": "1", "SLURM_NNODES": "2", "SLURM_NODEID": "1", "SLURM_GPUS_ON_NODE": "8",
+           "MASTER_ADDR": "gpu-node-01", "NO_ADAPTER": "1", "EVAL_DIR": str(tmp_path / "eval"),
+           "NODE_LAUNCHER": str(ROOT / "tools" / "evaluate_checkpoint.sh")}
+    (line,) = run(["bash", str(SLURM_DIR / "slurm_node.sh")], env=env).stdout.splitlines()
+    assert line.startswith("NPROC_PER_NODE=8 NNODES=2 NODE_RANK=1 MASTER_ADDR=gpu-node-01 ") and "batch_infer.py" in line
+    assert "NODE_LAUNCHER" in (SLURM_DIR / "evaluate_checkpoint.sbatch").read_text()
 
 
 def test_qlora_and_quantised_export_need_cuda(paths, tmp_path):

@@ -4,9 +4,12 @@
 #   bash tools/evaluate_checkpoint.sh                                   # newest checkpoint, test split
 #   ADAPTER=results/lora/v0-.../checkpoint-573 SPLIT=val bash tools/evaluate_checkpoint.sh
 #   NO_ADAPTER=1 MODEL=/models/Qwen3-VL-8B-Instruct bash tools/evaluate_checkpoint.sh   # base model alone
+#   NPROC_PER_NODE=8 bash tools/evaluate_checkpoint.sh          # inference on 8 GPUs (torchrun)
 # Writes <EVAL_DIR>/predictions.jsonl, metrics.json, report.md and charts; a re-run resumes.
 # Knobs (env): SPLIT (test|val|train), EVAL_DIR, INFER_BATCH, MAX_NEW_TOKENS, TEMPERATURE,
-# INFER_BACKEND, IMAGE_MAX_TOKEN_NUM and the rest of tools/swift/common.sh.
+# INFER_BACKEND, IMAGE_MAX_TOKEN_NUM, NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT
+# (as for training; one process by default) and the rest of tools/swift/common.sh. On several
+# nodes every node runs this with its NODE_RANK on a shared EVAL_DIR; node 0 writes the report card.
 # For research only, not for diagnosis.
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/swift/common.sh"
@@ -14,6 +17,7 @@ init_launcher infer "$@"
 
 SPLIT="${SPLIT:-test}"
 check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH
+processes data
 DATASET="${DATASET:-$DATA_DIR/$SPLIT.jsonl}"
 require_data "$DATASET" "$SPLIT split"
 resolve_choice serve
@@ -33,12 +37,19 @@ infer=("$PYTHON_BIN" "$ROOT/scripts/batch_infer.py" --dataset "$DATASET" "${mode
   --temperature "$TEMPERATURE" --image_max_token_num "$IMAGE_MAX_TOKEN_NUM"
   --ablation --resume --output_file "$EVAL_DIR/predictions.jsonl")
 score=("$PYTHON_BIN" "$ROOT/scripts/evaluate.py" --predictions "$EVAL_DIR/predictions.jsonl" --output_dir "$EVAL_DIR")
+# Node 0's rank 0 merges the predictions once every node's ranks are done; only node 0 scores them.
+scores=1
+((nnodes == 1)) || [[ "$NODE_RANK" == 0 ]] || scores=0
 if [[ "$DRY_RUN" == "1" ]]; then
+  for v in NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT; do  # batch_infer.py reads them
+    [[ -n "${!v:-}" ]] && printf '%s=%q ' "$v" "${!v}"
+  done
   printf '%q ' "${infer[@]}"; printf '\n'
-  printf '%q ' "${score[@]}"; printf '\n'
+  ((scores)) && { printf '%q ' "${score[@]}"; printf '\n'; }
   exit 0
 fi
 "${infer[@]}" "$@"
+((scores)) || exit 0
 "${score[@]}"
 if [[ -n "$ADAPTER" ]]; then  # the checkpoint's model card shows its report cards' headline metrics
   medswift_python -m medswift.eval.model_card "$ADAPTER" >&2 || note "could not refresh the model card of $ADAPTER"

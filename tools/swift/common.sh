@@ -374,10 +374,11 @@ write_run_cards() {
   medswift_python -m medswift.eval.model_card --run "$run_dir" >&2 || note "could not write the model cards in $run_dir"
 }
 
-# How many processes and nodes a training launcher runs, and the checks that go with them, for
-# every training launcher alike. $1: "single" (one process, never torchrun) or "distributed"
-# (NPROC_PER_NODE, default all visible GPUs or 1 on CPU; NNODES with NODE_RANK, MASTER_ADDR and
-# MASTER_PORT). Sets nproc and nnodes.
+# How many processes and nodes a launcher runs, and the checks that go with them, for every
+# launcher alike. $1: "single" (one process, never torchrun), "distributed" (training:
+# NPROC_PER_NODE, default all visible GPUs or 1 on CPU; NNODES with NODE_RANK, MASTER_ADDR and
+# MASTER_PORT) or "data" (data-parallel inference: the same variables, but one process unless
+# NPROC_PER_NODE or NNODES asks for more). Sets nproc and nnodes.
 processes() {
   local gpus
   gpus="$(gpu_count)"
@@ -392,8 +393,12 @@ processes() {
     return 0
   fi
   # Without a GPU, ms-swift still runs several CPU processes (gloo), which is how it is tested.
-  nproc="${NPROC_PER_NODE:-$((gpus > 0 ? gpus : 1))}"
-  if [[ "$DRY_RUN" == 1 && -z "${NPROC_PER_NODE:-}" && "$gpus" -eq 0 ]]; then
+  if [[ "$1" == data ]]; then
+    nproc="${NPROC_PER_NODE:-1}"
+  else
+    nproc="${NPROC_PER_NODE:-$((gpus > 0 ? gpus : 1))}"
+  fi
+  if [[ "$1" == distributed && "$DRY_RUN" == 1 && -z "${NPROC_PER_NODE:-}" && "$gpus" -eq 0 ]]; then
     note "dry run: NPROC_PER_NODE is not set, so the target's visible GPUs decide; shown for 1"
   fi
   nnodes="${NNODES:-1}"

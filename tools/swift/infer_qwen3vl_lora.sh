@@ -3,6 +3,8 @@
 #   bash tools/swift/infer_qwen3vl_lora.sh                        # newest checkpoint, validation split
 #   ADAPTER=results/lora/v0-.../checkpoint-573 VAL_FILE=data/openi_swift/test.jsonl bash tools/swift/infer_qwen3vl_lora.sh
 #   NO_ADAPTER=1 MODEL=/models/Qwen3-VL-8B-Instruct bash tools/swift/infer_qwen3vl_lora.sh   # base model alone
+#   NPROC_PER_NODE=8 bash tools/swift/infer_qwen3vl_lora.sh      # data-parallel: swift infer under torchrun
+# NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT: as for training (one process by default).
 # The base model comes from the checkpoint's args.json unless MODEL is set.
 # Knobs (env): see tools/swift/common.sh. For research only, not for diagnosis.
 # shellcheck source=common.sh
@@ -10,6 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 init_launcher infer "$@"
 
 check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH
+processes data
 require_data "$VAL_FILE" "inference data"
 resolve_model_args
 if [[ -z "$ADAPTER" ]]; then

@@ -125,9 +125,13 @@ def set_image_budget(max_tokens: int | None, choice: ModelChoice | None = None) 
     return value
 
 
-def load_engine(choice: ModelChoice, max_batch_size: int = 16, dtype: str = "auto", **task):
+def load_engine(choice: ModelChoice, max_batch_size: int = 16, dtype: str = "auto", *, device_map: str | None = None,
+                tensor_parallel_size: int = 1, distributed: bool = False, **task):
     """An ms-swift engine for ``choice``; heavy imports happen here, not at module import.
 
+    ``device_map``: transformers, where the weights go (a rank's own GPU); None: ms-swift's default.
+    ``tensor_parallel_size``, ``distributed`` (a rank under torchrun): vLLM, as ``swift infer`` sets
+    them (vLLM joins torchrun's processes through its external launcher).
     ``task``: ``task_type="seq_cls", num_labels=..., problem_type=...`` for a classification head.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -141,13 +145,15 @@ def load_engine(choice: ModelChoice, max_batch_size: int = 16, dtype: str = "aut
         from swift.infer_engine import VllmEngine
 
         lora_rank = json.loads((choice.adapter / "adapter_config.json").read_text())["r"] if adapters else 16
+        launcher = {"distributed_executor_backend": "external_launcher"} if distributed else {}
         return VllmEngine(str(choice.model), model_type=choice.model_type or None, torch_dtype=torch_dtype,
                           adapters=adapters, max_num_seqs=max_batch_size, enable_lora=bool(adapters),
-                          max_lora_rank=max(16, lora_rank), **task)
+                          max_lora_rank=max(16, lora_rank), tensor_parallel_size=tensor_parallel_size, **launcher,
+                          **task)
     from swift.infer_engine import TransformersEngine
 
     return TransformersEngine(str(choice.model), model_type=choice.model_type or None, torch_dtype=torch_dtype,
-                              adapters=adapters, max_batch_size=max_batch_size, **task)
+                              adapters=adapters, max_batch_size=max_batch_size, device_map=device_map, **task)
 
 
 def request_config(max_new_tokens: int, temperature: float, top_p: float | None = None,

@@ -5,6 +5,7 @@ Usage:
         --adapter_path results/lora/v0-.../checkpoint-573 --output_file results/test_predictions.jsonl
     python scripts/batch_infer.py --test_images a.png b.dcm --lang en
     python scripts/batch_infer.py --images_dir /data/xrays --num_samples 50 --seed 0 --resume
+    NPROC_PER_NODE=8 python scripts/batch_infer.py --dataset data/openi_swift/test.jsonl --resume
 
 Requests go to ms-swift's engine in batches of ``--batch_size`` (not one call per
 image). Each finished batch is appended to ``--output_file`` as JSON lines in one
@@ -13,6 +14,11 @@ skips what is already there. Unreadable inputs are listed with their reason and 
 run goes on; an input the model itself refuses costs only itself (its batch is retried one
 request at a time). ``--ablation`` adds blank and noise control images for each prompt, so
 the report card (``scripts/evaluate.py``) can tell whether the model reads the image at all.
+
+Data-parallel like ``swift infer``: NPROC_PER_NODE (and NNODES, NODE_RANK, MASTER_ADDR,
+MASTER_PORT on several nodes) relaunch the command under torchrun; each rank (a GPU on CUDA)
+takes every N-th input and writes a part file beside --output_file, and rank 0 merges the parts
+into it, in input order, when all are done. ``--resume`` finishes a killed run, parts included.
 
 For research only, not for diagnosis.
 """
@@ -30,8 +36,12 @@ from medswift.core.errors import UsageError, run_cli
 from medswift.core.images import ImageRejected
 from medswift.infer.inputs import (add_input_args, check_generation_args, collect_items, load_images,
                                    request_messages)
-from medswift.infer.output import append_lines, prepare_output, print_run_summary
+from medswift.infer import parallel
+from medswift.infer.output import (append_lines, check_output, merge_parts, part_files, part_path, prepare_output,
+                                   print_run_summary)
 from medswift.infer.rows import report_row
+
+SCRIPT = str(Path(__file__).resolve().parents[2] / "batch_infer.py")  # what torchrun runs on every rank
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,43 +53,82 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=16, help="requests per engine call (max_batch_size)")
     p.add_argument("--backend", choices=BACKENDS, default="transformers")
     p.add_argument("--dtype", default="auto", choices=DTYPES)
+    p.add_argument("--tensor_parallel_size", type=int, default=1,
+                   help="vLLM: GPUs per model copy (ms-swift's VllmEngine tensor_parallel_size); under torchrun "
+                        "the processes form world / N copies, each taking a shard")
     p.add_argument("--image_max_token_num", type=int,
                    help="image budget in tokens (default: env IMAGE_MAX_TOKEN_NUM, else the adapter's "
                         "training budget, else 1024)")
     p.add_argument("--output_file", default=str(RESULTS / "batch_infer" / "predictions.jsonl"))
-    p.add_argument("--resume", action="store_true", help="skip images already in --output_file")
+    p.add_argument("--resume", action="store_true", help="skip inputs already in --output_file or its part files")
     p.add_argument("--overwrite", action="store_true", help="start --output_file afresh")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-def run(args) -> dict:
+def checked(args) -> tuple[list, models.ModelChoice]:
+    """Every check that needs no model: the inputs in their one order, and what to load."""
     if args.batch_size < 1:
         raise UsageError("--batch_size must be at least 1")
+    if args.tensor_parallel_size < 1:
+        raise UsageError("--tensor_parallel_size must be at least 1")
+    if args.tensor_parallel_size > 1 and args.backend != "vllm":
+        raise UsageError("--tensor_parallel_size needs --backend vllm")
     check_generation_args(args)
     items = collect_items(args)
     choice = models.resolve(args.model_path, args.adapter_path, args.backend)
+    if choice.backend == "vllm":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("backend vllm needs a CUDA GPU and none is visible; use the transformers backend")
+    return items, choice
+
+
+def run(args) -> dict | None:
+    """One process alone, or one rank under torchrun; the summary on rank 0, None elsewhere."""
+    items, choice = checked(args)
+    world = parallel.join(args.tensor_parallel_size)
     out = Path(args.output_file)
-    done = prepare_output(out, args.resume, args.overwrite)
-    todo = [it for it in items if it.key not in done]
+
+    def prepare() -> tuple[set[str], bool]:
+        done = prepare_output(out, args.resume, args.overwrite, parts=True)
+        # parts: several ranks, or a killed parallel run's parts to fold in (in input order)
+        return done, world.distributed or bool(part_files(out))
+
+    done, use_parts = world.first(prepare)  # rank 0 alone touches the files; all see the same done set
+    pending = [it for it in items if it.key not in done]
+    todo = pending[world.shard::world.shards]
+    target = part_path(out, world.shard, world.shards) if use_parts else out
 
     budget = models.set_image_budget(args.image_max_token_num, choice)
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
                   "repetition_penalty": args.repetition_penalty, "image_max_token_num": budget}
-    skipped: list[tuple[str, str]] = []
-    warned: list[tuple[str, str]] = []
-    written, load_seconds, infer_seconds = 0, 0.0, 0.0
-    if todo:
+    mine = {"written": [], "skipped": [], "warnings": [], "load_seconds": 0.0, "seconds": 0.0}
+    # vLLM under torchrun builds its process groups with every rank, so no rank may sit it out
+    if todo or (choice.backend == "vllm" and world.distributed):
         t0 = time.perf_counter()
-        engine = models.load_engine(choice, max_batch_size=args.batch_size, dtype=args.dtype)
+        engine = models.load_engine(choice, max_batch_size=args.batch_size, dtype=args.dtype,
+                                    device_map=world.device_map(), tensor_parallel_size=args.tensor_parallel_size,
+                                    distributed=world.distributed)
         config = models.request_config(args.max_new_tokens, args.temperature, args.top_p, args.repetition_penalty,
                                        seed=args.seed)
         t1 = time.perf_counter()
-        written, skipped, warned = infer_all(engine, config, todo, args, choice, generation, out)
-        load_seconds, infer_seconds = t1 - t0, time.perf_counter() - t1
-    return {"inputs": len(items), "already_done": len(items) - len(todo), "written": written,
-            "skipped": skipped, "warnings": warned, "load_seconds": load_seconds, "seconds": infer_seconds,
-            "output_file": str(out)}
+        written, mine["skipped"], mine["warnings"] = infer_all(
+            engine, config, todo, args, choice, generation, target if world.writes else None,
+            f"reports (rank 0 of {world.size})" if world.distributed else "reports", quiet=args.quiet or not world.main)
+        mine.update(written=written, load_seconds=t1 - t0, seconds=time.perf_counter() - t1)
+    ranks = [r for r in world.gather(mine if world.writes else None) or [] if r]
+    world.close()
+    if not world.main:
+        return None
+    keys = [k for r in ranks for k in r["written"]]
+    if use_parts:
+        merge_parts(out, {it.key: n for n, it in enumerate(items)}, expected=set(keys))
+    return {"inputs": len(items), "already_done": len(items) - len(pending), "written": len(keys),
+            "skipped": [s for r in ranks for s in r["skipped"]], "warnings": [w for r in ranks for w in r["warnings"]],
+            "load_seconds": max(r["load_seconds"] for r in ranks), "seconds": max(r["seconds"] for r in ranks),
+            "output_file": str(out), "ranks": world.size}
 
 
 def infer_isolating(engine, requests: list, config) -> list:
@@ -106,15 +155,18 @@ def failure_detail(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def infer_all(engine, config, todo: list, args, choice, generation: dict, out: Path):
+def infer_all(engine, config, todo: list, args, choice, generation: dict, out: Path | None, desc: str = "reports",
+              quiet: bool = False):
+    """Reports for ``todo``, appended to ``out`` a batch per write (None: computed, not written:
+    a tensor-parallel rank that is not its copy's first). Returns (keys written, skipped, warned)."""
     from swift.infer_engine import InferRequest
     from tqdm import tqdm
 
     skipped: list[tuple[str, str]] = []
     warned: list[tuple[str, str]] = []
-    written = 0
+    written: list[str] = []
     model, adapter = str(choice.model.resolve()), str(choice.adapter.resolve()) if choice.adapter else None
-    bar = tqdm(total=len(todo), desc="reports", unit="study", disable=args.quiet, file=sys.stderr)
+    bar = tqdm(total=len(todo), desc=desc, unit="study", disable=quiet, file=sys.stderr)
     for start in range(0, len(todo), args.batch_size):
         batch = todo[start:start + args.batch_size]
         ready, requests = [], []
@@ -138,21 +190,42 @@ def infer_all(engine, config, todo: list, args, choice, generation: dict, out: P
             rows.append(report_row(it, resp.choices[0].message.content, model=model, adapter=adapter,
                                    backend=choice.backend, generation=generation, seconds=per_item,
                                    hide_reasoning=args.hide_reasoning, warnings=warnings))
-        if rows:
+        if rows and out is not None:
             append_lines(out, rows)
-            written += len(rows)
+            written += [r["key"] for r in rows]
         bar.update(len(batch))
     bar.close()
     return written, skipped, warned
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    return run_cli(report, args)
+    try:
+        return run_cli(report, args, argv)
+    except parallel.Stopped:
+        return 2
 
 
-def report(args) -> int:
+def report(args, argv: list[str]) -> int:
+    plan = parallel.launch_plan()
+    if plan:  # check here, once, then start the ranks
+        checked(args)
+        if plan.world % args.tensor_parallel_size:
+            raise UsageError(f"NPROC_PER_NODE x NNODES = {plan.world} processes do not split into model copies of "
+                             f"--tensor_parallel_size {args.tensor_parallel_size}")
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus and plan.nproc > gpus:  # each rank takes the GPU of its LOCAL_RANK
+            raise UsageError(f"NPROC_PER_NODE={plan.nproc} but only {gpus} GPU(s) are visible")
+        check_output(Path(args.output_file), args.resume, args.overwrite, parts=True)
+        return parallel.relaunch(plan, SCRIPT, argv)
     summary = run(args)
+    if summary is None:
+        return 0
     rate = summary["written"] / summary["seconds"] if summary["seconds"] > 0 and summary["written"] else 0.0
+    ranks = f" on {summary['ranks']} ranks" if summary["ranks"] > 1 else ""
     return print_run_summary(summary, f"; model load {summary['load_seconds']:.1f} s, inference "
-                                      f"{summary['seconds']:.1f} s ({rate:.2f} inputs/s)", ("skipped", "warnings"))
+                                      f"{summary['seconds']:.1f} s{ranks} ({rate:.2f} inputs/s)",
+                             ("skipped", "warnings"))

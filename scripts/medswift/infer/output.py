@@ -1,16 +1,34 @@
 """The prediction file every inference tool writes: checked before the model loads, appended a
 batch at a time in one write, resumable after a kill.
 
-Shared by batch inference, the server client and the classifier.
+Shared by batch inference, the server client and the classifier. A data-parallel run writes one
+part file per rank beside the output (``<output>.part-<rank>-of-<world>.jsonl``), with the same
+durability, and rank 0 merges them into the output when every rank is done.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.core.files import json_line
+
+
+def _whole_rows(data: bytes) -> tuple[list[dict], int]:
+    """The rows before the first broken or half-written line, and how many bytes they take."""
+    keep = data if data.endswith(b"\n") else data[: data.rfind(b"\n") + 1]
+    rows, good = [], 0
+    for raw in keep.splitlines(keepends=True):
+        try:
+            row = json.loads(raw)
+            hash(row["key"])  # a row without a usable key is as broken as a cut one
+        except (ValueError, KeyError, TypeError):
+            break  # anything after a broken line is suspect: drop it and redo those inputs
+        rows.append(row)
+        good += len(raw)
+    return rows, good
 
 
 def repair_and_read_done(path: Path) -> set[str]:
@@ -18,44 +36,97 @@ def repair_and_read_done(path: Path) -> set[str]:
     if not path.exists():
         return set()
     data = path.read_bytes()
-    keep = data if data.endswith(b"\n") else data[: data.rfind(b"\n") + 1]
-    done = set()
-    good = 0
-    for raw in keep.splitlines(keepends=True):
-        try:
-            done.add(json.loads(raw)["key"])
-            good += len(raw)
-        except (ValueError, KeyError, TypeError):
-            break  # anything after a broken line is suspect: drop it and redo those inputs
+    rows, good = _whole_rows(data)
     if good != len(data):
         with open(path, "r+b") as fh:
             fh.truncate(good)
-    return done
+    return {r["key"] for r in rows}
 
 
-def prepare_output(out: Path, resume: bool, overwrite: bool) -> set[str]:
-    """Check the output file before the model loads; return the keys already done (--resume).
+def part_path(out: Path, rank: int, world: int) -> Path:
+    return out.with_name(f"{out.name}.part-{rank}-of-{world}.jsonl")
 
-    Only a regular file is ever truncated or replaced: ``--overwrite --output_file /dev/full``
-    must not unlink a device node.
-    """
+
+def part_files(out: Path) -> list[Path]:
+    """Part files of ``out`` from any world size (a killed run may have used another)."""
+    pattern = re.compile(re.escape(out.name) + r"\.part-(\d+)-of-(\d+)\.jsonl")
+    if not out.parent.is_dir():
+        return []
+    found = [(tuple(map(int, m.groups())), p) for p in out.parent.iterdir()
+             if (m := pattern.fullmatch(p.name)) and p.is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def check_output(out: Path, resume: bool, overwrite: bool, parts: bool = False) -> None:
+    """The checks of ``prepare_output`` that change nothing (a launcher runs them before it
+    starts the ranks). ``parts``: part files of an unfinished data-parallel run count as results."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the folder of {out}: {exc.strerror or exc}") from None
     if out.exists() and not out.is_file():
         raise UsageError(f"{out} is not a regular file; give --output_file a path for a .jsonl file")
-    if out.exists() and out.stat().st_size and not (resume or overwrite):
+    if resume or overwrite:
+        return
+    if out.exists() and out.stat().st_size:
         raise UsageError(f"{out} already has results; use --resume to continue it or --overwrite to replace it")
+    left = [p.name for p in part_files(out) if p.stat().st_size] if parts else []
+    if left:
+        raise UsageError(f"{out.parent} holds part files of an unfinished parallel run ({', '.join(left)}); "
+                         "use --resume to finish it or --overwrite to start afresh")
+
+
+def prepare_output(out: Path, resume: bool, overwrite: bool, parts: bool = False) -> set[str]:
+    """Check the output file before the model loads; return the keys already done (--resume).
+
+    ``parts``: also the part files of a data-parallel run (``--overwrite`` removes them,
+    ``--resume`` repairs them and counts their keys as done). Only a regular file is ever
+    truncated or replaced: ``--overwrite --output_file /dev/full`` must not unlink a device node.
+    """
+    check_output(out, resume, overwrite, parts)
     try:
-        if overwrite and out.exists():
-            out.unlink()
+        if overwrite:
+            for path in [out, *(part_files(out) if parts else [])]:
+                if path.exists():
+                    path.unlink()
         done = repair_and_read_done(out) if resume else set()
+        if parts and resume:
+            for path in part_files(out):
+                done |= repair_and_read_done(path)
         with open(out, "ab"):  # writable now, not after an hour of inference
             pass
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
     return done
+
+
+def merge_parts(out: Path, order: dict[str, int], expected: set[str] = frozenset()) -> int:
+    """Append the rows of every part file of ``out`` that ``out`` lacks, in input order
+    (``order``: key -> position; unknown keys last), in one write; then remove the parts.
+
+    ``expected``: keys the ranks say they wrote. One missing from ``out`` and the parts (a node
+    writing to a folder rank 0 does not see) stops with one line and leaves the parts alone.
+    Returns the number of rows added. A kill between the write and the removal is harmless: a
+    resume skips the keys already in ``out``.
+    """
+    parts = part_files(out)
+    have = repair_and_read_done(out)
+    rows: dict[str, dict] = {}
+    for path in parts:
+        for row in _whole_rows(path.read_bytes())[0]:
+            if row["key"] not in have:
+                rows.setdefault(row["key"], row)
+    missing = set(expected) - have - set(rows)
+    if missing:
+        raise UsageError(f"{len(missing)} results the ranks wrote are in no part file beside {out} (e.g. "
+                         f"{sorted(missing)[0]}); every node must write to the same shared folder. Part files "
+                         "are kept: re-run with --resume on shared storage")
+    new = sorted(rows.values(), key=lambda r: order.get(r["key"], len(order)))
+    if new:
+        append_lines(out, new)
+    for path in parts:
+        path.unlink()
+    return len(new)
 
 
 def append_lines(path: Path, rows: list[dict]) -> None:

@@ -1,0 +1,196 @@
+"""Data-parallel inference over processes, GPUs and nodes, the way ms-swift runs ``swift infer``.
+
+The environment variables of training (NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR,
+MASTER_PORT) make the command relaunch itself under torchrun (``python -m
+torch.distributed.run``), as ``swift`` does. torchrun starts and watches the processes;
+torch.distributed (gloo) carries the few messages between them: rank 0's view of what is already
+done, and each rank's summary at the end. Every rank takes every world-th input of the same
+ordered to-do list and writes its own part file (medswift.infer.output); rank 0 merges them.
+With vLLM and ``tensor_parallel_size`` N, each N consecutive ranks hold one copy of the model
+and share a shard, as in ms-swift's infer pipeline.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+from medswift.core.errors import UsageError
+
+LAUNCH_VARS = ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+class Stopped(Exception):
+    """Rank 0 stopped the run and printed why; the other ranks leave without a word."""
+
+
+@dataclass
+class Launch:
+    nproc: int
+    nnodes: int
+    flags: list[str]
+
+    @property
+    def world(self) -> int:
+        return self.nproc * self.nnodes
+
+
+def _positive(name: str, value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"{name} must be a positive integer, got '{value}'")
+    return int(value)
+
+
+def launch_plan(environ=os.environ) -> Launch | None:
+    """The torchrun flags these variables ask for, or None: run here as one process (neither
+    NPROC_PER_NODE nor NNODES set, both 1, or this process is already a rank)."""
+    if "LOCAL_RANK" in environ or (environ.get("NPROC_PER_NODE") is None and environ.get("NNODES") is None):
+        return None
+    nproc = _positive("NPROC_PER_NODE", environ.get("NPROC_PER_NODE") or "1")
+    nnodes = _positive("NNODES", environ.get("NNODES") or "1")
+    if nproc == nnodes == 1:
+        return None
+    flags = ["--nproc_per_node", str(nproc), "--nnodes", str(nnodes)]
+    if nnodes > 1:
+        node_rank, addr = environ.get("NODE_RANK", ""), environ.get("MASTER_ADDR", "")
+        if not node_rank.isdigit() or int(node_rank) >= nnodes:
+            raise UsageError(f"NNODES={nnodes}: set NODE_RANK to 0..{nnodes - 1} on each node, got '{node_rank}'")
+        if not addr:
+            raise UsageError(f"NNODES={nnodes}: set MASTER_ADDR to the address of node 0")
+        flags += ["--node_rank", node_rank, "--master_addr", addr,
+                  "--master_port", environ.get("MASTER_PORT") or "29500"]
+    else:  # one node: without MASTER_PORT torchrun picks a free port itself
+        flags += [arg for name in ("MASTER_ADDR", "MASTER_PORT") if environ.get(name)
+                  for arg in (f"--{name.lower()}", environ[name])]
+    return Launch(nproc, nnodes, flags)
+
+
+def relaunch(plan: Launch, script: str, argv: list[str]) -> int:
+    """Run ``script argv`` under torchrun and return its exit code. torchrun runs in this process
+    (its own ``run``), so a failed rank is one line here, not torchrun's traceback."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
+    from torch.distributed.run import parse_args, run
+
+    shown = [sys.executable, "-m", "torch.distributed.run", *plan.flags, script, *argv]
+    print(f"[medswift] running: {shlex.join(shown)}", file=sys.stderr, flush=True)
+    try:
+        run(parse_args([*plan.flags, script, *argv]))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        if failure.exitcode < 0:
+            raise UsageError(f"rank {rank} was stopped by {failure.signal_name()}; finished batches are kept: "
+                             "re-run with --resume to finish") from None
+        return failure.exitcode  # the rank printed its own error line
+    except (RendezvousError, SignalException, OSError, RuntimeError) as exc:
+        # RuntimeError covers torch's DistNetworkError/DistStoreError (a busy MASTER_PORT, node 0 unreachable)
+        text = " ".join(str(exc).split())[:200]
+        raise UsageError(f"torchrun stopped ({type(exc).__name__}: {text}); finished batches are kept: "
+                         "re-run with --resume to finish") from None
+    return 0
+
+
+@dataclass
+class World:
+    """This process's place in the run; one process alone is rank 0 of 1."""
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    tensor_parallel: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def shard(self) -> int:
+        return self.rank // self.tensor_parallel
+
+    @property
+    def shards(self) -> int:
+        return max(1, self.size // self.tensor_parallel)
+
+    @property
+    def writes(self) -> bool:
+        """The first rank of each model copy writes; the others hold the rest of its weights."""
+        return self.rank % self.tensor_parallel == 0
+
+    def device_map(self) -> str | None:
+        """On CUDA each rank takes its LOCAL_RANK's GPU (ms-swift would spread a rank over
+        several GPUs when there are more GPUs than ranks)."""
+        import torch
+
+        return f"cuda:{self.local_rank}" if self.distributed and torch.cuda.is_available() else None
+
+    def first(self, fn):
+        """``fn()`` on rank 0, its result on every rank; its UsageError stops every rank."""
+        if not self.distributed:
+            return fn()
+        import torch.distributed as dist
+
+        payload = [None]
+        if self.main:
+            try:
+                payload = [("ok", fn())]
+            except UsageError as exc:
+                payload = [("error", str(exc))]
+        self._collective(dist.broadcast_object_list, payload, src=0)
+        kind, value = payload[0]
+        if kind == "error":
+            if self.main:
+                raise UsageError(value)
+            raise Stopped()
+        return value
+
+    def gather(self, obj) -> list | None:
+        """Every rank's ``obj`` on rank 0 (None elsewhere). It returns once every rank has sent
+        its own, so it is also the barrier before the merge."""
+        if not self.distributed:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.size if self.main else None
+        self._collective(dist.gather_object, obj, out, dst=0)
+        return out
+
+    @staticmethod
+    def _collective(fn, *args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except RuntimeError as exc:  # gloo: a peer died (torchrun then stops this rank too)
+            text = " ".join(str(exc).split())[:160]
+            raise UsageError(f"another rank stopped ({text}); finished batches are kept: re-run with --resume "
+                             "to finish") from None
+
+    def close(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def join(tensor_parallel: int = 1) -> World:
+    """This process's World; under torchrun it joins the process group first."""
+    size = int(os.environ.get("WORLD_SIZE") or 1)
+    if size <= 1 or "RANK" not in os.environ:
+        return World(tensor_parallel=tensor_parallel)
+    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK") or 0), tensor_parallel)
+    if size % tensor_parallel:
+        raise UsageError(f"{size} processes do not split into model copies of --tensor_parallel_size "
+                         f"{tensor_parallel}")
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(world.local_rank)
+    # gloo on CPU and GPU alike: only small objects travel, and it notices a dead peer. A shard can
+    # take hours, so the final gather waits days, not gloo's default 30 minutes.
+    dist.init_process_group("gloo", timeout=timedelta(days=7))
+    return world

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from medswift.core.cli import command_parser
 from medswift.core import models, prompts, thinking
-from medswift.core.constants import BACKENDS, DTYPES, LOOPBACK, ROOT
+from medswift.core.constants import BACKENDS, DEFAULT_MODEL, DTYPES, LOOPBACK, ROOT
 from medswift.core.constants import NOTICE as RESEARCH_ONLY
 from medswift.core.errors import UsageError
 from medswift.core.images import ImageRejected, open_checked
@@ -181,6 +181,14 @@ class ReportChat:
         self.choice = choice
         self.settings = settings or Settings()
 
+    def untrained_notice(self) -> str:
+        """Why the embedded default alone writes noise, and how to get an adapter worth looking at."""
+        if self.choice.adapter is not None or self.choice.model.resolve() != DEFAULT_MODEL.resolve():
+            return ""
+        return ("**This is the embedded default model without an adapter: random weights, untrained.** Its answers "
+                "are noise or empty. Train one with `bash tools/quickstart.sh` (a few minutes on a CPU), then start "
+                "the demo with the command it prints: `python app/gradio_app.py --adapter_path <checkpoint>`.")
+
     def info(self, max_tokens: int | None = None, temperature: float | None = None) -> str:
         lines = [f"**model** `{self.choice.model.name}` · **adapter** "
                  f"`{self.choice.adapter.name if self.choice.adapter else 'none'}` · **backend** {self.choice.backend}"
@@ -279,6 +287,8 @@ def build_demo(chat: ReportChat):
 
     with gr.Blocks(title="MedSwift-VL demo (research only)", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# MedSwift-VL: chest X-ray report demo\n{NOTICE}", elem_id="notice")
+        if chat.untrained_notice():
+            gr.Markdown(chat.untrained_notice(), elem_id="untrained")
         with gr.Row():
             with gr.Column(scale=2):
                 upload = gr.File(label=f"X-ray ({UPLOAD_KINDS})", file_types=UPLOAD_TYPES, type="filepath",

@@ -1,6 +1,6 @@
 """LoRA training throughput and batched inference for the full Qwen3-VL-8B shape, random weights.
 
-Usage (on a CUDA machine; no download: the 8B architecture is built from
+Usage (on a CUDA machine, no download; the 8B architecture is built from
 bench/configs/qwen3-vl-8b-instruct.config.json with random weights):
     python bench/bench_gpu.py --arch 8b --work_dir /tmp/bench8b
     python bench/bench_gpu.py --arch tiny --steps 2          # CPU smoke run of the same code

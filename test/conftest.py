@@ -35,6 +35,13 @@ def run(cmd, env=None, timeout=900, check=True, cwd=ROOT):
     return proc
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_state(tmp_path_factory):
+    """Converters remember their last output for the launchers' hints: in a scratch folder here,
+    never in the user's results/."""
+    os.environ["MEDSWIFT_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """The embedded default model, built on demand (seconds) into weights/."""

@@ -245,3 +245,21 @@ def test_dicom_images_convert_to_8bit_copies(tmp_path):
     copy = Path(sample["images"][0])
     assert copy.suffix == ".png" and Image.open(copy).mode == "L" and Image.open(copy).size == (128, 128)
     assert "31_1\ttruncated DICOM" in (out / "skipped.tsv").read_text()
+
+
+def test_converter_names_the_training_line_and_the_launcher_remembers_it(tmp_path):
+    """The reference's order (convert into some folder, then run the launcher) works: the converter
+    prints the exact line, and a launcher that finds no data names the last conversion."""
+    state, out = tmp_path / "state", tmp_path / "my data"
+    env = {"MEDSWIFT_STATE_DIR": str(state)}
+    proc = run([PYTHON, str(ROOT / "scripts" / "convert_xray_swift.py"), "--input", str(REPORTS["en"]),
+                "--images_dir", str(BUNDLED_IMAGES), "--output_dir", str(out), "--lang", "en"], env=env, cwd=tmp_path)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("train on it: "))
+    assert line == f"train on it: DATA_DIR='my data' bash {ROOT / 'tools' / 'swift' / 'finetune_qwen3vl_lora.sh'}"
+    dry = run(["bash", "-c", line.split(": ", 1)[1]], env={**env, "DRY_RUN": "1"}, cwd=tmp_path)
+    assert "--dataset my\\ data/train.jsonl" in dry.stdout, "the printed line trains on it (from where it was printed)"
+    missing = run(["bash", str(ROOT / "tools" / "swift" / "finetune_qwen3vl_lora.sh")],
+                  env={**env, "DATA_DIR": str(tmp_path / "elsewhere")}, check=False)
+    (error,) = missing.stderr.splitlines()
+    assert missing.returncode == 2 and error.startswith("error: training data not found")
+    assert "the last conversion" in error and f"wrote {out}: DATA_DIR='{out}' bash " in error

@@ -408,3 +408,13 @@ def test_accepted_file_with_a_warning_shows_it(chat, tmp_path):
     assert status.startswith("⚠️") and "CT" in status and "Report on the uploaded file" in status, status
     follow = drain(chat.follow_up("Any effusion?", history, state, 16, 0))[-1]
     assert follow[2].startswith("⚠️") and "CT" in follow[2], "the warning stays while the conversation goes on"
+
+
+def test_the_untrained_default_says_so_and_how_to_train(tiny_model, trained_adapter):
+    """Without an adapter the embedded default writes noise; the page says so and names the fix."""
+    from medswift.core import models as eng
+
+    bare = app.ReportChat(None, eng.resolve(None, None))
+    page = str(app.build_demo(bare).config)
+    assert "untrained" in page and "bash tools/quickstart.sh" in page and "--adapter_path" in page
+    assert app.ReportChat(None, eng.resolve(None, str(trained_adapter))).untrained_notice() == ""

@@ -224,6 +224,17 @@ def test_every_tool_script_answers_help_with_defaults_and_an_example(name):
     assert "not for diagnosis" in proc.stdout
 
 
+BENCH_SCRIPTS = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", BENCH_SCRIPTS)
+def test_every_bench_script_answers_help_with_defaults_and_an_example(name):
+    """The benchmarks are commands the README gives too: same --help contract as the tools."""
+    proc = run([PYTHON, str(ROOT / "bench" / name), "--help"], timeout=60)
+    assert "default:" in proc.stdout and "examples:" in proc.stdout and f"bench/{name}" in proc.stdout
+    assert "not for diagnosis" in proc.stdout
+
+
 def test_launcher_defaults_cannot_be_lost_to_line_order(paths, tmp_path):
     """A launcher's own default set after the knobs are applied would be silently ignored: it is
     an error instead; before init_launcher it wins over common.sh's and loses to the user's."""

@@ -83,6 +83,10 @@ def test_quickstart_as_written(checkout, folders_before):
     assert "[setup] .venv is up to date" in out, "set-up is a no-op when nothing changed"
     assert "MedSwift-VL quickstart finished. For research only, not for diagnosis." in out
     assert "read 6423 = written 8 (train 5, val 2, test 1) + skipped 6415 (missing image 6415)" in out
+    assert "embedded default: learning recipe for the tiny model: LoRA rank 64" in out, "the recipe is stated"
+    first, last = map(float, re.search(r"training loss ([\d.]+) -> ([\d.]+) over 40 logged steps", out).groups())
+    assert last < first / 2, "the newcomer sees the loss fall"
+    assert re.search(r"app/gradio_app\.py --adapter_path \S+checkpoint-40", out), "the demo command to try next"
     where = dict(re.findall(r"^  (model|converted data|LoRA adapter|predictions|merged model|report card)\s+(\S+)",
                             out, re.M))
     assert set(where) == {"model", "converted data", "LoRA adapter", "predictions", "merged model", "report card"}
@@ -90,10 +94,15 @@ def test_quickstart_as_written(checkout, folders_before):
     assert "not for diagnosis" in card and "## Text metrics" in card
     adapter, merged = checkout / where["LoRA adapter"], checkout / where["merged model"]
     assert (adapter / "adapter_model.safetensors").is_file()
+    card = (adapter / "README.md").read_text()
+    assert "not for diagnosis" in card and "`eval_val/report.md` | 2 |" in card, "the card shows the report card"
+    assert "CC BY-NC-SA 4.0" in card, "the bundled data's licence"
     assert (merged / "config.json").is_file()
     predictions = (checkout / where["predictions"]).read_text().splitlines()
     val = (checkout / where["converted data"] / "val.jsonl").read_text().splitlines()
     assert len(predictions) == len(val) == 2
+    responses = [json.loads(line)["response"] for line in predictions]
+    assert all(len(r.strip()) >= 20 for r in responses), f"report-like text, not empty output: {responses}"
 
 
 @pytest.mark.parametrize("command", OTHERS, ids=range(len(OTHERS)))
@@ -122,6 +131,20 @@ def test_readme_training_command_trained_with_validation(checkout):
     assert args["tuner_type"] == "lora" and args["lora_rank"] == 8 and args["freeze_vit"] is True
     log = [json.loads(line) for line in (ckpt.parent / "logging.jsonl").read_text().splitlines()]
     assert any("eval_loss" in r for r in log), "validation split was evaluated"
+
+
+def test_classification_commands_chain_together():
+    """What predict_classification.py writes is what evaluate_classification.py reads, for both splits."""
+    def flag(command, name):
+        words = shlex.split(command)
+        return words[words.index(name) + 1] if name in words else None
+
+    written = {flag(c, "--output_file"): flag(c, "--dataset") for c in OTHERS if "predict_classification.py" in c}
+    (evaluate,) = [c for c in OTHERS if "evaluate_classification.py" in c]
+    test, val = flag(evaluate, "--predictions"), flag(evaluate, "--val_predictions")
+    assert written.get(test, "").endswith("cls_test.jsonl") and written.get(val, "").endswith("cls_val.jsonl")
+    labels = {flag(c, "--labels") for c in OTHERS if "_classification.py" in c}
+    assert len(labels) == 1, "one labels.json for the whole chain"
 
 
 def test_readme_commands_leave_the_users_folders_alone(folders_before):

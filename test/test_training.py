@@ -53,6 +53,10 @@ def test_it_learns(trained):
     assert last["token_acc"] > 0.4, "40 steps on 8 images should fit far above the start"
     assert last["loss"] < first["loss"]
     assert (trained.parent / "images" / "train_loss.png").is_file(), "ms-swift draws the training curves"
+    card = (trained / "README.md").read_text()
+    assert "More Information Needed" not in card, "our model card, not PEFT's template"
+    assert "For research only, not for diagnosis." in card and "tiny-qwen3-vl" in card
+    assert "| LoRA rank / alpha | 64 / 128" in card and "IMAGE_MAX_TOKEN_NUM=256 swift infer" in card
 
 
 def test_multi_gpu_launcher_two_processes_on_cpu(tiny_model, converted, tmp_path):
@@ -102,6 +106,8 @@ def test_merged_model_matches_base_plus_adapter(tiny_model, trained, adapter_pre
     merged = tmp_path / "merged"
     launch("merge_qwen3vl_lora.sh", {"ADAPTER": str(trained), "MERGED_DIR": str(merged)})
     assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
+    card = (merged / "README.md").read_text()
+    assert "merged model" in card and f"merged from the adapter `{trained}`" in card and "not for diagnosis" in card
     result = tmp_path / "merged_val.jsonl"
     launch("infer_qwen3vl_lora.sh", {"NO_ADAPTER": "1", "MODEL": str(merged), "DATA_DIR": str(converted),
                                      "RESULT_FILE": str(result), "MAX_NEW_TOKENS": "24"})

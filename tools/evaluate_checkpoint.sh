@@ -40,3 +40,6 @@ if [[ "$DRY_RUN" == "1" ]]; then
 fi
 "${infer[@]}" "$@"
 "${score[@]}"
+if [[ -n "$ADAPTER" ]]; then  # the checkpoint's model card shows its report cards' headline metrics
+  medswift_python -m medswift.eval.model_card "$ADAPTER" >&2 || note "could not refresh the model card of $ADAPTER"
+fi

@@ -19,16 +19,19 @@ command -v "$PYTHON" >/dev/null 2>&1 || { echo "error: $PYTHON not found; instal
 
 # System tools from Debian's packages: Java for pycocoevalcap (English tokens, METEOR in
 # scripts/evaluate.py); Chromium for the demo's browser test, driven by Playwright
-# (never `playwright install`, which downloads its own browser).
+# (never `playwright install`, which downloads its own browser), and a CJK font for it.
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# A CJK font, so that Chinese reports render in the browser and its screenshots instead of boxes.
+[[ -n "$(fc-list :lang=zh 2>/dev/null)" ]] || missing+=(fonts-noto-cjk)
 if ((${#missing[@]})); then
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "[setup] installing ${missing[*]} (apt-get)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "[setup] warning: missing ${missing[*]}; English METEOR needs Java, the demo's browser test Chromium" >&2
+    echo "[setup] warning: missing ${missing[*]}; English METEOR needs Java, the demo's browser test Chromium" \
+      "(and a CJK font to show Chinese)" >&2
   fi
 fi
 

@@ -269,8 +269,18 @@ resolve_choice() {
 
 require_data() {
   local path="$1" what="$2"
-  [[ -f "$path" ]] || die "$what not found: $path (convert data first: python scripts/convert_xray_swift.py --help)"
+  [[ -f "$path" ]] || die "$what not found: $path ($(last_conversion_hint))"
   [[ -s "$path" ]] || die "$what is empty: $path"
+}
+
+# Where the last conversion wrote (the converters remember it; medswift.data.core), as a hint for
+# a launcher that finds no data; plain JSON read with the standard library, no heavy imports.
+last_conversion_hint() {
+  local state="${MEDSWIFT_STATE_DIR:-$ROOT/results}/.last_conversion.json" hint=""
+  [[ -f "$state" ]] && hint="$("$PYTHON_BIN" -c 'import json,sys
+r = json.load(open(sys.argv[1]))
+print("the last conversion (%s) wrote %s: %s" % (r["when"], r["output_dir"], r["commands"][0]))' "$state" 2>/dev/null)"
+  echo "${hint:-convert data first: python scripts/convert_xray_swift.py --help}"
 }
 
 # What swift infer/export/deploy load, as flags: NO_ADAPTER=1 -> MODEL alone; else ADAPTER (newest
@@ -348,7 +358,20 @@ run_or_print() {
   fi
   note "research use only, not for diagnosis"
   note "running: ${shown[*]}"
+  if declare -F after_run >/dev/null; then  # the launcher has something to do once the command succeeded
+    "$@"
+    after_run
+    exit 0
+  fi
   exec "$@"
+}
+
+# Model cards (README.md) in every checkpoint of the newest run folder under OUTPUT_DIR.
+write_run_cards() {
+  local run_dir
+  run_dir="$(find "$OUTPUT_DIR" -maxdepth 1 -type d -name 'v*-*' -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2-)"
+  [[ -n "$run_dir" ]] || return 0
+  medswift_python -m medswift.eval.model_card --run "$run_dir" >&2 || note "could not write the model cards in $run_dir"
 }
 
 # How many processes and nodes a training launcher runs, and the checks that go with them, for
@@ -393,7 +416,9 @@ processes() {
 }
 
 # swift sft with LoRA; $1 = single | distributed (see processes); the rest passes through.
+# Afterwards every checkpoint of the run gets a model card.
 run_sft() {
+  declare -F after_run >/dev/null || after_run() { write_run_cards; }
   [[ -n "$KNOBS_APPLIED" ]] || die "the launcher must call init_launcher before run_sft"
   local nproc nnodes
   processes "$1"

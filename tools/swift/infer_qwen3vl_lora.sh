@@ -19,6 +19,7 @@ else
 fi
 resolve_dtype
 
+after_run() { echo "results: $RESULT_FILE"; echo "For research only, not for diagnosis."; }
 run_or_print "$SWIFT_BIN" infer \
   "${model_args[@]}" \
   --val_dataset "$VAL_FILE" \

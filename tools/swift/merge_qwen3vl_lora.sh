@@ -17,6 +17,10 @@ MERGED_DIR="${MERGED_DIR:-${ADAPTER%/}-merged}"
 [[ -e "$MERGED_DIR" ]] && die "merge output already exists: $MERGED_DIR (remove it or set MERGED_DIR)"
 resolve_dtype
 
+after_run() {
+  medswift_python -m medswift.eval.model_card "$MERGED_DIR" --merged_from "$ADAPTER" >&2 || note "could not write the model card"
+  echo "merged model: $MERGED_DIR"
+}
 run_or_print "$SWIFT_BIN" export \
   "${model_args[@]}" \
   --adapters "$ADAPTER" \

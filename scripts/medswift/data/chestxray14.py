@@ -38,9 +38,10 @@ import re
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.data.core import (BadRecord, Candidate, add_common_args, check_and_split, converter_entry,
-                                converter_parser, index_images, json_type, load_json_records, prepare_output_dir,
-                                read_csv_rows, read_text_utf8, require_object, summarise, text_field, write_lists)
+from medswift.data.core import (CLASSIFICATION_LAUNCHERS, BadRecord, Candidate, add_common_args, check_and_split,
+                                converter_entry, converter_parser, index_images, json_type, load_json_records,
+                                prepare_output_dir, read_csv_rows, read_text_utf8, require_object, summarise, text_field,
+                                write_lists)
 
 from medswift.data.tasks import CHESTXRAY14, write_task_outputs
 
@@ -273,4 +274,5 @@ def build_parser():
     return p
 
 
-main = converter_entry(build_parser, convert, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json')
+main = converter_entry(build_parser, convert, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json',
+                       launchers=CLASSIFICATION_LAUNCHERS)

@@ -17,6 +17,7 @@ import io
 import os
 import random
 import re
+import stat
 import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from medswift.core.cli import command_parser
-from medswift.core.constants import IMAGE_SUFFIXES, LANGUAGES, NOTICE, SPLITS
+from medswift.core.constants import IMAGE_SUFFIXES, LANGUAGES, NOTICE, RESULTS, ROOT, SPLITS
 from medswift.core.errors import Rejected, UsageError
 from medswift.core.files import read_text_utf8, write_atomic, write_json, write_jsonl, write_tsv
 from medswift.core.images import ImageRejected, open_checked
@@ -292,14 +293,19 @@ class CheckCache:
 
     def __init__(self, out_dir: Path | None):
         self.path = out_dir / self.NAME if out_dir is not None else None
-        self.known: dict[tuple, dict] = {}
+        # key -> (status, value, warnings); value None when it is the key's own path (most rows),
+        # so a re-run of a large set holds one string per image, not a parsed row.
+        self.known: dict[tuple, tuple[str, str | None, tuple[str, ...]]] = {}
         if self.path is not None and self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                    self.known[tuple(row["key"])] = row
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut short by a kill: that image is checked again
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    try:
+                        row = json.loads(line)
+                        key = tuple(row["key"])
+                        value = row["value"]
+                        self.known[key] = (row["status"], None if value == key[0] else value, tuple(row["warnings"]))
+                    except (ValueError, KeyError, TypeError, IndexError):
+                        continue  # a line cut short by a kill: that image is checked again
 
     @staticmethod
     def key(job: tuple[str, str, str]) -> tuple | None:
@@ -310,12 +316,16 @@ class CheckCache:
             return None
         return (path, st.st_size, st.st_mtime_ns, copy_key)
 
-    def lookup(self, job) -> CheckResult | None:
-        key = self.key(job)
+    def lookup(self, job, key: tuple | None = None) -> CheckResult | None:
+        key = key or self.key(job)
         row = self.known.get(key) if key else None
-        if row is None or (row["status"] == "ok" and not Path(row["value"]).is_file()):
+        if row is None:
             return None
-        return CheckResult(job[0], row["status"], row["value"], tuple(row["warnings"]))
+        status, value, warnings = row
+        value = job[1] if value is None else value
+        if status == "ok" and value != job[1] and not os.path.isfile(value):  # its 8-bit copy is gone
+            return None
+        return CheckResult(job[0], status, value, warnings)
 
     def add(self, pairs: list[tuple[tuple, CheckResult]]) -> None:
         if self.path is None or not pairs:
@@ -343,7 +353,8 @@ def check_images(jobs: list[tuple[str, str, str]], workers: int, progress: bool,
     from tqdm import tqdm  # ships with transformers/ms-swift
 
     cache = cache or CheckCache(None)
-    results: list[CheckResult | None] = [cache.lookup(job) for job in jobs]
+    keys = [cache.key(job) for job in jobs] if cache.path is not None else [None] * len(jobs)
+    results: list[CheckResult | None] = [cache.lookup(job, key) if key else None for job, key in zip(jobs, keys)]
     todo = [i for i, r in enumerate(results) if r is None]
     cached = len(jobs) - len(todo)
     bar = tqdm(total=len(jobs), initial=cached, desc="checking images", unit="img", disable=not progress,
@@ -352,7 +363,7 @@ def check_images(jobs: list[tuple[str, str, str]], workers: int, progress: bool,
 
     def done(i: int, res: CheckResult) -> None:
         results[i] = res
-        pending.append((cache.key(jobs[i]), res))
+        pending.append((keys[i], res))
         if len(pending) >= 256:
             cache.add(pending)
             pending.clear()
@@ -390,6 +401,42 @@ class Validated:
     from_cache: int = 0  # images whose check an earlier run had done
 
 
+class FolderCachedResolve:
+    """``str(Path(path).resolve())``, with each folder resolved once instead of once per file.
+
+    ``Path.resolve`` walks every component with an lstat (nine for a MIMIC-CXR image), which at
+    377,110 images was the largest cost of a re-run. A folder's real path is kept (most recent
+    folders only, so memory stays flat) and a file is then one lstat: real(folder/name) is
+    real(folder)/name whenever name is no symlink. Anything else (a symlink, a relative or
+    unnormalised path) takes ``Path.resolve`` itself, so the answer and its errors (a symlink
+    loop, a NUL byte) are the same."""
+
+    def __init__(self, keep: int = 4096):
+        self.folders: dict[str, str] = {}
+        self.keep = keep
+
+    def __call__(self, path) -> str:
+        text = os.fspath(path)
+        if not text.startswith("/") or text.startswith("//") or text != os.path.normpath(text) or text == "/":
+            return str(Path(text).resolve())
+        return self._real(text)
+
+    def _real(self, text: str) -> str:
+        head, _, name = text.rpartition("/")
+        real_head = "" if not head else self.folders.get(head)
+        if real_head is None:
+            real_head = self._real(head).rstrip("/")
+            if len(self.folders) >= self.keep:
+                self.folders.clear()
+            self.folders[head] = real_head
+        candidate = f"{real_head}/{name}"
+        try:
+            is_link = stat.S_ISLNK(os.lstat(candidate).st_mode)
+        except OSError:  # missing: Path.resolve keeps the name as it is
+            is_link = False
+        return str(Path(text).resolve()) if is_link else candidate
+
+
 def validate_records(candidates: list[Candidate], index: dict[str, Path],
                      copy_dir: Path, *, images_dirs: list[Path], allow_outside: bool, workers: int,
                      progress: bool, cache_dir: Path | None = None) -> Validated:
@@ -412,21 +459,23 @@ def validate_records(candidates: list[Candidate], index: dict[str, Path],
     copy_dir.mkdir(parents=True, exist_ok=True)
     where = ", ".join(str(d) for d in images_dirs)
     claimed: dict[str, str] = {}  # resolved image path -> the id that uses it
+    inside = tuple(str(root).rstrip("/") + "/" for root in roots)  # a resolved path below a root starts so
+    resolve = FolderCachedResolve()
 
     def resolve_view(record_id: str, image_name: str) -> tuple[str | None, tuple[str, str] | None]:
         if image_name not in index:
             return None, ("missing image", f"{image_name} not in {where}")
         try:
-            resolved = index[image_name].resolve()
+            resolved = resolve(index[image_name])
         except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
             return None, ("unusable image path", _describe(image_name, exc))
-        if not allow_outside and not any(resolved.is_relative_to(root) for root in roots):
+        if not allow_outside and not resolved.startswith(inside):
             return None, ("image outside --images_dir", f"{image_name} resolves to {resolved}")
         # One file reached under two ids (a symlink, a second spelling) could land in train and val.
-        owner = claimed.setdefault(str(resolved), record_id)
+        owner = claimed.setdefault(resolved, record_id)
         if owner != record_id:
             return None, ("duplicate image", f"{image_name} is the image of record {owner}")
-        return str(resolved), None
+        return resolved, None
 
     failure: dict[int, tuple[str, str]] = {}  # candidate index -> (reason, detail)
     views: dict[int, list[tuple[str | None, tuple[str, str] | None]]] = {}  # per view: (path, failure)
@@ -482,7 +531,9 @@ def validate_records(candidates: list[Candidate], index: dict[str, Path],
             skipped.append((cand.record_id, "duplicate id", "kept the first valid record"))
         else:
             skipped.append((cand.record_id, *failure[i]))
-    copies = {Path(v).name for paths in good.values() for v in paths if Path(v).parent == copy_root}
+    copy_prefix = f"{copy_root}/"  # string tests: two Path objects per image cost seconds at MIMIC's size
+    copies = {v[len(copy_prefix):] for paths in good.values() for v in paths
+              if v.startswith(copy_prefix) and "/" not in v[len(copy_prefix):]}
     return Validated(good, kept, skipped, warnings, copies, rechecked, cached)
 
 
@@ -686,17 +737,64 @@ def add_common_args(p, output_dir: str, val_ratio: float, test_ratio: float, lan
                    help="accept image paths that resolve outside --images_dir (symlinks, ../, absolute paths)")
 
 
-def converter_entry(build_parser, convert, outputs: str):
+# The launcher that trains on a converter's output, and where the last conversion is remembered so
+# that a launcher that finds no data can name it (tests point MEDSWIFT_STATE_DIR elsewhere).
+REPORT_LAUNCHERS = ("finetune_qwen3vl_lora.sh",)
+CLASSIFICATION_LAUNCHERS = ("finetune_qwen3vl_cls.sh", "finetune_qwen3vl_lora.sh")
+STATE_ENV = "MEDSWIFT_STATE_DIR"
+
+
+def last_conversion_file() -> Path:
+    return Path(os.environ.get(STATE_ENV) or RESULTS) / ".last_conversion.json"
+
+
+def _shown(path: Path, relative: bool) -> str:
+    """A path as the user would type it here: relative under the working folder, else absolute."""
+    path = Path(path).resolve()
+    if relative:
+        try:
+            return str(path.relative_to(Path.cwd().resolve()))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def training_commands(out_dir: Path, launchers: tuple[str, ...], relative: bool = True) -> list[str]:
+    """The exact lines that train on ``out_dir`` (first: the usual one); absolute paths work anywhere."""
+    import shlex
+
+    return [f"DATA_DIR={shlex.quote(_shown(out_dir, relative))} "
+            f"bash {shlex.quote(_shown(ROOT / 'tools' / 'swift' / name, relative))}" for name in launchers]
+
+
+def remember_conversion(out_dir: Path, commands: list[str], summary: dict) -> None:
+    """Best effort: a workspace that cannot be written costs this hint, not the conversion."""
+    import datetime
+
+    record = {"output_dir": str(Path(out_dir).resolve()), "commands": commands, "written": summary.get("written"),
+              "format": summary.get("format") or summary.get("task"),
+              "when": datetime.datetime.now().isoformat(timespec="seconds")}
+    try:
+        path = last_conversion_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, record)
+    except OSError:
+        pass
+
+
+def converter_entry(build_parser, convert, outputs: str, launchers: tuple[str, ...] = REPORT_LAUNCHERS):
     """A reader's ``main(argv=None) -> int``: the shared flow of ``converter_main``."""
     def main(argv: list[str] | None = None) -> int:
-        return converter_main(build_parser(), convert, argv, outputs)
+        return converter_main(build_parser(), convert, argv, outputs, launchers)
     return main
 
 
-def converter_main(parser, convert, argv: list[str] | None, outputs: str) -> int:
+def converter_main(parser, convert, argv: list[str] | None, outputs: str,
+                   launchers: tuple[str, ...] = REPORT_LAUNCHERS) -> int:
     """The converters' ``main``: parse, convert, report; user mistakes are one ``error:`` line (exit 2).
 
-    ``outputs`` names what was written, with ``{out}`` standing for --output_dir.
+    ``outputs`` names what was written, with ``{out}`` standing for --output_dir; ``launchers``
+    the training launchers its output feeds (the converter prints their exact command lines).
     """
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
@@ -711,15 +809,22 @@ def converter_main(parser, convert, argv: list[str] | None, outputs: str) -> int
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    return finish(summary, out, args.strict, outputs.format(out=out))
+    return finish(summary, out, args.strict, outputs.format(out=out), launchers)
 
 
-def finish(summary: dict, out_dir: Path, strict: bool, outputs: str) -> int:
+def finish(summary: dict, out_dir: Path, strict: bool, outputs: str,
+           launchers: tuple[str, ...] = REPORT_LAUNCHERS) -> int:
     """Print the summary (summary.json is written by converter_main) and decide the exit code."""
     print(summary_line(summary))
     print(f"wrote {outputs}; skips listed in {out_dir / 'skipped.tsv'}")
     if summary.get("stale_copies_removed"):
         print(f"removed {summary['stale_copies_removed']} 8-bit copies an earlier run left in {out_dir / 'images'}")
+    if summary["written"]:
+        commands = training_commands(out_dir, launchers)
+        print(f"train on it: {commands[0]}")
+        for other in commands[1:]:
+            print(f"         or: {other}")
+        remember_conversion(out_dir, training_commands(out_dir, launchers, relative=False), summary)
     print(NOTICE)
     if summary["written"] == 0:
         print("error: no record was written; see skipped.tsv for the reasons", file=sys.stderr)

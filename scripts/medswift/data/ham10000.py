@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medswift.data.core import (Candidate, add_common_args, check_and_split, converter_entry, converter_parser,
-                                index_images, prepare_output_dir, read_csv_rows, summarise, write_lists)
+from medswift.data.core import (CLASSIFICATION_LAUNCHERS, Candidate, add_common_args, check_and_split, converter_entry,
+                                converter_parser, index_images, prepare_output_dir, read_csv_rows, summarise, write_lists)
 from medswift.data.tasks import HAM10000, write_task_outputs
 
 REQUIRED = ("lesion_id", "image_id", "dx")
@@ -52,4 +52,5 @@ def build_parser():
     return p
 
 
-main = converter_entry(build_parser, convert, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json')
+main = converter_entry(build_parser, convert, '{out}/{{train,val,test}}.jsonl, cls_*.jsonl, labels.json',
+                       launchers=CLASSIFICATION_LAUNCHERS)

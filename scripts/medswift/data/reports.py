@@ -1,10 +1,12 @@
 """Convert chest X-ray reports + images into ms-swift JSONL: one converter, one reader per format.
 
-Usage (the bundled OpenI sample):
+Usage (the bundled OpenI sample; R2Gen's IU-Xray file; MIMIC-CXR-JPG with the MIMIC-CXR reports):
     python scripts/convert_xray_swift.py --input data/openi/openi-zh.json \
         --images_dir data/openi/images --output_dir data/openi_swift --lang zh
     python scripts/convert_xray_swift.py --input /data/iu_xray/annotation.json \
         --images_dir /data/iu_xray/images --output_dir data/iu_xray_swift --lang en
+    python scripts/convert_xray_swift.py --input /data/mimic-cxr-jpg/2.0.0 \
+        --reports_dir /data/mimic-cxr-reports --output_dir data/mimic_cxr_swift --lang en
 
 ``--input`` is read by the reader its format names (detected from the file or folder,
 ``--format NAME`` forces one; see ``READERS``). Each record becomes one sample: with
@@ -41,7 +43,8 @@ from medswift.data.core import (SECTIONS, Reading, add_common_args, check_and_sp
                                 to_units, write_lists, write_splits)
 
 # Format name -> reader module (medswift.data.<module>), tried in this order when detecting.
-READERS = {"iu_xray": "iu_xray", "r2gen": "r2gen", "llamafactory": "llamafactory", "openi": "openi"}
+READERS = {"mimic_cxr": "mimic_cxr", "iu_xray": "iu_xray", "r2gen": "r2gen", "llamafactory": "llamafactory",
+           "openi": "openi"}
 OUTPUTS = "{out}/train.jsonl, {out}/val.jsonl, {out}/test.jsonl"
 
 
@@ -73,6 +76,8 @@ def convert(args) -> dict:
     if args.max_views < 1:
         raise UsageError("--max_views must be at least 1")
     module = pick_reader(args)
+    if args.views and not getattr(module, "VIEWS", False):
+        raise UsageError(f"the {module.NAME} format has no view positions; leave --views out")
     reading = module.read(args)
     if not reading.candidates:
         raise UsageError(f"{args.input} holds no records")
@@ -128,6 +133,12 @@ def build_parser():
                    help="reports file or folder (its format is detected; see --format)")
     p.add_argument("--format", choices=list(READERS), help="force a reader instead of detecting the format")
     p.add_argument("--images_dir", help="folder holding the image files (the paths in the input are relative to it)")
+    p.add_argument("--reports_dir", help="mimic_cxr: folder holding MIMIC-CXR's files/pXX/p<subject>/s<study>.txt "
+                                         "(default: --input)")
+    p.add_argument("--split_csv", help="mimic_cxr: mimic-cxr-2.0.0-split.csv[.gz] (default: found in --input)")
+    p.add_argument("--metadata_csv", help="mimic_cxr: mimic-cxr-2.0.0-metadata.csv[.gz] (default: found in --input)")
+    p.add_argument("--views", help="mimic_cxr: keep only these ViewPositions, comma-separated (PA,AP), or frontal "
+                                   "(PA,AP) / lateral (LATERAL,LL); the others are listed skips (default: all)")
     p.add_argument("--unit", choices=("study", "image"),
                    help="one sample per study (its views as several images) or per image "
                         "(default: study for readers that know studies, image for the reference's formats)")

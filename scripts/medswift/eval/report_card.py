@@ -29,6 +29,7 @@ import json
 from pathlib import Path
 
 from medswift.core import thinking
+from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import read_jsonl
@@ -287,7 +288,7 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=NOTICE)
+    p = command_parser(__doc__)
     p.add_argument("--predictions", required=True, help="JSONL from scripts/batch_infer.py (or swift infer)")
     p.add_argument("--output_dir", default=str(RESULTS / "eval"))
     p.add_argument("--lang", choices=("zh", "en"), help="default: each record's own, from its reference")

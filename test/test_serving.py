@@ -35,7 +35,7 @@ SERVED = "tiny-qwen3-vl"  # the served name defaults to the model folder's name 
 CEILING = 4096  # the server's MAX_NEW_TOKENS: long enough that a generation nobody stops outlasts the tests
 START_TIMEOUT = 180
 ROW_FIELDS = set(REPORT_ROW_FIELDS)  # the one row format, as batch inference writes it
-SERVER_ENV = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "256"}
+SERVER_ENV = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "64"}
 NO_PROXY = {"http": None, "https": None}
 
 

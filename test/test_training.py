@@ -15,7 +15,7 @@ from conftest import ROOT, read_jsonl, run
 
 SWIFT_DIR = ROOT / "tools" / "swift"
 # Small image budget and CPU only: every test here finishes in well under a minute.
-BASE_ENV = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "256"}
+BASE_ENV = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "64"}
 
 
 def free_port() -> int:
@@ -56,7 +56,7 @@ def test_it_learns(trained):
     card = (trained / "README.md").read_text()
     assert "More Information Needed" not in card, "our model card, not PEFT's template"
     assert "For research only, not for diagnosis." in card and "tiny-qwen3-vl" in card
-    assert "| LoRA rank / alpha | 64 / 128" in card and "IMAGE_MAX_TOKEN_NUM=256 swift infer" in card
+    assert "| LoRA rank / alpha | 64 / 128" in card and "IMAGE_MAX_TOKEN_NUM=64 swift infer" in card
 
 
 def test_multi_gpu_launcher_two_processes_on_cpu(tiny_model, converted, tmp_path):

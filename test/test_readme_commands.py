@@ -1,0 +1,31 @@
+"""The README's commands other than the quick start and the benchmarks, run as written and in
+README order in their own scratch checkout (see test_readme.py for the rules)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_readme import COMMANDS, OTHERS, run_readme_command, scratch_checkout
+
+
+@pytest.fixture(scope="module")
+def checkout(tiny_model, tmp_path_factory):
+    return scratch_checkout(tiny_model, tmp_path_factory)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=range(len(COMMANDS)))
+def test_readme_command(command, checkout):
+    run_readme_command(command, checkout)
+
+
+def test_readme_training_command_trained_with_validation(checkout):
+    """`bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2` above: the one-GPU launcher's
+    defaults reached ms-swift and the validation split was evaluated."""
+    assert "bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2" in OTHERS
+    (ckpt,) = [p for p in (checkout / "results" / "lora").glob("v*/checkpoint-*") if not p.name.endswith("-merged")]
+    assert ckpt.name == "checkpoint-2" and (ckpt / "adapter_model.safetensors").is_file()
+    args = json.loads((ckpt / "args.json").read_text())
+    assert args["tuner_type"] == "lora" and args["lora_rank"] == 8 and args["freeze_vit"] is True
+    log = [json.loads(line) for line in (ckpt.parent / "logging.jsonl").read_text().splitlines()]
+    assert any("eval_loss" in r for r in log), "validation split was evaluated"

@@ -173,3 +173,19 @@ def cxr14_converted(tmp_path_factory) -> Path:
     run([PYTHON, str(ROOT / "scripts" / "convert_chestxray14.py"), "--csv", str(data["csv"]),
          "--images_dir", str(data["images"]), "--output_dir", str(out), "--quiet"])
     return out
+
+
+@pytest.fixture(scope="module")
+def checkout(tiny_model, tmp_path_factory) -> Path:
+    """For the README tests, one per test file: a scratch copy of the tracked files, where the
+    README's commands write; .venv and the built tiny model are links, not copies."""
+    dest = tmp_path_factory.mktemp("readme") / "MedSwift-VL"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, target)
+    (dest / ".venv").symlink_to(ROOT / ".venv")
+    (dest / "weights" / tiny_model.name).symlink_to(tiny_model)
+    return dest

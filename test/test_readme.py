@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -57,25 +55,6 @@ def test_first_screen_has_exactly_the_two_commands():
     ci = (ROOT / ".ci" / "run").read_text()
     assert TEST_COMMAND in ci
     assert "not for diagnosis" in README[:600]
-
-
-@pytest.fixture(scope="module")
-def checkout(tiny_model, tmp_path_factory) -> Path:
-    return scratch_checkout(tiny_model, tmp_path_factory)
-
-
-def scratch_checkout(tiny_model, tmp_path_factory) -> Path:
-    """A scratch copy of the tracked files; .venv and the built tiny model are links, not copies."""
-    dest = tmp_path_factory.mktemp("readme") / "MedSwift-VL"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for name in filter(None, files.decode().split("\0")):
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if (ROOT / name).is_file():
-            shutil.copy2(ROOT / name, target)
-    (dest / ".venv").symlink_to(ROOT / ".venv")
-    (dest / "weights" / tiny_model.name).symlink_to(tiny_model)
-    return dest
 
 
 def test_quickstart_as_written(checkout):

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from test_readme import BENCHMARKS, run_readme_command, scratch_checkout
+from test_readme import BENCHMARKS, run_readme_command
 
 
 def test_the_benchmarks_block_is_found():
     assert len(BENCHMARKS) >= 3 and all(" bench/" in c for c in BENCHMARKS)
-
-
-@pytest.fixture(scope="module")
-def checkout(tiny_model, tmp_path_factory):
-    return scratch_checkout(tiny_model, tmp_path_factory)
 
 
 @pytest.mark.parametrize("command", BENCHMARKS, ids=range(len(BENCHMARKS)))

@@ -6,12 +6,7 @@ import json
 
 import pytest
 
-from test_readme import COMMANDS, OTHERS, run_readme_command, scratch_checkout
-
-
-@pytest.fixture(scope="module")
-def checkout(tiny_model, tmp_path_factory):
-    return scratch_checkout(tiny_model, tmp_path_factory)
+from test_readme import COMMANDS, OTHERS, run_readme_command
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=range(len(COMMANDS)))

@@ -40,7 +40,7 @@ def command(trained_adapter, all_bundled):
     def build(out: Path, *extra: str) -> list[str]:
         return [PYTHON, SCRIPT, "--dataset", str(all_bundled), "--adapter_path", str(trained_adapter),
                 "--output_file", str(out), "--batch_size", "1", "--max_new_tokens", "8",
-                "--image_max_token_num", "64", "--quiet", *extra]
+                "--image_max_token_num", "256", "--quiet", *extra]
     return build
 
 

@@ -54,12 +54,13 @@ if [[ -n "$EMBEDDED" ]]; then
   export LORA_RANK="${LORA_RANK:-64}" LORA_ALPHA="${LORA_ALPHA:-128}" LEARNING_RATE="${LEARNING_RATE:-3e-3}" \
     LR_SCHEDULER="${LR_SCHEDULER:-constant}" WARMUP_RATIO="${WARMUP_RATIO:-0}" \
     IMAGE_MAX_TOKEN_NUM="${IMAGE_MAX_TOKEN_NUM:-64}" GLOBAL_BATCH="${GLOBAL_BATCH:-4}" \
-    MICRO_BATCH="${MICRO_BATCH:-4}" LOGGING_STEPS="${LOGGING_STEPS:-1}"
+    MICRO_BATCH="${MICRO_BATCH:-4}" LOGGING_STEPS="${LOGGING_STEPS:-1}" MAX_NEW_TOKENS="${MAX_NEW_TOKENS:-128}"
   steps="${QUICKSTART_STEPS:-40}"
   export SAVE_STEPS="${SAVE_STEPS:-$steps}"
   train_args=(--max_steps "$steps")
   echo "embedded default: learning recipe for the tiny model: LoRA rank $LORA_RANK / alpha $LORA_ALPHA," \
-    "learning rate $LEARNING_RATE $LR_SCHEDULER, $steps steps, image budget $IMAGE_MAX_TOKEN_NUM tokens" \
+    "learning rate $LEARNING_RATE $LR_SCHEDULER, $steps steps, image budget $IMAGE_MAX_TOKEN_NUM tokens," \
+    "answers up to $MAX_NEW_TOKENS tokens" \
     "(with MODEL=... the launcher's reference settings apply)"
 fi
 bash "$ROOT/tools/swift/finetune_qwen3vl_lora.sh" "${train_args[@]}"

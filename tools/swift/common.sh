@@ -273,14 +273,11 @@ require_data() {
   [[ -s "$path" ]] || die "$what is empty: $path"
 }
 
-# Where the last conversion wrote (the converters remember it; medswift.data.core), as a hint for
-# a launcher that finds no data; plain JSON read with the standard library, no heavy imports.
+# Where the last conversion wrote (the converters remember it in medswift.data.core), as a hint for
+# a launcher that finds no data; only on that error path, so the import costs nothing otherwise.
 last_conversion_hint() {
-  local state="${MEDSWIFT_STATE_DIR:-$ROOT/results}/.last_conversion.json" hint=""
-  [[ -f "$state" ]] && hint="$("$PYTHON_BIN" -c 'import json,sys
-r = json.load(open(sys.argv[1]))
-print("the last conversion (%s) wrote %s: %s" % (r["when"], r["output_dir"], r["commands"][0]))' "$state" 2>/dev/null)"
-  echo "${hint:-convert data first: python scripts/convert_xray_swift.py --help}"
+  medswift_python -c 'from medswift.data.core import last_conversion_hint; print(last_conversion_hint())' 2>/dev/null \
+    || echo "convert data first: python scripts/convert_xray_swift.py --help"
 }
 
 # What swift infer/export/deploy load, as flags: NO_ADAPTER=1 -> MODEL alone; else ADAPTER (newest

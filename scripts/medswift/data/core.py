@@ -11,12 +11,14 @@ one listed record; inputs must be UTF-8; images must resolve inside the images f
 from __future__ import annotations
 
 import csv
+import datetime
 import hashlib
 import json
 import io
 import os
 import random
 import re
+import shlex
 import stat
 import sys
 from collections import Counter
@@ -761,16 +763,12 @@ def _shown(path: Path, relative: bool) -> str:
 
 def training_commands(out_dir: Path, launchers: tuple[str, ...], relative: bool = True) -> list[str]:
     """The exact lines that train on ``out_dir`` (first: the usual one); absolute paths work anywhere."""
-    import shlex
-
     return [f"DATA_DIR={shlex.quote(_shown(out_dir, relative))} "
             f"bash {shlex.quote(_shown(ROOT / 'tools' / 'swift' / name, relative))}" for name in launchers]
 
 
 def remember_conversion(out_dir: Path, commands: list[str], summary: dict) -> None:
     """Best effort: a workspace that cannot be written costs this hint, not the conversion."""
-    import datetime
-
     record = {"output_dir": str(Path(out_dir).resolve()), "commands": commands, "written": summary.get("written"),
               "format": summary.get("format") or summary.get("task"),
               "when": datetime.datetime.now().isoformat(timespec="seconds")}
@@ -780,6 +778,15 @@ def remember_conversion(out_dir: Path, commands: list[str], summary: dict) -> No
         write_json(path, record)
     except OSError:
         pass
+
+
+def last_conversion_hint() -> str:
+    """What a launcher that finds no data tells the user: the last conversion and its command."""
+    try:
+        record = json.loads(last_conversion_file().read_text(encoding="utf-8"))
+        return f"the last conversion ({record['when']}) wrote {record['output_dir']}: {record['commands'][0]}"
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return "convert data first: python scripts/convert_xray_swift.py --help"
 
 
 def converter_entry(build_parser, convert, outputs: str, launchers: tuple[str, ...] = REPORT_LAUNCHERS):

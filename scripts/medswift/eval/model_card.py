@@ -12,14 +12,15 @@ headline metrics of every report card found under the checkpoint (``eval_*/metri
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import write_atomic
+from medswift.eval.provenance import read_summary
 
 # What is known of each format's licence; anything else: "see the dataset's own licence".
 LICENCES = {
@@ -50,7 +51,7 @@ def data_section(args: dict) -> list[str]:
     lines = ["## Data", ""]
     if not train:
         return lines + ["Not recorded in args.json.", ""]
-    summary = _json(Path(str(train)).parent / "summary.json")
+    summary, _ = read_summary(Path(str(train)))
     lines.append(f"- training file: `{train}`" + (f"; validation: `{_first(args.get('val_dataset'))}`"
                                                     if args.get("val_dataset") else ""))
     if not summary:
@@ -88,6 +89,10 @@ def training_section(args: dict) -> list[str]:
 def curve_line(checkpoint: Path) -> str:
     """Training loss and token accuracy at the first and last logged step up to this checkpoint,
     from ms-swift's logging.jsonl in the run folder (the curves themselves: images/ beside it)."""
+    def step_of(row: dict) -> int | None:  # ms-swift logs "12/40"
+        done = str(row.get("global_step/max_steps", "")).split("/")[0]
+        return int(done) if done.isdigit() else None
+
     rows = []
     try:
         for line in (checkpoint.parent / "logging.jsonl").read_text(encoding="utf-8").splitlines():
@@ -97,9 +102,8 @@ def curve_line(checkpoint: Path) -> str:
     except (OSError, ValueError):
         return ""
     step = checkpoint.name.split("-", 1)[-1]
-    if step.isdigit():
-        rows = [r for r in rows if str(r.get("global_step/max_steps", "0/")).split("/")[0].isdigit()
-                and int(str(r["global_step/max_steps"]).split("/")[0]) <= int(step)] or rows
+    if step.isdigit():  # a checkpoint's curve ends at its own step, not at the run's last
+        rows = [r for r in rows if step_of(r) is not None and step_of(r) <= int(step)] or rows
     if not rows:
         return ""
     first, last = rows[0], rows[-1]
@@ -165,7 +169,7 @@ def write_run_cards(run_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m medswift.eval.model_card", description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__, prog="python -m medswift.eval.model_card")
     p.add_argument("folder", help="a checkpoint, a merged model, or (with --run) a training run folder")
     p.add_argument("--merged_from", help="the adapter a merged model was made from")
     p.add_argument("--run", action="store_true", help="FOLDER is a run: write a card into each checkpoint")

@@ -11,7 +11,10 @@
 # never on a command line (`ps` shows those to every user) nor into ms-swift's logged arguments.
 # Knobs (env): HOST (127.0.0.1), PORT (8000), API_KEY or API_KEY_FILE (none; required beyond loopback),
 # SERVED_MODEL_NAME (the model folder's name: the adapter's base model, or MODEL), ALLOW_REMOTE_IMAGES
-# (0; 1 also accepts http(s) image URLs, fetched by the server), and those of tools/swift/common.sh
+# (0; 1 also accepts http(s) image URLs, fetched by the server), MAX_BODY_MB (32; a larger request body
+# is refused with 413), MAX_REQUEST_CHARS (0 = 100,000 characters of text per request, and at most 4 per
+# token of the model's max length), MAX_IMAGES (8 per request), LOG_CONTENT (0; 1 logs prompts and
+# answers, for debugging on test data only), and those of tools/swift/common.sh
 # (INFER_BACKEND, INFER_BATCH, MAX_NEW_TOKENS, TEMPERATURE, DTYPE...).
 # For research only, not for diagnosis.
 # shellcheck source=common.sh
@@ -24,6 +27,10 @@ SERVED_MODEL_NAME="${SERVED_MODEL_NAME:-}"
 API_KEY="${API_KEY:-}"
 API_KEY_FILE="${API_KEY_FILE:-}"
 ALLOW_REMOTE_IMAGES="${ALLOW_REMOTE_IMAGES:-0}"
+MAX_BODY_MB="${MAX_BODY_MB:-32}"
+MAX_REQUEST_CHARS="${MAX_REQUEST_CHARS:-0}"
+MAX_IMAGES="${MAX_IMAGES:-8}"
+LOG_CONTENT="${LOG_CONTENT:-0}"
 
 # A key on the command line is already in `ps` by the time it gets here; --host/--port would bypass the checks below.
 passthrough=()
@@ -52,6 +59,10 @@ case "$HOST" in
   *) [[ -n "$API_KEY$API_KEY_FILE" ]] || die "HOST=$HOST is reachable from other machines: set API_KEY or API_KEY_FILE first" ;;
 esac
 [[ "$ALLOW_REMOTE_IMAGES" == 0 || "$ALLOW_REMOTE_IMAGES" == 1 ]] || die "ALLOW_REMOTE_IMAGES must be 0 or 1, got '$ALLOW_REMOTE_IMAGES'"
+[[ "$LOG_CONTENT" == 0 || "$LOG_CONTENT" == 1 ]] || die "LOG_CONTENT must be 0 or 1, got '$LOG_CONTENT'"
+is_positive_int "$MAX_BODY_MB" || die "MAX_BODY_MB must be a positive integer, got '$MAX_BODY_MB'"
+is_positive_int "$MAX_IMAGES" || die "MAX_IMAGES must be a positive integer, got '$MAX_IMAGES'"
+[[ "$MAX_REQUEST_CHARS" =~ ^[0-9]+$ ]] || die "MAX_REQUEST_CHARS must be 0 (automatic) or a positive integer, got '$MAX_REQUEST_CHARS'"
 [[ "$PORT" =~ ^[0-9]+$ ]] && ((PORT >= 1 && PORT <= 65535)) || die "PORT must be 1-65535, got '$PORT'"
 is_positive_int "$INFER_BATCH" || die "INFER_BATCH must be a positive integer, got '$INFER_BATCH'"
 is_positive_int "$MAX_NEW_TOKENS" || die "MAX_NEW_TOKENS must be a positive integer, got '$MAX_NEW_TOKENS'"
@@ -81,6 +92,7 @@ fi
 extra_args=()
 [[ -n "$SERVED_MODEL_NAME" ]] && extra_args+=(--served_model_name "$SERVED_MODEL_NAME")
 [[ "$ALLOW_REMOTE_IMAGES" == 1 ]] && extra_args+=(--allow_remote_images)
+[[ "$LOG_CONTENT" == 1 ]] && extra_args+=(--log_content)
 
 run_or_print "$PYTHON_BIN" "$ROOT/scripts/serve.py" \
   "${model_args[@]}" \
@@ -89,5 +101,6 @@ run_or_print "$PYTHON_BIN" "$ROOT/scripts/serve.py" \
   --host "$HOST" --port "$PORT" \
   --max_batch_size "$INFER_BATCH" \
   --max_new_tokens "$MAX_NEW_TOKENS" --temperature "$TEMPERATURE" \
+  --max_body_mb "$MAX_BODY_MB" --max_request_chars "$MAX_REQUEST_CHARS" --max_images "$MAX_IMAGES" \
   "${key_args[@]}" "${extra_args[@]}" \
   "${passthrough[@]}"

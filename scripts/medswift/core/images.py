@@ -564,6 +564,22 @@ def open_checked(path: str | Path, multi_frame: str = "first") -> CheckedImage:
     return checked
 
 
+def decode_image_bytes(data: bytes, name: str) -> CheckedImage:
+    """Decode an image held in memory (a server request's data: URL) as ``open_checked`` decodes a
+    file: Pillow's raster formats only, the same pixel ceiling; raise ``ImageRejected``."""
+    if not data:
+        raise ImageRejected("empty file", name)
+    try:
+        checked = _decode_pillow(io.BytesIO(data), name)
+    except MemoryError:
+        checked = None  # raised outside the handler, as in _guarded
+    if checked is None:
+        raise ImageRejected("image too large", f"{name}: not enough memory to decode it (MemoryError)")
+    if checked.image.width < 2 or checked.image.height < 2:
+        raise ImageRejected("image too small", f"{name}: {checked.image.width}x{checked.image.height}")
+    return checked
+
+
 def _check_size(img: Image.Image, path: Path) -> None:
     if img.width < 2 or img.height < 2:
         raise ImageRejected("image too small", f"{path.name}: {img.width}x{img.height}")

@@ -1,0 +1,229 @@
+"""The server under hostile and mixed traffic (issue 16), against one real server started once
+(scripts/serve.py through the launcher; tiny model, CPU, 127.0.0.1, small ceilings so that the
+probes stay small): a bad request does not fail the good ones batched with it, the log holds no
+prompt or report, size ceilings are refused at the door, every refusal is 400 (or 413/404) in
+OpenAI's error shape with one log line and no traceback, and max_completion_tokens is max_tokens."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import BUNDLED_IMAGES, ROOT
+from test_serving import NO_PROXY, SERVER_ENV, free_port, png_data_url, stop_group
+
+LAUNCHER = str(ROOT / "tools" / "swift" / "deploy_qwen3vl.sh")
+SERVED = "tiny-qwen3-vl"
+CEILING = 256  # MAX_NEW_TOKENS: the busy request below generates this many (greedy never stops early)
+MAX_LENGTH = 1024  # the model's max length: 4 characters per token tie the text ceiling to 4,096
+MAX_BODY_MB = 2
+MAX_IMAGES = 3
+MARKER = "PATIENT-MARKER-7f3a9"  # in prompts; must never reach the log
+START_TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("serve-hostile") / "server.log"
+    env = {**os.environ, **SERVER_ENV, "MODEL": str(tiny_model), "NO_ADAPTER": "1", "PORT": str(port),
+           "MAX_NEW_TOKENS": str(CEILING), "INFER_BATCH": "4", "MAX_BODY_MB": str(MAX_BODY_MB),
+           "MAX_IMAGES": str(MAX_IMAGES)}
+    for name in ("DRY_RUN", "API_KEY", "API_KEY_FILE", "MAX_REQUEST_CHARS", "LOG_CONTENT"):
+        env.pop(name, None)
+    log = open(log_path, "w")
+    proc = subprocess.Popen(["bash", LAUNCHER, "--log_interval", "-1", "--max_length", str(MAX_LENGTH)], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
+            try:
+                if requests.get(f"{url}/v1/models", timeout=2, proxies=NO_PROXY).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() - t0 > START_TIMEOUT:
+                pytest.fail(f"server not up after {START_TIMEOUT} s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(1)
+        yield {"url": url, "port": port, "proc": proc, "log": log_path, "refused": 0}
+    finally:
+        stop_group(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def image_url() -> str:
+    return png_data_url(BUNDLED_IMAGES / "2_1.png")
+
+
+def body(content, **fields) -> dict:
+    return {"model": SERVED, "messages": [{"role": "user", "content": content}], "max_tokens": 8,
+            "temperature": 0, **fields}
+
+
+def with_image(url: str, text: str = f"Describe the chest X-ray. {MARKER}") -> list:
+    return [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": text}]
+
+
+def post(server: dict, payload=None, raw: bytes | None = None, path="/v1/chat/completions") -> requests.Response:
+    data = raw if raw is not None else json.dumps(payload).encode()
+    return requests.post(server["url"] + path, data=data, headers={"Content-Type": "application/json"},
+                         timeout=300, proxies=NO_PROXY)
+
+
+def refused(server: dict, resp: requests.Response, status: int = 400, param: str | None = "-") -> dict:
+    """Assert OpenAI's error shape (and ms-swift's message), with no memory address; count it for the log check."""
+    assert resp.status_code == status, (resp.status_code, resp.text[:300])
+    error = resp.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert error["message"] and resp.json()["message"] == error["message"]
+    assert " at 0x" not in error["message"] and MARKER not in resp.text
+    if param != "-":
+        assert error["param"] == param, error
+    server["refused"] += 1
+    return error
+
+
+def test_a_bad_request_does_not_fail_the_good_requests_batched_with_it(server, image_url):
+    """While the engine is busy, three good requests, one whose text is too long for the model's max
+    length (refused by the engine, not at the door) and one with a broken image arrive together. ms-swift
+    fails a whole batch when one request fails; the good ones must be answered."""
+    results = {}
+
+    def ask(name, payload):
+        results[name] = post(server, payload)
+
+    busy = threading.Thread(target=ask, args=("busy", body(with_image(image_url), max_tokens=CEILING)))
+    busy.start()
+    time.sleep(2)  # the busy request is generating: the next ones queue and are fetched as one batch
+    too_long = "a b " * 950  # 3,800 characters: under the door's 4,096, about 1,900 tokens > 1,024
+    broken = "data:image/png;base64," + base64.b64encode(b"not an image at all").decode()
+    batch = {**{f"good {i}": body(with_image(image_url, f"Describe {i}. {MARKER}"), max_tokens=16) for i in range(3)},
+             "too long": body(with_image(image_url, too_long + MARKER), max_tokens=16),
+             "broken image": body(with_image(broken), max_tokens=16)}
+    threads = [threading.Thread(target=ask, args=item) for item in batch.items()]
+    for t in threads:
+        t.start()
+    for t in [*threads, busy]:
+        t.join(timeout=600)
+    for i in range(3):
+        assert results[f"good {i}"].status_code == 200, results[f"good {i}"].text[:300]
+        assert results[f"good {i}"].json()["choices"][0]["message"]["content"] is not None
+    assert results["busy"].status_code == 200
+    long_error = refused(server, results["too long"])
+    assert "max_length(1024)" in long_error["message"], long_error
+    image_error = refused(server, results["broken image"], param="messages[0].content[0].image_url")
+    assert image_error["message"] == "messages[0].content[0].image_url: not an image", image_error
+    # the engine did fail a batch holding the long request, and retried its requests one by one
+    assert "running its requests one by one" in server["log"].read_text()
+
+
+def test_size_ceilings_are_refused_at_the_door(server, image_url):
+    # a declared 200 MB body: 413 before one byte of it is read
+    with socket.create_connection(("127.0.0.1", server["port"]), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 209715200\r\n\r\n{\"model\": ")
+        t0 = time.monotonic()
+        head = sock.recv(65536).decode("latin-1")
+    assert head.startswith("HTTP/1.1 413"), head[:200]
+    assert time.monotonic() - t0 < 10
+    server["refused"] += 1
+    # a body without Content-Length (chunked) is read no further than the ceiling
+    chunks = (b"x" * (256 << 10) for _ in range(4 * MAX_BODY_MB + 1))
+    resp = requests.post(server["url"] + "/v1/chat/completions", data=chunks, timeout=60, proxies=NO_PROXY)
+    error = refused(server, resp, 413)
+    assert error["type"] == "request_too_large" and "MAX_BODY_MB" in error["message"]
+    # text: the ceiling is tied to the model's max length (4 characters a token), refused before tokenising
+    t0 = time.monotonic()
+    error = refused(server, post(server, body(with_image(image_url, "word " * 200_000))), param="messages")
+    assert error["code"] == "context_length_exceeded" and "4,096" in error["message"], error
+    assert time.monotonic() - t0 < 10
+    # images per request
+    many = [{"type": "image_url", "image_url": {"url": image_url}}] * (MAX_IMAGES + 1)
+    error = refused(server, post(server, body([*many, {"type": "text", "text": "Describe."}])))
+    assert error["code"] == "too_many_images" and f"at most {MAX_IMAGES}" in error["message"]
+
+
+@pytest.mark.parametrize("case, raw_or_fields, param", [
+    ("nested JSON", b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, None),
+    ("moderately nested JSON", None, None),
+    ("non-integer max_tokens", {"max_tokens": 5.5}, "max_tokens"),
+    ("Infinity temperature", ("temperature", "Infinity"), None),
+    ("NaN top_p", ("top_p", "NaN"), None),
+    ("1e400 temperature", ("temperature", "1e400"), "temperature"),  # parses as inf
+    ("NaN penalty", ("repetition_penalty", "NaN"), None),
+    ("temperature below 0", {"temperature": -1}, "temperature"),
+    ("empty messages", {"messages": []}, "messages"),
+    ("text part without text", {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
+     "messages[0].content[0].text"),
+    ("message without role", {"messages": [{"content": "hi"}]}, "messages[0]"),
+    ("not JSON", b"{not json", None),
+    ("a JSON list", b"[1, 2]", None),
+    ("broken base64", "data:image/png;base64,AAAAbroken!!", "messages[0].content[0].image_url"),
+    ("max_tokens as a string", {"max_tokens": "8"}, "max_tokens"),
+    ("stop as a number", {"stop": 5}, "stop"),
+])
+def test_client_mistakes_are_400_in_one_shape(server, image_url, case, raw_or_fields, param):
+    base = body(with_image(image_url))
+    if case == "moderately nested JSON":
+        raw = json.dumps({**base, "tools": json.loads("[" * 60 + "]" * 60)}).encode()
+    elif isinstance(raw_or_fields, tuple):  # a value json.dumps would not write
+        name, token = raw_or_fields
+        raw = json.dumps(base).replace('"temperature": 0', f'"{name}": {token}').encode()
+    elif isinstance(raw_or_fields, bytes):
+        raw = raw_or_fields
+    elif isinstance(raw_or_fields, str):
+        raw = json.dumps(body(with_image(raw_or_fields))).encode()
+    else:
+        raw = json.dumps({**base, **raw_or_fields}).encode()
+    error = refused(server, post(server, raw=raw), 400, param)
+    assert error["type"] == "invalid_request_error"
+
+
+def test_max_completion_tokens_is_max_tokens_ceiling_included(server, image_url):
+    ok = body(with_image(image_url), max_completion_tokens=4)
+    del ok["max_tokens"]
+    resp = post(server, ok)
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.json()["usage"]["completion_tokens"] == 4  # greedy never stops early: 4 is what it asked for
+    over = {**ok, "max_completion_tokens": CEILING + 1}
+    error = refused(server, post(server, over), param="max_completion_tokens")
+    assert error["code"] == "max_tokens_too_large" and f"max_completion_tokens={CEILING + 1}" in error["message"]
+    error = refused(server, post(server, {**ok, "max_tokens": 8}), param="max_completion_tokens")
+
+
+def test_half_sent_bodies_are_one_line_each_without_traceback(server):
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server["port"]), timeout=30) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 5000\r\n\r\n{\"model\": \"tiny")
+    server["refused"] += 5
+    deadline = time.monotonic() + 30
+    while server["log"].read_text().count("client disconnected before sending") < 5 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert server["log"].read_text().count("client disconnected before sending the whole body") == 5
+
+
+def test_the_log_holds_no_content_no_traceback_and_one_line_per_refusal(server, image_url):
+    """Last of this file: the log then holds every request above."""
+    assert post(server, body(with_image(image_url))).status_code == 200
+    log = server["log"].read_text(errors="replace")
+    assert "Uvicorn running" in log
+    assert MARKER not in log, [line[:200] for line in log.splitlines() if MARKER in line]
+    assert "data:image" not in log and "iVBORw0KGgo" not in log  # no image data (a PNG's base64 starts so)
+    assert "Traceback" not in log and " at 0x" not in log, log[-3000:]
+    lines = [line for line in log.splitlines() if "[medswift] request " in line]
+    refusals = [line for line in lines if "; refused: " in line]
+    assert len(refusals) == server["refused"], (len(refusals), server["refused"], refusals)
+    assert any(line.split(" -> ")[1].startswith("200,") for line in lines)
+    print(f"\n[serving] {len(lines)} requests logged, {len(refusals)} refused, 0 tracebacks, 0 content lines")

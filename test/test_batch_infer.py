@@ -230,3 +230,32 @@ def test_a_full_disk_mid_run_is_one_line(tmp_path):
 
     with pytest.raises(UsageError, match="cannot write /dev/full: No space left on device"):
         append_lines(Path("/dev/full"), [{"key": "a"}])
+
+
+def test_resume_keeps_every_whole_row_and_sets_aside_unreadable_lines(tiny_model, tmp_path):
+    """Issue 16: a NUL-filled line after row 1 made --resume cut the rows after it and regenerate them,
+    without a word; and a 100,000-deep JSON line was a RecursionError traceback."""
+    out = tmp_path / "pred.jsonl"
+    images = [str(BUNDLED_IMAGES / name) for name in ("2_1.png", "2_2.png", "1447_1.png")]
+    cmd = [PYTHON, SCRIPT, "--test_images", *images, "--output_file", str(out), "--batch_size", "3", *FAST]
+    run(cmd, env=ENV)
+    lines = out.read_bytes().split(b"\n")
+    assert len(lines) == 4 and lines[-1] == b""
+    nul, deep = b"\0" * 64, b"[" * 100_000 + b"]" * 100_000
+    out.write_bytes(b"\n".join([lines[0], nul, lines[1], deep, lines[2], b""]))
+    result = run(cmd + ["--resume"], env=ENV)
+    assert "inputs 3 = written 0 + already done 3" in result.stdout, result.stdout
+    assert "Traceback" not in result.stderr
+    assert out.read_bytes() == b"\n".join(lines), "every whole row kept, in place, byte for byte"
+    aside = tmp_path / "pred.jsonl.unreadable"
+    assert aside.read_bytes() == nul + b"\n" + deep + b"\n", "the unreadable lines are kept aside, as they were"
+    (note,) = [line for line in result.stdout.splitlines() if "set aside" in line]
+    assert "kept 3 whole rows; set aside 2 line(s)" in note and "line 2: not JSON" in note
+    assert "line 4: nested too deeply" in note and str(aside) in note
+    # other generation settings: one line before the model loads, unless asked
+    other = run([*cmd, "--resume", "--max_new_tokens", "16"], env=ENV, check=False)
+    errors = [line for line in other.stderr.splitlines() if line.startswith("error:")]
+    assert other.returncode == 2 and len(errors) == 1 and "other generation settings" in errors[0], other.stderr
+    assert "max_new_tokens 8" in errors[0] and "--mix_settings" in errors[0]
+    mixed = run([*cmd, "--resume", "--max_new_tokens", "16", "--mix_settings"], env=ENV)
+    assert "already done 3" in mixed.stdout

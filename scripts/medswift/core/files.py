@@ -38,18 +38,39 @@ def read_text_utf8(path: Path, what: str) -> str:
                          "re-save it as UTF-8") from None
 
 
+def json_lines(text):
+    """``(line number, line)`` of a JSON-lines text (str or bytes), split on "\n" only (and a "\r"
+    before it): U+2028, U+0085... are valid raw inside a JSON string (``swift infer`` writes them),
+    and ``str.splitlines`` would cut such a row in two. The piece after the last "\n" is included."""
+    newline, cr = ("\n", "\r") if isinstance(text, str) else (b"\n", b"\r")
+    for n, line in enumerate(text.split(newline), 1):
+        yield n, line[:-1] if line.endswith(cr) else line
+
+
+def parse_json_line(line) -> tuple[object, str | None]:
+    """``(value, None)``, or ``(None, why)`` for a line that is not JSON or is nested too deeply for
+    Python's parser (a RecursionError, never a traceback)."""
+    try:
+        return json.loads(line), None
+    except RecursionError:
+        return None, "nested too deeply"
+    except ValueError:  # UnicodeDecodeError included (bytes)
+        return None, "not JSON"
+
+
 def read_jsonl(path: Path, what: str) -> tuple[list[tuple[int, object]], list[str]]:
     """``([(line number, parsed value)], problems)`` of a JSON-lines file; blank lines are skipped
     and a line that is not JSON is a listed problem (``"line 7: not JSON"``), never a traceback.
     What a value must look like is the caller's to check."""
     rows, problems = [], []
-    for n, line in enumerate(read_text_utf8(path, what).splitlines(), 1):
+    for n, line in json_lines(read_text_utf8(path, what)):
         if not line.strip():
             continue
-        try:
-            rows.append((n, json.loads(line)))
-        except ValueError:
-            problems.append(f"line {n}: not JSON")
+        value, why = parse_json_line(line)
+        if why:
+            problems.append(f"line {n}: {why}")
+        else:
+            rows.append((n, value))
     return rows, problems
 
 

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_file", default=str(RESULTS / "batch_infer" / "predictions.jsonl"))
     p.add_argument("--resume", action="store_true", help="skip inputs already in --output_file or its part files")
     p.add_argument("--overwrite", action="store_true", help="start --output_file afresh")
+    p.add_argument("--mix_settings", action="store_true",
+                   help="--resume even though --output_file was written with other generation settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -91,8 +93,13 @@ def run(args) -> dict | None:
     world = parallel.join(args.tensor_parallel_size)
     out = Path(args.output_file)
 
+    budget = models.set_image_budget(args.image_max_token_num, choice)
+    generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+                  "repetition_penalty": args.repetition_penalty, "image_max_token_num": budget}
+
     def prepare() -> tuple[set[str], bool]:
-        done = prepare_output(out, args.resume, args.overwrite, parts=True)
+        done = prepare_output(out, args.resume, args.overwrite, parts=True, shards=world.shards,
+                              generation=generation, mix=args.mix_settings)
         # parts: several ranks, or a killed parallel run's parts to fold in (in input order)
         return done, world.distributed or bool(part_files(out))
 
@@ -100,10 +107,6 @@ def run(args) -> dict | None:
     pending = [it for it in items if it.key not in done]
     todo = pending[world.shard::world.shards]
     target = part_path(out, world.shard, world.shards) if use_parts else out
-
-    budget = models.set_image_budget(args.image_max_token_num, choice)
-    generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-                  "repetition_penalty": args.repetition_penalty, "image_max_token_num": budget}
     mine = {"written": [], "skipped": [], "warnings": [], "load_seconds": 0.0, "seconds": 0.0}
     # vLLM under torchrun builds its process groups with every rank, so no rank may sit it out
     if todo or (choice.backend == "vllm" and world.distributed):
@@ -219,7 +222,8 @@ def report(args, argv: list[str]) -> int:
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if gpus and plan.nproc > gpus:  # each rank takes the GPU of its LOCAL_RANK
             raise UsageError(f"NPROC_PER_NODE={plan.nproc} but only {gpus} GPU(s) are visible")
-        check_output(Path(args.output_file), args.resume, args.overwrite, parts=True)
+        check_output(Path(args.output_file), args.resume, args.overwrite, parts=True,
+                     shards=plan.world // args.tensor_parallel_size)
         return parallel.relaunch(plan, SCRIPT, argv)
     summary = run(args)
     if summary is None:

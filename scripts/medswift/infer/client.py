@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_file", default=str(RESULTS / "serve" / "predictions.jsonl"))
     p.add_argument("--resume", action="store_true", help="skip images already in --output_file")
     p.add_argument("--overwrite", action="store_true", help="start --output_file afresh")
+    p.add_argument("--mix_settings", action="store_true",
+                   help="--resume even though --output_file was written with other generation settings")
     return p
 
 
@@ -219,7 +221,9 @@ def run(args) -> dict:
         raise UsageError(f"--url must look like http://host:port, got {args.url!r}")
     items = collect_items(args)
     out = Path(args.output_file)
-    done = prepare_output(out, args.resume, args.overwrite)
+    settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+                "repetition_penalty": args.repetition_penalty, "image_max_token_num": None}  # the server's
+    done = prepare_output(out, args.resume, args.overwrite, generation=settings, mix=args.mix_settings)
     todo = [it for it in items if it.key not in done]
 
     api_key = args.api_key or os.environ.get("MEDSWIFT_API_KEY") or None
@@ -234,9 +238,7 @@ def run(args) -> dict:
     model = args.model or models[0]
     stream = args.stream or len(todo) == 1
     live = stream and (len(todo) == 1 or args.concurrency == 1)  # tokens of one answer at a time
-    generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-                  "repetition_penalty": args.repetition_penalty, "image_max_token_num": None,  # the server's
-                  "url": url, "stream": stream}
+    generation = {**settings, "url": url, "stream": stream}
     lock = threading.Lock()
     stop = threading.Event()  # set after a refusal that every request would get (REFUSED_FOR_ALL)
     refused_for_all: list[str] = []

@@ -13,33 +13,80 @@ import re
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.core.files import json_line
+from medswift.core.files import json_line, json_lines, parse_json_line
 
 
-def _whole_rows(data: bytes) -> tuple[list[dict], int]:
-    """The rows before the first broken or half-written line, and how many bytes they take."""
-    keep = data if data.endswith(b"\n") else data[: data.rfind(b"\n") + 1]
-    rows, good = [], 0
-    for raw in keep.splitlines(keepends=True):
-        try:
-            row = json.loads(raw)
-            hash(row["key"])  # a row without a usable key is as broken as a cut one
-        except (ValueError, KeyError, TypeError):
-            break  # anything after a broken line is suspect: drop it and redo those inputs
+def _read_rows(data: bytes) -> tuple[list[dict], list[bytes], list[tuple[int, bytes, str]]]:
+    """``(rows, their raw lines, unreadable)`` of a prediction file: every whole row, wherever it
+    stands, and ``(line number, raw line, why)`` for each line that is not one (a NUL-filled block
+    after a crash, a hand edit, a half-written last line after a kill)."""
+    rows, raws, bad = [], [], []
+    lines = list(json_lines(data))
+    for n, raw in lines:
+        if not raw.strip():
+            continue
+        if n == len(lines):  # after the last "\n": a line whose write was cut short
+            bad.append((n, raw, "half-written last line"))
+            continue
+        row, why = parse_json_line(raw)
+        if why is None and not (isinstance(row, dict) and isinstance(row.get("key"), str)):
+            why = "not a result row (no key)"
+        if why:
+            bad.append((n, raw, why))
+            continue
         rows.append(row)
-        good += len(raw)
-    return rows, good
+        raws.append(raw)
+    return rows, raws, bad
 
 
-def repair_and_read_done(path: Path) -> set[str]:
-    """Keys already written; a half-written last line (a kill mid-write) is cut off."""
+def unreadable_path(path: Path) -> Path:
+    return path.with_name(path.name + ".unreadable")
+
+
+def repair_rows(path: Path) -> list[dict]:
+    """The whole rows of ``path``. Lines that are not rows are moved, as they were, to
+    ``<path>.unreadable`` (appended, never lost) and listed on stdout; the file keeps every whole row."""
     if not path.exists():
-        return set()
+        return []
     data = path.read_bytes()
-    rows, good = _whole_rows(data)
-    if good != len(data):
-        with open(path, "r+b") as fh:
-            fh.truncate(good)
+    rows, raws, bad = _read_rows(data)
+    if bad:
+        aside = unreadable_path(path)
+        with open(aside, "ab") as fh:
+            fh.write(b"".join(raw + b"\n" for _, raw, _ in bad))
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(raw + b"\n" for raw in raws))
+        os.replace(tmp, path)
+        shown = ", ".join(f"line {n}: {why}" for n, _, why in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        print(f"[medswift] {path}: kept {len(rows)} whole rows; set aside {len(bad)} line(s) that are not rows "
+              f"({shown}) in {aside}", flush=True)
+    return rows
+
+
+# The generation settings that change an answer (a row's "generation" also says how it was sent).
+SETTINGS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "image_max_token_num")
+
+
+def _settings(generation: dict) -> dict:
+    return {k: generation.get(k) for k in SETTINGS}
+
+
+def _shown(settings: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in settings.items())
+
+
+def repair_and_read_done(path: Path, generation: dict | None = None, mix: bool = False) -> set[str]:
+    """Keys already written (see ``repair_rows``). ``generation``: this run's settings; rows written
+    with other settings stop the run (one file, one set of settings) unless ``mix``."""
+    rows = repair_rows(path)
+    if generation is not None and not mix:
+        now = _settings(generation)
+        other = next((_settings(r["generation"]) for r in rows if isinstance(r.get("generation"), dict)
+                      and _settings(r["generation"]) != now), None)
+        if other is not None:
+            raise UsageError(f"{path} was written with other generation settings ({_shown(other)}; now "
+                             f"{_shown(now)}); resume with the same settings, add --mix_settings to mix them "
+                             "in one file, or use --overwrite")
     return {r["key"] for r in rows}
 
 
@@ -57,15 +104,19 @@ def part_files(out: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def check_output(out: Path, resume: bool, overwrite: bool, parts: bool = False) -> None:
+def check_output(out: Path, resume: bool, overwrite: bool, parts: bool = False, shards: int = 1) -> None:
     """The checks of ``prepare_output`` that change nothing (a launcher runs them before it
-    starts the ranks). ``parts``: part files of an unfinished data-parallel run count as results."""
+    starts the ranks). ``parts``: part files of an unfinished data-parallel run count as results;
+    ``shards``: the part files this run will write (more than 1: a data-parallel run) must be files."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the folder of {out}: {exc.strerror or exc}") from None
-    if out.exists() and not out.is_file():
-        raise UsageError(f"{out} is not a regular file; give --output_file a path for a .jsonl file")
+    side_files = [unreadable_path(out), *(part_path(out, r, shards) for r in range(shards) if shards > 1)]
+    for path in [out, *side_files]:
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise UsageError(f"{path} is not a regular file; give --output_file a path for a .jsonl file "
+                             "(its part and .unreadable files are written beside it)")
     if resume or overwrite:
         return
     if out.exists() and out.stat().st_size:
@@ -76,23 +127,25 @@ def check_output(out: Path, resume: bool, overwrite: bool, parts: bool = False) 
                          "use --resume to finish it or --overwrite to start afresh")
 
 
-def prepare_output(out: Path, resume: bool, overwrite: bool, parts: bool = False) -> set[str]:
+def prepare_output(out: Path, resume: bool, overwrite: bool, parts: bool = False, shards: int = 1,
+                   generation: dict | None = None, mix: bool = False) -> set[str]:
     """Check the output file before the model loads; return the keys already done (--resume).
 
     ``parts``: also the part files of a data-parallel run (``--overwrite`` removes them,
     ``--resume`` repairs them and counts their keys as done). Only a regular file is ever
     truncated or replaced: ``--overwrite --output_file /dev/full`` must not unlink a device node.
+    ``generation``/``mix``: see ``repair_and_read_done``.
     """
-    check_output(out, resume, overwrite, parts)
+    check_output(out, resume, overwrite, parts, shards)
     try:
         if overwrite:
             for path in [out, *(part_files(out) if parts else [])]:
                 if path.exists():
                     path.unlink()
-        done = repair_and_read_done(out) if resume else set()
+        done = repair_and_read_done(out, generation, mix) if resume else set()
         if parts and resume:
             for path in part_files(out):
-                done |= repair_and_read_done(path)
+                done |= repair_and_read_done(path, generation, mix)
         with open(out, "ab"):  # writable now, not after an hour of inference
             pass
     except OSError as exc:
@@ -113,7 +166,7 @@ def merge_parts(out: Path, order: dict[str, int], expected: set[str] = frozenset
     have = repair_and_read_done(out)
     rows: dict[str, dict] = {}
     for path in parts:
-        for row in _whole_rows(path.read_bytes())[0]:
+        for row in repair_rows(path):
             if row["key"] not in have:
                 rows.setdefault(row["key"], row)
     missing = set(expected) - have - set(rows)

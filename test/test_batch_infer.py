@@ -252,10 +252,12 @@ def test_resume_keeps_every_whole_row_and_sets_aside_unreadable_lines(tiny_model
     (note,) = [line for line in result.stdout.splitlines() if "set aside" in line]
     assert "kept 3 whole rows; set aside 2 line(s)" in note and "line 2: not JSON" in note
     assert "line 4: nested too deeply" in note and str(aside) in note
-    # other generation settings: one line before the model loads, unless asked
+    # other generation settings: one line before the model loads, unless asked (or nothing is left to do)
+    assert "already done 3" in run([*cmd, "--resume", "--max_new_tokens", "16"], env=ENV).stdout
+    out.write_bytes(b"\n".join(lines[:2]) + b"\n")
     other = run([*cmd, "--resume", "--max_new_tokens", "16"], env=ENV, check=False)
     errors = [line for line in other.stderr.splitlines() if line.startswith("error:")]
     assert other.returncode == 2 and len(errors) == 1 and "other generation settings" in errors[0], other.stderr
     assert "max_new_tokens 8" in errors[0] and "--mix_settings" in errors[0]
     mixed = run([*cmd, "--resume", "--max_new_tokens", "16", "--mix_settings"], env=ENV)
-    assert "already done 3" in mixed.stdout
+    assert "written 1 + already done 2" in mixed.stdout

@@ -133,6 +133,15 @@ def test_parallel_mistakes_are_one_line(command, tmp_path):
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
         assert "torch.distributed.run" not in proc.stderr, "checked before any rank starts"
+    # a part file's path that is a folder: one line before any rank starts (it failed after the model
+    # loaded, the last line torchrun's)
+    (tmp_path / "pred.jsonl.part-1-of-2.jsonl").mkdir()
+    proc = subprocess.run(command(out), cwd=ROOT, env=env(NPROC_PER_NODE=2), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "torch.distributed.run" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "part-1-of-2.jsonl is not a regular " \
+        "file" in proc.stderr
+    (tmp_path / "pred.jsonl.part-1-of-2.jsonl").rmdir()
     (tmp_path / "pred.jsonl.part-0-of-2.jsonl").write_text('{"key": "y"}\n')
     out.write_text("")
     proc = subprocess.run(command(out), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)

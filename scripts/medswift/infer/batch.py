@@ -99,7 +99,7 @@ def run(args) -> dict | None:
 
     def prepare() -> tuple[set[str], bool]:
         done = prepare_output(out, args.resume, args.overwrite, parts=True, shards=world.shards,
-                              generation=generation, mix=args.mix_settings)
+                              generation=generation, mix=args.mix_settings, wanted={it.key for it in items})
         # parts: several ranks, or a killed parallel run's parts to fold in (in input order)
         return done, world.distributed or bool(part_files(out))
 
@@ -205,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
-        return run_cli(report, args, argv)
+        code = run_cli(report, args, argv)
     except parallel.Stopped:
-        return 2
+        code = 2
+    return parallel.finish_rank(code, completed=getattr(args, "summarised", False))
 
 
 def report(args, argv: list[str]) -> int:
@@ -230,6 +231,7 @@ def report(args, argv: list[str]) -> int:
         return 0
     rate = summary["written"] / summary["seconds"] if summary["seconds"] > 0 and summary["written"] else 0.0
     ranks = f" on {summary['ranks']} ranks" if summary["ranks"] > 1 else ""
+    args.summarised = True  # the run is complete: see parallel.finish_rank
     return print_run_summary(summary, f"; model load {summary['load_seconds']:.1f} s, inference "
                                       f"{summary['seconds']:.1f} s{ranks} ({rate:.2f} inputs/s)",
                              ("skipped", "warnings"))

@@ -223,7 +223,8 @@ def run(args) -> dict:
     out = Path(args.output_file)
     settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
                 "repetition_penalty": args.repetition_penalty, "image_max_token_num": None}  # the server's
-    done = prepare_output(out, args.resume, args.overwrite, generation=settings, mix=args.mix_settings)
+    done = prepare_output(out, args.resume, args.overwrite, generation=settings, mix=args.mix_settings,
+                          wanted={it.key for it in items})
     todo = [it for it in items if it.key not in done]
 
     api_key = args.api_key or os.environ.get("MEDSWIFT_API_KEY") or None

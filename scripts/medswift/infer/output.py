@@ -75,11 +75,14 @@ def _shown(settings: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in settings.items())
 
 
-def repair_and_read_done(path: Path, generation: dict | None = None, mix: bool = False) -> set[str]:
+def repair_and_read_done(path: Path, generation: dict | None = None, mix: bool = False,
+                         wanted: set[str] | None = None) -> set[str]:
     """Keys already written (see ``repair_rows``). ``generation``: this run's settings; rows written
-    with other settings stop the run (one file, one set of settings) unless ``mix``."""
+    with other settings stop the run (one file, one set of settings) unless ``mix``, or unless
+    nothing of ``wanted`` (the run's input keys) is left to write."""
     rows = repair_rows(path)
-    if generation is not None and not mix:
+    left = wanted is None or bool(set(wanted) - {r["key"] for r in rows})
+    if generation is not None and not mix and left:
         now = _settings(generation)
         other = next((_settings(r["generation"]) for r in rows if isinstance(r.get("generation"), dict)
                       and _settings(r["generation"]) != now), None)
@@ -128,13 +131,13 @@ def check_output(out: Path, resume: bool, overwrite: bool, parts: bool = False, 
 
 
 def prepare_output(out: Path, resume: bool, overwrite: bool, parts: bool = False, shards: int = 1,
-                   generation: dict | None = None, mix: bool = False) -> set[str]:
+                   generation: dict | None = None, mix: bool = False, wanted: set[str] | None = None) -> set[str]:
     """Check the output file before the model loads; return the keys already done (--resume).
 
     ``parts``: also the part files of a data-parallel run (``--overwrite`` removes them,
     ``--resume`` repairs them and counts their keys as done). Only a regular file is ever
     truncated or replaced: ``--overwrite --output_file /dev/full`` must not unlink a device node.
-    ``generation``/``mix``: see ``repair_and_read_done``.
+    ``generation``/``mix``/``wanted``: see ``repair_and_read_done``.
     """
     check_output(out, resume, overwrite, parts, shards)
     try:
@@ -142,10 +145,10 @@ def prepare_output(out: Path, resume: bool, overwrite: bool, parts: bool = False
             for path in [out, *(part_files(out) if parts else [])]:
                 if path.exists():
                     path.unlink()
-        done = repair_and_read_done(out, generation, mix) if resume else set()
+        done = repair_and_read_done(out, generation, mix, wanted) if resume else set()
         if parts and resume:
             for path in part_files(out):
-                done |= repair_and_read_done(path, generation, mix)
+                done |= repair_and_read_done(path, generation, mix, wanted)
         with open(out, "ab"):  # writable now, not after an hour of inference
             pass
     except OSError as exc:

@@ -20,6 +20,9 @@ from datetime import timedelta
 from medswift.core.errors import UsageError
 
 LAUNCH_VARS = ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+# A file the launching process names for rank 0, which writes its exit code there once the run is
+# complete (merged, summary printed): a rank that dies after that must not fail the run.
+DONE_FILE_VAR = "MEDSWIFT_RUN_DONE_FILE"
 
 
 class Stopped(Exception):
@@ -70,27 +73,73 @@ def launch_plan(environ=os.environ) -> Launch | None:
 def relaunch(plan: Launch, script: str, argv: list[str]) -> int:
     """Run ``script argv`` under torchrun and return its exit code. torchrun runs in this process
     (its own ``run``), so a failed rank is one line here, not torchrun's traceback."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.elastic.rendezvous.api import RendezvousError
+    import tempfile
+
     from torch.distributed.run import parse_args, run
 
     shown = [sys.executable, "-m", "torch.distributed.run", *plan.flags, script, *argv]
     print(f"[medswift] running: {shlex.join(shown)}", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="medswift-run-") as tmp:
+        done_file = os.path.join(tmp, "rank0-exit-code")
+        os.environ[DONE_FILE_VAR] = done_file  # the ranks inherit it
+        try:
+            return _run_ranks(run, parse_args([*plan.flags, script, *argv]), done_file)
+        finally:
+            os.environ.pop(DONE_FILE_VAR, None)
+
+
+def _run_ranks(run, config, done_file: str) -> int:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
+
     try:
-        run(parse_args([*plan.flags, script, *argv]))
+        run(config)
     except ChildFailedError as exc:
+        completed = _rank0_exit_code(done_file)
+        if completed is not None:  # merged and summarised: a rank that died after that changes nothing
+            return completed
         rank, failure = exc.get_first_failure()
         if failure.exitcode < 0:
             raise UsageError(f"rank {rank} was stopped by {failure.signal_name()}; finished batches are kept: "
                              "re-run with --resume to finish") from None
-        return failure.exitcode  # the rank printed its own error line
+        # the rank printed its own error line; torchrun's report followed it: the last line is ours
+        raise UsageError(f"rank {rank} stopped (exit code {failure.exitcode}; its error is above); finished "
+                         "batches are kept: re-run with --resume to finish") from None
     except (RendezvousError, SignalException, OSError, RuntimeError) as exc:
         # RuntimeError covers torch's DistNetworkError/DistStoreError (a busy MASTER_PORT, node 0 unreachable)
         text = " ".join(str(exc).split())[:200]
         raise UsageError(f"torchrun stopped ({type(exc).__name__}: {text}); finished batches are kept: "
                          "re-run with --resume to finish") from None
     return 0
+
+
+def _rank0_exit_code(done_file: str) -> int | None:
+    try:
+        with open(done_file, encoding="utf-8") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def finish_rank(code: int, completed: bool) -> int:
+    """The end of a torchrun rank: rank 0 records its exit code for the launcher when the run is
+    ``completed`` (merged, summary printed),
+    then every rank leaves at once with ``os._exit``. A normal interpreter exit runs the C++ destructors
+    of torch's process-group threads, which aborted a rank now and then ("terminate called without an
+    active exception", SIGABRT) after its work was done. Outside torchrun: ``code``, unchanged."""
+    if int(os.environ.get("WORLD_SIZE") or 1) <= 1 or "RANK" not in os.environ:
+        return code
+    done_file = os.environ.get(DONE_FILE_VAR)
+    if os.environ["RANK"] == "0" and done_file and completed:
+        try:
+            with open(done_file, "w", encoding="utf-8") as fh:
+                fh.write(str(code))
+        except OSError:
+            pass  # the launcher then reports the ranks' exit codes as before
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @dataclass

@@ -313,6 +313,20 @@ def test_images_outside_images_dir_are_refused(tmp_path):
     assert [r[:2] for r in skipped_rows(out3)] == [[ids[0], "image outside --images_dir"]]
 
 
+def test_symlink_loops_are_one_listed_skip_each(tmp_path):
+    """Issue 16: ``ln -s loop.png images/loop.png`` and a looping folder link aborted a whole conversion
+    (DirEntry.is_file() raised ELOOP while indexing the folder): 0 written, the error naming the loop."""
+    reports, images, ids = openi_set(tmp_path / "openi", 3)
+    (images / f"{ids[0]}.png").unlink()
+    (images / f"{ids[0]}.png").symlink_to(f"{ids[0]}.png")  # a link to itself
+    (images / "loopdir").symlink_to("loopdir")
+    out = tmp_path / "out"
+    assert run_openi(reports, images, out) == 0
+    assert set(written_ids(out)) == set(ids[1:])
+    assert [r[:2] for r in skipped_rows(out)] == [[ids[0], "unusable image path"]]
+    assert "symlink loop" in skipped_rows(out)[0][2].lower()
+
+
 @pytest.mark.parametrize("module", [conv, convert_chestxray14, convert_ham10000, convert_captions])
 def test_every_converter_has_allow_outside_images(module):
     required = {"reports": ["--input", "x", "--images_dir", "y"], "captions": ["--input", "x"]}

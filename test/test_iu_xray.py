@@ -264,3 +264,24 @@ def test_detection_and_user_mistakes(nlm, tmp_path, capsys):
         rc = conv.main([x for kv in base.items() for x in kv] + ["--output_dir", str(tmp_path / "o"), "--quiet"])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and message in err[0], (args, err)
+
+
+def test_symlink_loops_are_listed_skips(nlm, tmp_path):
+    """Issue 16: a looping link among the XMLs or the PNGs aborted the conversion (0 written): one
+    listed skip each instead."""
+    reports, png = nlm
+    xml = tmp_path / "ecgen-radiology"
+    xml.mkdir()
+    (xml / "1.xml").write_bytes((reports / "ecgen-radiology" / "1.xml").read_bytes())
+    (xml / "loop.xml").symlink_to("loop.xml")
+    images = tmp_path / "png"
+    images.mkdir()
+    for image in png.iterdir():
+        (images / image.name).write_bytes(image.read_bytes())
+    (images / "loop.png").symlink_to("loop.png")
+    out = tmp_path / "out"
+    assert conv.main(["--input", str(xml), "--images_dir", str(images), "--output_dir", str(out), "--quiet",
+                      "--lang", "en", "--val_ratio", "0", "--test_ratio", "0"]) == 0
+    assert set(by_id(out)) == {"CXR1"}
+    assert skipped(out) == {("loop", "unreadable XML")}
+    assert "loop.xml: symlink loop" in (out / "skipped.tsv").read_text()

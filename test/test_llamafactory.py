@@ -286,3 +286,24 @@ def test_user_mistakes_one_line(tmp_path, extra, message):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [proc.stderr.strip()]
     assert message in proc.stderr
+
+
+def test_a_path_too_long_and_too_many_images_are_listed_skips(tmp_path):
+    """Issue 16: a path longer than the file system allows was ENAMETOOLONG (0 of 3 written); a record
+    listing one image 5,000 times became one 5,000-image sample."""
+    make_images(tmp_path / "images", ["a.png", "b.png", "c.png"])
+    long_path = "images/" + "n" * 5000 + ".png"
+    records = [{"conversations": [turn("human", "<image>Describe."), turn("gpt", f"Report {name}.")],
+                "images": [f"images/{name}"]} for name in ("a.png", "b.png")]
+    records.append({"conversations": [turn("human", "<image>Describe."), turn("gpt", "Long.")], "images": [long_path]})
+    records.append({"conversations": [turn("human", "<image>" * 5000 + "Describe."), turn("gpt", "Many.")],
+                    "images": ["images/c.png"] * 5000})
+    src = tmp_path / "data.json"
+    src.write_text(json.dumps(records))
+    out = tmp_path / "out"
+    assert convert(src, out, "--val_ratio", "0", "--test_ratio", "0") == 0
+    assert len(written(out)) == 2
+    summary = summary_of(out)
+    assert summary["skipped_by_reason"] == {"too many images": 1, "unreadable file": 1}, summary
+    skipped = (out / "skipped.tsv").read_text()
+    assert "5000 images, at most 8 (--max_images)" in skipped and "path too long" in skipped

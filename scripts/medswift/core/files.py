@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 from medswift.core.errors import UsageError
@@ -16,6 +19,34 @@ _LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 def json_line(row) -> str:
     return json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKS)
+
+
+def unresolvable(exc: OSError) -> str:
+    """Why a path cannot be followed, in words (a hostile tree: ``ln -s loop loop``, a name too long)."""
+    return {errno.ELOOP: "symlink loop", errno.ENAMETOOLONG: "path too long"}.get(
+        exc.errno, f"unreadable ({exc.strerror or type(exc).__name__})")
+
+
+def entry_kind(entry) -> str:
+    """``"file"``, ``"dir"`` or ``"other"`` for an ``os.DirEntry`` or a path (links followed), or why it
+    cannot be told (``unresolvable``). ``DirEntry.is_file()`` raises for a symlink loop, and
+    ``Path.is_file()`` for a name too long: one such entry must not abort or hide a whole folder."""
+    try:
+        if isinstance(entry, os.DirEntry):
+            return "file" if entry.is_file() else "dir" if entry.is_dir() else "other"
+        st = os.stat(entry)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return unresolvable(exc)
+    except ValueError:  # a NUL byte in the name
+        return "other"
+    return "file" if stat.S_ISREG(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) else "other"
+
+
+def may_be_file(entry) -> bool:
+    """A regular file, or something that cannot be told (kept, so that opening it lists it with its reason)."""
+    return entry_kind(entry) not in ("dir", "other", "missing")
 
 
 def read_text_utf8(path: Path, what: str) -> str:

@@ -174,7 +174,9 @@ def _open_regular_file(path: Path) -> BinaryIO:
     except ValueError:  # e.g. a NUL byte in the name
         raise ImageRejected("not a file", repr(str(path))) from None
     except OSError as exc:  # permission denied, symlink loop, name too long, I/O error
-        raise ImageRejected("unreadable file", f"{path.name}: {type(exc).__name__}") from None
+        from medswift.core.files import unresolvable
+
+        raise ImageRejected("unreadable file", f"{path.name[:200]}: {unresolvable(exc)}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -30,7 +30,7 @@ from typing import NamedTuple
 from medswift.core.cli import command_parser
 from medswift.core.constants import IMAGE_SUFFIXES, LANGUAGES, NOTICE, RESULTS, ROOT, SPLITS
 from medswift.core.errors import Rejected, UsageError
-from medswift.core.files import read_text_utf8, write_atomic, write_json, write_jsonl, write_tsv
+from medswift.core.files import may_be_file, read_text_utf8, write_atomic, write_json, write_jsonl, write_tsv
 from medswift.core.images import ImageRejected, open_checked
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")  # an id usable as a copy's file name as it is
@@ -123,7 +123,7 @@ def index_images(images_dirs: list[Path] | Path) -> dict[str, Path]:
         if not folder.is_dir():
             raise UsageError(f"images folder not found: {folder}")
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            if not entry.is_file():
+            if not may_be_file(entry):  # a symlink loop is indexed: its check lists it, with why
                 continue
             path = Path(entry.path)
             index.setdefault(entry.name, path)

@@ -34,6 +34,7 @@ import os
 from pathlib import Path
 
 from medswift.core.errors import UsageError
+from medswift.core.files import entry_kind
 from medswift.data.core import BadRecord, Candidate, Reading, index_images
 
 NAME = "iu_xray"
@@ -60,7 +61,7 @@ def detect(path: Path) -> bool:
             for n, entry in enumerate(entries):
                 if n > 10_000:
                     return False
-                if entry.name.lower().endswith(".xml") and entry.is_file():
+                if entry.name.lower().endswith(".xml") and entry_kind(entry) == "file":
                     return _MARKER in _head(Path(entry.path))
     except (OSError, ValueError):
         pass
@@ -80,10 +81,11 @@ def xml_files(path: Path) -> tuple[Path, list[Path], list[Candidate]]:
         for entry in entries:
             if not entry.name.lower().endswith(".xml"):
                 continue
-            if entry.is_file():
+            kind = entry_kind(entry)  # a symlink loop raises in DirEntry.is_file(): one listed problem
+            if kind == "file":
                 files.append(Path(entry.path))
             else:
-                problem = ("unreadable XML", f"{entry.name}: not a regular file")
+                problem = ("unreadable XML", f"{entry.name}: {'not a regular file' if kind in ('dir', 'other') else kind}")
                 odd.append(Candidate(Path(entry.name).stem, [], problem))
     if not files and not odd:
         raise UsageError(f"{folder} holds no report XML files; give the NLM's {REPORTS_FOLDER}/ folder "

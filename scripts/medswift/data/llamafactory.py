@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medswift.core.errors import UsageError
+from medswift.core.files import may_be_file
 from medswift.data.captions import caption_id
 from medswift.data.core import (BadRecord, Candidate, Reading, json_type, load_json_records, read_text_utf8,
                                 require_object, text_field)
@@ -255,14 +256,17 @@ def _images(rec: dict, column: str, where: str) -> list[str]:
     return [v.strip() for v in value]
 
 
-def to_candidate(rec, where: str, layout: Layout) -> Candidate:
-    """One record as one candidate; a record that cannot be used carries its problem."""
+def to_candidate(rec, where: str, layout: Layout, max_images: int = 8) -> Candidate:
+    """One record as one candidate; a record that cannot be used carries its problem (one naming
+    more than ``max_images`` images too: a record listing one image 5,000 times is no sample)."""
     rid = ""
     try:
         if isinstance(rec, BadRecord):
             raise rec
         require_object(rec, where)
         images = _images(rec, layout.columns["images"], where)
+        if len(images) > max_images:
+            raise BadRecord("too many images", f"{where}: {len(images)} images, at most {max_images} (--max_images)")
         rid = caption_id(images[0])
         turn = (_alpaca_turn if layout.formatting == "alpaca" else _sharegpt_turn)(rec, where, layout)
         if IMAGE_TAG in turn.answer:
@@ -300,9 +304,11 @@ def read(args) -> Reading:
     if records and not any(isinstance(r, dict) and key in r for _, r in records):
         raise UsageError(f"{path}: no record has the key {key!r} ({layout.formatting} layout, {layout.source})")
 
-    candidates = [to_candidate(rec, where, layout) for where, rec in records]
+    max_images = getattr(args, "max_images", 8)
+    candidates = [to_candidate(rec, where, layout, max_images) for where, rec in records]
     # Paths as written, relative to the images folder; validate_records refuses any that resolve outside it.
-    index = {img: images_dir / img for c in candidates for img in c.images if (images_dir / img).is_file()}
+    # may_be_file: a path too long or a symlink loop is indexed, and its check lists it (is_file() raised)
+    index = {img: images_dir / img for c in candidates for img in c.images if may_be_file(images_dir / img)}
     usable = [c for c in candidates if not c.problem]
     systems = Counter(c.fields["system"] for c in usable if c.fields["system"])
     return Reading(candidates, [images_dir], index, default_unit="image", studies=False, own_prompts=True, extra={

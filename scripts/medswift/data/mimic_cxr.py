@@ -40,6 +40,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from medswift.core.errors import UsageError
+from medswift.core.files import entry_kind, may_be_file
 from medswift.data.core import Candidate, Reading, official_split
 
 NAME = "mimic_cxr"
@@ -248,7 +249,7 @@ def images_on_disk(files: Path) -> Iterator[str]:
     def subfolders(path: str) -> list[str]:
         try:
             with os.scandir(path) as entries:
-                return sorted(e.name for e in entries if e.name[:1] in ("p", "s") and e.is_dir())
+                return sorted(e.name for e in entries if e.name[:1] in ("p", "s") and entry_kind(e) == "dir")
         except OSError:
             return []
 
@@ -258,7 +259,9 @@ def images_on_disk(files: Path) -> Iterator[str]:
                 folder = f"{group}/{patient}/{study}"
                 try:
                     with os.scandir(f"{files}/{folder}") as entries:
-                        names = sorted(e.name for e in entries if e.name.endswith(IMAGE_SUFFIX) and e.is_file())
+                        # may_be_file: a looping link is kept, and its check lists it; DirEntry.is_file()
+                        # raised for it and hid the whole study
+                        names = sorted(e.name for e in entries if e.name.endswith(IMAGE_SUFFIX) and may_be_file(e))
                 except OSError:
                     continue
                 yield from (f"{folder}/{name}" for name in names)

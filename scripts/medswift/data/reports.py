@@ -75,6 +75,8 @@ def target_text(fields: dict, reading: Reading, section: str) -> tuple[str, str 
 def convert(args) -> dict:
     if args.max_views < 1:
         raise UsageError("--max_views must be at least 1")
+    if args.max_images < 1:
+        raise UsageError("--max_images must be at least 1")
     module = pick_reader(args)
     if args.views and not getattr(module, "VIEWS", False):
         raise UsageError(f"the {module.NAME} format has no view positions; leave --views out")
@@ -143,6 +145,8 @@ def build_parser():
                    help="one sample per study (its views as several images) or per image "
                         "(default: study for readers that know studies, image for the reference's formats)")
     p.add_argument("--max_views", type=int, default=2, help="--unit study: views per study, frontal first")
+    p.add_argument("--max_images", type=int, default=8,
+                   help="LLaMA-Factory records: most images per sample; a record with more is a listed skip")
     p.add_argument("--split", choices=("official", "seeded"),
                    help="the dataset's own split (default when it has one) or a seeded split by study/patient")
     p.add_argument("--section", choices=SECTIONS, help="readers with report sections: the target (default findings)")

@@ -245,3 +245,23 @@ def test_meteor_resamples_are_the_jars_own_corpus_scores():
     for _ in range(3):
         drawn = [rng.randrange(40) for _ in range(40)]
         assert jar.corpus_scores(stats[drawn].sum(0)[None]) == [jar.evaluate([lines[i] for i in drawn])[1]]
+
+
+def test_hostile_lines_and_very_long_responses(tmp_path):
+    """Issue 16: rows holding a raw U+2028/U+2029/U+0085 (valid JSON, written by other tools) were cut in
+    two (3 of 4 rows lost); a 100,000-deep line was a RecursionError traceback; a huge response ran
+    METEOR's jar for minutes and died. Now: every row scored, the deep line listed, the response cut."""
+    rows = [{"key": f"r{k}", "response": f"Lungs clear{sep}no effusion.", "reference": f"Lungs clear{sep}normal."}
+            for k, sep in enumerate(("\u2028", "\u2029", "\u0085", " "))]
+    rows.append({"key": "long", "response": "Normal heart size. " * 100_000, "reference": "Normal heart size."})
+    preds = tmp_path / "p.jsonl"
+    preds.write_bytes(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows)
+                      + b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    proc = run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), "--predictions", str(preds), "--output_dir",
+                str(tmp_path / "o"), "--bootstrap", "0"], timeout=300)
+    assert "Traceback" not in proc.stderr
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["n"] == 5 and m["problems"] == ["line 6: nested too deeply"], m["problems"]
+    assert m["cut_for_scoring"] == {"limit_chars": evaluate.MAX_SCORED_CHARS,
+                                    "rows": {"long": ["response of 1,900,000 characters"]}}
+    assert "1 rows scored on their first 20,000 characters" in proc.stdout

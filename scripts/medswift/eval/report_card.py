@@ -47,6 +47,10 @@ from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import read_jsonl
 from medswift.eval import bootstrap, findings, parallel, provenance, r2gen, text_metrics
 
+# Responses and references are scored on their first MAX_SCORED_CHARS characters (a report is 1-3 K): one
+# 100 MB row took METEOR's jar 5 minutes and 5.9 GB before it died. Each cut is listed in metrics.json.
+MAX_SCORED_CHARS = 20_000
+
 # Above these, the report card says plainly that the model ignores the image.
 SAME_AS_BLANK_WARN = 0.5
 DISTINCT_WARN = 0.5
@@ -72,6 +76,10 @@ def load_rows(path: Path) -> tuple[list[dict], list[dict], list[str]]:
             continue
         row["response"] = row["response"] or ""
         row.setdefault("reference", row.get("labels"))
+        for field in ("response", "reference"):
+            if isinstance(row.get(field), str) and len(row[field]) > MAX_SCORED_CHARS:
+                row.setdefault("cut_for_scoring", []).append(f"{field} of {len(row[field]):,} characters")
+                row[field] = row[field][:MAX_SCORED_CHARS]
         key = row.get("key") or row.get("id") or f"line{n}"
         if not isinstance(key, (str, int, float)):
             problems.append(f"line {n}: key/id is not a string ({type(key).__name__})")
@@ -477,6 +485,8 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
         "bootstrap": {"resamples": n_boot, "seed": seed, "method": "percentile", "level": 0.95,
                       "unit": "record (one row: one study or image)"},
         "normal_share": normal, "ablation": ablation(scored, controls), "problems": problems,
+        "cut_for_scoring": {"limit_chars": MAX_SCORED_CHARS,
+                            "rows": {r["key"]: r["cut_for_scoring"] for r in scored if r.get("cut_for_scoring")}},
     }
     rouge = {k: per_sample[primary_of[k]][k]["rouge_l"] for k in keys}
     worst = sorted(keys, key=lambda k: (rouge[k], k))[:worst_n]
@@ -546,6 +556,9 @@ def report(args) -> int:
     print(verdict(m["ablation"]).replace("**", ""))
     if m["problems"]:
         print(f"{len(m['problems'])} lines not scored (listed in report.md)")
+    if m["cut_for_scoring"]["rows"]:
+        print(f"{len(m['cut_for_scoring']['rows'])} rows scored on their first {MAX_SCORED_CHARS:,} characters "
+              "(listed in metrics.json)")
     print(f"report: {Path(args.output_dir) / 'report.md'}")
     print(NOTICE)
     return 0

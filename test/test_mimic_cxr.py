@@ -352,6 +352,10 @@ def test_bad_input_is_one_error_line(mimic, tmp_path):
     no_column.write_text("dicom_id,study_id,subject_id\nx,1,2\n")
     not_gzip = tmp_path / "split.csv.gz"
     not_gzip.write_bytes(b"dicom_id,study_id,subject_id,split\n")
+    # issue 16: one 64 MiB line in a 64 KB gzip was read whole (512 MiB: 1.09 GB) before any check
+    long_line = tmp_path / "long.csv.gz"
+    with gzip.open(long_line, "wb") as fh:
+        fh.write(b"dicom_id,study_id,subject_id,split\n" + b"x" * (64 << 20) + b"\n")
     cases = [
         ([str(root), "--reports_dir", str(reports), "--format", "mimic_cxr"], None),  # the good case, for contrast
         ([str(tmp_path / "nope"), "--format", "mimic_cxr"], "input folder not found"),
@@ -359,6 +363,8 @@ def test_bad_input_is_one_error_line(mimic, tmp_path):
         ([str(root), "--reports_dir", str(reports), "--split_csv", str(no_column)], "lacks column(s) split"),
         ([str(root), "--reports_dir", str(reports), "--split_csv", str(not_gzip)], "not a readable gzip file"),
         ([str(root), "--reports_dir", str(tmp_path)], "has no files/p1x/ folders"),
+        ([str(root), "--reports_dir", str(reports), "--split_csv", str(long_line)],
+         "line 2 is longer than 1,048,576 characters"),
         ([str(root)], "no report (files/pXX/p<subject>/s<study>.txt) found under"),  # reports not beside images
         ([str(root), "--reports_dir", str(reports), "--views", " , "], "names no view position"),
         ([str(REPORTS["en"]), "--views", "frontal"], "the openi format has no view positions"),

@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.core.files import entry_kind, may_be_file
+from medswift.core.files import bounded_lines, entry_kind, may_be_file
 from medswift.data.core import Candidate, Reading, official_split
 
 NAME = "mimic_cxr"
@@ -205,7 +205,7 @@ def csv_rows(path: Path, required: tuple[str, ...], what: str) -> Iterator[list[
     try:
         raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
         with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
-            reader = csv.reader(text)
+            reader = csv.reader(bounded_lines(text, path))
             header = next(reader, None) or []
             missing = [c for c in required if c not in header]
             if missing:

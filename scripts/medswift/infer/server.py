@@ -605,8 +605,8 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
 
     def error(status: int, message: str, code: str | None = None, param: str | None = None) -> JSONResponse:
         note = REQUEST_NOTE.get()
-        if note is not None:
-            note["error"] = one_line(message, 200)
+        if note is not None:  # the model name a client sent is its own text: not echoed into the log
+            note["error"] = "unknown model" if code == "model_not_found" else one_line(message, 200)
         return JSONResponse(error_body(status, message, code, param), status_code=status)
 
     def refused(exc: RequestRefused) -> JSONResponse:

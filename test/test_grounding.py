@@ -226,3 +226,171 @@ def test_fusion_rule_by_hand():
     fused, dropped = grounding.fuse([("R1", a), ("R1", b)], 3, "majority", 0.4)
     assert fused == [] and dropped == 2
     assert grounding.fuse([("R1", a), ("R2", far)], 2, "union", 0.4) == ([a, far], 0)
+
+
+def test_round_trip_through_ms_swift_qwen3_vl_template(tiny_model, tmp_path, monkeypatch):
+    """A box drawn on a synthetic image -> the converter -> ms-swift's Qwen3-VL template (the
+    training labels) -> parsed back: within one unit of the drawn box on the 0-1000 scale, and
+    equal to what ms-swift itself writes for the same box given in pixels (``objects``,
+    ``bbox_type: real``, QWENVL_BBOX_FORMAT=new)."""
+    monkeypatch.setenv("QWENVL_BBOX_FORMAT", "new")
+    from swift.model import get_processor
+    from swift.template import get_template
+
+    width, height, drawn = 1500, 1100, (301, 223, 607, 551)
+    (tmp_path / "img").mkdir()
+    png(tmp_path / "img" / "xr1.png", width, height, drawn)
+    csv_path = write_csv(tmp_path / "train.csv", VINDR_HEADER, [["xr1", "Nodule/Mass", "8", "R1", *drawn]])
+    out = tmp_path / "out"
+    assert convert("--csv", csv_path, "--images_dir", tmp_path / "img", "--output_dir", out, "--val_ratio", "0",
+                   "--test_ratio", "0").returncode == 0
+    (row,) = all_rows(out)
+
+    processor = get_processor(str(tiny_model), model_type="qwen3_vl", download_model=False)
+    template = get_template(processor, max_pixels=64 * 32 * 32)
+    template.set_mode("train")
+    assert template.norm_bbox == "norm1000" and template.bbox_format == "new"
+
+    def trained_text(record: dict) -> str:
+        labels = [t for t in template.encode(record)["labels"] if t != -100]
+        return processor.tokenizer.decode(labels).replace("<|im_end|>", "").strip()
+
+    ours = boxes.parse_boxes(trained_text({"messages": row["messages"], "images": row["images"]}))
+    expected = [v / size * 1000 for v, size in zip(drawn, (width, height, width, height))]
+    (box,) = ours
+    assert box.label == "Nodule/Mass"
+    assert all(abs(got - want) <= 1 for got, want in zip((box.x1, box.y1, box.x2, box.y2), expected))
+    swift_own = {"messages": [row["messages"][0], {"role": "assistant",
+                                                   "content": '[{"bbox_2d": <bbox>, "label": "<ref-object>"}]'}],
+                 "images": row["images"], "objects": {"ref": ["Nodule/Mass"], "bbox": [list(drawn)],
+                                                      "bbox_type": "real"}}
+    assert boxes.parse_boxes(trained_text(swift_own)) == ours
+
+
+def test_box_text_parsing():
+    assert boxes.parse_boxes("[]") == []
+    text = '```json\n[{"bbox_2d": [10, 20, 5, 40], "label": "Nodule"}]\n```'
+    assert boxes.parse_boxes(text) == [Box("Nodule", 5, 20, 10, 40)]  # corners put in order, fences removed
+    assert boxes.parse_boxes('<think>where?</think>[{"bbox_2d": [1, 2, 3, 4], "label": "A"}]') == [Box("A", 1, 2, 3, 4)]
+    for bad in ("no boxes here", '[{"bbox_2d": [1, 2, 3], "label": "A"}]', '[{"bbox_2d": [1, 2, 3, "x"]}]',
+                "[" * 100000, None, '{"a": 1}'):
+        assert boxes.parse_boxes(bad) is None
+    assert boxes.format_boxes([Box("A", 1, 2, 3, 4)]) == '[{"bbox_2d": [1, 2, 3, 4], "label": "A"}]'
+
+
+def rows_of(pairs) -> list[dict]:
+    """Prediction rows as batch inference writes them: (reference boxes, predicted answer text)."""
+    return [{"key": f"k{i}", "image": f"img{i}.png", "reference": boxes.format_boxes(ref), "response": pred}
+            for i, (ref, pred) in enumerate(pairs)]
+
+
+A1, A2 = Box("A", 100, 100, 300, 300), Box("A", 500, 500, 700, 700)
+B1 = Box("B", 100, 600, 200, 800)
+
+
+def test_ap_hand_checked_cases():
+    fmt = boxes.format_boxes
+    perfect = boxes.score_grounding(rows_of([([A1], fmt([A1])), ([A2, B1], fmt([A2, B1]))]), n_boot=0)
+    assert perfect["map50"] == pytest.approx(1.0) and perfect["map"] == pytest.approx(1.0) and perfect["mean_iou"] == 1.0
+    # shifted by 120 of 200: IoU (80*200)/(2*40000-16000) = 0.25 < 0.5 -> AP 0 at every threshold
+    shifted = Box("A", 220, 100, 420, 300)
+    assert boxes.iou(A1, shifted) == pytest.approx(0.25)
+    s = boxes.score_grounding(rows_of([([A1], fmt([shifted]))]), n_boot=0)
+    assert s["map50"] == 0.0 and s["map"] == 0.0 and s["mean_iou"] == pytest.approx(0.25)
+    # a duplicate of a right box after it: a false positive at recall 1; COCO's interpolated
+    # precision (the best precision at this recall or beyond) keeps AP at 1, IoU per query halves
+    dup = boxes.score_grounding(rows_of([([A1], fmt([A1, A1]))]), n_boot=0)
+    assert dup["map50"] == pytest.approx(1.0) and dup["mean_iou"] == pytest.approx(0.5)
+    # one hit and one miss (a box far off) over two images: recall reaches 0.5 at precision 1,
+    # so 51 of COCO's 101 recall points have precision 1: AP = 51/101
+    half = boxes.score_grounding(rows_of([([A1], fmt([A1])), ([A1], fmt([A2]))]), n_boot=0)
+    assert half["map50"] == pytest.approx(51 / 101)
+    # a missed class: A perfect, B never predicted -> mAP (1 + 0) / 2; an invalid answer predicts nothing
+    missed = boxes.score_grounding(rows_of([([A1, B1], fmt([A1])), ([A2], "not JSON")]), n_boot=0)
+    assert missed["per_finding"]["B"]["ap50"] == 0.0 and missed["per_finding"]["A"]["ap50"] == pytest.approx(51 / 101)
+    assert missed["map50"] == pytest.approx((51 / 101 + 0) / 2)
+    assert missed["invalid"] == 1 and missed["invalid_share"] == 0.5
+
+
+def test_bootstrap_over_images_and_maintained_ap():
+    """Intervals come from resampling images; the full-set number is pycocotools' own."""
+    fmt = boxes.format_boxes
+    rows = rows_of([([A1], fmt([A1]))] * 6 + [([A2], fmt([A1]))] * 4)
+    s = boxes.score_grounding(rows, n_boot=200, seed=0)
+    lo, hi = s["ci95"]["map50"]
+    assert 0 <= lo < s["map50"] < hi <= 1
+    assert s["ci95"]["mean_iou"][0] < 0.6 < s["ci95"]["mean_iou"][1]
+    assert boxes.score_grounding(rows, n_boot=200, seed=0)["ci95"] == s["ci95"]  # seeded
+
+
+def test_soft_f1_box_reward_by_hand():
+    # one-to-one: two predictions on one reference box count once (precision 1/2, recall 1)
+    assert boxes.soft_f1([A1, A1], [A1]) == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert boxes.soft_f1([], []) == 1.0 and boxes.soft_f1([A1], []) == 0.0 and boxes.soft_f1([], [A1]) == 0.0
+    # Hungarian matching picks the pairing with the larger IoU sum, labels must agree
+    assert boxes.soft_f1([Box("B", 100, 100, 300, 300)], [A1]) == 0.0
+    shifted = Box("A", 220, 100, 420, 300)
+    assert boxes.soft_f1([shifted, A2], [A1, A2]) == pytest.approx((0.25 + 1) / 2)
+    assert boxes.box_reward("garbage", boxes.format_boxes([A1])) == 0.0
+    assert boxes.box_reward("[]", "[]") == 1.0 and boxes.box_reward("[]", "a report") is None
+
+
+def test_report_card_detects_box_rows_and_draws(tmp_path):
+    """scripts/evaluate.py on box rows: the box card, with map50 in metrics.json and both pictures."""
+    images = tmp_path / "img"
+    images.mkdir()
+    fmt = boxes.format_boxes
+    rows = []
+    for i in range(5):
+        path = png(images / f"x{i}.png", 320, 256, (32, 64, 160, 128))
+        ref = [Box("Nodule/Mass", 100, 250, 500, 500)]
+        pred = fmt(ref) if i < 3 else ("I see nothing" if i == 3 else fmt([Box("Nodule/Mass", 600, 600, 900, 900)]))
+        rows.append({"key": str(path), "id": f"x{i}", "image": str(path), "images": [str(path)], "control": False,
+                     "prompt": "Find every abnormality", "response": pred, "reference": fmt(ref)})
+    rows.append({"key": "empty", "id": "empty", "image": str(images / "x0.png"), "response": "[]", "reference": "[]"})
+    preds = tmp_path / "pred.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), "--predictions", str(preds), "--output_dir",
+                str(tmp_path / "card"), "--bootstrap", "100"])
+    assert "mAP@0.5" in proc.stdout and "For research only" in proc.stdout
+    m = json.loads((tmp_path / "card" / "metrics.json").read_text())
+    assert m["task"] == "grounding" and m["invalid"] == 1 and m["n"] == 6 and m["images"] == 5
+    # 3 hits, then (in answer order) a miss and a false positive: recall 3/5 at precision 1
+    assert m["map50"] == pytest.approx(61 / 101) and len(m["ci95"]["map50"]) == 2
+    assert set(m["per_finding"]) == {"Nodule/Mass"} and m["provenance"]["predictions_sha256"]
+    for name in ("boxes_grid.png", "ap_per_finding.png", "report.md"):
+        assert (tmp_path / "card" / name).stat().st_size > 1000
+    grid = np.asarray(Image.open(tmp_path / "card" / "boxes_grid.png").convert("RGB")).reshape(-1, 3).astype(int)
+    green = ((grid[:, 1] > 150) & (grid[:, 0] < 80) & (grid[:, 2] < 150)).sum()
+    red = ((grid[:, 0] > 200) & (grid[:, 1] < 80)).sum()
+    assert green > 100 and red > 100, "reference and predicted boxes drawn in two colours"
+    assert "research only" in (tmp_path / "card" / "report.md").read_text().lower()
+
+
+def test_tiny_model_trains_infers_and_is_scored_on_a_grounding_split(tiny_model, tmp_path):
+    """A grounding DATA_DIR through the unchanged launcher, batch_infer.py and evaluate.py."""
+    csv_path = make_cxr14(tmp_path)
+    data = tmp_path / "boxes_swift"
+    assert convert("--csv", csv_path, "--images_dir", tmp_path / "images", "--output_dir", data).returncode == 0
+    out = tmp_path / "lora"
+    run(["bash", str(ROOT / "tools" / "swift" / "finetune_qwen3vl_lora.sh"), "--max_steps", "1"],
+        env={"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "64", "MODEL": str(tiny_model), "DATA_DIR": str(data),
+             "VAL_FILE": "none", "OUTPUT_DIR": str(out), "GLOBAL_BATCH": "2", "MICRO_BATCH": "2", "SAVE_STEPS": "1"},
+        timeout=900)
+    (ckpt,) = sorted(out.glob("v*/checkpoint-*"))
+    pred = tmp_path / "pred.jsonl"
+    run([PYTHON, str(ROOT / "scripts" / "batch_infer.py"), "--dataset", str(data / "val.jsonl"), "--adapter_path",
+         str(ckpt), "--max_new_tokens", "8", "--output_file", str(pred), "--quiet"], timeout=900)
+    rows = read_jsonl(pred)
+    val = read_jsonl(data / "val.jsonl")
+    assert len(rows) == len(val) > 0
+    for row in rows:  # the raw answer is kept; boxes parsed when (and only when) it is box JSON
+        assert isinstance(row["response"], str) and "boxes" in row
+        assert (row["boxes"] is None) == (boxes.parse_boxes(row["response"]) is None)
+        assert boxes.parse_boxes(row["reference"])
+    proc = run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), "--predictions", str(pred), "--output_dir",
+                str(tmp_path / "card"), "--bootstrap", "50"])
+    m = json.loads((tmp_path / "card" / "metrics.json").read_text())
+    assert m["task"] == "grounding" and "map50" in m and m["n"] == len(rows)
+    assert m["provenance"]["rows_scored"] == len(rows)
+    assert "box answers" in proc.stdout

@@ -74,6 +74,8 @@ def label_key(label: str) -> str:
 def _json_candidates(text: str):
     stripped = text.strip()
     yield stripped
+    if "bbox" not in text:  # prose with a bracket in it ("[]" inside a report) is not a box answer
+        return
     for fenced in _FENCE.findall(text):  # models often wrap JSON in ```json fences
         yield fenced.strip()
     start, end = text.find("["), text.rfind("]")
@@ -103,7 +105,7 @@ def parse_boxes(text) -> list[Box] | None:
 def _number(v) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return None
-    return min(float(SCALE), max(0.0, float(v)))
+    return min(SCALE, max(0, v))  # ints stay ints, so a row's parsed boxes read as the answer did
 
 
 def _boxes_of(value) -> list[Box] | None:
@@ -352,8 +354,9 @@ def plot_grid(rows: list[dict], path: Path, limit: int = 12) -> int:
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (row, im) in zip(axes.ravel(), chosen):
-        im = draw_boxes(im, parse_boxes(row["reference"]) or [], REFERENCE_COLOUR)
-        im = draw_boxes(im, parse_boxes(row["response"]) or [], PREDICTED_COLOUR)
+        # the reference wider, so a prediction on top of it leaves a green rim
+        im = draw_boxes(im, parse_boxes(row["reference"]) or [], REFERENCE_COLOUR, width=max(4, im.width // 80))
+        im = draw_boxes(im, parse_boxes(row["response"]) or [], PREDICTED_COLOUR, width=max(2, im.width // 300))
         ax.imshow(im)
         ax.set_title(str(row.get("id") or row["key"])[-28:], fontsize=7)
     fig.suptitle(f"reference (green) and predicted (red) boxes. {NOTICE}", fontsize=8)

@@ -27,6 +27,9 @@ What it measures:
   * a 95% percentile-bootstrap interval over records for every headline number
     (``--bootstrap``, ``--seed``; medswift/eval/bootstrap.py);
   * share of predictions vs references that say "no acute abnormality";
+  * box answers (every reference is Qwen3-VL box JSON, from scripts/convert_grounding.py): the
+    box card instead, mAP@0.5 and mAP@[.5:.95] with pycocotools, mean IoU, invalid-JSON share
+    (medswift/eval/boxes.py);
   * image ablation (rows written by batch_infer.py --ablation): how many real-image
     predictions equal the blank-image prediction for the same prompt and number of views,
     and how many distinct reports the model wrote at all.
@@ -45,7 +48,7 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import read_jsonl
-from medswift.eval import bootstrap, findings, parallel, provenance, r2gen, text_metrics
+from medswift.eval import bootstrap, boxes, findings, parallel, provenance, r2gen, text_metrics
 
 # Above these, the report card says plainly that the model ignores the image.
 SAME_AS_BLANK_WARN = 0.5
@@ -427,6 +430,9 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
     t0 = time.perf_counter()
     scored, controls, problems = load_rows(predictions)
     _lap(timings, "load rows", t0)
+    if boxes.grounding_rows(scored):  # every reference is box JSON: the box card (medswift/eval/boxes.py)
+        return boxes.evaluate_grounding(predictions, out, scored, controls, problems, n_boot=n_boot, seed=seed,
+                                        worst_n=worst_n)
     refs = {r["key"]: r["reference"] for r in scored}
     preds = {r["key"]: answer_text(r["response"]) for r in scored}
     keys = list(refs)
@@ -532,6 +538,11 @@ def report(args) -> int:
     m = evaluate(Path(args.predictions), Path(args.output_dir), args.lang, args.worst, protocol=args.protocol,
                  dataset_style=args.dataset_style, reference_max_tokens=args.reference_max_tokens,
                  n_boot=args.bootstrap, seed=args.seed, meteor_sample=args.meteor_sample, workers=args.workers)
+    if m.get("task") == "grounding":
+        print("\n".join(boxes.summary_lines(m)))
+        print(f"report: {Path(args.output_dir) / 'report.md'}")
+        print(NOTICE)
+        return 0
     ci = (m["ci95"] or {}).get("text", {})
     for lg, n in m["records_per_lang"].items():
         scheme = text_metrics.schemes(lg, args.protocol)[0]

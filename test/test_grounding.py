@@ -110,6 +110,7 @@ def test_chestxray14_boxes_checked_split_and_byte_identical(tmp_path):
     assert "boxes: read 22, skipped 4" in proc.stdout
     rows = {r["id"]: r for r in all_rows(out)}
     assert len(rows) == 16
+    assert all(r["solution"] == r["messages"][-1]["content"] for r in rows.values())  # GRPO's reference column
     # 100.5/1024*1000 = 98.1 -> 98; (100.5+300)/1024*1000 = 391.1 -> 391; 200.25 -> 196; 350.25 -> 342
     assert answer(rows["00000004_000.png"]) == [{"bbox_2d": [98, 196, 391, 342], "label": "Atelectasis"}]
     # the Infiltrate row is the classification task's Infiltration; sorted by label
@@ -394,3 +395,16 @@ def test_tiny_model_trains_infers_and_is_scored_on_a_grounding_split(tiny_model,
     assert m["task"] == "grounding" and "map50" in m and m["n"] == len(rows)
     assert m["provenance"]["rows_scored"] == len(rows)
     assert "box answers" in proc.stdout
+
+
+def test_box_reward_registered_through_ms_swift_plugin_loader():
+    """Loaded the way ``swift rlhf --external_plugins`` loads it, called the way GRPO calls a reward."""
+    from swift.rewards import orms
+    from swift.utils import import_external_file
+
+    import_external_file(str(ROOT / "scripts" / "swift_plugins" / "medswift_rewards.py"))
+    reward = orms["medswift_boxes"]()
+    ref = boxes.format_boxes([A1, A2])
+    got = reward([boxes.format_boxes([A1, A2]), boxes.format_boxes([Box("A", 220, 100, 420, 300), A2]),
+                  "no boxes", "[]", "[]"], solution=[ref, ref, ref, ref, "[]"], trainer_state=None)
+    assert got == [pytest.approx(1.0), pytest.approx((0.25 + 1) / 2), 0.0, 0.0, 1.0]

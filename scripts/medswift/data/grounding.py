@@ -20,7 +20,8 @@ The layout is detected from the CSV's columns (``--format`` forces one); the fil
 Tasks (``--task``): ``detect`` (default): one sample per image, every box with its label;
 ``ground``: one sample per (image, finding) asking where that finding is, answered with its boxes.
 The answer is Qwen3-VL's grounding JSON with integer coordinates on its 0-1000 scale of the image as
-stored (medswift/eval/boxes.py); an image without finding answers ``[]``.
+stored (medswift/eval/boxes.py); an image without finding answers ``[]``. Each sample repeats it in a
+``solution`` column, where GRPO's box reward (``--reward_funcs medswift_boxes``) reads it.
 
 Every box is checked against its decoded image: coordinates that are not numbers, zero or negative
 area, an unknown label and a box outside the image are listed in ``skipped_boxes.tsv`` (the box, not
@@ -336,13 +337,15 @@ def convert(args) -> dict:
         split, boxes, images = conv.split(cand), answers[cand.record_id], conv.images[cand.record_id]
         if args.task == "detect":
             prompt = prompts.pick(cand.record_id, args.seed, args.lang, "grounding_detect")
-            written[split].append(sample(cand.record_id, images, prompt, format_boxes(boxes)))
+            text = format_boxes(boxes)
+            written[split].append(sample(cand.record_id, images, prompt, text, solution=text))
         else:
             for label in sorted({b.label for b in boxes}, key=label_key):
                 rid = f"{cand.record_id}__{label_key(label).replace(' ', '_').replace('/', '_')}"
                 prompt = prompts.pick(rid, args.seed, args.lang, "grounding_phrase").format(
                     finding=finding_word(label, args.lang))
-                written[split].append(sample(rid, images, prompt, format_boxes([b for b in boxes if b.label == label])))
+                text = format_boxes([b for b in boxes if b.label == label])
+                written[split].append(sample(rid, images, prompt, text, solution=text))
         if not boxes:
             no_finding_images += 1
             if args.task == "ground":  # nothing to ask where: listed, so read = written + skipped holds

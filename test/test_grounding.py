@@ -292,7 +292,8 @@ B1 = Box("B", 100, 600, 200, 800)
 def test_ap_hand_checked_cases():
     fmt = boxes.format_boxes
     perfect = boxes.score_grounding(rows_of([([A1], fmt([A1])), ([A2, B1], fmt([A2, B1]))]), n_boot=0)
-    assert perfect["map50"] == pytest.approx(1.0) and perfect["map"] == pytest.approx(1.0) and perfect["mean_iou"] == 1.0
+    assert perfect["map50"] == pytest.approx(1.0) and perfect["map"] == pytest.approx(1.0)
+    assert perfect["mean_iou"] == 1.0
     # shifted by 120 of 200: IoU (80*200)/(2*40000-16000) = 0.25 < 0.5 -> AP 0 at every threshold
     shifted = Box("A", 220, 100, 420, 300)
     assert boxes.iou(A1, shifted) == pytest.approx(0.25)
@@ -408,3 +409,34 @@ def test_box_reward_registered_through_ms_swift_plugin_loader():
     got = reward([boxes.format_boxes([A1, A2]), boxes.format_boxes([Box("A", 220, 100, 420, 300), A2]),
                   "no boxes", "[]", "[]"], solution=[ref, ref, ref, ref, "[]"], trainer_state=None)
     assert got == [pytest.approx(1.0), pytest.approx((0.25 + 1) / 2), 0.0, 0.0, 1.0]
+
+
+def test_demo_draws_the_boxes_of_an_answer(tmp_path):
+    """The demo's annotated image: the boxes of a box answer in the first view's pixels; nothing for
+    a report; the "find abnormalities" prompt in each language is among the page's prompts."""
+    from app import gradio_app as app
+
+    image = Image.open(png(tmp_path / "x.png", 500, 400)).convert("RGB")
+    state = {"images": [image], "messages": [
+        {"role": "user", "content": "<image>" + app.find_abnormalities("en")},
+        {"role": "assistant", "content": '[{"bbox_2d": [100, 250, 500, 1000], "label": "Nodule/Mass"}]'}]}
+    shown, annotations = app.answer_boxes(state)
+    assert shown is image and annotations == [((50, 100, 250, 400), "Nodule/Mass")]
+    state["messages"][-1]["content"] = "[]"
+    assert app.answer_boxes(state) == (image, [])
+    state["messages"][-1]["content"] = "No acute cardiopulmonary abnormality."
+    assert app.answer_boxes(state) is None and app.answer_boxes(None) is None
+    for lang in ("zh", "en"):
+        prompt = app.find_abnormalities(lang)
+        assert prompt in app.template_choices(lang) and app.resolve_prompt(lang, prompt, "") == prompt
+    # AnnotatedImage takes exactly this value
+    import gradio as gr
+
+    value = gr.AnnotatedImage().postprocess(app.answer_boxes({**state, "messages": state["messages"][:1] + [
+        {"role": "assistant", "content": '[{"bbox_2d": [1, 2, 300, 400], "label": "A"}]'}]}))
+    assert [a.label for a in value.annotations] == ["A"]
+    from medswift.core import models
+
+    page = app.build_demo(app.ReportChat(None, models.resolve(None, None))).config
+    assert any(c.get("props", {}).get("elem_id") == "boxes" and c["type"] == "annotatedimage"
+               for c in page["components"])

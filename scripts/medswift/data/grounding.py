@@ -363,7 +363,8 @@ def convert(args) -> dict:
     refused = {c.record_id for c in no_box}  # their boxes are counted in skipped_boxes.tsv already
     boxes_on_skipped = sum(len(entries[rid].boxes) for rid, *_ in conv.validated.skipped if rid in entries
                            and rid not in answers and rid not in refused)
-    boxes_summary = {"read": boxes_read, "skipped": len(box_skips), "skipped_by_reason": dict(sorted(box_reasons.items())),
+    boxes_summary = {"read": boxes_read, "skipped": len(box_skips),
+                     "skipped_by_reason": dict(sorted(box_reasons.items())),
                      "on_skipped_images": boxes_on_skipped, "dropped_by_fusion": fused_away,
                      "written": sum(len(b) for b in answers.values())}
     print(f"boxes: read {boxes_read}, skipped {len(box_skips)} "

@@ -430,7 +430,8 @@ def evaluate_grounding(predictions: Path, out: Path, scored: list[dict], control
              f"| share of queries with IoU >= 0.5 | {_fmt(scores['iou_at_0.5'], ci.get('iou_at_0.5'))} |",
              f"| answers that are not box JSON | {scores['invalid']} "
              f"({_fmt(scores['invalid_share'], ci.get('invalid_share'))}) |", "",
-             "| finding | AP@0.5 | AP@[.5:.95] | reference boxes | predicted boxes |", "| --- | --- | --- | --- | --- |"]
+             "| finding | AP@0.5 | AP@[.5:.95] | reference boxes | predicted boxes |",
+             "| --- | --- | --- | --- | --- |"]
     lines += [f"| {c} | {_fmt(v['ap50'])} | {_fmt(v['ap'])} | {v['reference_boxes']} | {v['predicted_boxes']} |"
               for c, v in scores["per_finding"].items()]
     lines += ["", metrics["scoring_note"] + ".", "",

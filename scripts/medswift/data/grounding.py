@@ -13,7 +13,9 @@ The layout is detected from the CSV's columns (``--format`` forces one); the fil
     pixels of the 1024-pixel PNG); grouped by the patient prefix of the image name;
   * ``vindr``: VinDr-CXR's ``train.csv`` (``image_id, class_name, class_id, rad_id, x_min, y_min,
     x_max, y_max``; "No finding" rows carry no box; several radiologists per image, fused by
-    ``--fusion``); images ``<image_id>.dicom`` (or .dcm/.png); grouped by image (the CSV names no patient);
+    ``--fusion``), or the PhysioNet release's ``annotations_train.csv`` (the same columns without
+    class_id, 22 local labels); images ``<image_id>.dicom`` (or .dcm/.png); grouped by image (the CSV
+    names no patient);
   * ``rsna``: RSNA pneumonia ``stage_2_train_labels.csv`` (``patientId, x, y, width, height, Target``;
     Target 0 rows carry no box); images ``<patientId>.dcm``; grouped by patient; label "Lung Opacity".
 
@@ -58,7 +60,10 @@ VINDR_FINDINGS = {"Aortic enlargement": "主动脉增宽", "Atelectasis": "肺�
                   "Cardiomegaly": "心脏增大", "Consolidation": "实变", "ILD": "间质性肺病", "Infiltration": "浸润",
                   "Lung Opacity": "肺部阴影", "Nodule/Mass": "结节/肿块", "Other lesion": "其他病变",
                   "Pleural effusion": "胸腔积液", "Pleural thickening": "胸膜增厚", "Pneumothorax": "气胸",
-                  "Pulmonary fibrosis": "肺纤维化"}
+                  "Pulmonary fibrosis": "肺纤维化",
+                  # the further local labels of the PhysioNet release (annotations_train.csv, 22 in all)
+                  "Clavicle fracture": "锁骨骨折", "Edema": "肺水肿", "Emphysema": "肺气肿", "Enlarged PA": "肺动脉增宽",
+                  "Lung cavity": "肺空洞", "Lung cyst": "肺囊肿", "Mediastinal shift": "纵隔移位", "Rib fracture": "肋骨骨折"}
 RSNA_FINDINGS = {"Lung Opacity": "肺部阴影"}
 FINDINGS_ZH = {**CXR14_FINDINGS, **VINDR_FINDINGS, **RSNA_FINDINGS}
 VINDR_NO_FINDING = "no finding"

@@ -440,3 +440,22 @@ def test_demo_draws_the_boxes_of_an_answer(tmp_path):
     page = app.build_demo(app.ReportChat(None, models.resolve(None, None))).config
     assert any(c.get("props", {}).get("elem_id") == "boxes" and c["type"] == "annotatedimage"
                for c in page["components"])
+
+
+def test_box_reward_inside_a_real_grpo_step(tiny_model, tmp_path):
+    """``swift rlhf --rlhf_type grpo`` on a grounding split with the plugin: the ``solution`` column reaches
+    the reward (it raises without it) and its mean is logged (0 here: a random model writes no box JSON)."""
+    csv_path = make_cxr14(tmp_path)
+    data = tmp_path / "boxes_swift"
+    assert convert("--csv", csv_path, "--images_dir", tmp_path / "images", "--output_dir", data).returncode == 0
+    run([str(ROOT / ".venv" / "bin" / "swift"), "rlhf", "--rlhf_type", "grpo", "--model", str(tiny_model),
+         "--model_type", "qwen3_vl", "--tuner_type", "lora", "--dataset", str(data / "train.jsonl"),
+         "--external_plugins", str(ROOT / "scripts" / "swift_plugins" / "medswift_rewards.py"),
+         "--reward_funcs", "medswift_boxes", "--num_generations", "2", "--max_completion_length", "8",
+         "--per_device_train_batch_size", "2", "--max_steps", "1", "--use_vllm", "false", "--torch_dtype", "float32",
+         "--check_model", "false", "--report_to", "none", "--truncation_strategy", "delete", "--output_dir",
+         str(tmp_path / "grpo")], env={"CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "IMAGE_MAX_TOKEN_NUM": "64"},
+        timeout=900, cwd=tmp_path)
+    (log,) = (tmp_path / "grpo").glob("v*/logging.jsonl")
+    first = json.loads(log.read_text().splitlines()[0])
+    assert first["rewards/MedswiftBoxes/mean"] == 0.0 and first["global_step/max_steps"] == "1/1"

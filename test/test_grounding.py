@@ -322,6 +322,7 @@ def test_bootstrap_over_images_and_maintained_ap():
     lo, hi = s["ci95"]["map50"]
     assert 0 <= lo < s["map50"] < hi <= 1
     assert s["ci95"]["mean_iou"][0] < 0.6 < s["ci95"]["mean_iou"][1]
+    assert s["ci95"]["per_finding"]["A"]["ap50"] == s["ci95"]["map50"]  # one finding: its AP is the mAP
     assert boxes.score_grounding(rows, n_boot=200, seed=0)["ci95"] == s["ci95"]  # seeded
 
 

@@ -190,7 +190,10 @@ def grounding_rows(rows: list[dict]) -> bool:
 
 def _image_of(row: dict) -> str:
     images = row.get("images") or []
-    return str(row.get("image") or (images[0] if images else "") or row["key"])
+    first = images[0] if images else ""
+    if isinstance(first, dict):  # swift infer result files: {"path": ..., "bytes": ...}
+        first = first.get("path") or ""
+    return str(row.get("image") or first or row["key"])
 
 
 class CocoScores:
@@ -285,17 +288,23 @@ def score_grounding(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict
         groups = [np.array(rows_of[img]) for img in images]
         rng = np.random.default_rng(seed)
         draws = {"map50": [], "map": [], "mean_iou": [], "invalid_share": [], "iou_at_0.5": []}
+        per_draws = {c: {"ap50": [], "ap": []} for c in cats}
         for _ in range(n_boot):
             sample = np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
-            s = coco.scores(sample) if coco else {"map50": None, "map": None}
+            s = coco.scores(sample) if coco else {"map50": None, "map": None, "per_category": {}}
             for name in ("map50", "map"):
                 draws[name].append(np.nan if s[name] is None else s[name])
+            for c, values in s["per_category"].items():
+                for name in ("ap50", "ap"):
+                    per_draws[c][name].append(np.nan if values[name] is None else values[name])
             draws["mean_iou"].append(ious[sample].mean())
             draws["iou_at_0.5"].append((ious[sample] >= 0.5).mean())
             draws["invalid_share"].append(invalid[sample].mean())
         from medswift.eval.bootstrap import percentile_interval
 
         ci95 = {name: percentile_interval(np.array(v)) for name, v in draws.items()}
+        ci95["per_finding"] = {c: {name: percentile_interval(np.array(v)) for name, v in d.items()}
+                               for c, d in per_draws.items()}
     return {"n": len(rows), "images": len(images), "map50": overall["map50"], "map": overall["map"],
             "mean_iou": float(ious.mean()) if rows else None,
             "iou_at_0.5": float((ious >= 0.5).mean()) if rows else None,
@@ -432,8 +441,9 @@ def evaluate_grounding(predictions: Path, out: Path, scored: list[dict], control
              f"({_fmt(scores['invalid_share'], ci.get('invalid_share'))}) |", "",
              "| finding | AP@0.5 | AP@[.5:.95] | reference boxes | predicted boxes |",
              "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {c} | {_fmt(v['ap50'])} | {_fmt(v['ap'])} | {v['reference_boxes']} | {v['predicted_boxes']} |"
-              for c, v in scores["per_finding"].items()]
+    per_ci = ci.get("per_finding", {})
+    lines += [f"| {c} | {_fmt(v['ap50'], per_ci.get(c, {}).get('ap50'))} | {_fmt(v['ap'], per_ci.get(c, {}).get('ap'))} "
+              f"| {v['reference_boxes']} | {v['predicted_boxes']} |" for c, v in scores["per_finding"].items()]
     lines += ["", metrics["scoring_note"] + ".", "",
               f"![boxes](boxes_grid.png) ({drawn} images: reference green, predicted red)", "",
               "![AP per finding](ap_per_finding.png)", "", "## Lowest IoU", ""]

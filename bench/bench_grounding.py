@@ -89,7 +89,7 @@ def convert(csv_path: Path, images: Path, out: Path, workers: int) -> dict:
            "--workers", str(workers), "--quiet"]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{ROOT}{os.pathsep}"
                                        f"{os.environ.get('PYTHONPATH', '')}",
-           "MEDSWIFT_STATE_DIR": str(out.parent)}  # the launchers' "last conversion" hint must not name this scratch set
+           "MEDSWIFT_STATE_DIR": str(out.parent)}  # the launchers' "last conversion" hint must not name this set
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start

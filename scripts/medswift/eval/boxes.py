@@ -442,8 +442,10 @@ def evaluate_grounding(predictions: Path, out: Path, scored: list[dict], control
              "| finding | AP@0.5 | AP@[.5:.95] | reference boxes | predicted boxes |",
              "| --- | --- | --- | --- | --- |"]
     per_ci = ci.get("per_finding", {})
-    lines += [f"| {c} | {_fmt(v['ap50'], per_ci.get(c, {}).get('ap50'))} | {_fmt(v['ap'], per_ci.get(c, {}).get('ap'))} "
-              f"| {v['reference_boxes']} | {v['predicted_boxes']} |" for c, v in scores["per_finding"].items()]
+    for c, v in scores["per_finding"].items():
+        c_ci = per_ci.get(c, {})
+        lines.append(f"| {c} | {_fmt(v['ap50'], c_ci.get('ap50'))} | {_fmt(v['ap'], c_ci.get('ap'))} "
+                     f"| {v['reference_boxes']} | {v['predicted_boxes']} |")
     lines += ["", metrics["scoring_note"] + ".", "",
               f"![boxes](boxes_grid.png) ({drawn} images: reference green, predicted red)", "",
               "![AP per finding](ap_per_finding.png)", "", "## Lowest IoU", ""]

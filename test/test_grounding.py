@@ -219,6 +219,14 @@ def test_bad_csv_is_one_line(tmp_path, content, message):
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_forced_format_names_the_missing_columns(tmp_path):
+    csv_path = make_vindr(tmp_path)
+    proc = convert("--csv", csv_path, "--images_dir", tmp_path / "train", "--output_dir", tmp_path / "out",
+                   "--format", "rsna")
+    assert proc.returncode == 2 and "lacks column(s) patientId, x, y, width, height, Target of the rsna layout" \
+        in proc.stderr
+
+
 def test_fusion_rule_by_hand():
     a, b, far = Box("N", 0, 0, 10, 10), Box("N", 1, 0, 11, 10), Box("N", 50, 50, 60, 60)
     fused, dropped = grounding.fuse([("R1", a), ("R2", b), ("R3", far)], 3, "majority", 0.4)

@@ -374,7 +374,8 @@ def plot_grid(rows: list[dict], path: Path, limit: int = 12) -> int:
     return len(chosen)
 
 
-def plot_ap(per_finding: dict, path: Path) -> None:
+def plot_ap(per_finding: dict, path: Path, ci: dict | None = None) -> None:
+    """AP@0.5 and AP@[.5:.95] per finding, with their 95% intervals as error bars when given."""
     from medswift.eval.report_card import _pyplot, _save
 
     plt = _pyplot()
@@ -383,13 +384,20 @@ def plot_ap(per_finding: dict, path: Path) -> None:
     x = np.arange(len(names))
     ap50 = [per_finding[n]["ap50"] or 0 for n in names]
     ap = [per_finding[n]["ap"] or 0 for n in names]
-    ax.bar(x - 0.2, ap50, 0.4, label="AP@0.5")
-    ax.bar(x + 0.2, ap, 0.4, label="AP@[.5:.95]")
+    def errors(name, values):
+        if not ci:
+            return None
+        bounds = [(ci.get(n, {}).get(name) or [None, None]) for n in names]
+        return np.array([[v - lo if lo is not None else 0 for v, (lo, _) in zip(values, bounds)],
+                         [hi - v if hi is not None else 0 for v, (_, hi) in zip(values, bounds)]]).clip(min=0)
+
+    ax.bar(x - 0.2, ap50, 0.4, yerr=errors("ap50", ap50), capsize=3, label="AP@0.5")
+    ax.bar(x + 0.2, ap, 0.4, yerr=errors("ap", ap), capsize=3, label="AP@[.5:.95]")
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("average precision")
     ax.legend(fontsize=7)
-    ax.set_title(f"per-finding AP (pycocotools). {NOTICE}", fontsize=8)
+    ax.set_title(f"per-finding AP (pycocotools), 95% intervals over images. {NOTICE}", fontsize=8)
     fig.tight_layout()
     _save(fig, path)
 
@@ -425,7 +433,7 @@ def evaluate_grounding(predictions: Path, out: Path, scored: list[dict], control
         raise UsageError(f"cannot create --output_dir {out}: {exc.strerror or exc}") from None
     (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     drawn = plot_grid(scored, out / "boxes_grid.png")
-    plot_ap(scores["per_finding"], out / "ap_per_finding.png")
+    plot_ap(scores["per_finding"], out / "ap_per_finding.png", (scores["ci95"] or {}).get("per_finding"))
     ci = scores["ci95"] or {}
     worst = sorted(scored, key=lambda r: (query_iou(parse_boxes(r["response"]) or [], parse_boxes(r["reference"])),
                                           r["key"]))[:worst_n]

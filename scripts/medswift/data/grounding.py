@@ -406,4 +406,5 @@ def build_parser():
     return p
 
 
-main = converter_entry(build_parser, convert, "{out}/{{train,val,test}}.jsonl (Qwen3-VL box JSON, 0-1000)")
+main = converter_entry(build_parser, convert, "{out}/{{train,val,test}}.jsonl (Qwen3-VL box JSON, 0-1000)",
+                       launchers=REPORT_LAUNCHERS)  # generative: the LoRA launcher trains on it

@@ -218,7 +218,7 @@ def test_system_prompt_and_templates():
         prompts.template("en", 12)
     with pytest.raises(ValueError, match="unknown language"):
         prompts.template("fr", 0)
-    from medswift.data.core import sample
+    from medswift.data.outputs import sample
 
     row = sample("2_1", ["/x/2_1.png"], "Describe.", "Normal chest.", "You are a radiology assistant.")
     assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]

@@ -1,4 +1,4 @@
-"""Hostile inputs for the four converters (one shared core, scripts/dataset_core.py): a decoder
+"""Hostile inputs for the four converters (one shared core, medswift.data): a decoder
 that throws or a worker that dies costs one record, wrong field types and encodings are listed
 or one error line, images stay inside --images_dir, output problems are one error line, and a
 re-run leaves no stale copies. Every fixture is generated here, seeded."""
@@ -19,7 +19,7 @@ from PIL import Image
 from conftest import make_cxr14
 from medswift.data import captions as convert_captions
 from medswift.data import chestxray14 as convert_chestxray14
-from medswift.data import core as dataset_core
+from medswift.data import checks as image_checks
 from medswift.data import ham10000 as convert_ham10000
 from medswift.data import reports as conv
 
@@ -122,14 +122,14 @@ def test_chestxray14_truncated_tiff_costs_one_record(tmp_path):
 @pytest.mark.parametrize("error", [MemoryError(), RuntimeError("decoder bug"), KeyError("tag")])
 def test_any_decoder_exception_is_one_skip(tmp_path, monkeypatch, error):
     reports, images, ids = openi_set(tmp_path, 3)
-    real_open = dataset_core.open_checked
+    real_open = image_checks.open_checked
 
     def throwing(path, *a, **kw):  # what a decoder may raise besides ImageRejected
         if Path(path).stem == ids[1]:
             raise error
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(dataset_core, "open_checked", throwing)
+    monkeypatch.setattr(image_checks, "open_checked", throwing)
     out = tmp_path / "out"
     assert run_openi(reports, images, out) == 0
     assert summary_of(out)["written"] == 2
@@ -143,14 +143,14 @@ def test_dead_worker_is_rechecked_in_process(tmp_path, monkeypatch, capfd):
     if multiprocessing.get_start_method() != "fork":
         pytest.skip("the killing stand-in reaches the workers through fork")
     reports, images, ids = openi_set(tmp_path, 81)
-    parent, real_open = os.getpid(), dataset_core.open_checked
+    parent, real_open = os.getpid(), image_checks.open_checked
 
     def killed_in_worker(path, *a, **kw):
         if os.getpid() != parent and Path(path).stem == ids[40]:
             os.kill(os.getpid(), signal.SIGKILL)
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(dataset_core, "open_checked", killed_in_worker)
+    monkeypatch.setattr(image_checks, "open_checked", killed_in_worker)
     out = tmp_path / "out"
     assert run_openi(reports, images, out, "--workers", "2") == 0
     assert "warning: an image-checking process died" in capfd.readouterr().err
@@ -161,7 +161,7 @@ def test_dead_worker_is_rechecked_in_process(tmp_path, monkeypatch, capfd):
 # --------------------------------------------------------------------------- warnings
 def test_image_warnings_are_counted_listed_and_written(tmp_path, monkeypatch, capsys):
     reports, images, ids = openi_set(tmp_path, 4)
-    real_open = dataset_core.open_checked
+    real_open = image_checks.open_checked
 
     def with_warning(path, *a, **kw):  # open_checked's warnings, e.g. a DICOM that is not a radiograph
         checked = real_open(path, *a, **kw)
@@ -169,7 +169,7 @@ def test_image_warnings_are_counted_listed_and_written(tmp_path, monkeypatch, ca
             checked.warnings.append("DICOM modality CT is not a radiograph")
         return checked
 
-    monkeypatch.setattr(dataset_core, "open_checked", with_warning)
+    monkeypatch.setattr(image_checks, "open_checked", with_warning)
     out = tmp_path / "out"
     assert run_openi(reports, images, out) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith("; 1 warnings (written, listed in warnings.tsv)")

@@ -26,10 +26,11 @@ from pathlib import Path, PurePosixPath
 from medswift.core import prompts
 from medswift.core.constants import IMAGE_SUFFIXES
 from medswift.core.errors import UsageError
-from medswift.data.core import (BadRecord, Candidate, add_common_args, check_and_split, converter_entry,
-                                converter_parser, load_json_records, prepare_output_dir, read_csv_rows,
-                                read_text_utf8, remove_stale_files, require_object, sample, summarise, text_field,
-                                write_lists, write_splits)
+from medswift.core.files import read_text_utf8
+from medswift.data.command import add_common_args, converter_entry, converter_parser
+from medswift.data.outputs import prepare_output_dir, remove_stale_files, sample, summarise, write_lists, write_splits
+from medswift.data.records import BadRecord, Candidate, load_json_records, read_csv_rows, require_object, text_field
+from medswift.data.splits import check_and_split
 
 
 def _row(image: str, caption: str, group: str, path: Path | None, problem: tuple[str, str] | None = None) -> dict:

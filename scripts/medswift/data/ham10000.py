@@ -16,8 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medswift.data.core import (CLASSIFICATION_LAUNCHERS, Candidate, add_common_args, check_and_split, converter_entry,
-                                converter_parser, index_images, prepare_output_dir, read_csv_rows, summarise, write_lists)
+from medswift.data.command import add_common_args, converter_entry, converter_parser
+from medswift.data.image_index import index_images
+from medswift.data.last_conversion import CLASSIFICATION_LAUNCHERS
+from medswift.data.outputs import prepare_output_dir, summarise, write_lists
+from medswift.data.records import Candidate, read_csv_rows
+from medswift.data.splits import check_and_split
 from medswift.data.tasks import HAM10000, write_task_outputs
 
 REQUIRED = ("lesion_id", "image_id", "dx")

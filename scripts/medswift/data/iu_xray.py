@@ -34,7 +34,8 @@ import os
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.data.core import BadRecord, Candidate, Reading, index_images
+from medswift.data.image_index import index_images
+from medswift.data.records import BadRecord, Candidate, Reading
 
 NAME = "iu_xray"
 REPORTS_FOLDER = "ecgen-radiology"  # what NLMCXR_reports.tgz unpacks to

@@ -44,8 +44,9 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.data.captions import caption_id
-from medswift.data.core import (BadRecord, Candidate, Reading, json_type, load_json_records, read_text_utf8,
-                                require_object, text_field)
+from medswift.core.files import read_text_utf8
+from medswift.data.records import (BadRecord, Candidate, Reading, json_type, load_json_records, require_object,
+                                   text_field)
 
 NAME = "llamafactory"
 DATASET_INFO = "dataset_info.json"

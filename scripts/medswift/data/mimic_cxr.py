@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.data.core import Candidate, Reading, official_split
+from medswift.data.records import Candidate, Reading, official_split
 
 NAME = "mimic_cxr"
 SPLIT_FILE = "mimic-cxr-2.0.0-split.csv"

@@ -15,8 +15,9 @@ import json
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.data.core import (BadRecord, Candidate, Reading, index_images, read_text_utf8, require_object,
-                                text_field)
+from medswift.core.files import read_text_utf8
+from medswift.data.image_index import index_images
+from medswift.data.records import BadRecord, Candidate, Reading, require_object, text_field
 
 NAME = "openi"
 

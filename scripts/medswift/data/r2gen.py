@@ -26,8 +26,8 @@ import re
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.data.core import (BadRecord, Candidate, Reading, json_type, official_split, read_text_utf8,
-                                require_object, text_field)
+from medswift.core.files import read_text_utf8
+from medswift.data.records import BadRecord, Candidate, Reading, json_type, official_split, require_object, text_field
 
 NAME = "r2gen"
 # json.dump writes {"train": [{"id": ...: the first key is a split holding a list.

@@ -38,9 +38,11 @@ from pathlib import Path
 from medswift.core import prompts, thinking
 from medswift.core.errors import UsageError
 from medswift.core.files import json_line
-from medswift.data.core import (SECTIONS, Reading, add_common_args, check_and_split, choose_section,
-                                converter_entry, converter_parser, prepare_output_dir, sample, summarise,
-                                to_units, write_lists, write_splits)
+from medswift.data.command import add_common_args, converter_entry, converter_parser
+from medswift.data.outputs import prepare_output_dir, sample, summarise, write_lists, write_splits
+from medswift.data.records import Reading
+from medswift.data.splits import check_and_split
+from medswift.data.studies import SECTIONS, choose_section, to_units
 
 # Format name -> reader module (medswift.data.<module>), tried in this order when detecting.
 READERS = {"mimic_cxr": "mimic_cxr", "iu_xray": "iu_xray", "r2gen": "r2gen", "llamafactory": "llamafactory",

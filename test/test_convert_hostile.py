@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_cxr14
+from medswift.core.errors import UsageError
 from medswift.data import captions as convert_captions
 from medswift.data import chestxray14 as convert_chestxray14
 from medswift.data import checks as image_checks
@@ -266,6 +267,26 @@ def test_latin1_inputs_are_one_error_line(tmp_path, capsys):
                                    ensure_ascii=False).encode("latin-1"))
     assert run_openi(reports, data["images"], tmp_path / "o2") == 2
     assert f"{reports} is not UTF-8 (byte 0xe9 at offset " in one_error_line(capsys)
+
+
+def test_streamed_csv_names_the_bad_bytes_offset_in_the_whole_file(tmp_path):
+    """The one CSV reader streams (MIMIC-CXR's are gzipped, 377k rows): a bad byte past the first
+    block, right after a character cut by the block boundary, still has its offset in the file."""
+    import gzip
+
+    from medswift.data.records import csv_rows
+
+    head = "image,caption\n" + "x.png,ok\n" * 10
+    body = head.encode() + b"a" * ((1 << 20) - len(head.encode()) - 1) + "é".encode() + b"\n\xff\n"
+    path = tmp_path / "c.csv.gz"
+    path.write_bytes(gzip.compress(body))
+    with pytest.raises(UsageError) as err:
+        list(csv_rows(path, ("image", "caption"), "a captions CSV"))
+    offset = body.index(b"\xff")
+    assert str(err.value) == f"{path} is not UTF-8 (byte 0xff at offset {offset}); re-save it as UTF-8"
+    plain = tmp_path / "c.csv"
+    plain.write_text("image,caption\n\n a.png , Fine. \nb.png\n")  # a blank line, a short row
+    assert list(csv_rows(plain, ("caption", "image"), "a captions CSV")) == [["Fine.", "a.png"], ["", "b.png"]]
 
 
 def test_ids_with_tabs_and_newlines_stay_on_one_row(tmp_path):

@@ -29,7 +29,7 @@ from medswift.core.errors import UsageError
 from medswift.core.files import read_text_utf8
 from medswift.data.command import add_common_args, converter_entry, converter_parser
 from medswift.data.outputs import prepare_output_dir, remove_stale_files, sample, summarise, write_lists, write_splits
-from medswift.data.records import BadRecord, Candidate, load_json_records, read_csv_rows, require_object, text_field
+from medswift.data.records import BadRecord, Candidate, csv_rows, load_json_records, require_object, text_field
 from medswift.data.splits import check_and_split
 
 
@@ -56,8 +56,8 @@ def rows_from_table(path: Path, images_dir: Path, image_key: str, caption_key: s
                     group_key: str | None) -> list[dict]:
     if path.suffix.lower() == ".csv":
         required = (image_key, caption_key) + ((group_key,) if group_key else ())
-        table = [(f"data row {n}", r) for n, r in
-                 enumerate(read_csv_rows(path, required, f"a CSV with {', '.join(required)} columns"), 1)]
+        table = [(f"data row {n}", dict(zip(required, cells))) for n, cells in
+                 enumerate(csv_rows(path, required, f"a CSV with {', '.join(required)} columns"), 1)]
     else:
         table = load_json_records(path, "input")
         objects = [r for _, r in table if isinstance(r, dict)]

@@ -43,7 +43,7 @@ from medswift.data.command import add_common_args, converter_entry, converter_pa
 from medswift.data.image_index import index_images
 from medswift.data.last_conversion import CLASSIFICATION_LAUNCHERS
 from medswift.data.outputs import prepare_output_dir, summarise, write_lists
-from medswift.data.records import (BadRecord, Candidate, json_type, load_json_records, read_csv_rows, require_object,
+from medswift.data.records import (BadRecord, Candidate, csv_rows, json_type, load_json_records, require_object,
                                    text_field)
 from medswift.data.splits import check_and_split
 
@@ -232,7 +232,7 @@ def convert(args) -> dict:
         read = len(candidates)
         prepare_output_dir(out_dir)
     else:
-        rows = read_csv_rows(Path(args.csv), REQUIRED, "Data_Entry_2017.csv")
+        rows = [dict(zip(REQUIRED, cells)) for cells in csv_rows(Path(args.csv), REQUIRED, "Data_Entry_2017.csv")]
         read = len(rows)
         index = index_images(images_dirs)
         prepare_output_dir(out_dir)

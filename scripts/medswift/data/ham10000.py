@@ -20,7 +20,7 @@ from medswift.data.command import add_common_args, converter_entry, converter_pa
 from medswift.data.image_index import index_images
 from medswift.data.last_conversion import CLASSIFICATION_LAUNCHERS
 from medswift.data.outputs import prepare_output_dir, summarise, write_lists
-from medswift.data.records import Candidate, read_csv_rows
+from medswift.data.records import Candidate, csv_rows
 from medswift.data.splits import check_and_split
 from medswift.data.tasks import HAM10000, write_task_outputs
 
@@ -28,7 +28,7 @@ REQUIRED = ("lesion_id", "image_id", "dx")
 
 
 def convert(args) -> dict:
-    rows = read_csv_rows(Path(args.csv), REQUIRED, "HAM10000_metadata.csv")
+    rows = [dict(zip(REQUIRED, cells)) for cells in csv_rows(Path(args.csv), REQUIRED, "HAM10000_metadata.csv")]
     images_dirs = [Path(d) for d in args.images_dir]
     index = index_images(images_dirs)
     out_dir = Path(args.output_dir)

@@ -28,19 +28,15 @@ For research only, not for diagnosis.
 """
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import os
 import re
 import stat
 import sys
-import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.data.records import Candidate, Reading, official_split
+from medswift.data.records import Candidate, Reading, csv_rows, official_split
 
 NAME = "mimic_cxr"
 SPLIT_FILE = "mimic-cxr-2.0.0-split.csv"
@@ -195,34 +191,6 @@ def files_folder(path: Path, what: str) -> Path:
     if path.is_dir() and any(path.glob("p1[0-9]")):
         return path
     raise UsageError(f"{what} folder {path} has no files/p1x/ folders (the MIMIC-CXR layout)")
-
-
-def csv_rows(path: Path, required: tuple[str, ...], what: str) -> Iterator[list[str]]:
-    """Rows of a CSV (``.gz`` read through gzip), streamed, as cells in ``required``'s order;
-    a short row gives ``""`` for its missing cells. A file that is not a readable UTF-8 CSV, or
-    lacks a column, is one clear error."""
-    try:
-        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-        with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
-            reader = csv.reader(text)
-            header = next(reader, None) or []
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise UsageError(f"{path} lacks column(s) {', '.join(missing)}; is it {what}?")
-            cols = [header.index(c) for c in required]
-            width = max(cols) + 1
-            for row in reader:
-                if len(row) < width:
-                    row = row + [""] * (width - len(row))
-                yield [row[c].strip() for c in cols]
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not UTF-8 ({exc.reason} at byte {exc.start} of a block)") from None
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise UsageError(f"{path} is not a readable gzip file: {exc or type(exc).__name__}") from None
-    except csv.Error as exc:
-        raise UsageError(f"{path} is not a readable CSV: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
 def find_csv(given: str | None, root: Path, name: str, flag: str) -> Path:

@@ -7,14 +7,18 @@ The JSON/JSONL and CSV readers here are the only ones the converters use.
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import gzip
 import io
 import json
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medswift.core.errors import Rejected, UsageError
-from medswift.core.files import read_text_utf8
+from medswift.core.files import read_jsonl, read_text_utf8
 
 
 class BadRecord(Rejected):
@@ -75,33 +79,67 @@ def load_json_records(path: Path, what: str) -> list[tuple[str, object]]:
         if isinstance(whole, dict):  # JSON lines with a single line
             return [("line 1", whole)]
         raise UsageError(f"{path}: expected a JSON list of records or JSON lines, found {json_type(whole)}")
-    rows: list[tuple[str, object]] = []
-    # split on "\n" only: str.splitlines would also cut at U+2028, legal inside a JSON string
-    for n, line in enumerate(text.split("\n"), 1):
-        if line.strip():
-            try:
-                rows.append((f"line {n}", json.loads(line)))
-            except (ValueError, RecursionError):
-                rows.append((f"line {n}", BadRecord("not JSON", f"line {n}")))
+    lines, problems = read_jsonl(path, what)
+    bad = [int(problem.split(":", 1)[0].removeprefix("line ")) for problem in problems]  # "line 7: not JSON"
+    rows = sorted([(n, value) for n, value in lines] + [(n, BadRecord("not JSON", f"line {n}")) for n in bad],
+                  key=lambda row: row[0])
+    rows = [(f"line {n}", value) for n, value in rows]
     if all(isinstance(value, BadRecord) for _, value in rows):
         raise UsageError(f"{path} is not valid JSON or JSON lines: {first_error}")
     return rows
 
 
-def read_csv_rows(path: Path, required: tuple[str, ...], what: str) -> list[dict]:
-    """Rows of a metadata CSV as dicts; a clear error when the file or a column is missing or
-    the file is not UTF-8. A short row has None for its missing cells (csv.DictReader)."""
+def csv_rows(path: Path, required: tuple[str, ...], what: str) -> Iterator[list[str]]:
+    """Rows of a metadata CSV (``.gz`` read through gzip), streamed, as stripped cells in
+    ``required``'s order; a short row gives ``""`` for its missing cells and a blank line is no
+    row. A file that is missing, not UTF-8, not a readable CSV, or lacks a column (``what``
+    names the file expected) is one clear error."""
     if not path.is_file():
         raise UsageError(f"metadata CSV not found: {path}")
-    text = read_text_utf8(path, "metadata CSV")
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UsageError(f"{path} lacks column(s) {', '.join(missing)}; is it {what}?")
-        return list(reader)
+        with _open_bytes(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+            reader = csv.reader(text)
+            header = next(reader, None) or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise UsageError(f"{path} lacks column(s) {', '.join(missing)}; is it {what}?")
+            cols = [header.index(c) for c in required]
+            width = max(cols) + 1
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) < width:
+                    row = row + [""] * (width - len(row))
+                yield [row[c].strip() for c in cols]
+    except UnicodeDecodeError:
+        raise UsageError(_not_utf8(path)) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise UsageError(f"{path} is not a readable gzip file: {exc or type(exc).__name__}") from None
     except csv.Error as exc:  # a NUL byte, an unterminated quote at the end
         raise UsageError(f"{path} is not a readable CSV: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read metadata CSV {path}: {exc.strerror or exc}") from None
+
+
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _not_utf8(path: Path) -> str:
+    """The error of a file that is not UTF-8, naming the first bad byte's offset in the file the
+    way ``read_text_utf8`` does (a streamed decoder only knows its offset within one block)."""
+    decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
+    with _open_bytes(path) as raw:
+        while block := raw.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                # the decoder may hold back the start of a character from the block before
+                bad = offset + exc.start - len(exc.object) + len(block)
+                return (f"{path} is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {bad}); "
+                        "re-save it as UTF-8")
+            offset += len(block)
+    return f"{path} is not UTF-8"
 
 
 @dataclass

@@ -20,8 +20,7 @@ For research only, not for diagnosis.
 """
 from __future__ import annotations
 
-import posixpath
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from medswift.core import prompts
 from medswift.core.constants import IMAGE_SUFFIXES
@@ -29,7 +28,8 @@ from medswift.core.errors import UsageError
 from medswift.core.files import read_text_utf8
 from medswift.data.command import add_common_args, converter_entry, converter_parser
 from medswift.data.outputs import prepare_output_dir, remove_stale_files, sample, summarise, write_lists, write_splits
-from medswift.data.records import BadRecord, Candidate, csv_rows, load_json_records, require_object, text_field
+from medswift.data.records import (BadRecord, Candidate, caption_id, csv_rows, load_json_records, require_object,
+                                   text_field)
 from medswift.data.splits import check_and_split
 
 
@@ -141,15 +141,6 @@ def _save_decoded(image, folder: Path, stem: str, where: str) -> str:
             raise UsageError(f"cannot write {folder / name}: {exc.strerror}") from None
         raise BadRecord("unreadable image", f"{where}: {exc}") from None
     return name
-
-
-def caption_id(image: str) -> str:
-    """Record id from the image path as written: ``p1/slice_0.png`` -> ``p1__slice_0``.
-    Normalised first, so ``a/../b.png`` and ``./b.png`` are the one record ``b``."""
-    path = PurePosixPath(posixpath.normpath(image))
-    if path.suffix:
-        path = path.with_suffix("")
-    return path.as_posix().replace("/", "__")
 
 
 def convert(args) -> dict:

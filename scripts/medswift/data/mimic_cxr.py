@@ -33,9 +33,11 @@ import re
 import stat
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from medswift.core.errors import UsageError
+from medswift.data.reader import ReaderOptions
 from medswift.data.records import Candidate, Reading, csv_rows, official_split
 
 NAME = "mimic_cxr"
@@ -291,18 +293,36 @@ def parse_views(text: str | None) -> frozenset[str] | None:
     return frozenset(chosen)
 
 
+
+@dataclass(frozen=True)
+class Options(ReaderOptions):
+    reports_dir: str | None = None
+    split_csv: str | None = None
+    metadata_csv: str | None = None
+    views: str | None = None
+
+
+def add_args(p) -> None:
+    p.add_argument("--reports_dir", help="mimic_cxr: folder holding MIMIC-CXR's files/pXX/p<subject>/s<study>.txt "
+                                         "(default: --input)")
+    p.add_argument("--split_csv", help="mimic_cxr: mimic-cxr-2.0.0-split.csv[.gz] (default: found in --input)")
+    p.add_argument("--metadata_csv", help="mimic_cxr: mimic-cxr-2.0.0-metadata.csv[.gz] (default: found in --input)")
+    p.add_argument("--views", help="mimic_cxr: keep only these ViewPositions, comma-separated (PA,AP), or frontal "
+                                   "(PA,AP) / lateral (LATERAL,LL); the others are listed skips (default: all)")
+
+
 # --------------------------------------------------------------------------- reader
-def read(args) -> Reading:
-    root = Path(args.input)
+def read(options: Options) -> Reading:
+    root = Path(options.input)
     if not root.exists():
         raise UsageError(f"input folder not found: {root}")
     if not root.is_dir():
         raise UsageError(f"--input must be the MIMIC-CXR-JPG folder (holding {SPLIT_FILE}); got {root}")
-    views = parse_views(getattr(args, "views", None))
-    images = files_folder(Path(args.images_dir or root), "images")
-    reports = files_folder(Path(args.reports_dir or root), "reports")
-    split_csv = find_csv(args.split_csv, root, SPLIT_FILE, "--split_csv")
-    metadata_csv = find_csv(args.metadata_csv, root, METADATA_FILE, "--metadata_csv")
+    views = parse_views(options.views)
+    images = files_folder(Path(options.images_dir or root), "images")
+    reports = files_folder(Path(options.reports_dir or root), "reports")
+    split_csv = find_csv(options.split_csv, root, SPLIT_FILE, "--split_csv")
+    metadata_csv = find_csv(options.metadata_csv, root, METADATA_FILE, "--metadata_csv")
 
     view_of: dict[str, str] = {}  # dicom_id -> ViewPosition (a few distinct values, interned)
     for dicom, _study, _subject, view in csv_rows(metadata_csv, METADATA_COLUMNS, METADATA_FILE):
@@ -341,7 +361,7 @@ def read(args) -> Reading:
             findings, impression, source = report
         view = view_of.pop(dicom, "")
         if views is not None and not problem and view not in views:
-            problem = ("view not selected", f"ViewPosition {view or '(none)'} not in --views {args.views}")
+            problem = ("view not selected", f"ViewPosition {view or '(none)'} not in --views {options.views}")
         meta = metas.get((view, source)) or metas.setdefault(
             (view, source), {"view_position": view, "impression_from": source})
         candidates.append(Candidate(dicom, name, problem, group=patient, split=split, fields={

@@ -12,10 +12,11 @@ import csv
 import gzip
 import io
 import json
+import posixpath
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from medswift.core.errors import Rejected, UsageError
 from medswift.core.files import read_jsonl, read_text_utf8
@@ -185,6 +186,15 @@ class Reading:
     sections: bool = False  # fields carry "findings" and "impression" instead of "report"
     own_prompts: bool = False  # fields["prompt"] is the dataset's own question (instruction data)
     extra: dict = field(default_factory=dict)  # what the summary should say about the input
+
+
+def caption_id(image: str) -> str:
+    """Record id from the image path as written: ``p1/slice_0.png`` -> ``p1__slice_0``.
+    Normalised first, so ``a/../b.png`` and ``./b.png`` are the one record ``b``."""
+    path = PurePosixPath(posixpath.normpath(image))
+    if path.suffix:
+        path = path.with_suffix("")
+    return path.as_posix().replace("/", "__")
 
 
 OFFICIAL_SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",

@@ -37,7 +37,7 @@ from pathlib import Path
 from medswift.core import prompts, thinking
 from medswift.core.errors import UsageError
 from medswift.core.files import json_line
-from medswift.data import iu_xray, llamafactory, mimic_cxr, openi, r2gen
+from medswift.data import iu_xray, llamafactory, mimic_cxr, openi, r2gen_annotation
 from medswift.data.command import add_common_args, converter_entry, converter_parser
 from medswift.data.outputs import prepare_output_dir, sample, summarise, write_lists, write_splits
 from medswift.data.reader import Reader
@@ -50,7 +50,7 @@ from medswift.data.studies import SECTIONS, choose_section, to_units
 READERS: dict[str, Reader] = {reader.NAME: reader for reader in (
     mimic_cxr,
     iu_xray,
-    r2gen,
+    r2gen_annotation,
     llamafactory,
     openi,
 )}

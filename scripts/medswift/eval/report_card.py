@@ -19,7 +19,7 @@ What it measures:
     the date, the row counts and the protocol (medswift/eval/provenance.py);
   * BLEU-1..4, METEOR (English), ROUGE-L, CIDEr with pycocoevalcap; Chinese scored
     on characters (primary) and jieba words (secondary); ``--protocol r2gen`` normalises
-    English as R2Gen does; see medswift/eval/text_metrics.py and medswift/eval/r2gen.py.
+    English as R2Gen does; see medswift/eval/text_metrics.py and medswift/eval/r2gen_cleaning.py.
     Above ``--meteor_sample`` records METEOR (a Java jar) is scored on a seeded sample, said so.
   * finding F1 (rule-based): medswift/eval/findings.py labels 14 observations + No Finding
     in prediction and reference; per-finding precision/recall/F1, micro/macro F1.
@@ -45,7 +45,7 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import read_jsonl
-from medswift.eval import bootstrap, findings, parallel, provenance, r2gen, text_metrics
+from medswift.eval import bootstrap, findings, provenance, r2gen_cleaning, scorer_workers, text_metrics
 
 # Above these, the report card says plainly that the model ignores the image.
 SAME_AS_BLANK_WARN = 0.5
@@ -115,7 +115,7 @@ def label_texts(items: list[tuple[str, str | None]]) -> list[tuple[tuple[int, ..
     return out
 
 
-def label_all(texts: list[str], lang: str | None, pool: parallel.Workers) -> list:
+def label_all(texts: list[str], lang: str | None, pool: scorer_workers.Workers) -> list:
     """Futures labelling each distinct text once (reports repeat: views of one study, a model's
     favourite sentence); ``resolve_labels`` turns them back into one entry per text."""
     distinct = list(dict.fromkeys(texts))
@@ -126,7 +126,7 @@ def resolve_labels(texts: list[str], pending: list) -> tuple["np.ndarray", list[
     import numpy as np
 
     distinct, futures = pending
-    by_text = dict(zip(distinct, parallel.gather(futures)))
+    by_text = dict(zip(distinct, scorer_workers.gather(futures)))
     labels = np.array([by_text[t][0] for t in texts], dtype=np.int8).reshape(len(texts), len(FINDING_NAMES))
     return labels, [by_text[t][1] for t in texts]
 
@@ -170,7 +170,7 @@ def finding_f1_from_sums(sums, n=None):
 def findings_scores(refs: list[str], preds: list[str], lang: str | None = None) -> dict:
     """``lang`` None: each text is labelled with the rules of its own language, so a mixed
     Chinese/English file loses no English finding to the Chinese rules (and vice versa)."""
-    with parallel.Workers(1) as pool:
+    with scorer_workers.Workers(1) as pool:
         y_true, _ = resolve_labels(refs, label_all(refs, lang, pool))
         y_pred, _ = resolve_labels(preds, label_all(preds, lang, pool))
     return findings_from_labels(y_true, y_pred)
@@ -402,10 +402,10 @@ def choose_protocol(protocol: str, dataset_style: str | None, max_tokens: int | 
     if dataset_style:
         style, source = dataset_style, "--dataset_style"
     else:
-        style, source = r2gen.style_from_format((summary or {}).get("format"))
+        style, source = r2gen_cleaning.style_from_format((summary or {}).get("format"))
     if max_tokens is not None and max_tokens < 0:
         raise UsageError(f"--reference_max_tokens must be 0 (no cut) or more, got {max_tokens}")
-    cut = r2gen.REFERENCE_MAX_TOKENS[style] if max_tokens is None else max_tokens
+    cut = r2gen_cleaning.REFERENCE_MAX_TOKENS[style] if max_tokens is None else max_tokens
     return {"name": "r2gen", "dataset_style": style, "style_source": source, "reference_max_tokens": cut or None}
 
 
@@ -419,7 +419,7 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
     for name, value in (("--bootstrap", n_boot), ("--meteor_sample", meteor_sample)):
         if value < 0:
             raise UsageError(f"{name} must be 0 or more, got {value}")
-    workers = parallel.default_workers() if workers is None else workers
+    workers = scorer_workers.default_workers() if workers is None else workers
     if workers < 1:
         raise UsageError(f"--workers must be 1 or more, got {workers}")
     if out.exists() and not out.is_dir():
@@ -438,7 +438,7 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
                 protocol=provenance.protocol_text(proto))
     style = proto.get("dataset_style", "iu_xray")
     text, text_n, per_sample, text_ci, meteor_n = {}, {}, {}, {}, {}  # meteor_n: records METEOR scored
-    with parallel.Workers(workers if len(keys) >= parallel.PARALLEL_MIN_ROWS else 1) as pool:
+    with scorer_workers.Workers(workers if len(keys) >= scorer_workers.PARALLEL_MIN_ROWS else 1) as pool:
         # labelling first: the workers start on it while this process tokenises
         ref_texts, pred_texts = [refs[k] for k in keys], [preds[k] for k in keys]
         ref_labels, pred_labels = label_all(ref_texts, lang, pool), label_all(pred_texts, lang, pool)
@@ -509,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text normalisation: default (PTB tokens for English, characters/jieba for Chinese) or "
                         "r2gen (R2Gen's report cleaning, English only; README: Report cards that can be set beside "
                         "a paper)")
-    p.add_argument("--dataset_style", choices=r2gen.STYLES,
+    p.add_argument("--dataset_style", choices=r2gen_cleaning.STYLES,
                    help="r2gen: which of R2Gen's cleaners (default: from the dataset summary's format, else iu_xray)")
     p.add_argument("--reference_max_tokens", type=int,
                    help="r2gen: cut references to this many tokens as R2Gen does (default 59 iu_xray, 99 mimic_cxr; "

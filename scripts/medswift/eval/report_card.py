@@ -36,7 +36,6 @@ For research only, not for diagnosis.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from medswift.core import thinking
 from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
-from medswift.core.files import read_jsonl
+from medswift.core.files import read_jsonl, write_atomic, write_json
 from medswift.eval import bootstrap, findings, provenance, r2gen_cleaning, scorer_workers, text_metrics
 
 # Above these, the report card says plainly that the model ignores the image.
@@ -223,17 +222,24 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+def save_figure(fig, path: Path) -> None:
+    """Draw into a temporary file beside ``path`` and rename it, as ``write_atomic`` does for text."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip("."))
+        tmp.replace(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        _pyplot().close(fig)
 
 
 def plot_findings(per: dict, path: Path) -> None:
-    _save(findings_figure(per), path)
+    save_figure(findings_figure(per), path)
 
 
 def plot_text(text: dict, path: Path) -> None:
-    _save(text_figure(text), path)
+    save_figure(text_figure(text), path)
 
 
 def findings_figure(per: dict):
@@ -376,7 +382,7 @@ def write_report(m: dict, worst: list[dict], out: Path) -> None:
     if m["problems"]:
         lines += ["", "## Lines not scored", ""] + [f"- {p}" for p in m["problems"]]
     lines += ["", f"_{NOTICE}_", ""]
-    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    write_atomic(out / "report.md", "\n".join(lines))
 
 
 NOTES = {"zh": "Chinese scored on characters (primary: every CJK character a token, punctuation dropped) and on "
@@ -413,9 +419,20 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
              protocol: str = "default", dataset_style: str | None = None, reference_max_tokens: int | None = None,
              n_boot: int = 1000, seed: int = 0, meteor_sample: int = 5000, workers: int | None = None,
              timings: dict | None = None) -> dict:
-    """``lang`` None: each record's language is its reference's, so a mixed file is scored per
-    language (Chinese with the character/jieba tokenisations, English with PTB) instead of
-    forcing one language's rules on the other's reports."""
+    """Score ``predictions`` and write the report card into ``out`` (metrics.json, report.md, two
+    charts); returns the metrics. ``lang`` None: each record's language is its reference's, so a
+    mixed file is scored per language (Chinese with the character/jieba tokenisations, English
+    with PTB) instead of forcing one language's rules on the other's reports."""
+    workers = check_settings(out, n_boot, meteor_sample, workers)
+    metrics, worst_rows = score(predictions, lang, worst_n, protocol=protocol, dataset_style=dataset_style,
+                                reference_max_tokens=reference_max_tokens, n_boot=n_boot, seed=seed,
+                                meteor_sample=meteor_sample, workers=workers, timings=timings)
+    write_card(metrics, worst_rows, out, timings)
+    return metrics
+
+
+def check_settings(out: Path, n_boot: int, meteor_sample: int, workers: int | None) -> int:
+    """Refuse impossible settings before any scoring; returns the number of worker processes."""
     for name, value in (("--bootstrap", n_boot), ("--meteor_sample", meteor_sample)):
         if value < 0:
             raise UsageError(f"{name} must be 0 or more, got {value}")
@@ -424,6 +441,13 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
         raise UsageError(f"--workers must be 1 or more, got {workers}")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output_dir {out} is a file, not a folder")
+    return workers
+
+
+def score(predictions: Path, lang: str | None, worst_n: int, *, protocol: str, dataset_style: str | None,
+          reference_max_tokens: int | None, n_boot: int, seed: int, meteor_sample: int, workers: int,
+          timings: dict | None) -> tuple[dict, list[dict]]:
+    """The metrics of ``predictions`` (what metrics.json holds) and its ``worst_n`` examples."""
     t0 = time.perf_counter()
     scored, controls, problems = load_rows(predictions)
     _lap(timings, "load rows", t0)
@@ -481,17 +505,22 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
     rouge = {k: per_sample[primary_of[k]][k]["rouge_l"] for k in keys}
     worst = sorted(keys, key=lambda k: (rouge[k], k))[:worst_n]
     worst_rows = [{"key": k, "rouge_l": rouge[k], "prediction": preds[k], "reference": refs[k]} for k in worst]
+    return metrics, worst_rows
+
+
+def write_card(metrics: dict, worst_rows: list[dict], out: Path, timings: dict | None = None) -> None:
+    """metrics.json, the two charts and report.md, each written atomically (a reader, or a run
+    killed mid-write, never sees half a file)."""
     t0 = time.perf_counter()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create --output_dir {out}: {exc.strerror or exc}") from None
-    (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "metrics.json", metrics)
     plot_findings(metrics["findings"]["per_finding"], out / "findings_f1.png")
-    plot_text(text, out / "text_metrics.png")
+    plot_text(metrics["text"], out / "text_metrics.png")
     write_report(metrics, worst_rows, out)
     _lap(timings, "write card and charts", t0)
-    return metrics
 
 
 def _lap(timings: dict | None, name: str, since: float) -> None:

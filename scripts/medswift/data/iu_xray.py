@@ -35,13 +35,13 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.data.image_index import index_images
-from medswift.data.reader import ReaderOptions, no_args
+from medswift.data.reader import ReaderOptions
 from medswift.data.records import BadRecord, Candidate, Reading
 
 NAME = "iu_xray"
 VIEWS = False  # no view positions: --views does not apply
-Options = ReaderOptions
-add_args = no_args
+Options = ReaderOptions  # no flags of its own
+add_args = Options.add_args
 REPORTS_FOLDER = "ecgen-radiology"  # what NLMCXR_reports.tgz unpacks to
 MAX_XML_BYTES = 1 << 20  # the NLM's reports are 3-6 KB each; anything near 1 MiB is not one
 _MARKER = b"<eCitation"

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.core.files import read_text_utf8
-from medswift.data.reader import ReaderOptions
+from medswift.data.reader import ReaderOptions, flag
 from medswift.data.records import (BadRecord, Candidate, Reading, caption_id, json_type, load_json_records,
                                    require_object, text_field)
 
@@ -285,14 +285,12 @@ def to_candidate(rec, where: str, layout: Layout) -> Candidate:
 
 @dataclass(frozen=True)
 class Options(ReaderOptions):
-    dataset_info: str | None = None
-    dataset_name: str | None = None
+    dataset_info: str | None = flag("llamafactory: the dataset_info.json naming the file's fields "
+                                    "(default: the one beside --input, when it has an entry for it)")
+    dataset_name: str | None = flag("llamafactory: the dataset_info.json entry to use")
 
 
-def add_args(p) -> None:
-    p.add_argument("--dataset_info", help="llamafactory: the dataset_info.json naming the file's fields "
-                                          "(default: the one beside --input, when it has an entry for it)")
-    p.add_argument("--dataset_name", help="llamafactory: the dataset_info.json entry to use")
+add_args = Options.add_args
 
 
 def read(options: Options) -> Reading:

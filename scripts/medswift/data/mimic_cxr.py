@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.data.reader import ReaderOptions
+from medswift.data.reader import ReaderOptions, flag
 from medswift.data.records import Candidate, Reading, csv_rows, official_split
 
 NAME = "mimic_cxr"
@@ -296,19 +296,15 @@ def parse_views(text: str | None) -> frozenset[str] | None:
 
 @dataclass(frozen=True)
 class Options(ReaderOptions):
-    reports_dir: str | None = None
-    split_csv: str | None = None
-    metadata_csv: str | None = None
-    views: str | None = None
+    reports_dir: str | None = flag("mimic_cxr: folder holding MIMIC-CXR's files/pXX/p<subject>/s<study>.txt "
+                                   "(default: --input)")
+    split_csv: str | None = flag("mimic_cxr: mimic-cxr-2.0.0-split.csv[.gz] (default: found in --input)")
+    metadata_csv: str | None = flag("mimic_cxr: mimic-cxr-2.0.0-metadata.csv[.gz] (default: found in --input)")
+    views: str | None = flag("mimic_cxr: keep only these ViewPositions, comma-separated (PA,AP), or frontal "
+                             "(PA,AP) / lateral (LATERAL,LL); the others are listed skips (default: all)")
 
 
-def add_args(p) -> None:
-    p.add_argument("--reports_dir", help="mimic_cxr: folder holding MIMIC-CXR's files/pXX/p<subject>/s<study>.txt "
-                                         "(default: --input)")
-    p.add_argument("--split_csv", help="mimic_cxr: mimic-cxr-2.0.0-split.csv[.gz] (default: found in --input)")
-    p.add_argument("--metadata_csv", help="mimic_cxr: mimic-cxr-2.0.0-metadata.csv[.gz] (default: found in --input)")
-    p.add_argument("--views", help="mimic_cxr: keep only these ViewPositions, comma-separated (PA,AP), or frontal "
-                                   "(PA,AP) / lateral (LATERAL,LL); the others are listed skips (default: all)")
+add_args = Options.add_args
 
 
 # --------------------------------------------------------------------------- reader

@@ -17,13 +17,13 @@ from pathlib import Path
 from medswift.core.errors import UsageError
 from medswift.core.files import read_text_utf8
 from medswift.data.image_index import index_images
-from medswift.data.reader import ReaderOptions, no_args
+from medswift.data.reader import ReaderOptions
 from medswift.data.records import BadRecord, Candidate, Reading, require_object, text_field
 
 NAME = "openi"
 VIEWS = False  # no view positions: --views does not apply
-Options = ReaderOptions
-add_args = no_args
+Options = ReaderOptions  # no flags of its own
+add_args = Options.add_args
 
 
 def study_of(record_id: str) -> str:

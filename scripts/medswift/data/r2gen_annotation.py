@@ -27,13 +27,13 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.core.files import read_text_utf8
-from medswift.data.reader import ReaderOptions, no_args
+from medswift.data.reader import ReaderOptions
 from medswift.data.records import BadRecord, Candidate, Reading, json_type, official_split, require_object, text_field
 
 NAME = "r2gen"
 VIEWS = False  # no view positions: --views does not apply
-Options = ReaderOptions
-add_args = no_args
+Options = ReaderOptions  # no flags of its own
+add_args = Options.add_args
 # json.dump writes {"train": [{"id": ...: the first key is a split holding a list.
 _HEAD = re.compile(rb'\A(?:\xef\xbb\xbf)?\s*\{\s*"(?:train|val|test)"\s*:\s*\[')
 _PATIENT = re.compile(r"(?:^|/)(p\d{8})/s\d+/")  # MIMIC-CXR-JPG: files/p10/p10000032/s50414267/x.jpg

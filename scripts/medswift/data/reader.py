@@ -7,10 +7,11 @@ A reader is a module of ``medswift.data`` holding, at module level:
 ``VIEWS``
     whether its records know their view position, so that ``--views`` applies;
 ``Options``
-    the dataclass of what it reads: ``ReaderOptions`` itself, or a subclass adding the values of
-    the reader's own flags (field names = the flags' ``dest``);
+    the dataclass of what it reads: ``ReaderOptions`` itself, or a subclass whose extra fields
+    are the reader's own flags, each declared once with ``flag(help)`` (``--<field name>``, a
+    help text that starts ``NAME:``, ``None`` when not given);
 ``add_args(parser)``
-    adds the reader's own flags (named ``--flag`` with a help text that starts ``NAME:``);
+    adds the reader's own flags to the converter's parser (``add_args = Options.add_args``);
 ``detect(path) -> bool``
     whether ``--input`` is in its format (cheap: a name, a folder layout, a file's first bytes);
 ``read(options) -> Reading``
@@ -25,7 +26,7 @@ module, one line in ``READERS``, one test with a fixture in the dataset's real l
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
@@ -39,6 +40,13 @@ class ReaderOptions:
     input: str
     images_dir: str | None = None
     unit: str | None = None
+
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        """``--<name>`` for each field declared with ``flag``: the reader's own flags."""
+        for f in fields(cls):
+            if "help" in f.metadata:
+                parser.add_argument(f"--{f.name}", help=f.metadata["help"])
 
     @classmethod
     def from_args(cls, args: argparse.Namespace):
@@ -59,5 +67,6 @@ class Reader(Protocol):
     def read(self, options: ReaderOptions) -> Reading: ...
 
 
-def no_args(parser: argparse.ArgumentParser) -> None:
-    """``add_args`` of a reader without flags of its own."""
+def flag(help: str):  # noqa: A002 - argparse's own name for it
+    """A field of a reader's ``Options`` that is also its flag ``--<field name>`` (text, or None)."""
+    return field(default=None, metadata={"help": help})

@@ -215,12 +215,35 @@ def validate_records(candidates: list[Candidate], index: dict[str, Path],
     if copy_root in roots:
         raise UsageError(f"{copy_dir} is also an images folder; choose another --output_dir")
     copy_dir.mkdir(parents=True, exist_ok=True)
+    resolve_view = view_resolver(index, images_dirs, roots, allow_outside)
+    failure, views, jobs = plan_checks(candidates, resolve_view, copy_root)
+    job_list = list(jobs.values())
+    results, rechecked, cached = check_images(job_list, workers, progress, CheckCache(cache_dir))
+    checked = {job[1]: res for job, res in zip(job_list, results)}
+    for res in results:
+        if res.status == WRITE_FAILED:
+            raise UsageError(f"cannot write the 8-bit copy {res.value}")
+    good, kept, warnings = keep_first_valid(candidates, failure, views, checked)
+    skipped = list_skipped(candidates, kept, failure)
+    copy_prefix = f"{copy_root}/"  # string tests: two Path objects per image cost seconds at MIMIC's size
+    copies = {v[len(copy_prefix):] for paths in good.values() for v in paths
+              if v.startswith(copy_prefix) and "/" not in v[len(copy_prefix):]}
+    return Validated(good, kept, skipped, warnings, copies, rechecked, cached)
+
+
+# A view as looked up: the resolved path of its image, or why it has none ((reason, detail)).
+View = tuple[str | None, tuple[str, str] | None]
+
+
+def view_resolver(index: dict[str, Path], images_dirs: list[Path], roots: list[Path], allow_outside: bool):
+    """``resolve_view(record_id, image_name) -> View``: the image's real path, refused when it is
+    missing, unresolvable, outside the images folders, or already the image of another id."""
     where = ", ".join(str(d) for d in images_dirs)
     claimed: dict[str, str] = {}  # resolved image path -> the id that uses it
     inside = tuple(str(root).rstrip("/") + "/" for root in roots)  # a resolved path below a root starts so
     resolve = FolderCachedResolve()
 
-    def resolve_view(record_id: str, image_name: str) -> tuple[str | None, tuple[str, str] | None]:
+    def resolve_view(record_id: str, image_name: str) -> View:
         if image_name not in index:
             return None, ("missing image", f"{image_name} not in {where}")
         try:
@@ -235,8 +258,15 @@ def validate_records(candidates: list[Candidate], index: dict[str, Path],
             return None, ("duplicate image", f"{image_name} is the image of record {owner}")
         return resolved, None
 
+    return resolve_view
+
+
+def plan_checks(candidates: list[Candidate], resolve_view, copy_root: Path) -> tuple[
+        dict[int, tuple[str, str]], dict[int, list[View]], dict[str, tuple[str, str, str]]]:
+    """Per candidate index: why it fails before any decoding, or its views looked up; and one
+    check job per distinct image (resolved path -> (copy key, path, copy folder))."""
     failure: dict[int, tuple[str, str]] = {}  # candidate index -> (reason, detail)
-    views: dict[int, list[tuple[str | None, tuple[str, str] | None]]] = {}  # per view: (path, failure)
+    views: dict[int, list[View]] = {}  # per view: (path, failure)
     jobs: dict[str, tuple[str, str, str]] = {}  # resolved path -> job
     for i, cand in enumerate(candidates):
         if cand.problem:
@@ -251,13 +281,14 @@ def validate_records(candidates: list[Candidate], index: dict[str, Path],
                 if path is not None and path not in jobs:
                     copy_key = cand.record_id if k == 0 else f"{cand.record_id}__view{k}"
                     jobs[path] = (copy_key, path, str(copy_root))
-    job_list = list(jobs.values())
-    results, rechecked, cached = check_images(job_list, workers, progress, CheckCache(cache_dir))
-    checked = {job[1]: res for job, res in zip(job_list, results)}
-    for res in results:
-        if res.status == WRITE_FAILED:
-            raise UsageError(f"cannot write the 8-bit copy {res.value}")
+    return failure, views, jobs
 
+
+def keep_first_valid(candidates: list[Candidate], failure: dict[int, tuple[str, str]],
+                     views: dict[int, list[View]], checked: dict[str, CheckResult]) -> tuple[
+        dict[str, list[str]], dict[str, int], list[tuple[str, str]]]:
+    """For each id the first candidate with at least one good view: ``(good, kept, warnings)``.
+    A candidate with no good view gets its first view's failure in ``failure``."""
     good: dict[str, list[str]] = {}
     kept: dict[str, int] = {}
     warnings: list[tuple[str, str]] = []
@@ -280,7 +311,12 @@ def validate_records(candidates: list[Candidate], index: dict[str, Path],
             warnings += [(cand.record_id, n) for n in notes]
         else:
             failure[i] = first_failure
+    return good, kept, warnings
 
+
+def list_skipped(candidates: list[Candidate], kept: dict[str, int],
+                 failure: dict[int, tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """``(record_id, reason, detail)`` of every candidate not kept."""
     skipped = []
     for i, cand in enumerate(candidates):
         if kept.get(cand.record_id) == i:
@@ -289,10 +325,7 @@ def validate_records(candidates: list[Candidate], index: dict[str, Path],
             skipped.append((cand.record_id, "duplicate id", "kept the first valid record"))
         else:
             skipped.append((cand.record_id, *failure[i]))
-    copy_prefix = f"{copy_root}/"  # string tests: two Path objects per image cost seconds at MIMIC's size
-    copies = {v[len(copy_prefix):] for paths in good.values() for v in paths
-              if v.startswith(copy_prefix) and "/" not in v[len(copy_prefix):]}
-    return Validated(good, kept, skipped, warnings, copies, rechecked, cached)
+    return skipped
 
 
 def kept_records(candidates: list[Candidate], validated: Validated) -> list[Candidate]:

@@ -43,12 +43,13 @@ def read_jsonl(path: Path, what: str) -> tuple[list[tuple[int, object]], list[st
     and a line that is not JSON is a listed problem (``"line 7: not JSON"``), never a traceback.
     What a value must look like is the caller's to check."""
     rows, problems = [], []
-    for n, line in enumerate(read_text_utf8(path, what).splitlines(), 1):
+    # split on "\n" only: str.splitlines would also cut at U+2028, legal inside a JSON string
+    for n, line in enumerate(read_text_utf8(path, what).split("\n"), 1):
         if not line.strip():
             continue
         try:
             rows.append((n, json.loads(line)))
-        except ValueError:
+        except (ValueError, RecursionError):
             problems.append(f"line {n}: not JSON")
     return rows, problems
 

@@ -46,9 +46,12 @@ from medswift.core import prompts
 from medswift.core.constants import SPLITS
 from medswift.core.errors import UsageError
 from medswift.core.files import write_tsv
-from medswift.data.core import (REPORT_LAUNCHERS, Candidate, Conversion, add_common_args, check_and_split,
-                                converter_entry, converter_parser, index_images, prepare_output_dir, sample,
-                                summarise, write_lists, write_splits)
+from medswift.data.command import add_common_args, converter_entry, converter_parser
+from medswift.data.image_index import index_images
+from medswift.data.last_conversion import REPORT_LAUNCHERS
+from medswift.data.outputs import prepare_output_dir, sample, summarise, write_lists, write_splits
+from medswift.data.records import Candidate
+from medswift.data.splits import Conversion, check_and_split
 from medswift.eval.boxes import Box, format_boxes, iou, label_key, normalise_box
 
 # Finding names per source, with the Chinese wording used in prompts (answers keep the English label).

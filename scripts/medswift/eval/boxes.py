@@ -30,6 +30,7 @@ import numpy as np
 
 from medswift.core import thinking
 from medswift.core.constants import NOTICE
+from medswift.core.files import write_atomic, write_json
 
 SCALE = 1000  # Qwen3-VL's relative coordinate range
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -344,7 +345,7 @@ def plot_grid(rows: list[dict], path: Path, limit: int = 12) -> int:
     predicted red; returns how many were drawn (images that cannot be opened are left out)."""
     from PIL import Image
 
-    from medswift.eval.report_card import _pyplot, _save
+    from medswift.eval.report_card import _pyplot, save_figure
 
     plt = _pyplot()
     chosen = []
@@ -370,13 +371,13 @@ def plot_grid(rows: list[dict], path: Path, limit: int = 12) -> int:
         ax.set_title(str(row.get("id") or row["key"])[-28:], fontsize=7)
     fig.suptitle(f"reference (green) and predicted (red) boxes. {NOTICE}", fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return len(chosen)
 
 
 def plot_ap(per_finding: dict, path: Path, ci: dict | None = None) -> None:
     """AP@0.5 and AP@[.5:.95] per finding, with their 95% intervals as error bars when given."""
-    from medswift.eval.report_card import _pyplot, _save
+    from medswift.eval.report_card import _pyplot, save_figure
 
     plt = _pyplot()
     names = list(per_finding)
@@ -399,7 +400,7 @@ def plot_ap(per_finding: dict, path: Path, ci: dict | None = None) -> None:
     ax.legend(fontsize=7)
     ax.set_title(f"per-finding AP (pycocotools), 95% intervals over images. {NOTICE}", fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- the card
@@ -431,7 +432,7 @@ def evaluate_grounding(predictions: Path, out: Path, scored: list[dict], control
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create --output_dir {out}: {exc.strerror or exc}") from None
-    (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "metrics.json", metrics)
     drawn = plot_grid(scored, out / "boxes_grid.png")
     plot_ap(scores["per_finding"], out / "ap_per_finding.png", (scores["ci95"] or {}).get("per_finding"))
     ci = scores["ci95"] or {}
@@ -461,7 +462,7 @@ def evaluate_grounding(predictions: Path, out: Path, scored: list[dict], control
     if problems:
         lines += ["", "## Lines not scored", ""] + [f"- {p}" for p in problems]
     lines += ["", f"Scored {prov.get('evaluated_at', '')} with pycocotools {_version('pycocotools')}. {NOTICE}"]
-    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_atomic(out / "report.md", "\n".join(lines) + "\n")
     return metrics
 
 

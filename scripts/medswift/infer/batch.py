@@ -36,7 +36,7 @@ from medswift.core.errors import UsageError, run_cli
 from medswift.core.images import ImageRejected
 from medswift.infer.inputs import (add_input_args, check_generation_args, collect_items, load_images,
                                    request_messages)
-from medswift.infer import parallel
+from medswift.infer import data_parallel
 from medswift.infer.output import (append_lines, check_output, merge_parts, part_files, part_path, prepare_output,
                                    print_run_summary)
 from medswift.infer.rows import report_row
@@ -88,7 +88,7 @@ def checked(args) -> tuple[list, models.ModelChoice]:
 def run(args) -> dict | None:
     """One process alone, or one rank under torchrun; the summary on rank 0, None elsewhere."""
     items, choice = checked(args)
-    world = parallel.join(args.tensor_parallel_size)
+    world = data_parallel.join(args.tensor_parallel_size)
     out = Path(args.output_file)
 
     def prepare() -> tuple[set[str], bool]:
@@ -203,12 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run_cli(report, args, argv)
-    except parallel.Stopped:
+    except data_parallel.Stopped:
         return 2
 
 
 def report(args, argv: list[str]) -> int:
-    plan = parallel.launch_plan()
+    plan = data_parallel.launch_plan()
     if plan:  # check here, once, then start the ranks
         checked(args)
         if plan.world % args.tensor_parallel_size:
@@ -220,7 +220,7 @@ def report(args, argv: list[str]) -> int:
         if gpus and plan.nproc > gpus:  # each rank takes the GPU of its LOCAL_RANK
             raise UsageError(f"NPROC_PER_NODE={plan.nproc} but only {gpus} GPU(s) are visible")
         check_output(Path(args.output_file), args.resume, args.overwrite, parts=True)
-        return parallel.relaunch(plan, SCRIPT, argv)
+        return data_parallel.relaunch(plan, SCRIPT, argv)
     summary = run(args)
     if summary is None:
         return 0

@@ -10,7 +10,6 @@ from medswift.infer.inputs import Item
 
 REPORT_ROW_FIELDS = ("key", "id", "image", "images", "control", "prompt", "response", "reasoning", "reference",
                      "model", "adapter", "backend", "generation", "dataset", "seconds", "warnings", "boxes")
-LABEL_ROW_FIELDS = ("key", "id", "true", "pred", "scores", "response")
 
 
 def report_row(item: Item, text: str | None, *, model: str, adapter: str | None, backend: str, generation: dict,

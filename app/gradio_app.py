@@ -74,8 +74,13 @@ def example_names() -> list[str]:
     return sorted(p.name for p in EXAMPLES_DIR.glob("*.png"))
 
 
+def find_abnormalities(lang: str) -> str:
+    """The grounding prompt a box-trained model (scripts/convert_grounding.py) answers with boxes."""
+    return prompts.template(lang, 0, "grounding_detect")
+
+
 def template_choices(lang: str) -> list[str]:
-    return list(prompts.TEMPLATES[lang]) + [FREE_TEXT]
+    return list(prompts.TEMPLATES[lang]) + [find_abnormalities(lang), FREE_TEXT]
 
 
 def resolve_prompt(lang: str, choice: str | None, free_text: str | None) -> str:
@@ -84,7 +89,7 @@ def resolve_prompt(lang: str, choice: str | None, free_text: str | None) -> str:
         if not text:
             raise UsageError("Type a question in the free-text box, or pick a template.")
         return text[:2000]
-    if choice not in prompts.TEMPLATES.get(lang, ()):
+    if choice not in prompts.TEMPLATES.get(lang, ()) and choice != find_abnormalities(lang):
         return prompts.template(lang, 0)
     return choice
 
@@ -154,6 +159,22 @@ def side_by_side(images: list):
         canvas.paste(img, (x, 0))
         x += img.width + 8
     return canvas
+
+
+def answer_boxes(state: dict | None):
+    """The value of the page's annotated image: the first view with the boxes of the last answer drawn on
+    it, when that answer is Qwen3-VL box JSON (0-1000 scale, medswift/eval/boxes.py), in its pixels;
+    None for any other answer. The answer text itself is shown as it came."""
+    from medswift.eval.boxes import parse_boxes, pixel_boxes
+
+    if not state or not state.get("images"):
+        return None
+    last = next((m["content"] for m in reversed(state["messages"]) if m["role"] == "assistant"), None)
+    found = parse_boxes(last)
+    if found is None:
+        return None
+    image = state["images"][0]
+    return image, pixel_boxes(found, image.width, image.height)
 
 
 def status_line(warnings: list[str], text: str = "") -> str:
@@ -314,18 +335,20 @@ def build_demo(chat: ReportChat):
                 with gr.Row():
                     ask = gr.Button("Ask", elem_id="ask")
                     clear = gr.Button("Clear", elem_id="clear")
+                boxes_view = gr.AnnotatedImage(label="boxes in the answer (a box-trained model, "
+                                               "e.g. the \"find abnormalities\" prompt)", elem_id="boxes")
                 info = gr.Markdown(chat.info(), elem_id="info")
         state = gr.State(None)
 
         lang.change(lambda lg: gr.update(choices=template_choices(lg), value=prompts.template(lg, 0)), lang, template)
         submit.click(chat.new_report, [upload, example, lang, template, free_text, max_tokens, temperature, second_view],
-                     [chatbot, state, status, preview, info])
+                     [chatbot, state, status, preview, info]).then(answer_boxes, state, boxes_view)
         ask.click(chat.follow_up, [question, chatbot, state, max_tokens, temperature],
-                  [chatbot, state, status, question])
+                  [chatbot, state, status, question]).then(answer_boxes, state, boxes_view)
         question.submit(chat.follow_up, [question, chatbot, state, max_tokens, temperature],
-                        [chatbot, state, status, question])
-        clear.click(lambda: ([], None, "", None, None, None, None, ""), None,
-                    [chatbot, state, status, preview, upload, example, second_view, question])
+                        [chatbot, state, status, question]).then(answer_boxes, state, boxes_view)
+        clear.click(lambda: ([], None, "", None, None, None, None, "", None), None,
+                    [chatbot, state, status, preview, upload, example, second_view, question, boxes_view])
     return demo
 
 

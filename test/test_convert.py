@@ -218,7 +218,7 @@ def test_system_prompt_and_templates():
         prompts.template("en", 12)
     with pytest.raises(ValueError, match="unknown language"):
         prompts.template("fr", 0)
-    from medswift.data.core import sample
+    from medswift.data.outputs import sample
 
     row = sample("2_1", ["/x/2_1.png"], "Describe.", "Normal chest.", "You are a radiology assistant.")
     assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
@@ -263,3 +263,28 @@ def test_converter_names_the_training_line_and_the_launcher_remembers_it(tmp_pat
     (error,) = missing.stderr.splitlines()
     assert missing.returncode == 2 and error.startswith("error: training data not found")
     assert "the last conversion" in error and f"wrote {out}: DATA_DIR='{out}' bash " in error
+
+
+def test_every_registered_reader_keeps_the_reader_contract():
+    """medswift.data.reader: each reader declares its name, whether --views applies, its own
+    flags and the typed options they fill; the converter knows no reader's flags itself."""
+    import argparse
+    import dataclasses
+
+    from medswift.data.reader import ReaderOptions
+
+    common = {a.dest for a in argparse.ArgumentParser()._actions}  # just --help
+    converter_flags = {a.dest for a in conv.build_parser()._actions}
+    for name, reader in conv.READERS.items():
+        assert reader.NAME == name and isinstance(reader.VIEWS, bool)
+        assert issubclass(reader.Options, ReaderOptions) and dataclasses.is_dataclass(reader.Options)
+        own = argparse.ArgumentParser()
+        reader.add_args(own)
+        flags = {a.dest for a in own._actions} - common
+        extra = {f.name for f in dataclasses.fields(reader.Options)} - {"input", "images_dir", "unit"}
+        assert flags == extra, f"{name}: its flags fill its options"
+        assert flags <= converter_flags, f"{name}: the converter offers its flags"
+        assert all(h.startswith(f"{name}: ") for a in own._actions if a.dest in flags for h in [a.help])
+        options = reader.Options.from_args(argparse.Namespace(input="x", images_dir=None, unit=None, views="PA"))
+        assert options.input == "x" and getattr(options, "views", "PA") == "PA"
+    assert [n for n, r in conv.READERS.items() if r.VIEWS] == ["mimic_cxr"]

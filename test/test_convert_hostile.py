@@ -1,4 +1,4 @@
-"""Hostile inputs for the four converters (one shared core, scripts/dataset_core.py): a decoder
+"""Hostile inputs for the four converters (one shared core, medswift.data): a decoder
 that throws or a worker that dies costs one record, wrong field types and encodings are listed
 or one error line, images stay inside --images_dir, output problems are one error line, and a
 re-run leaves no stale copies. Every fixture is generated here, seeded."""
@@ -17,9 +17,10 @@ import pytest
 from PIL import Image
 
 from conftest import make_cxr14
+from medswift.core.errors import UsageError
 from medswift.data import captions as convert_captions
 from medswift.data import chestxray14 as convert_chestxray14
-from medswift.data import core as dataset_core
+from medswift.data import checks as image_checks
 from medswift.data import ham10000 as convert_ham10000
 from medswift.data import reports as conv
 
@@ -122,14 +123,14 @@ def test_chestxray14_truncated_tiff_costs_one_record(tmp_path):
 @pytest.mark.parametrize("error", [MemoryError(), RuntimeError("decoder bug"), KeyError("tag")])
 def test_any_decoder_exception_is_one_skip(tmp_path, monkeypatch, error):
     reports, images, ids = openi_set(tmp_path, 3)
-    real_open = dataset_core.open_checked
+    real_open = image_checks.open_checked
 
     def throwing(path, *a, **kw):  # what a decoder may raise besides ImageRejected
         if Path(path).stem == ids[1]:
             raise error
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(dataset_core, "open_checked", throwing)
+    monkeypatch.setattr(image_checks, "open_checked", throwing)
     out = tmp_path / "out"
     assert run_openi(reports, images, out) == 0
     assert summary_of(out)["written"] == 2
@@ -143,14 +144,14 @@ def test_dead_worker_is_rechecked_in_process(tmp_path, monkeypatch, capfd):
     if multiprocessing.get_start_method() != "fork":
         pytest.skip("the killing stand-in reaches the workers through fork")
     reports, images, ids = openi_set(tmp_path, 81)
-    parent, real_open = os.getpid(), dataset_core.open_checked
+    parent, real_open = os.getpid(), image_checks.open_checked
 
     def killed_in_worker(path, *a, **kw):
         if os.getpid() != parent and Path(path).stem == ids[40]:
             os.kill(os.getpid(), signal.SIGKILL)
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(dataset_core, "open_checked", killed_in_worker)
+    monkeypatch.setattr(image_checks, "open_checked", killed_in_worker)
     out = tmp_path / "out"
     assert run_openi(reports, images, out, "--workers", "2") == 0
     assert "warning: an image-checking process died" in capfd.readouterr().err
@@ -161,7 +162,7 @@ def test_dead_worker_is_rechecked_in_process(tmp_path, monkeypatch, capfd):
 # --------------------------------------------------------------------------- warnings
 def test_image_warnings_are_counted_listed_and_written(tmp_path, monkeypatch, capsys):
     reports, images, ids = openi_set(tmp_path, 4)
-    real_open = dataset_core.open_checked
+    real_open = image_checks.open_checked
 
     def with_warning(path, *a, **kw):  # open_checked's warnings, e.g. a DICOM that is not a radiograph
         checked = real_open(path, *a, **kw)
@@ -169,7 +170,7 @@ def test_image_warnings_are_counted_listed_and_written(tmp_path, monkeypatch, ca
             checked.warnings.append("DICOM modality CT is not a radiograph")
         return checked
 
-    monkeypatch.setattr(dataset_core, "open_checked", with_warning)
+    monkeypatch.setattr(image_checks, "open_checked", with_warning)
     out = tmp_path / "out"
     assert run_openi(reports, images, out) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith("; 1 warnings (written, listed in warnings.tsv)")
@@ -266,6 +267,26 @@ def test_latin1_inputs_are_one_error_line(tmp_path, capsys):
                                    ensure_ascii=False).encode("latin-1"))
     assert run_openi(reports, data["images"], tmp_path / "o2") == 2
     assert f"{reports} is not UTF-8 (byte 0xe9 at offset " in one_error_line(capsys)
+
+
+def test_streamed_csv_names_the_bad_bytes_offset_in_the_whole_file(tmp_path):
+    """The one CSV reader streams (MIMIC-CXR's are gzipped, 377k rows): a bad byte past the first
+    block, right after a character cut by the block boundary, still has its offset in the file."""
+    import gzip
+
+    from medswift.data.records import csv_rows
+
+    head = "image,caption\n" + "x.png,ok\n" * 10
+    body = head.encode() + b"a" * ((1 << 20) - len(head.encode()) - 1) + "é".encode() + b"\n\xff\n"
+    path = tmp_path / "c.csv.gz"
+    path.write_bytes(gzip.compress(body))
+    with pytest.raises(UsageError) as err:
+        list(csv_rows(path, ("image", "caption"), "a captions CSV"))
+    offset = body.index(b"\xff")
+    assert str(err.value) == f"{path} is not UTF-8 (byte 0xff at offset {offset}); re-save it as UTF-8"
+    plain = tmp_path / "c.csv"
+    plain.write_text("image,caption\n\n a.png , Fine. \nb.png\n")  # a blank line, a short row
+    assert list(csv_rows(plain, ("caption", "image"), "a captions CSV")) == [["Fine.", "a.png"], ["", "b.png"]]
 
 
 def test_ids_with_tabs_and_newlines_stay_on_one_row(tmp_path):

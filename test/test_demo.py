@@ -189,7 +189,8 @@ def test_prompt_settings_and_auth_helpers():
     assert app.resolve_prompt("en", app.FREE_TEXT, "  Any fracture?  ") == "Any fracture?"
     with pytest.raises(app.UsageError):
         app.resolve_prompt("en", app.FREE_TEXT, " ")
-    assert app.template_choices("zh")[-1] == app.FREE_TEXT and len(app.template_choices("zh")) == 13
+    # twelve report prompts, "find abnormalities" (boxes), free text
+    assert app.template_choices("zh")[-1] == app.FREE_TEXT and len(app.template_choices("zh")) == 14
     assert app.clamp_settings(100000, 9) == (1024, 1.5) and app.clamp_settings(0, -1) == (16, 0.0)
     assert app.parse_auth("alice:s3:cret") == ("alice", "s3:cret") and app.parse_auth(None) is None
     with pytest.raises(app.UsageError):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import PYTHON, ROOT, run
-from medswift.eval import findings, r2gen, text_metrics
+from medswift.eval import findings, r2gen_cleaning, text_metrics
 from medswift.eval import report_card as evaluate
 from test_report_card_ci import openi, shuffled_rows
 
@@ -204,12 +204,12 @@ def test_r2gen_protocol_scores_cleaned_text_as_r2gen_does(tmp_path):
 
     ids = sorted(r["key"] for r in rows)
     by = {r["key"]: r for r in rows}
-    gts = {i: [" ".join(r2gen.clean_mimic_cxr(by[i]["reference"]).split()[:99])] for i in ids}
-    res = {i: [" ".join(r2gen.clean_mimic_cxr(by[i]["response"]).split())] for i in ids}
+    gts = {i: [" ".join(r2gen_cleaning.clean_mimic_cxr(by[i]["reference"]).split()[:99])] for i in ids}
+    res = {i: [" ".join(r2gen_cleaning.clean_mimic_cxr(by[i]["response"]).split())] for i in ids}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     assert [m["text"]["r2gen"][f"bleu_{k}"] for k in range(1, 5)] == pytest.approx(bleu, rel=1e-12)
     assert m["text"]["r2gen"]["rouge_l"] == pytest.approx(Rouge().compute_score(gts, res)[0], rel=1e-12)
-    uncut = {i: [" ".join(r2gen.clean_mimic_cxr(by[i]["reference"]).split())] for i in ids}
+    uncut = {i: [" ".join(r2gen_cleaning.clean_mimic_cxr(by[i]["reference"]).split())] for i in ids}
     assert Bleu(4).compute_score(uncut, res, verbose=0)[0][0] != pytest.approx(bleu[0], rel=1e-6)
 
     assert m["meteor_sample_size"] == {"r2gen": 4} and m["meteor_sample_limit"] == 4 and m["meteor_sampled"]

@@ -381,7 +381,7 @@ def test_bad_input_is_one_error_line(mimic, tmp_path):
 def test_folder_cached_resolve_answers_as_path_resolve(tmp_path):
     """The converter resolves each image folder once (MIMIC-CXR: 377,110 images in 227,835 folders);
     whatever the path holds, the answer must be Path.resolve's."""
-    from medswift.data.core import FolderCachedResolve
+    from medswift.data.image_index import FolderCachedResolve
 
     real = tmp_path / "real" / "p10" / "p10000032" / "s50414267"
     real.mkdir(parents=True)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
-from medswift.data import iu_xray, r2gen
+from medswift.data import iu_xray, r2gen_annotation
 from medswift.data import reports as conv
 
 
@@ -177,8 +177,8 @@ def test_mimic_flavour_patient_groups_and_unknown_keys(tmp_path):
     data["extra"] = [{"id": "61111111", "report": "x", "image_path": [studies[0][0]], "split": "extra"}]
     annotation = tmp_path / "mimic_annotation.json"
     annotation.write_text(json.dumps(data))
-    assert r2gen.detect(annotation) and not iu_xray.detect(annotation)
-    assert not r2gen.detect(ROOT / "data" / "openi" / "openi-en.json") and not r2gen.detect(tmp_path)
+    assert r2gen_annotation.detect(annotation) and not iu_xray.detect(annotation)
+    assert not r2gen_annotation.detect(ROOT / "data" / "openi" / "openi-en.json") and not r2gen_annotation.detect(tmp_path)
     assert conv.pick_reader(type("A", (), {"input": str(annotation), "format": None})).NAME == "r2gen"
     out = tmp_path / "out"
     rc, line = convert(annotation, images, out, "--split", "seeded", "--val_ratio", "0.3", "--test_ratio", "0.3")

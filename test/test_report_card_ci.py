@@ -19,7 +19,7 @@ import pytest
 
 from conftest import PYTHON, REPORTS, ROOT, run
 from medswift.core.cli import usage_examples
-from medswift.eval import bootstrap, parallel, provenance, r2gen, text_metrics
+from medswift.eval import bootstrap, provenance, r2gen_cleaning, scorer_workers, text_metrics
 from medswift.eval import report_card
 
 TEXT = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")
@@ -130,7 +130,7 @@ def test_intervals_contain_the_value_and_shrink_when_rows_repeat(tmp_path):
 
 
 def test_parallel_workers_give_the_same_card(tmp_path, monkeypatch):
-    monkeypatch.setattr(parallel, "PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr(scorer_workers, "PARALLEL_MIN_ROWS", 1)
     rows = write_rows(tmp_path / "p.jsonl", shuffled_rows("zh", 30, seed=2))
     serial = report_card.evaluate(rows, tmp_path / "s", n_boot=50, workers=1)
     pooled = report_card.evaluate(rows, tmp_path / "w", n_boot=50, workers=2)
@@ -264,12 +264,12 @@ R2GEN_MIMIC = {
 
 def test_r2gen_cleaning_pins():
     for raw, cleaned in R2GEN_IU.items():
-        assert r2gen.clean_iu_xray(raw) == cleaned, raw
+        assert r2gen_cleaning.clean_iu_xray(raw) == cleaned, raw
     for raw, cleaned in R2GEN_MIMIC.items():
-        assert r2gen.clean_mimic_cxr(raw) == cleaned, raw
-    assert r2gen.tokens("A b c. D e.", "iu_xray", 4) == ["a", "b", "c", "."]
-    assert r2gen.style_from_format("mimic-cxr-jpg")[0] == "mimic_cxr"
-    assert r2gen.style_from_format("r2gen-iu")[0] == "iu_xray" and r2gen.style_from_format(None)[0] == "iu_xray"
+        assert r2gen_cleaning.clean_mimic_cxr(raw) == cleaned, raw
+    assert r2gen_cleaning.tokens("A b c. D e.", "iu_xray", 4) == ["a", "b", "c", "."]
+    assert r2gen_cleaning.style_from_format("mimic-cxr-jpg")[0] == "mimic_cxr"
+    assert r2gen_cleaning.style_from_format("r2gen-iu")[0] == "iu_xray" and r2gen_cleaning.style_from_format(None)[0] == "iu_xray"
 
 
 def test_r2gen_refuses_chinese_in_one_line(tmp_path, capsys):

@@ -273,10 +273,10 @@ require_data() {
   [[ -s "$path" ]] || die "$what is empty: $path"
 }
 
-# Where the last conversion wrote (the converters remember it in medswift.data.core), as a hint for
+# Where the last conversion wrote (the converters remember it in medswift.data.last_conversion), as a hint for
 # a launcher that finds no data; only on that error path, so the import costs nothing otherwise.
 last_conversion_hint() {
-  medswift_python -c 'from medswift.data.core import last_conversion_hint; print(last_conversion_hint())' 2>/dev/null \
+  medswift_python -c 'from medswift.data.last_conversion import last_conversion_hint; print(last_conversion_hint())' 2>/dev/null \
     || echo "convert data first: python scripts/convert_xray_swift.py --help"
 }
 

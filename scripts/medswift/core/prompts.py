@@ -66,6 +66,23 @@ TASK_TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
                "Name the lesion category shown in this dermoscopy photo.",
                "Which of the HAM10000 classes does this lesion belong to?"),
     },
+    # Grounding (scripts/convert_grounding.py): answers are Qwen3-VL box JSON; "{finding}" is filled in.
+    "grounding_detect": {
+        "zh": ("请找出这张胸部X光片中的所有异常，并用边界框标出（JSON 格式，坐标为0-1000）。",
+               "请在这张胸片上框出所有病变，给出每个框的类别。", "这张胸部X光片有哪些异常？请输出它们的边界框。",
+               "请检测这张胸片中的异常并以JSON列出边界框和标签；如无异常请回答[]。"),
+        "en": ("Find every abnormality on this chest X-ray and give its bounding box (JSON, 0-1000 coordinates).",
+               "Locate all findings on this chest radiograph with boxes and labels.",
+               "Which abnormalities does this chest X-ray show? Output their bounding boxes.",
+               "Detect the abnormalities on this chest film as JSON boxes with labels; answer [] if there are none."),
+    },
+    "grounding_phrase": {
+        "zh": ("请在这张胸部X光片上框出{finding}的位置。", "{finding}在这张胸片的哪里？请给出边界框。",
+               "请定位这张胸片中的{finding}，以JSON输出边界框。"),
+        "en": ("Where is the {finding} on this chest X-ray? Give its bounding box.",
+               "Locate the {finding} on this chest radiograph with a box.",
+               "Draw a bounding box around the {finding} on this chest film (JSON, 0-1000 coordinates)."),
+    },
     "caption": {
         "zh": ("请描述这张医学影像。", "这张影像显示了什么？", "请写出这张影像的简要描述。",
                "请描述影像中的解剖结构和异常。", "请为这张医学图像写一段说明。", "这张图像中可以看到哪些表现？"),

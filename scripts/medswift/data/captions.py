@@ -20,16 +20,17 @@ For research only, not for diagnosis.
 """
 from __future__ import annotations
 
-import posixpath
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from medswift.core import prompts
 from medswift.core.constants import IMAGE_SUFFIXES
 from medswift.core.errors import UsageError
-from medswift.data.core import (BadRecord, Candidate, add_common_args, check_and_split, converter_entry,
-                                converter_parser, load_json_records, prepare_output_dir, read_csv_rows,
-                                read_text_utf8, remove_stale_files, require_object, sample, summarise, text_field,
-                                write_lists, write_splits)
+from medswift.core.files import read_text_utf8
+from medswift.data.command import add_common_args, converter_entry, converter_parser
+from medswift.data.outputs import prepare_output_dir, remove_stale_files, sample, summarise, write_lists, write_splits
+from medswift.data.records import (BadRecord, Candidate, caption_id, csv_rows, load_json_records, require_object,
+                                   text_field)
+from medswift.data.splits import check_and_split
 
 
 def _row(image: str, caption: str, group: str, path: Path | None, problem: tuple[str, str] | None = None) -> dict:
@@ -55,8 +56,8 @@ def rows_from_table(path: Path, images_dir: Path, image_key: str, caption_key: s
                     group_key: str | None) -> list[dict]:
     if path.suffix.lower() == ".csv":
         required = (image_key, caption_key) + ((group_key,) if group_key else ())
-        table = [(f"data row {n}", r) for n, r in
-                 enumerate(read_csv_rows(path, required, f"a CSV with {', '.join(required)} columns"), 1)]
+        table = [(f"data row {n}", dict(zip(required, cells))) for n, cells in
+                 enumerate(csv_rows(path, required, f"a CSV with {', '.join(required)} columns"), 1)]
     else:
         table = load_json_records(path, "input")
         objects = [r for _, r in table if isinstance(r, dict)]
@@ -140,15 +141,6 @@ def _save_decoded(image, folder: Path, stem: str, where: str) -> str:
             raise UsageError(f"cannot write {folder / name}: {exc.strerror}") from None
         raise BadRecord("unreadable image", f"{where}: {exc}") from None
     return name
-
-
-def caption_id(image: str) -> str:
-    """Record id from the image path as written: ``p1/slice_0.png`` -> ``p1__slice_0``.
-    Normalised first, so ``a/../b.png`` and ``./b.png`` are the one record ``b``."""
-    path = PurePosixPath(posixpath.normpath(image))
-    if path.suffix:
-        path = path.with_suffix("")
-    return path.as_posix().replace("/", "__")
 
 
 def convert(args) -> dict:

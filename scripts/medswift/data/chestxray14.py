@@ -38,10 +38,14 @@ import re
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.data.core import (CLASSIFICATION_LAUNCHERS, BadRecord, Candidate, add_common_args, check_and_split,
-                                converter_entry, converter_parser, index_images, json_type, load_json_records,
-                                prepare_output_dir, read_csv_rows, read_text_utf8, require_object, summarise, text_field,
-                                write_lists)
+from medswift.core.files import read_text_utf8
+from medswift.data.command import add_common_args, converter_entry, converter_parser
+from medswift.data.image_index import index_images
+from medswift.data.last_conversion import CLASSIFICATION_LAUNCHERS
+from medswift.data.outputs import prepare_output_dir, summarise, write_lists
+from medswift.data.records import (BadRecord, Candidate, csv_rows, json_type, load_json_records, require_object,
+                                   text_field)
+from medswift.data.splits import check_and_split
 
 from medswift.data.tasks import CHESTXRAY14, write_task_outputs
 
@@ -228,7 +232,7 @@ def convert(args) -> dict:
         read = len(candidates)
         prepare_output_dir(out_dir)
     else:
-        rows = read_csv_rows(Path(args.csv), REQUIRED, "Data_Entry_2017.csv")
+        rows = [dict(zip(REQUIRED, cells)) for cells in csv_rows(Path(args.csv), REQUIRED, "Data_Entry_2017.csv")]
         read = len(rows)
         index = index_images(images_dirs)
         prepare_output_dir(out_dir)

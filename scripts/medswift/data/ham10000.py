@@ -16,15 +16,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medswift.data.core import (CLASSIFICATION_LAUNCHERS, Candidate, add_common_args, check_and_split, converter_entry,
-                                converter_parser, index_images, prepare_output_dir, read_csv_rows, summarise, write_lists)
+from medswift.data.command import add_common_args, converter_entry, converter_parser
+from medswift.data.image_index import index_images
+from medswift.data.last_conversion import CLASSIFICATION_LAUNCHERS
+from medswift.data.outputs import prepare_output_dir, summarise, write_lists
+from medswift.data.records import Candidate, csv_rows
+from medswift.data.splits import check_and_split
 from medswift.data.tasks import HAM10000, write_task_outputs
 
 REQUIRED = ("lesion_id", "image_id", "dx")
 
 
 def convert(args) -> dict:
-    rows = read_csv_rows(Path(args.csv), REQUIRED, "HAM10000_metadata.csv")
+    rows = [dict(zip(REQUIRED, cells)) for cells in csv_rows(Path(args.csv), REQUIRED, "HAM10000_metadata.csv")]
     images_dirs = [Path(d) for d in args.images_dir]
     index = index_images(images_dirs)
     out_dir = Path(args.output_dir)

@@ -35,9 +35,14 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.core.files import entry_kind
-from medswift.data.core import BadRecord, Candidate, Reading, index_images
+from medswift.data.image_index import index_images
+from medswift.data.reader import ReaderOptions
+from medswift.data.records import BadRecord, Candidate, Reading
 
 NAME = "iu_xray"
+VIEWS = False  # no view positions: --views does not apply
+Options = ReaderOptions  # no flags of its own
+add_args = Options.add_args
 REPORTS_FOLDER = "ecgen-radiology"  # what NLMCXR_reports.tgz unpacks to
 MAX_XML_BYTES = 1 << 20  # the NLM's reports are 3-6 KB each; anything near 1 MiB is not one
 _MARKER = b"<eCitation"
@@ -169,12 +174,12 @@ def study_candidates(path: Path, seen: dict[str, str]) -> list[Candidate]:
             for k, image_id in enumerate(views, start=1)] + out
 
 
-def read(args) -> Reading:
-    if not args.images_dir:
+def read(options: ReaderOptions) -> Reading:
+    if not options.images_dir:
         raise UsageError("--images_dir is required for this format (the NLMCXR_png folder)")
-    images_dir = Path(args.images_dir)
+    images_dir = Path(options.images_dir)
     index = index_images(images_dir)
-    folder, files, candidates = xml_files(Path(args.input))
+    folder, files, candidates = xml_files(Path(options.input))
     seen: dict[str, str] = {}
     for path in files:
         candidates += study_candidates(path, seen)

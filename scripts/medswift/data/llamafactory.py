@@ -43,12 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.core.files import may_be_file
-from medswift.data.captions import caption_id
-from medswift.data.core import (BadRecord, Candidate, Reading, json_type, load_json_records, read_text_utf8,
-                                require_object, text_field)
+from medswift.core.files import may_be_file, read_text_utf8
+from medswift.data.reader import ReaderOptions, flag
+from medswift.data.records import (BadRecord, Candidate, Reading, caption_id, json_type, load_json_records,
+                                   require_object, text_field)
 
 NAME = "llamafactory"
+VIEWS = False  # no view positions: --views does not apply
 DATASET_INFO = "dataset_info.json"
 IMAGE_TAG = "<image>"
 OTHER_MEDIA_TAGS = ("<video>", "<audio>")  # ms-swift would look for a video or audio file
@@ -285,17 +286,39 @@ def to_candidate(rec, where: str, layout: Layout, max_images: int = 8) -> Candid
         return Candidate(rid, "", bad.problem)
 
 
-def read(args) -> Reading:
-    path = Path(args.input)
-    if getattr(args, "unit", None) == "study":
+@dataclass(frozen=True)
+class Options(ReaderOptions):
+    dataset_info: str | None = flag("llamafactory: the dataset_info.json naming the file's fields "
+                                    "(default: the one beside --input, when it has an entry for it)")
+    dataset_name: str | None = flag("llamafactory: the dataset_info.json entry to use")
+    max_images: str | None = flag("llamafactory: most images per sample (default 8); a record with more is a "
+                                  "listed skip")
+
+    def images_ceiling(self) -> int:
+        """``--max_images`` as a number (default 8), or one clear error."""
+        try:
+            value = int(self.max_images) if self.max_images is not None else 8
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise UsageError(f"--max_images must be a whole number of at least 1, got {self.max_images}")
+        return value
+
+
+add_args = Options.add_args
+
+
+def read(options: Options) -> Reading:
+    path = Path(options.input)
+    if options.unit == "study":
         raise UsageError(f"the {NAME} format has no studies (each record is one sample with its own images); "
                          "leave --unit out")
     if not path.is_file():
         raise UsageError(f"input file not found: {path}")
-    images_dir = Path(args.images_dir) if args.images_dir else path.parent
+    images_dir = Path(options.images_dir) if options.images_dir else path.parent
     if not images_dir.is_dir():
         raise UsageError(f"images folder not found: {images_dir}")
-    name, entry, note = find_entry(path, getattr(args, "dataset_info", None), getattr(args, "dataset_name", None))
+    name, entry, note = find_entry(path, options.dataset_info, options.dataset_name)
     records = load_json_records(path, "input file")
     layout = layout_from_entry(name, entry, note) if entry is not None else layout_from_keys(path, records, note)
     key = layout.columns["messages"] if layout.formatting == "sharegpt" else layout.columns["response"]
@@ -304,7 +327,7 @@ def read(args) -> Reading:
     if records and not any(isinstance(r, dict) and key in r for _, r in records):
         raise UsageError(f"{path}: no record has the key {key!r} ({layout.formatting} layout, {layout.source})")
 
-    max_images = getattr(args, "max_images", 8)
+    max_images = options.images_ceiling()
     candidates = [to_candidate(rec, where, layout, max_images) for where, rec in records]
     # Paths as written, relative to the images folder; validate_records refuses any that resolve outside it.
     # may_be_file: a path too long or a symlink loop is indexed, and its check lists it (is_file() raised)

@@ -28,20 +28,18 @@ For research only, not for diagnosis.
 """
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import os
 import re
 import stat
 import sys
-import zlib
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.core.files import bounded_lines, entry_kind, may_be_file
-from medswift.data.core import Candidate, Reading, official_split
+from medswift.core.files import entry_kind, may_be_file
+from medswift.data.reader import ReaderOptions, flag
+from medswift.data.records import Candidate, Reading, csv_rows, official_split
 
 NAME = "mimic_cxr"
 SPLIT_FILE = "mimic-cxr-2.0.0-split.csv"
@@ -198,34 +196,6 @@ def files_folder(path: Path, what: str) -> Path:
     raise UsageError(f"{what} folder {path} has no files/p1x/ folders (the MIMIC-CXR layout)")
 
 
-def csv_rows(path: Path, required: tuple[str, ...], what: str) -> Iterator[list[str]]:
-    """Rows of a CSV (``.gz`` read through gzip), streamed, as cells in ``required``'s order;
-    a short row gives ``""`` for its missing cells. A file that is not a readable UTF-8 CSV, or
-    lacks a column, is one clear error."""
-    try:
-        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-        with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
-            reader = csv.reader(bounded_lines(text, path))
-            header = next(reader, None) or []
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise UsageError(f"{path} lacks column(s) {', '.join(missing)}; is it {what}?")
-            cols = [header.index(c) for c in required]
-            width = max(cols) + 1
-            for row in reader:
-                if len(row) < width:
-                    row = row + [""] * (width - len(row))
-                yield [row[c].strip() for c in cols]
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not UTF-8 ({exc.reason} at byte {exc.start} of a block)") from None
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise UsageError(f"{path} is not a readable gzip file: {exc or type(exc).__name__}") from None
-    except csv.Error as exc:
-        raise UsageError(f"{path} is not a readable CSV: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-
-
 def find_csv(given: str | None, root: Path, name: str, flag: str) -> Path:
     if given:
         path = Path(given)
@@ -326,18 +296,32 @@ def parse_views(text: str | None) -> frozenset[str] | None:
     return frozenset(chosen)
 
 
+
+@dataclass(frozen=True)
+class Options(ReaderOptions):
+    reports_dir: str | None = flag("mimic_cxr: folder holding MIMIC-CXR's files/pXX/p<subject>/s<study>.txt "
+                                   "(default: --input)")
+    split_csv: str | None = flag("mimic_cxr: mimic-cxr-2.0.0-split.csv[.gz] (default: found in --input)")
+    metadata_csv: str | None = flag("mimic_cxr: mimic-cxr-2.0.0-metadata.csv[.gz] (default: found in --input)")
+    views: str | None = flag("mimic_cxr: keep only these ViewPositions, comma-separated (PA,AP), or frontal "
+                             "(PA,AP) / lateral (LATERAL,LL); the others are listed skips (default: all)")
+
+
+add_args = Options.add_args
+
+
 # --------------------------------------------------------------------------- reader
-def read(args) -> Reading:
-    root = Path(args.input)
+def read(options: Options) -> Reading:
+    root = Path(options.input)
     if not root.exists():
         raise UsageError(f"input folder not found: {root}")
     if not root.is_dir():
         raise UsageError(f"--input must be the MIMIC-CXR-JPG folder (holding {SPLIT_FILE}); got {root}")
-    views = parse_views(getattr(args, "views", None))
-    images = files_folder(Path(args.images_dir or root), "images")
-    reports = files_folder(Path(args.reports_dir or root), "reports")
-    split_csv = find_csv(args.split_csv, root, SPLIT_FILE, "--split_csv")
-    metadata_csv = find_csv(args.metadata_csv, root, METADATA_FILE, "--metadata_csv")
+    views = parse_views(options.views)
+    images = files_folder(Path(options.images_dir or root), "images")
+    reports = files_folder(Path(options.reports_dir or root), "reports")
+    split_csv = find_csv(options.split_csv, root, SPLIT_FILE, "--split_csv")
+    metadata_csv = find_csv(options.metadata_csv, root, METADATA_FILE, "--metadata_csv")
 
     view_of: dict[str, str] = {}  # dicom_id -> ViewPosition (a few distinct values, interned)
     for dicom, _study, _subject, view in csv_rows(metadata_csv, METADATA_COLUMNS, METADATA_FILE):
@@ -376,7 +360,7 @@ def read(args) -> Reading:
             findings, impression, source = report
         view = view_of.pop(dicom, "")
         if views is not None and not problem and view not in views:
-            problem = ("view not selected", f"ViewPosition {view or '(none)'} not in --views {args.views}")
+            problem = ("view not selected", f"ViewPosition {view or '(none)'} not in --views {options.views}")
         meta = metas.get((view, source)) or metas.setdefault(
             (view, source), {"view_position": view, "impression_from": source})
         candidates.append(Candidate(dicom, name, problem, group=patient, split=split, fields={

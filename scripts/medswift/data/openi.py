@@ -15,10 +15,15 @@ import json
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.data.core import (BadRecord, Candidate, Reading, index_images, read_text_utf8, require_object,
-                                text_field)
+from medswift.core.files import read_text_utf8
+from medswift.data.image_index import index_images
+from medswift.data.reader import ReaderOptions
+from medswift.data.records import BadRecord, Candidate, Reading, require_object, text_field
 
 NAME = "openi"
+VIEWS = False  # no view positions: --views does not apply
+Options = ReaderOptions  # no flags of its own
+add_args = Options.add_args
 
 
 def study_of(record_id: str) -> str:
@@ -92,9 +97,9 @@ def _from_reference(rec, where: str) -> Candidate:
         return Candidate("", "", bad.problem)
 
 
-def read(args) -> Reading:
-    if not args.images_dir:
+def read(options: ReaderOptions) -> Reading:
+    if not options.images_dir:
         raise UsageError("--images_dir is required for this format (the folder holding the image files)")
-    images_dir = Path(args.images_dir)
-    return Reading(load_records(Path(args.input)), [images_dir], index_images(images_dir), default_unit="image",
+    images_dir = Path(options.images_dir)
+    return Reading(load_records(Path(options.input)), [images_dir], index_images(images_dir), default_unit="image",
                    studies=True)

@@ -9,7 +9,7 @@ Usage (the bundled OpenI sample; R2Gen's IU-Xray file; MIMIC-CXR-JPG with the MI
         --reports_dir /data/mimic-cxr-reports --output_dir data/mimic_cxr_swift --lang en
 
 ``--input`` is read by the reader its format names (detected from the file or folder,
-``--format NAME`` forces one; see ``READERS``). Each record becomes one sample: with
+``--format NAME`` forces one; see ``READERS`` and the reader contract in ``medswift.data.reader``). Each record becomes one sample: with
 ``--unit study`` (the default for readers that know studies) the views of a study are one
 sample with several images, frontal first (``--max_views``, default 2), the way the literature
 treats IU-Xray and MIMIC-CXR; with ``--unit image`` every image is a sample (the reference's
@@ -31,35 +31,39 @@ For research only, not for diagnosis.
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections import Counter
 from pathlib import Path
 
 from medswift.core import prompts, thinking
 from medswift.core.errors import UsageError
 from medswift.core.files import json_line
-from medswift.data.core import (SECTIONS, Reading, add_common_args, check_and_split, choose_section,
-                                converter_entry, converter_parser, prepare_output_dir, sample, summarise,
-                                to_units, write_lists, write_splits)
+from medswift.data import iu_xray, llamafactory, mimic_cxr, openi, r2gen_annotation
+from medswift.data.command import add_common_args, converter_entry, converter_parser
+from medswift.data.outputs import prepare_output_dir, sample, summarise, write_lists, write_splits
+from medswift.data.reader import Reader
+from medswift.data.records import Reading
+from medswift.data.splits import check_and_split
+from medswift.data.studies import SECTIONS, choose_section, to_units
 
-# Format name -> reader module (medswift.data.<module>), tried in this order when detecting.
-READERS = {"mimic_cxr": "mimic_cxr", "iu_xray": "iu_xray", "r2gen": "r2gen", "llamafactory": "llamafactory",
-           "openi": "openi"}
+# Format name -> reader (see medswift.data.reader), tried in this order when detecting: the most
+# specific layouts first, openi last (it claims any JSON file no other reader claims).
+READERS: dict[str, Reader] = {reader.NAME: reader for reader in (
+    mimic_cxr,
+    iu_xray,
+    r2gen_annotation,
+    llamafactory,
+    openi,
+)}
 OUTPUTS = "{out}/train.jsonl, {out}/val.jsonl, {out}/test.jsonl"
 
 
-def reader(name: str):
-    return importlib.import_module(f"medswift.data.{READERS[name]}")
-
-
-def pick_reader(args):
+def pick_reader(args) -> Reader:
     path = Path(args.input)
     if args.format:
-        return reader(args.format)
+        return READERS[args.format]
     if not path.exists():
         raise UsageError(f"input file not found: {path}")
-    for name in READERS:
-        module = reader(name)
+    for module in READERS.values():
         if module.detect(path):
             return module
     raise UsageError(f"{path}: no reader recognises it; give --format ({', '.join(READERS)})")
@@ -75,12 +79,10 @@ def target_text(fields: dict, reading: Reading, section: str) -> tuple[str, str 
 def convert(args) -> dict:
     if args.max_views < 1:
         raise UsageError("--max_views must be at least 1")
-    if args.max_images < 1:
-        raise UsageError("--max_images must be at least 1")
     module = pick_reader(args)
-    if args.views and not getattr(module, "VIEWS", False):
+    if args.views and not module.VIEWS:
         raise UsageError(f"the {module.NAME} format has no view positions; leave --views out")
-    reading = module.read(args)
+    reading = module.read(module.Options.from_args(args))
     if not reading.candidates:
         raise UsageError(f"{args.input} holds no records")
     unit = args.unit or (reading.default_unit if reading.studies else "image")
@@ -135,27 +137,18 @@ def build_parser():
                    help="reports file or folder (its format is detected; see --format)")
     p.add_argument("--format", choices=list(READERS), help="force a reader instead of detecting the format")
     p.add_argument("--images_dir", help="folder holding the image files (the paths in the input are relative to it)")
-    p.add_argument("--reports_dir", help="mimic_cxr: folder holding MIMIC-CXR's files/pXX/p<subject>/s<study>.txt "
-                                         "(default: --input)")
-    p.add_argument("--split_csv", help="mimic_cxr: mimic-cxr-2.0.0-split.csv[.gz] (default: found in --input)")
-    p.add_argument("--metadata_csv", help="mimic_cxr: mimic-cxr-2.0.0-metadata.csv[.gz] (default: found in --input)")
-    p.add_argument("--views", help="mimic_cxr: keep only these ViewPositions, comma-separated (PA,AP), or frontal "
-                                   "(PA,AP) / lateral (LATERAL,LL); the others are listed skips (default: all)")
+    for module in READERS.values():  # each reader's own flags (--reports_dir, --views, --dataset_info...)
+        module.add_args(p)
     p.add_argument("--unit", choices=("study", "image"),
                    help="one sample per study (its views as several images) or per image "
                         "(default: study for readers that know studies, image for the reference's formats)")
     p.add_argument("--max_views", type=int, default=2, help="--unit study: views per study, frontal first")
-    p.add_argument("--max_images", type=int, default=8,
-                   help="LLaMA-Factory records: most images per sample; a record with more is a listed skip")
     p.add_argument("--split", choices=("official", "seeded"),
                    help="the dataset's own split (default when it has one) or a seeded split by study/patient")
     p.add_argument("--section", choices=SECTIONS, help="readers with report sections: the target (default findings)")
     p.add_argument("--system", default=None, help="optional system prompt for every record")
     p.add_argument("--keep_source_prompt", action="store_true",
                    help="use the record's own prompt (reference format) instead of the templates")
-    p.add_argument("--dataset_info", help="llamafactory: the dataset_info.json naming the file's fields "
-                                          "(default: the one beside --input, when it has an entry for it)")
-    p.add_argument("--dataset_name", help="llamafactory: the dataset_info.json entry to use")
     add_common_args(p, "openi_swift", val_ratio=0.05, test_ratio=0.05, lang="zh")
     return p
 

@@ -17,7 +17,8 @@ from medswift.core.constants import NOTICE
 from medswift.core.constants import SINGLE_LABEL as SINGLE
 from medswift.core.errors import UsageError
 from medswift.core.files import read_text_utf8, write_json
-from medswift.data.core import Conversion, sample, write_splits
+from medswift.data.outputs import sample, write_splits
+from medswift.data.splits import Conversion
 
 
 @dataclass(frozen=True)

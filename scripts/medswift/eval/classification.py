@@ -29,7 +29,6 @@ For research only, not for diagnosis.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import warnings
 from pathlib import Path
@@ -40,8 +39,9 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.constants import SINGLE_LABEL as SINGLE
 from medswift.core.errors import UsageError, run_cli
-from medswift.core.files import read_jsonl
+from medswift.core.files import read_jsonl, write_atomic, write_json
 from medswift.data.tasks import load_labels
+from medswift.eval.report_card import save_figure
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -184,8 +184,7 @@ def plot_confusion(primary: dict, labels: list[str], single: bool, path: Path) -
     ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.set_title(f"{title}\n(research only, not for diagnosis)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_roc(y_true: np.ndarray, scores: np.ndarray, labels: list[str], auc: dict, path: Path) -> None:
@@ -203,8 +202,7 @@ def plot_roc(y_true: np.ndarray, scores: np.ndarray, labels: list[str], auc: dic
                  "(research only, not for diagnosis)", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_f1(results: dict, labels: list[str], path: Path) -> None:
@@ -221,8 +219,7 @@ def plot_f1(results: dict, labels: list[str], path: Path) -> None:
     ax.set_title("Per-class F1 (research only, not for diagnosis)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- report
@@ -281,7 +278,7 @@ def write_report(m: dict, out: Path) -> None:
     else:
         lines.append("None.")
     lines += ["", f"_{NOTICE}_", ""]
-    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    write_atomic(out / "report.md", "\n".join(lines))
 
 
 # --------------------------------------------------------------------------- driver
@@ -324,7 +321,7 @@ def evaluate(labels_path: Path, predictions: Path, out: Path, val_predictions: P
          "auroc": auroc(y, s, labels) if s is not None else None, "thresholds": thresholds,
          "unparseable": test["unparseable"]}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(m, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "metrics.json", m)
     plot_confusion(results[primary], labels, single, out / "confusion.png")
     plot_f1(results, labels, out / "per_class_f1.png")
     if s is not None:

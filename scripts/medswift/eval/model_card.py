@@ -131,6 +131,11 @@ def metrics_section(folder: Path) -> list[str]:
         f1 = (m.get("findings") or {}).get("micro_f1")
         f1_cell = f"{f1:.3f}" if isinstance(f1, (int, float)) else "n/a"
         lines.append(f"| `{path.parent.name}/report.md` | {m.get('n', 'n/a')} | " + " | ".join(cells) + f" | {f1_cell} |")
+    for path in cards:  # box cards (scripts/convert_grounding.py data): their own headline
+        m = _json(path)
+        if m.get("task") == "grounding":
+            lines.append(f"\nBox card `{path.parent.name}/report.md`: mAP@0.5 {m.get('map50')}, mAP@[.5:.95] "
+                         f"{m.get('map')}, mean IoU {m.get('mean_iou')}, not box JSON {m.get('invalid_share')}.")
     blind = [p.parent.name for p in cards if (_json(p).get("ablation") or {}).get("reads_the_image") is False]
     if blind:
         lines += ["", f"**Warning:** in {', '.join(blind)} the model's reports barely depend on the image "

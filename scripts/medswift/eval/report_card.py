@@ -19,7 +19,7 @@ What it measures:
     the date, the row counts and the protocol (medswift/eval/provenance.py);
   * BLEU-1..4, METEOR (English), ROUGE-L, CIDEr with pycocoevalcap; Chinese scored
     on characters (primary) and jieba words (secondary); ``--protocol r2gen`` normalises
-    English as R2Gen does; see medswift/eval/text_metrics.py and medswift/eval/r2gen.py.
+    English as R2Gen does; see medswift/eval/text_metrics.py and medswift/eval/r2gen_cleaning.py.
     Above ``--meteor_sample`` records METEOR (a Java jar) is scored on a seeded sample, said so.
   * finding F1 (rule-based): medswift/eval/findings.py labels 14 observations + No Finding
     in prediction and reference; per-finding precision/recall/F1, micro/macro F1.
@@ -27,6 +27,9 @@ What it measures:
   * a 95% percentile-bootstrap interval over records for every headline number
     (``--bootstrap``, ``--seed``; medswift/eval/bootstrap.py);
   * share of predictions vs references that say "no acute abnormality";
+  * box answers (every reference is Qwen3-VL box JSON, from scripts/convert_grounding.py): the
+    box card instead, mAP@0.5 and mAP@[.5:.95] with pycocotools, mean IoU, invalid-JSON share
+    (medswift/eval/boxes.py);
   * image ablation (rows written by batch_infer.py --ablation): how many real-image
     predictions equal the blank-image prediction for the same prompt and number of views,
     and how many distinct reports the model wrote at all.
@@ -36,7 +39,6 @@ For research only, not for diagnosis.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -44,8 +46,8 @@ from medswift.core import thinking
 from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
-from medswift.core.files import read_jsonl
-from medswift.eval import bootstrap, findings, parallel, provenance, r2gen, text_metrics
+from medswift.core.files import read_jsonl, write_atomic, write_json
+from medswift.eval import bootstrap, boxes, findings, provenance, r2gen_cleaning, scorer_workers, text_metrics
 
 # Responses and references are scored on their first MAX_SCORED_CHARS characters (a report is 1-3 K): one
 # 100 MB row took METEOR's jar 5 minutes and 5.9 GB before it died. Each cut is listed in metrics.json.
@@ -123,7 +125,7 @@ def label_texts(items: list[tuple[str, str | None]]) -> list[tuple[tuple[int, ..
     return out
 
 
-def label_all(texts: list[str], lang: str | None, pool: parallel.Workers) -> list:
+def label_all(texts: list[str], lang: str | None, pool: scorer_workers.Workers) -> list:
     """Futures labelling each distinct text once (reports repeat: views of one study, a model's
     favourite sentence); ``resolve_labels`` turns them back into one entry per text."""
     distinct = list(dict.fromkeys(texts))
@@ -134,7 +136,7 @@ def resolve_labels(texts: list[str], pending: list) -> tuple["np.ndarray", list[
     import numpy as np
 
     distinct, futures = pending
-    by_text = dict(zip(distinct, parallel.gather(futures)))
+    by_text = dict(zip(distinct, scorer_workers.gather(futures)))
     labels = np.array([by_text[t][0] for t in texts], dtype=np.int8).reshape(len(texts), len(FINDING_NAMES))
     return labels, [by_text[t][1] for t in texts]
 
@@ -178,7 +180,7 @@ def finding_f1_from_sums(sums, n=None):
 def findings_scores(refs: list[str], preds: list[str], lang: str | None = None) -> dict:
     """``lang`` None: each text is labelled with the rules of its own language, so a mixed
     Chinese/English file loses no English finding to the Chinese rules (and vice versa)."""
-    with parallel.Workers(1) as pool:
+    with scorer_workers.Workers(1) as pool:
         y_true, _ = resolve_labels(refs, label_all(refs, lang, pool))
         y_pred, _ = resolve_labels(preds, label_all(preds, lang, pool))
     return findings_from_labels(y_true, y_pred)
@@ -231,17 +233,24 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+def save_figure(fig, path: Path) -> None:
+    """Draw into a temporary file beside ``path`` and rename it, as ``write_atomic`` does for text."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip("."))
+        tmp.replace(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        _pyplot().close(fig)
 
 
 def plot_findings(per: dict, path: Path) -> None:
-    _save(findings_figure(per), path)
+    save_figure(findings_figure(per), path)
 
 
 def plot_text(text: dict, path: Path) -> None:
-    _save(text_figure(text), path)
+    save_figure(text_figure(text), path)
 
 
 def findings_figure(per: dict):
@@ -384,7 +393,7 @@ def write_report(m: dict, worst: list[dict], out: Path) -> None:
     if m["problems"]:
         lines += ["", "## Lines not scored", ""] + [f"- {p}" for p in m["problems"]]
     lines += ["", f"_{NOTICE}_", ""]
-    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    write_atomic(out / "report.md", "\n".join(lines))
 
 
 NOTES = {"zh": "Chinese scored on characters (primary: every CJK character a token, punctuation dropped) and on "
@@ -410,10 +419,10 @@ def choose_protocol(protocol: str, dataset_style: str | None, max_tokens: int | 
     if dataset_style:
         style, source = dataset_style, "--dataset_style"
     else:
-        style, source = r2gen.style_from_format((summary or {}).get("format"))
+        style, source = r2gen_cleaning.style_from_format((summary or {}).get("format"))
     if max_tokens is not None and max_tokens < 0:
         raise UsageError(f"--reference_max_tokens must be 0 (no cut) or more, got {max_tokens}")
-    cut = r2gen.REFERENCE_MAX_TOKENS[style] if max_tokens is None else max_tokens
+    cut = r2gen_cleaning.REFERENCE_MAX_TOKENS[style] if max_tokens is None else max_tokens
     return {"name": "r2gen", "dataset_style": style, "style_source": source, "reference_max_tokens": cut or None}
 
 
@@ -421,20 +430,42 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
              protocol: str = "default", dataset_style: str | None = None, reference_max_tokens: int | None = None,
              n_boot: int = 1000, seed: int = 0, meteor_sample: int = 5000, workers: int | None = None,
              timings: dict | None = None) -> dict:
-    """``lang`` None: each record's language is its reference's, so a mixed file is scored per
-    language (Chinese with the character/jieba tokenisations, English with PTB) instead of
-    forcing one language's rules on the other's reports."""
+    """Score ``predictions`` and write the report card into ``out`` (metrics.json, report.md, two
+    charts); returns the metrics. ``lang`` None: each record's language is its reference's, so a
+    mixed file is scored per language (Chinese with the character/jieba tokenisations, English
+    with PTB) instead of forcing one language's rules on the other's reports."""
+    workers = check_settings(out, n_boot, meteor_sample, workers)
+    t0 = time.perf_counter()
+    loaded = load_rows(predictions)
+    _lap(timings, "load rows", t0)
+    if boxes.grounding_rows(loaded[0]):  # every reference is box JSON: the box card (medswift/eval/boxes.py)
+        return boxes.evaluate_grounding(predictions, out, *loaded, n_boot=n_boot, seed=seed, worst_n=worst_n)
+    metrics, worst_rows = score(predictions, loaded, lang, worst_n, protocol=protocol, dataset_style=dataset_style,
+                                reference_max_tokens=reference_max_tokens, n_boot=n_boot, seed=seed,
+                                meteor_sample=meteor_sample, workers=workers, timings=timings)
+    write_card(metrics, worst_rows, out, timings)
+    return metrics
+
+
+def check_settings(out: Path, n_boot: int, meteor_sample: int, workers: int | None) -> int:
+    """Refuse impossible settings before any scoring; returns the number of worker processes."""
     for name, value in (("--bootstrap", n_boot), ("--meteor_sample", meteor_sample)):
         if value < 0:
             raise UsageError(f"{name} must be 0 or more, got {value}")
-    workers = parallel.default_workers() if workers is None else workers
+    workers = scorer_workers.default_workers() if workers is None else workers
     if workers < 1:
         raise UsageError(f"--workers must be 1 or more, got {workers}")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output_dir {out} is a file, not a folder")
-    t0 = time.perf_counter()
-    scored, controls, problems = load_rows(predictions)
-    _lap(timings, "load rows", t0)
+    return workers
+
+
+def score(predictions: Path, loaded: tuple, lang: str | None, worst_n: int, *, protocol: str, dataset_style: str | None,
+          reference_max_tokens: int | None, n_boot: int, seed: int, meteor_sample: int, workers: int,
+          timings: dict | None) -> tuple[dict, list[dict]]:
+    """The metrics of ``predictions`` (what metrics.json holds; ``loaded`` is its ``load_rows``) and
+    its ``worst_n`` examples."""
+    scored, controls, problems = loaded  # load_rows(predictions)
     refs = {r["key"]: r["reference"] for r in scored}
     preds = {r["key"]: answer_text(r["response"]) for r in scored}
     keys = list(refs)
@@ -446,7 +477,7 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
                 protocol=provenance.protocol_text(proto))
     style = proto.get("dataset_style", "iu_xray")
     text, text_n, per_sample, text_ci, meteor_n = {}, {}, {}, {}, {}  # meteor_n: records METEOR scored
-    with parallel.Workers(workers if len(keys) >= parallel.PARALLEL_MIN_ROWS else 1) as pool:
+    with scorer_workers.Workers(workers if len(keys) >= scorer_workers.PARALLEL_MIN_ROWS else 1) as pool:
         # labelling first: the workers start on it while this process tokenises
         ref_texts, pred_texts = [refs[k] for k in keys], [preds[k] for k in keys]
         ref_labels, pred_labels = label_all(ref_texts, lang, pool), label_all(pred_texts, lang, pool)
@@ -491,17 +522,22 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
     rouge = {k: per_sample[primary_of[k]][k]["rouge_l"] for k in keys}
     worst = sorted(keys, key=lambda k: (rouge[k], k))[:worst_n]
     worst_rows = [{"key": k, "rouge_l": rouge[k], "prediction": preds[k], "reference": refs[k]} for k in worst]
+    return metrics, worst_rows
+
+
+def write_card(metrics: dict, worst_rows: list[dict], out: Path, timings: dict | None = None) -> None:
+    """metrics.json, the two charts and report.md, each written atomically (a reader, or a run
+    killed mid-write, never sees half a file)."""
     t0 = time.perf_counter()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create --output_dir {out}: {exc.strerror or exc}") from None
-    (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "metrics.json", metrics)
     plot_findings(metrics["findings"]["per_finding"], out / "findings_f1.png")
-    plot_text(text, out / "text_metrics.png")
+    plot_text(metrics["text"], out / "text_metrics.png")
     write_report(metrics, worst_rows, out)
     _lap(timings, "write card and charts", t0)
-    return metrics
 
 
 def _lap(timings: dict | None, name: str, since: float) -> None:
@@ -519,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text normalisation: default (PTB tokens for English, characters/jieba for Chinese) or "
                         "r2gen (R2Gen's report cleaning, English only; README: Report cards that can be set beside "
                         "a paper)")
-    p.add_argument("--dataset_style", choices=r2gen.STYLES,
+    p.add_argument("--dataset_style", choices=r2gen_cleaning.STYLES,
                    help="r2gen: which of R2Gen's cleaners (default: from the dataset summary's format, else iu_xray)")
     p.add_argument("--reference_max_tokens", type=int,
                    help="r2gen: cut references to this many tokens as R2Gen does (default 59 iu_xray, 99 mimic_cxr; "
@@ -542,6 +578,11 @@ def report(args) -> int:
     m = evaluate(Path(args.predictions), Path(args.output_dir), args.lang, args.worst, protocol=args.protocol,
                  dataset_style=args.dataset_style, reference_max_tokens=args.reference_max_tokens,
                  n_boot=args.bootstrap, seed=args.seed, meteor_sample=args.meteor_sample, workers=args.workers)
+    if m.get("task") == "grounding":
+        print("\n".join(boxes.summary_lines(m)))
+        print(f"report: {Path(args.output_dir) / 'report.md'}")
+        print(NOTICE)
+        return 0
     ci = (m["ci95"] or {}).get("text", {})
     for lg, n in m["records_per_lang"].items():
         scheme = text_metrics.schemes(lg, args.protocol)[0]

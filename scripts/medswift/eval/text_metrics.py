@@ -11,7 +11,7 @@ only the tokenisation is chosen here (``--protocol``):
   scores compare across papers and tools.
 * ``default``, Chinese, secondary: jieba word segmentation (its default dictionary), which
   rewards getting whole medical terms right.
-* ``r2gen`` (English only): R2Gen's report cleaning (medswift/eval/r2gen.py), whitespace
+* ``r2gen`` (English only): R2Gen's report cleaning (medswift/eval/r2gen_cleaning.py), whitespace
   tokens, references cut as R2Gen cuts its ground truths; the scorers get the cleaned
   strings directly, as R2Gen's compute_scores does.
 
@@ -20,7 +20,7 @@ score 0 there; that is why it is not used.) METEOR has no Chinese resources, so 
 is reported for English only.
 
 Large files: BLEU's n-gram counting, ROUGE-L and CIDEr run in worker processes
-(medswift/eval/parallel.py) while the METEOR jar scores in this one; METEOR may be limited
+(medswift/eval/scorer_workers.py) while the METEOR jar scores in this one; METEOR may be limited
 to a seeded sample of records (``meteor_sample``), said in metrics.json and the card.
 """
 from __future__ import annotations
@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medswift.core.errors import UsageError
-from medswift.eval import bootstrap, r2gen
-from medswift.eval.parallel import Workers, gather
+from medswift.eval import bootstrap, r2gen_cleaning
+from medswift.eval.scorer_workers import Workers, gather
 
 EMPTY = "<empty>"  # stands in for an empty prediction: it matches nothing, so every score is 0
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -104,7 +104,7 @@ def tokenize_all(texts: dict[str, str], scheme: str, r2gen_style: str = "iu_xray
     elif scheme == "jieba":
         out = {k: tokenize_zh_jieba(v) for k, v in texts.items()}
     elif scheme == "r2gen":
-        out = {k: " ".join(r2gen.tokens(v, r2gen_style, max_tokens)) if v.strip() else "" for k, v in texts.items()}
+        out = {k: " ".join(r2gen_cleaning.tokens(v, r2gen_style, max_tokens)) if v.strip() else "" for k, v in texts.items()}
     else:
         raise ValueError(f"unknown tokenisation {scheme!r}")
     return {k: v if v.strip() else EMPTY for k, v in out.items()}

@@ -36,7 +36,7 @@ from medswift.core.errors import UsageError, run_cli
 from medswift.core.images import ImageRejected
 from medswift.infer.inputs import (add_input_args, check_generation_args, collect_items, load_images,
                                    request_messages)
-from medswift.infer import parallel
+from medswift.infer import data_parallel
 from medswift.infer.output import (append_lines, check_output, merge_parts, part_files, part_path, prepare_output,
                                    print_run_summary)
 from medswift.infer.rows import report_row
@@ -90,7 +90,7 @@ def checked(args) -> tuple[list, models.ModelChoice]:
 def run(args) -> dict | None:
     """One process alone, or one rank under torchrun; the summary on rank 0, None elsewhere."""
     items, choice = checked(args)
-    world = parallel.join(args.tensor_parallel_size)
+    world = data_parallel.join(args.tensor_parallel_size)
     out = Path(args.output_file)
 
     budget = models.set_image_budget(args.image_max_token_num, choice)
@@ -206,13 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = run_cli(report, args, argv)
-    except parallel.Stopped:
+    except data_parallel.Stopped:
         code = 2
-    return parallel.finish_rank(code, completed=getattr(args, "summarised", False))
+    return data_parallel.finish_rank(code, completed=getattr(args, "summarised", False))
 
 
 def report(args, argv: list[str]) -> int:
-    plan = parallel.launch_plan()
+    plan = data_parallel.launch_plan()
     if plan:  # check here, once, then start the ranks
         checked(args)
         if plan.world % args.tensor_parallel_size:
@@ -225,13 +225,13 @@ def report(args, argv: list[str]) -> int:
             raise UsageError(f"NPROC_PER_NODE={plan.nproc} but only {gpus} GPU(s) are visible")
         check_output(Path(args.output_file), args.resume, args.overwrite, parts=True,
                      shards=plan.world // args.tensor_parallel_size)
-        return parallel.relaunch(plan, SCRIPT, argv)
+        return data_parallel.relaunch(plan, SCRIPT, argv)
     summary = run(args)
     if summary is None:
         return 0
     rate = summary["written"] / summary["seconds"] if summary["seconds"] > 0 and summary["written"] else 0.0
     ranks = f" on {summary['ranks']} ranks" if summary["ranks"] > 1 else ""
-    args.summarised = True  # the run is complete: see parallel.finish_rank
+    args.summarised = True  # the run is complete: see data_parallel.finish_rank
     return print_run_summary(summary, f"; model load {summary['load_seconds']:.1f} s, inference "
                                       f"{summary['seconds']:.1f} s{ranks} ({rate:.2f} inputs/s)",
                              ("skipped", "warnings"))

@@ -26,10 +26,14 @@ import re
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.data.core import (BadRecord, Candidate, Reading, json_type, official_split, read_text_utf8,
-                                require_object, text_field)
+from medswift.core.files import read_text_utf8
+from medswift.data.reader import ReaderOptions
+from medswift.data.records import BadRecord, Candidate, Reading, json_type, official_split, require_object, text_field
 
 NAME = "r2gen"
+VIEWS = False  # no view positions: --views does not apply
+Options = ReaderOptions  # no flags of its own
+add_args = Options.add_args
 # json.dump writes {"train": [{"id": ...: the first key is a split holding a list.
 _HEAD = re.compile(rb'\A(?:\xef\xbb\xbf)?\s*\{\s*"(?:train|val|test)"\s*:\s*\[')
 _PATIENT = re.compile(r"(?:^|/)(p\d{8})/s\d+/")  # MIMIC-CXR-JPG: files/p10/p10000032/s50414267/x.jpg
@@ -108,13 +112,13 @@ def item_candidates(item, key: str, split: str | None, where: str, seen: dict[st
             for k, p in enumerate(paths)]
 
 
-def read(args) -> Reading:
-    if not args.images_dir:
+def read(options: ReaderOptions) -> Reading:
+    if not options.images_dir:
         raise UsageError("--images_dir is required for this format (the folder the image paths start from)")
-    images_dir = Path(args.images_dir)
+    images_dir = Path(options.images_dir)
     if not images_dir.is_dir():
         raise UsageError(f"images folder not found: {images_dir}")
-    raw = load(Path(args.input))
+    raw = load(Path(options.input))
     keys = sorted(raw, key=lambda k: (READ_ORDER.get(official_split(k) or "", 3), list(raw).index(k)))
     candidates: list[Candidate] = []
     seen: dict[str, str] = {}

@@ -1,0 +1,413 @@
+"""Convert public chest X-ray box annotations into Qwen3-VL grounding samples, split by patient.
+
+Usage:
+    python scripts/convert_grounding.py --csv /data/nih/BBox_List_2017.csv --images_dir /data/nih/images \
+        --output_dir data/cxr14_boxes_swift
+    python scripts/convert_grounding.py --csv /data/vindr-cxr/train.csv --images_dir /data/vindr-cxr/train \
+        --output_dir data/vindr_boxes_swift --fusion majority --fusion_iou 0.4 --task detect
+    python scripts/convert_grounding.py --csv /data/rsna/stage_2_train_labels.csv.gz \
+        --images_dir /data/rsna/stage_2_train_images --output_dir data/rsna_boxes_swift --task ground
+
+The layout is detected from the CSV's columns (``--format`` forces one); the file may be gzipped:
+  * ``chestxray14``: NIH's ``BBox_List_2017.csv`` (``Image Index, Finding Label, Bbox [x,y,w,h]``,
+    pixels of the 1024-pixel PNG); grouped by the patient prefix of the image name;
+  * ``vindr``: VinDr-CXR's ``train.csv`` (``image_id, class_name, class_id, rad_id, x_min, y_min,
+    x_max, y_max``; "No finding" rows carry no box; several radiologists per image, fused by
+    ``--fusion``), or the PhysioNet release's ``annotations_train.csv`` (the same columns without
+    class_id, 22 local labels); images ``<image_id>.dicom`` (or .dcm/.png); grouped by image (the CSV
+    names no patient);
+  * ``rsna``: RSNA pneumonia ``stage_2_train_labels.csv`` (``patientId, x, y, width, height, Target``;
+    Target 0 rows carry no box); images ``<patientId>.dcm``; grouped by patient; label "Lung Opacity".
+
+Tasks (``--task``): ``detect`` (default): one sample per image, every box with its label;
+``ground``: one sample per (image, finding) asking where that finding is, answered with its boxes.
+The answer is Qwen3-VL's grounding JSON with integer coordinates on its 0-1000 scale of the image as
+stored (medswift/eval/boxes.py); an image without finding answers ``[]``. Each sample repeats it in a
+``solution`` column, where GRPO's box reward (``--reward_funcs medswift_boxes``) reads it.
+
+Every box is checked against its decoded image: coordinates that are not numbers, zero or negative
+area, an unknown label and a box outside the image are listed in ``skipped_boxes.tsv`` (the box, not
+the image); a missing or unreadable image, or an image none of whose boxes is usable, is listed in
+``skipped.tsv``. Writes train/val/test.jsonl, skipped.tsv, skipped_boxes.tsv, warnings.tsv, summary.json.
+
+For research only, not for diagnosis.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from medswift.core import prompts
+from medswift.core.constants import SPLITS
+from medswift.core.errors import UsageError
+from medswift.core.files import write_tsv
+from medswift.data.command import add_common_args, converter_entry, converter_parser
+from medswift.data.image_index import index_images
+from medswift.data.last_conversion import REPORT_LAUNCHERS
+from medswift.data.outputs import prepare_output_dir, sample, summarise, write_lists, write_splits
+from medswift.data.records import Candidate
+from medswift.data.splits import Conversion, check_and_split
+from medswift.eval.boxes import Box, format_boxes, iou, label_key, normalise_box
+
+# Finding names per source, with the Chinese wording used in prompts (answers keep the English label).
+CXR14_FINDINGS = {"Atelectasis": "肺不张", "Cardiomegaly": "心脏增大", "Effusion": "胸腔积液",
+                  "Infiltration": "浸润", "Mass": "肿块", "Nodule": "结节", "Pneumonia": "肺炎",
+                  "Pneumothorax": "气胸"}
+CXR14_ALIASES = {"infiltrate": "Infiltration"}  # the box list says "Infiltrate", Data_Entry "Infiltration"
+VINDR_FINDINGS = {"Aortic enlargement": "主动脉增宽", "Atelectasis": "肺不张", "Calcification": "钙化",
+                  "Cardiomegaly": "心脏增大", "Consolidation": "实变", "ILD": "间质性肺病", "Infiltration": "浸润",
+                  "Lung Opacity": "肺部阴影", "Nodule/Mass": "结节/肿块", "Other lesion": "其他病变",
+                  "Pleural effusion": "胸腔积液", "Pleural thickening": "胸膜增厚", "Pneumothorax": "气胸",
+                  "Pulmonary fibrosis": "肺纤维化",
+                  # the further local labels of the PhysioNet release (annotations_train.csv, 22 in all)
+                  "Clavicle fracture": "锁骨骨折", "Edema": "肺水肿", "Emphysema": "肺气肿", "Enlarged PA": "肺动脉增宽",
+                  "Lung cavity": "肺空洞", "Lung cyst": "肺囊肿", "Mediastinal shift": "纵隔移位", "Rib fracture": "肋骨骨折"}
+RSNA_FINDINGS = {"Lung Opacity": "肺部阴影"}
+FINDINGS_ZH = {**CXR14_FINDINGS, **VINDR_FINDINGS, **RSNA_FINDINGS}
+VINDR_NO_FINDING = "no finding"
+
+FORMATS = ("chestxray14", "vindr", "rsna")
+COLUMNS = {"chestxray14": ("Image Index", "Finding Label"),
+           "vindr": ("image_id", "class_name", "rad_id", "x_min", "y_min", "x_max", "y_max"),
+           "rsna": ("patientId", "x", "y", "width", "height", "Target")}
+FUSIONS = ("majority", "union")
+FUSION_RULES = {
+    "majority": "boxes of one finding from different radiologists are clustered greedily (each box joins the "
+                "cluster whose mean box overlaps it most, at IoU >= {iou}, one box per radiologist per cluster); "
+                "a cluster drawn by more than half of the radiologists who read the image is kept as the mean of "
+                "its boxes, the others are dropped",
+    "union": "every radiologist's box is kept as drawn",
+}
+
+
+@dataclass
+class RawBox:
+    box: Box | None  # pixels of the stored image; None when the row's coordinates are unusable
+    reader: str  # radiologist (VinDr's rad_id), "" when the source has one reader
+    row: int  # line of the CSV (header = 1)
+    problem: tuple[str, str] | None = None
+
+
+# --------------------------------------------------------------------------- reading the CSV
+def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of a CSV, gzipped or not (told by its first bytes, not its name); UTF-8 with
+    or without a BOM; anything else is one error line."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"box CSV not found: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read box CSV {path}: {exc.strerror or exc}") from None
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise UsageError(f"{path} is a damaged gzip file: {exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                         "re-save it as UTF-8") from None
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise UsageError(f"{path} is not a readable CSV: {exc}") from None
+    if not rows:
+        raise UsageError(f"{path} is empty")
+    return [h.strip() for h in rows[0]], rows[1:]
+
+
+def detect_format(header: list[str], wanted: str, path: Path) -> str:
+    if wanted != "auto":
+        missing = [c for c in COLUMNS[wanted] if c not in header]
+        if missing:
+            raise UsageError(f"{path} lacks column(s) {', '.join(missing)} of the {wanted} layout")
+        return wanted
+    found = [name for name, cols in COLUMNS.items() if all(c in header for c in cols)]
+    if len(found) != 1:
+        raise UsageError(f"cannot tell the layout of {path} from its columns ({', '.join(header[:8])}); expected "
+                         "BBox_List_2017.csv (Image Index, Finding Label, Bbox [x,y,w,h]), VinDr-CXR train.csv "
+                         "(image_id, class_name, rad_id, x_min...) or RSNA stage_2_train_labels.csv (patientId, x, "
+                         "y, width, height, Target); --format forces one")
+    return found[0]
+
+
+def _float(text) -> float | None:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _raw_box(label: str, coords: list, corners: bool, reader: str, row: int) -> RawBox:
+    """A box from ``(x, y, w, h)`` or (``corners``) ``(x1, y1, x2, y2)`` text cells."""
+    values = [_float(v) for v in coords]
+    if any(v is None for v in values):
+        return RawBox(None, reader, row, ("coordinates not numbers", f"line {row}: {label} {coords}"))
+    x1, y1, a, b = values
+    x2, y2 = (a, b) if corners else (x1 + a, y1 + b)
+    if x2 <= x1 or y2 <= y1:
+        return RawBox(None, reader, row, ("zero or negative area", f"line {row}: {label} {coords}"))
+    return RawBox(Box(label, x1, y1, x2, y2), reader, row)
+
+
+def _known(label: str, findings: dict[str, str], aliases: dict[str, str] | None = None) -> str | None:
+    key = label_key(label)
+    if aliases and key in aliases:
+        return aliases[key]
+    return next((name for name in findings if label_key(name) == key), None)
+
+
+class ImageBoxes:
+    """What the CSV says about one image: its boxes (or their problems), its readers, whether a
+    reader said "no finding"."""
+
+    def __init__(self, image_id: str, file_names: tuple[str, ...], group: str):
+        self.image_id, self.file_names, self.group = image_id, file_names, group
+        self.boxes: list[RawBox] = []
+        self.readers: set[str] = set()
+
+
+def read_images(fmt: str, header: list[str], rows: list[list[str]]) -> tuple[dict[str, ImageBoxes], list]:
+    """Images in CSV order with their raw boxes; rows that name no image are returned as problems."""
+    col = {name: header.index(name) for name in header if name}
+    images: dict[str, ImageBoxes] = {}
+    bad_rows = []
+
+    def cell(r: list[str], name: str) -> str:
+        i = col.get(name)
+        return r[i].strip() if i is not None and i < len(r) else ""
+
+    for n, r in enumerate(rows, 2):
+        if not any(c.strip() for c in r):
+            continue
+        if fmt == "chestxray14":
+            # NIH's header is "Image Index,Finding Label,Bbox [x,y,w,h],,," unquoted: the four numbers sit in
+            # the four columns after the label whatever the header calls them.
+            image_id, label = cell(r, "Image Index"), cell(r, "Finding Label")
+            if not image_id:
+                bad_rows.append((f"line {n}", "no image id", f"line {n}"))
+                continue
+            start = col["Finding Label"] + 1
+            coords = [c.strip() for c in r[start:start + 4]]
+            entry = images.setdefault(image_id, ImageBoxes(image_id, (image_id,), image_id.split("_")[0]))
+            known = _known(label, CXR14_FINDINGS, CXR14_ALIASES)
+            entry.readers.add("")
+            if known is None:
+                entry.boxes.append(RawBox(None, "", n, ("unknown label", f"line {n}: {label!r}")))
+            else:
+                entry.boxes.append(_raw_box(known, coords, False, "", n))
+        elif fmt == "vindr":
+            image_id, label, reader = cell(r, "image_id"), cell(r, "class_name"), cell(r, "rad_id")
+            if not image_id:
+                bad_rows.append((f"line {n}", "no image id", f"line {n}"))
+                continue
+            entry = images.setdefault(image_id, ImageBoxes(
+                image_id, (f"{image_id}.dicom", f"{image_id}.dcm", image_id), image_id))
+            entry.readers.add(reader)
+            if label_key(label) == VINDR_NO_FINDING:
+                continue
+            known = _known(label, VINDR_FINDINGS)
+            if known is None:
+                entry.boxes.append(RawBox(None, reader, n, ("unknown label", f"line {n}: {label!r}")))
+            else:
+                entry.boxes.append(_raw_box(known, [cell(r, c) for c in ("x_min", "y_min", "x_max", "y_max")],
+                                            True, reader, n))
+        else:  # rsna
+            image_id, target = cell(r, "patientId"), cell(r, "Target")
+            if not image_id:
+                bad_rows.append((f"line {n}", "no image id", f"line {n}"))
+                continue
+            entry = images.setdefault(image_id, ImageBoxes(image_id, (f"{image_id}.dcm", image_id), image_id))
+            entry.readers.add("")
+            if target == "0":
+                continue
+            if target != "1":
+                entry.boxes.append(RawBox(None, "", n, ("unknown label", f"line {n}: Target {target!r}")))
+            else:
+                entry.boxes.append(_raw_box("Lung Opacity", [cell(r, c) for c in ("x", "y", "width", "height")],
+                                            False, "", n))
+    return images, bad_rows
+
+
+# --------------------------------------------------------------------------- fusion
+def fuse(boxes: list[tuple[str, Box]], readers: int, rule: str, min_iou: float) -> tuple[list[Box], int]:
+    """Boxes of one image from ``readers`` radiologists ``[(reader, box)]`` -> (fused boxes, boxes
+    dropped). Hand-written (about twenty lines) rather than a weighted-box-fusion package: WBF
+    needs confidence scores, which reader boxes do not have, and ensemble-boxes pulls numba."""
+    if rule == "union" or readers <= 1:
+        return [b for _, b in boxes], 0
+    need = readers // 2 + 1
+    out, dropped = [], 0
+    for key in sorted({label_key(b.label) for _, b in boxes}):
+        clusters: list[list[tuple[str, Box]]] = []
+        for reader, box in sorted(((r, b) for r, b in boxes if label_key(b.label) == key),
+                                  key=lambda rb: (rb[0], rb[1].x1, rb[1].y1, rb[1].x2, rb[1].y2)):
+            best, best_iou = None, min_iou
+            for cluster in clusters:
+                if any(r == reader for r, _ in cluster):
+                    continue
+                overlap = iou(box, _mean_box(cluster))
+                if overlap >= best_iou:
+                    best, best_iou = cluster, overlap
+            if best is None:
+                clusters.append([(reader, box)])
+            else:
+                best.append((reader, box))
+        for cluster in clusters:
+            if len({r for r, _ in cluster}) >= need:
+                out.append(_mean_box(cluster))
+            else:
+                dropped += len(cluster)
+    return out, dropped
+
+
+def _mean_box(cluster: list[tuple[str, Box]]) -> Box:
+    n = len(cluster)
+    return Box(cluster[0][1].label, *(sum(getattr(b, k) for _, b in cluster) / n for k in ("x1", "y1", "x2", "y2")))
+
+
+# --------------------------------------------------------------------------- samples
+def finding_word(label: str, lang: str) -> str:
+    return FINDINGS_ZH.get(label, label) if lang == "zh" else label
+
+
+def _sorted(boxes: list[Box]) -> list[Box]:
+    return sorted(boxes, key=lambda b: (label_key(b.label), b.y1, b.x1, b.y2, b.x2))
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """The stored image's size (its header only; DICOMs were decoded into 8-bit copies by the checks)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def convert(args) -> dict:
+    if not 0 < args.fusion_iou <= 1:
+        raise UsageError(f"--fusion_iou must be in (0, 1], got {args.fusion_iou}")
+    csv_path = Path(args.csv)
+    header, rows = read_table(csv_path)
+    fmt = detect_format(header, args.format, csv_path)
+    images_dirs = [Path(d) for d in args.images_dir]
+    index = index_images(images_dirs)
+    out_dir = Path(args.output_dir)
+    prepare_output_dir(out_dir)
+    entries, bad_rows = read_images(fmt, header, rows)
+
+    candidates = []
+    for entry in entries.values():
+        name = next((f for f in entry.file_names if f in index), entry.file_names[0])
+        candidates.append(Candidate(entry.image_id, name, group=entry.group))
+    conv = check_and_split(candidates, index, out_dir, args, images_dirs=images_dirs)
+
+    box_skips: list[tuple[str, str, str]] = []
+    boxes_read = sum(len(e.boxes) for e in entries.values())
+    fused_away = 0
+    answers: dict[str, list[Box]] = {}
+    no_box = []
+    for cand in conv.kept:
+        entry = entries[cand.record_id]
+        width, height = image_size(conv.images[cand.record_id][0])
+        usable: list[tuple[str, Box]] = []
+        for raw in entry.boxes:
+            problem = raw.problem
+            if problem is None and (raw.box.x1 < 0 or raw.box.y1 < 0 or raw.box.x2 > width or raw.box.y2 > height):
+                problem = ("box outside the image", f"line {raw.row}: {raw.box.label} "
+                           f"[{raw.box.x1:g}, {raw.box.y1:g}, {raw.box.x2:g}, {raw.box.y2:g}] in {width}x{height}")
+            if problem:
+                box_skips.append((entry.image_id, *problem))
+            else:
+                usable.append((raw.reader, raw.box))
+        if entry.boxes and not usable:
+            no_box.append(cand)  # it had findings, none usable: writing [] would call it normal
+            continue
+        fused, dropped = fuse(usable, len(entry.readers), args.fusion, args.fusion_iou)
+        fused_away += dropped
+        answers[cand.record_id] = _sorted([normalise_box(b, width, height) for b in fused])
+
+    # an image whose every box was refused leaves the written set: listed with the images
+    for cand in no_box:
+        conv.validated.skipped.append((cand.record_id, "no usable box", "every box of the image was refused; "
+                                                                         "see skipped_boxes.tsv"))
+    kept = [c for c in conv.kept if c.record_id in answers]
+    written: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    images_per_split = dict.fromkeys(SPLITS, 0)
+    no_finding_images = 0
+    for cand in kept:
+        split, boxes, images = conv.split(cand), answers[cand.record_id], conv.images[cand.record_id]
+        if args.task == "detect":
+            prompt = prompts.pick(cand.record_id, args.seed, args.lang, "grounding_detect")
+            text = format_boxes(boxes)
+            written[split].append(sample(cand.record_id, images, prompt, text, solution=text))
+        else:
+            for label in sorted({b.label for b in boxes}, key=label_key):
+                rid = f"{cand.record_id}__{label_key(label).replace(' ', '_').replace('/', '_')}"
+                prompt = prompts.pick(rid, args.seed, args.lang, "grounding_phrase").format(
+                    finding=finding_word(label, args.lang))
+                text = format_boxes([b for b in boxes if b.label == label])
+                written[split].append(sample(rid, images, prompt, text, solution=text))
+        if not boxes:
+            no_finding_images += 1
+            if args.task == "ground":  # nothing to ask where: listed, so read = written + skipped holds
+                conv.validated.skipped.append((cand.record_id, "no finding to ground (--task ground)", ""))
+                continue
+        images_per_split[split] += 1
+    write_splits(out_dir, written)
+    write_tsv(out_dir / "skipped_boxes.tsv", ("image_id", "reason", "detail"),
+              sorted(box_skips, key=lambda s: (s[1], s[0], s[2])))
+    conv.validated.skipped.extend(bad_rows)
+    kept_groups = {c.group for c in kept}
+    conv_written = Conversion(kept, conv.images, {g: s for g, s in conv.split_of.items() if g in kept_groups},
+                              conv.validated)
+    box_reasons = Counter(reason for _, reason, _ in box_skips)
+    refused = {c.record_id for c in no_box}  # their boxes are counted in skipped_boxes.tsv already
+    boxes_on_skipped = sum(len(entries[rid].boxes) for rid, *_ in conv.validated.skipped if rid in entries
+                           and rid not in answers and rid not in refused)
+    boxes_summary = {"read": boxes_read, "skipped": len(box_skips),
+                     "skipped_by_reason": dict(sorted(box_reasons.items())),
+                     "on_skipped_images": boxes_on_skipped, "dropped_by_fusion": fused_away,
+                     "written": sum(len(b) for b in answers.values())}
+    print(f"boxes: read {boxes_read}, skipped {len(box_skips)} "
+          f"({', '.join(f'{k} {v}' for k, v in sorted(box_reasons.items())) or 'none'}; listed in skipped_boxes.tsv), "
+          f"on skipped images {boxes_on_skipped}, dropped by fusion {fused_away}, written {boxes_summary['written']}")
+    lists = write_lists(out_dir, conv.validated)
+    return summarise("grounding", len(entries) + len(bad_rows), images_per_split, conv_written, lists, args,
+                     "patients" if fmt != "vindr" else "images",
+                     format=fmt, grounding_task=args.task, csv_rows=len(rows),
+                     samples_per_split={s: len(written[s]) for s in SPLITS}, boxes=boxes_summary,
+                     no_finding_images=no_finding_images,
+                     fusion={"rule": args.fusion if fmt == "vindr" else "none (one reader per image)",
+                             "iou": args.fusion_iou,
+                             "text": (FUSION_RULES[args.fusion].format(iou=args.fusion_iou) if fmt == "vindr"
+                                      else "one reader per image: boxes kept as drawn")},
+                     coordinates="Qwen3-VL relative 0-1000 of the image as stored: int(round(x / width * 1000)), "
+                                 "[x1, y1, x2, y2]",
+                     grouped_by={"chestxray14": "patient prefix of the image name", "vindr": "image (the CSV "
+                                 "names no patient)", "rsna": "patientId"}[fmt])
+
+
+def build_parser():
+    p = converter_parser(__doc__)
+    p.add_argument("--csv", required=True, help="BBox_List_2017.csv, VinDr-CXR train.csv or RSNA "
+                                                "stage_2_train_labels.csv (gzipped or not)")
+    p.add_argument("--images_dir", action="append", required=True, help="image folder (repeat for several)")
+    p.add_argument("--format", choices=("auto", *FORMATS), default="auto", help="default: told by the columns")
+    p.add_argument("--task", choices=("detect", "ground"), default="detect",
+                   help="detect: all findings of an image; ground: where is <finding>?")
+    p.add_argument("--fusion", choices=FUSIONS, default="majority",
+                   help="VinDr-CXR: how several radiologists' boxes become one answer (README: Grounding)")
+    p.add_argument("--fusion_iou", type=float, default=0.4, help="majority fusion: IoU that joins two boxes")
+    add_common_args(p, "grounding_swift", val_ratio=0.1, test_ratio=0.1, lang="en")
+    return p
+
+
+main = converter_entry(build_parser, convert, "{out}/{{train,val,test}}.jsonl (Qwen3-VL box JSON, 0-1000)",
+                       launchers=REPORT_LAUNCHERS)  # generative: the LoRA launcher trains on it

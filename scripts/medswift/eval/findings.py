@@ -439,6 +439,19 @@ def aggregate(statuses: Iterable[int]) -> int | None:
     return None
 
 
+def labelled_clauses(text: str, lang: str) -> list[tuple[str, tuple[tuple[str, int], ...]]]:
+    """Every clause the labeller reads, with its (observation, status) mentions (empty when the
+    clause states no observation); label_report aggregates these. The clinical reward uses it to
+    tell report language from text that merely contains a finding word."""
+    if lang not in ("en", "zh"):
+        raise ValueError(f"unsupported language: {lang!r}")
+    out = []
+    for clause in _clauses(text or "", lang):
+        for piece in (_zh_subclauses(clause) if lang == "zh" else [clause]):
+            out.append((piece, _label_clause(piece, lang)))
+    return out
+
+
 def label_report(text: str, lang: str | None = None) -> dict[str, int | None]:
     """Label one report; returns {observation: 1 | 0 | -1 | None} for every FINDINGS key."""
     text = text or ""
@@ -446,11 +459,9 @@ def label_report(text: str, lang: str | None = None) -> dict[str, int | None]:
     if lang not in ("en", "zh"):
         raise ValueError(f"unsupported language: {lang!r}")
     per_finding: dict[str, list[int]] = {f: [] for f in FINDINGS}
-    for clause in _clauses(text, lang):
-        pieces = _zh_subclauses(clause) if lang == "zh" else [clause]
-        for piece in pieces:
-            for finding, status in _label_clause(piece, lang):
-                per_finding[finding].append(status)
+    for _, mentions in labelled_clauses(text, lang):
+        for finding, status in mentions:
+            per_finding[finding].append(status)
     labels = {f: aggregate(per_finding[f]) for f in FINDINGS if f != NO_FINDING}
     abnormal = any(v in (POSITIVE, UNCERTAIN) for f, v in labels.items() if f != "Support Devices")
     # An empty report states nothing, not a normal chest: No Finding stays absent.
@@ -472,5 +483,5 @@ def is_normal_report(text: str, lang: str | None = None) -> bool:
 
 __all__ = [
     "FINDINGS", "POSITIVE", "NEGATIVE", "UNCERTAIN", "NO_FINDING", "aggregate", "detect_lang",
-    "is_normal_report", "label_report", "to_binary",
+    "is_normal_report", "label_report", "labelled_clauses", "to_binary",
 ]

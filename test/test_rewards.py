@@ -392,3 +392,15 @@ def test_plugin_errors_are_one_line():
         orms["medswift_findings"]()([CORRECT["en"]])
     with pytest.raises(ValueError, match="2 completions but 1 solutions"):
         orms["medswift_findings"]()([CORRECT["en"]] * 2, solution=[ABNORMAL["en"]])
+
+
+def test_bench_runs_and_prints_rates():
+    """The bench's small run (its numbers are for the README, not asserted here)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_rewards.py"), "--pairs", "40"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    for mode in ("uncached", "cold", "warm"):
+        assert f"{mode} " in out
+    assert "target 2000 pairs/s on 2 cores" in out

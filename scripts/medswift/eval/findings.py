@@ -352,12 +352,30 @@ def _zh_subclauses(clause: str) -> list[str]:
     return out
 
 
+def _mention_prefilter(lang: str) -> dict[str, re.Pattern]:
+    """One alternation per observation of all its patterns: a clause is run through an
+    observation's patterns only when its alternation matches somewhere, which is exactly when one
+    of them does. Most clauses mention a few observations or none; running ~90 patterns one by one
+    on every clause took twice as long (measured on the OpenI reports)."""
+    per: dict[str, list[str]] = {}
+    for table in (NORMAL_EN, BORDERLINE_EN, MENTIONS_EN) if lang == "en" else (NORMAL_ZH, BORDERLINE_ZH, MENTIONS_ZH):
+        for finding, pats in table.items():
+            per.setdefault(finding, []).extend(p.replace("(?P<m>", "(?:") for p in pats)
+    return {f: _compile_list(pats, _F[lang]) for f, pats in per.items()}
+
+
+_FINDING_MENTION = {lang: _mention_prefilter(lang) for lang in ("en", "zh")}
+
+
 def _find_mentions(clause: str, lang: str) -> list[tuple[int, int, str, int | None]]:
     """(start, end, finding, preset_status) for each mention; phrases with a fixed
     status (normal heart size, borderline) and then longer matches win on overlap."""
+    candidates = {f for f, pat in _FINDING_MENTION[lang].items() if pat.search(clause)}
     found = []
     for table, preset in ((_NORMALS[lang], NEGATIVE), (_BORDERLINE[lang], UNCERTAIN), (_MENTIONS[lang], None)):
         for finding, pats in table.items():
+            if finding not in candidates:
+                continue
             for pat in pats:
                 for m in pat.finditer(clause):
                     s, e = (m.span("m") if "m" in pat.groupindex and m.group("m") else m.span())

@@ -57,7 +57,7 @@ ABNORMAL = tuple(f for f in FINDINGS if f not in (NO_FINDING, "Support Devices")
 # Word units: a CJK ideograph, a run of Latin letters, or a run of letters of any other script.
 _UNITS = re.compile(r"[\u4e00-\u9fff]|[A-Za-z]+|[^\W\d_A-Za-z\u4e00-\u9fff]+")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
-_LATIN = re.compile(r"[A-Za-z]")
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
 
 # Gate ramps (value at which the gate is 0, value at which it is 1), set from the bundled OpenI
 # references (bench/bench_rewards.py prints their distribution): every reference passes its own
@@ -117,11 +117,10 @@ def units(text: str) -> list[str]:
 
 def language_share(text: str, lang: str) -> float:
     """Share of the word units of ``text`` written in ``lang``'s script (CJK for zh, Latin for en)."""
-    words = _UNITS.findall(text or "")
-    if not words:
+    total = len(_UNITS.findall(text or ""))
+    if not total:
         return 0.0
-    pattern = _CJK if lang == "zh" else _LATIN
-    return sum(1 for w in words if pattern.match(w)) / len(words)
+    return len((_CJK if lang == "zh" else _LATIN_WORD).findall(text)) / total
 
 
 def distinct_share(text: str, lang: str) -> float:
@@ -143,9 +142,11 @@ class Analysis:
         covered = 0
         cap = WORDS_PER_STATEMENT[lang]
         normal_stated = False
+        # the whole text first: most texts state no overall normal impression at all
+        maybe_normal = findings.is_normal_report(text, lang)
         for clause, mentions in clauses:
             statements = len(mentions)
-            if findings.is_normal_report(clause, lang):
+            if maybe_normal and findings.is_normal_report(clause, lang):
                 statements += 1
                 normal_stated = True
             if statements:
@@ -204,15 +205,17 @@ def agreement(ref: Analysis, comp: Analysis, policy: str = "partial") -> float:
     return 0.0 if recall + precision == 0 else 2 * recall * precision / (recall + precision)
 
 
-def gates(text: str, lang: str, comp: Analysis, ref: Analysis) -> dict[str, float]:
-    """Each gate in [0, 1]; the findings reward multiplies them."""
+def text_gates(text: str, lang: str) -> dict[str, float]:
+    """The gates that need no labelling: language and repetition."""
+    return {"language": _ramp(language_share(text, lang), *LANG_RAMP),
+            "distinct": _ramp(distinct_share(text, lang), *DISTINCT_RAMP)}
+
+
+def label_gates(comp: Analysis, ref: Analysis) -> dict[str, float]:
+    """The gates read from the labels: report share (relative to the reference's) and hedging."""
     extra = comp.abnormal_count - max(ref.abnormal_count, HEDGE_BASE)
-    return {
-        "language": _ramp(language_share(text, lang), *LANG_RAMP),
-        "report": _ramp(comp.report_share / ref.report_share, *REPORT_RAMP),
-        "distinct": _ramp(distinct_share(text, lang), *DISTINCT_RAMP),
-        "hedge": 1.0 - _ramp(extra, HEDGE_FREE - 1, HEDGE_FREE - 1 + HEDGE_SPAN),
-    }
+    return {"report": _ramp(comp.report_share / ref.report_share, *REPORT_RAMP),
+            "hedge": 1.0 - _ramp(extra, HEDGE_FREE - 1, HEDGE_FREE - 1 + HEDGE_SPAN)}
 
 
 def report_of(completion: str) -> str:
@@ -229,11 +232,12 @@ def findings_details(completion: str, reference: str, uncertain: str | None = No
     if not ref.labels and not ref.normal_stated:
         return None
     text = report_of(completion)
-    if not text.strip():
-        return {"reward": 0.0, "agreement": 0.0, "gates": {}, "lang": lang}
+    parts = text_gates(text, lang) if text.strip() else {}
+    if not parts or 0.0 in parts.values():  # empty, wrong language or degenerate: no need to label
+        return {"reward": 0.0, "agreement": None, "gates": parts, "lang": lang}
     comp = Analysis(text, lang)
     agree = agreement(ref, comp, policy)
-    parts = gates(text, lang, comp, ref)
+    parts.update(label_gates(comp, ref))
     reward = agree
     for value in parts.values():
         reward *= value
@@ -355,6 +359,6 @@ def think_format_reward(completion: str) -> float:
 __all__ = [
     "UNCERTAIN_POLICIES", "UNCERTAIN_ENV", "LENGTH_BAND_ENV", "Analysis", "agreement", "clear_caches",
     "distinct_share", "findings_details", "findings_reward", "findings_rewards", "format_reward",
-    "gates", "language_share", "length_band", "repetition_reward", "report_of", "think_format_reward",
-    "uncertain_policy", "units",
+    "label_gates", "language_share", "length_band", "repetition_reward", "report_of", "think_format_reward",
+    "text_gates", "uncertain_policy", "units",
 ]

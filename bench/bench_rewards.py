@@ -50,10 +50,13 @@ def load_reports(lang: str) -> list[str]:
     return [a["caption"] for a in data["annotations"]]
 
 
-def perturb(report: str, other: str, lang: str, rng: random.Random) -> str:
+KINDS = ("the report itself", "a sentence dropped", "a negation flipped", "shuffled + another study's sentence",
+         "another study's report", "cut off half way")
+
+
+def perturb(report: str, other: str, lang: str, rng: random.Random, kind: int) -> str:
     sentences = [s for s in SENTENCE[lang].split(report) if s.strip()]
     joiner = " " if lang == "en" else ""
-    kind = rng.randrange(6)
     if kind == 0 or len(sentences) < 2:
         return report
     if kind == 1:
@@ -72,16 +75,21 @@ def perturb(report: str, other: str, lang: str, rng: random.Random) -> str:
     return joiner.join(sentences)
 
 
-def make_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+def make_pairs(n: int, seed: int, kinds: list[int] | None = None) -> list[tuple[str, str]]:
+    """``n`` (completion, reference) pairs; ``kinds``, when given, receives each pair's perturbation."""
     rng = random.Random(seed)
-    pairs = []
+    pairs, made = [], []
     for lang in ("en", "zh"):
         reports = load_reports(lang)
         for _ in range(n // 2):
-            ref = rng.choice(reports)
-            pairs.append((perturb(ref, rng.choice(reports), lang, rng), ref))
-    rng.shuffle(pairs)
-    return pairs
+            ref, kind = rng.choice(reports), rng.randrange(len(KINDS))
+            pairs.append((perturb(ref, rng.choice(reports), lang, rng, kind), ref))
+            made.append(kind)
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    if kinds is not None:
+        kinds[:] = [made[i] for i in order]
+    return [pairs[i] for i in order]
 
 
 def score(pairs: list[tuple[str, str]], mode: str) -> tuple[float, float]:
@@ -121,12 +129,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.pairs < 2 or args.workers < 1:
         parser.error("--pairs must be at least 2 and --workers at least 1")
-    pairs = make_pairs(args.pairs, args.seed)
+    kinds: list[int] = []
+    pairs = make_pairs(args.pairs, args.seed, kinds)
     values = rewards.findings_rewards([c for c, _ in pairs], [r for _, r in pairs])
-    scored = [v for v in values if v is not None]
-    print(f"{len(pairs)} pairs (OpenI en+zh, perturbed); mean findings reward {sum(scored) / len(scored):.3f}, "
-          f"{len(values) - len(scored)} references without an observation; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"{len(pairs)} pairs (OpenI en+zh, perturbed); {sum(v is None for v in values)} references without an "
+          f"observation; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print("mean findings reward by completion: " + "; ".join(
+        f"{name} {sum(got) / len(got):.3f}" for k, name in enumerate(KINDS)
+        if (got := [v for v, kind in zip(values, kinds) if kind == k and v is not None])))
     print("pairs/s by wall clock, and per CPU second (the steadier figure when other jobs share the cores)")
     results = {}
     for mode in ("uncached", "cold", "warm"):

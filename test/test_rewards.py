@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from medswift.core.errors import UsageError
 from medswift.eval import rewards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,10 +254,10 @@ def test_uncertain_policy(lang, monkeypatch):
 
 
 def test_uncertain_policy_rejects_unknown_values(monkeypatch):
-    with pytest.raises(ValueError, match="MEDSWIFT_REWARD_UNCERTAIN='maybe': must be one of"):
+    with pytest.raises(UsageError, match="MEDSWIFT_REWARD_UNCERTAIN='maybe': must be one of"):
         rewards.uncertain_policy("maybe")
     monkeypatch.setenv(rewards.UNCERTAIN_ENV, "U-Ones")
-    with pytest.raises(ValueError, match="must be one of partial, positive, negative"):
+    with pytest.raises(UsageError, match="must be one of partial, positive, negative"):
         rewards.findings_reward(CORRECT["en"], ABNORMAL["en"])
 
 
@@ -295,7 +296,7 @@ def test_length_band_knob(monkeypatch):
     monkeypatch.setenv(rewards.LENGTH_BAND_ENV, "0.8,1.5")
     assert rewards.length_band() == (0.8, 1.5)
     for bad in ("1.5", "2,1", "a,b"):
-        with pytest.raises(ValueError, match="MEDSWIFT_REWARD_LENGTH_BAND"):
+        with pytest.raises(UsageError, match="MEDSWIFT_REWARD_LENGTH_BAND"):
             rewards.length_band(bad)
 
 
@@ -388,7 +389,7 @@ def test_plugin_scores_unscorable_references_zero_without_logging_text(caplog):
 
 def test_plugin_errors_are_one_line():
     orms = load_plugin()
-    with pytest.raises(ValueError, match="needs the reference report in a 'solution' column"):
+    with pytest.raises(UsageError, match="needs the reference report in a 'solution' column"):
         orms["medswift_findings"]()([CORRECT["en"]])
     with pytest.raises(ValueError, match="2 completions but 1 solutions"):
         orms["medswift_findings"]()([CORRECT["en"]] * 2, solution=[ABNORMAL["en"]])
@@ -404,3 +405,29 @@ def test_bench_runs_and_prints_rates():
     for mode in ("uncached", "cold", "warm"):
         assert f"{mode} " in out
     assert "target 2000 pairs/s on 2 cores" in out
+
+
+def test_plugin_finds_its_library_when_medswift_is_not_installed(tmp_path):
+    """`swift rlhf --external_plugins` puts only the plugin's own folder on sys.path; with neither
+    the editable install nor PYTHONPATH, the plugin must import the medswift beside it."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.meta_path = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('medswift') is None, 'medswift still importable'\n"
+        "from swift.utils import import_external_file\n"
+        f"import_external_file({str(PLUGIN)!r})\n"
+        "from swift.rewards import orms\n"
+        "import medswift.eval.rewards as r\n"
+        "print(r.__file__)\n"
+        f"print(orms['medswift_findings']()([{CORRECT['en']!r}], solution=[{ABNORMAL['en']!r}]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=tmp_path, check=True).stdout.splitlines()
+    assert out[-2] == str(ROOT / "scripts" / "medswift" / "eval" / "rewards.py")
+    assert out[-1] == "[1.0]"

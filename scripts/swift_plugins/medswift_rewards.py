@@ -29,6 +29,7 @@ from swift.rewards import ORM, orms
 if importlib.util.find_spec("medswift") is None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from medswift.core.errors import UsageError  # noqa: E402
 from medswift.eval import rewards  # noqa: E402
 
 logger = logging.getLogger("medswift.rewards")
@@ -36,7 +37,7 @@ logger = logging.getLogger("medswift.rewards")
 
 def _references(name, completions, solution):
     if solution is None:
-        raise ValueError(f"{name} needs the reference report in a 'solution' column of the dataset")
+        raise UsageError(f"{name} needs the reference report in a 'solution' column of the dataset")
     if len(solution) != len(completions):
         raise ValueError(f"{name}: {len(completions)} completions but {len(solution)} solutions")
     return [s or "" for s in solution]

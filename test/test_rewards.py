@@ -339,9 +339,12 @@ def load_plugin():
 
 
 def test_plugin_registers_the_rewards_with_ms_swift():
+    from swift.rewards import orms as registry
+
+    before = set(registry)
     orms = load_plugin()
-    for name in ("medswift_findings", "medswift_format", "medswift_repetition", "medswift_think_format"):
-        assert name in orms, name
+    registered = set(orms) - before or {n for n in orms if n.startswith("medswift_")}  # loaded before
+    assert registered == set(rewards.REWARD_NAMES)
     findings = orms["medswift_findings"]()
     completions = [CORRECT["en"], FLIPPED["en"], "portal Including happy noisebases flam shortcuts 福彩 杈",
                    CORRECT["zh"], ""]

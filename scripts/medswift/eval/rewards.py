@@ -50,6 +50,9 @@ from medswift.core.errors import UsageError
 from medswift.eval import findings
 from medswift.eval.findings import FINDINGS, NEGATIVE, NO_FINDING, POSITIVE, UNCERTAIN
 
+# The names scripts/swift_plugins/medswift_rewards.py registers with ms-swift (test_rewards.py
+# checks they agree), for launchers that check --reward_funcs without importing ms-swift.
+REWARD_NAMES = ("medswift_findings", "medswift_format", "medswift_repetition", "medswift_think_format")
 UNCERTAIN_POLICIES = ("partial", "positive", "negative")
 UNCERTAIN_ENV = "MEDSWIFT_REWARD_UNCERTAIN"
 # Findings whose presence makes a study abnormal (devices do not).
@@ -358,8 +361,8 @@ def think_format_reward(completion: str) -> float:
 
 
 __all__ = [
-    "UNCERTAIN_POLICIES", "UNCERTAIN_ENV", "LENGTH_BAND_ENV", "Analysis", "agreement", "clear_caches",
-    "distinct_share", "findings_details", "findings_reward", "findings_rewards", "format_reward",
-    "label_gates", "language_share", "length_band", "repetition_reward", "report_of", "think_format_reward",
-    "text_gates", "uncertain_policy", "units",
+    "REWARD_NAMES", "UNCERTAIN_POLICIES", "UNCERTAIN_ENV", "LENGTH_BAND_ENV", "Analysis", "agreement",
+    "clear_caches", "distinct_share", "findings_details", "findings_reward", "findings_rewards",
+    "format_reward", "label_gates", "language_share", "length_band", "repetition_reward", "report_of",
+    "text_gates", "think_format_reward", "uncertain_policy", "units",
 ]

@@ -1,0 +1,151 @@
+"""Post-training after SFT on the tiny model, CPU only: one real GRPO run (a module fixture
+shared by the assertions), its checkpoint loaded by batch inference like an SFT one, and the
+launcher's dry runs and one-line errors (ms-swift never reached)."""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON, ROOT, read_jsonl, run
+
+SWIFT_DIR = ROOT / "tools" / "swift"
+CPU = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": ""}
+REWARDS = "medswift_findings medswift_repetition"
+
+
+def launch(name: str, env: dict, *args: str, check: bool = True, timeout: int = 900):
+    return run(["bash", str(SWIFT_DIR / name), *args], env={**CPU, **env}, check=check, timeout=timeout)
+
+
+def flag(argv: list[str], name: str) -> str:
+    assert name in argv, f"{name} missing from {argv}"
+    return argv[argv.index(name) + 1]
+
+
+# --------------------------------------------------------------------------- GRPO, for real
+@pytest.fixture(scope="module")
+def grpo(trained_adapter, converted, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("grpo")
+    launch("grpo_qwen3vl_lora.sh", {"ADAPTER": str(trained_adapter), "DATA_DIR": str(converted),
+                                    "RL_OUTPUT_DIR": str(out), "NUM_GENERATIONS": "4", "GLOBAL_BATCH": "4",
+                                    "MICRO_BATCH": "4", "MAX_COMPLETION_LENGTH": "24", "REWARD_FUNCS": REWARDS,
+                                    "REWARD_WEIGHTS": "1 0.2", "SAVE_STEPS": "2", "NUM_WORKERS": "1"},
+           "--max_steps", "2")
+    (ckpt,) = sorted(out.glob("v*/checkpoint-*"))
+    return ckpt
+
+
+def test_grpo_writes_a_checkpoint_that_continues_the_sft_adapter(grpo, trained_adapter):
+    assert (grpo / "adapter_model.safetensors").stat().st_size > 0 and grpo.name == "checkpoint-2"
+    args = json.loads((grpo / "args.json").read_text())
+    assert args["rlhf_type"] == "grpo" and args["adapters"] == [str(trained_adapter)] == args["ref_adapters"]
+    assert args["model_kwargs"] == {"IMAGE_MAX_TOKEN_NUM": 64}, "the SFT checkpoint's image budget is carried"
+    assert json.loads((grpo / "adapter_config.json").read_text())["r"] == 64, "the SFT adapter itself goes on"
+    view = read_jsonl(Path(args["dataset"][0]))
+    assert all(r["solution"].strip() and all(m["role"] != "assistant" for m in r["messages"]) for r in view)
+
+
+def test_grpo_logs_rewards_and_completions_and_draws_them_beside_sft(grpo):
+    run_dir = grpo.parent
+    steps = [r for r in read_jsonl(run_dir / "logging.jsonl") if "reward" in r]
+    assert [r["global_step/max_steps"] for r in steps] == ["1/2", "2/2"]
+    for r in steps:
+        assert 0 <= r["rewards/MedSwiftFindings/mean"] <= 1 and r["reward_std"] >= 0
+    completions = read_jsonl(run_dir / "completions.jsonl")
+    assert completions and len(completions[0]["completion"]) == 4, "one group of NUM_GENERATIONS per step"
+    assert "MedSwiftFindings" in completions[0] and "advantages" in completions[0]
+    assert (run_dir / "images" / "rl_curves.png").stat().st_size > 10_000
+    card = (grpo / "README.md").read_text()
+    assert "## Post-training (RL stage)" in card and "GRPO" in card and "not for diagnosis" in card
+    assert "| rewards (weight) | medswift_findings (1.0), medswift_repetition (0.2) |" in card
+    assert "| generations per prompt | 4 |" in card and "| beta (KL weight) | 0.04 |" in card
+    assert "| optimizer steps to this checkpoint | 2 |" in card and "format `openi`" in card
+
+
+def test_batch_infer_loads_the_grpo_checkpoint_like_an_sft_one(grpo, converted, tmp_path):
+    out = tmp_path / "rl.jsonl"
+    run([PYTHON, str(ROOT / "scripts" / "batch_infer.py"), "--dataset", str(converted / "val.jsonl"),
+         "--adapter_path", str(grpo), "--max_new_tokens", "12", "--output_file", str(out), "--quiet"],
+        env={"CUDA_VISIBLE_DEVICES": ""})
+    rows = read_jsonl(out)
+    assert len(rows) == len(read_jsonl(converted / "val.jsonl")) and all(r["response"] for r in rows)
+    assert rows[0]["adapter"] == str(grpo.resolve()) and rows[0]["generation"]["image_max_token_num"] == 64
+
+
+# --------------------------------------------------------------------------- dry runs and one-line errors
+@pytest.fixture(scope="module")
+def stubs(tmp_path_factory) -> dict:
+    """A stub base model, a stub LoRA checkpoint of it (config + safetensors header), converted data
+    with references, and data without."""
+    import struct
+
+    root = tmp_path_factory.mktemp("rl_stubs")
+    model, other, ckpt = root / "Qwen3-VL-stub", root / "Qwen3-VL-other", root / "sft" / "v0-1" / "checkpoint-9"
+    for folder, hidden in ((model, 64), (other, 4096)):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": "qwen3_vl", "text_config": {"hidden_size": hidden}}))
+    ckpt.mkdir(parents=True)
+    (ckpt / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
+    (ckpt / "args.json").write_text(json.dumps({"model": str(model), "model_kwargs": {"IMAGE_MAX_TOKEN_NUM": 256}}))
+    header = json.dumps({"base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight":
+                         {"dtype": "F32", "shape": [8, 64], "data_offsets": [0, 2048]}}).encode()
+    (ckpt / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(2048))
+    data, bare = root / "data", root / "bare"
+    data.mkdir(), bare.mkdir()
+    record = {"messages": [{"role": "user", "content": "<image>Report."}, {"role": "assistant", "content": "No effusion."}],
+              "images": ["/x/1.png"], "id": "1"}
+    (data / "train.jsonl").write_text(json.dumps(record) + "\n")
+    (bare / "train.jsonl").write_text(json.dumps({**record, "messages": record["messages"][:1]}) + "\n")
+    return {"model": model, "other": other, "ckpt": ckpt, "data": data, "bare": bare, "root": root}
+
+
+def dry(name: str, env: dict) -> tuple[dict, list[str], str]:
+    proc = launch(name, {"DRY_RUN": "1", "SWIFT_BIN": "/nonexistent/swift", **env})
+    lines = proc.stdout.strip().splitlines()
+    words = shlex.split(lines[-1])
+    assigns = {}
+    while words and "=" in words[0] and not words[0].startswith("-"):
+        key, value = words.pop(0).split("=", 1)
+        assigns[key] = value
+    return assigns, words, proc.stdout
+
+
+def test_grpo_dry_run_cpu_and_gpu_node(stubs, tmp_path):
+    env = {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(stubs["data"]), "RL_OUTPUT_DIR": str(tmp_path)}
+    assigns, argv, _ = dry("grpo_qwen3vl_lora.sh", {**env, "TARGET": "cpu"})
+    assert argv[1:4] == ["rlhf", "--rlhf_type", "grpo"]
+    assert flag(argv, "--adapters") == flag(argv, "--ref_adapters") == str(stubs["ckpt"])
+    assert flag(argv, "--model") == str(stubs["model"]) and assigns["IMAGE_MAX_TOKEN_NUM"] == "256"
+    assert (flag(argv, "--num_generations"), flag(argv, "--beta"), flag(argv, "--temperature")) == ("4", "0.04", "1.0")
+    assert (flag(argv, "--use_vllm"), flag(argv, "--truncation_strategy"), flag(argv, "--torch_dtype")) == \
+        ("false", "delete", "float32")
+    assert flag(argv, "--dataset").startswith(str(tmp_path / "data" / "train_grpo-")) and not (tmp_path / "data").exists()
+    # an 8-GPU node with vLLM: colocated rollouts, bf16, torchrun's 8 processes
+    assigns, argv, _ = dry("grpo_qwen3vl_lora.sh", {**env, "TARGET": "gpu", "USE_VLLM": "true", "NPROC_PER_NODE": "8",
+                                                    "GLOBAL_BATCH": "64", "NUM_GENERATIONS": "8"})
+    assert (flag(argv, "--use_vllm"), flag(argv, "--vllm_mode"), flag(argv, "--torch_dtype")) == \
+        ("true", "colocate", "bfloat16")
+    assert assigns["NPROC_PER_NODE"] == "8" and flag(argv, "--gradient_accumulation_steps") == "2"
+
+
+@pytest.mark.parametrize("name, env, message", [
+    ("grpo_qwen3vl_lora.sh", {"NUM_GENERATIONS": "3"}, "NUM_GENERATIONS=3 does not divide the generation batch"),
+    ("grpo_qwen3vl_lora.sh", {"MODEL": "{other}"}, "is not a LoRA checkpoint of"),
+    ("grpo_qwen3vl_lora.sh", {"ADAPTER": "{model}"}, "not a LoRA checkpoint (no adapter_config.json)"),
+    ("grpo_qwen3vl_lora.sh", {"DATA_DIR": "{bare}"}, "carry no reference report"),
+    ("grpo_qwen3vl_lora.sh", {"REWARD_FUNCS": "medswift_findings clinical_magic"}, "'clinical_magic' is not registered"),
+    ("grpo_qwen3vl_lora.sh", {"USE_VLLM": "true"}, "vLLM rollouts need a CUDA GPU"),
+    ("grpo_qwen3vl_lora.sh", {"TEMPERATURE": "0"}, "must be above 0"),
+])
+def test_mistakes_stop_in_one_line_before_any_model_loads(stubs, name, env, message):
+    env = {k: v.format(**stubs) for k, v in env.items()}
+    base = {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(stubs["data"]), "RL_OUTPUT_DIR": str(stubs["root"] / "out"),
+            "SWIFT_BIN": "/nonexistent/swift"}
+    proc = launch(name, {**base, **env}, check=False, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+

@@ -1,6 +1,6 @@
-"""Post-training after SFT on the tiny model, CPU only: one real GRPO run (a module fixture
-shared by the assertions), its checkpoint loaded by batch inference like an SFT one, and the
-launcher's dry runs and one-line errors (ms-swift never reached)."""
+"""Post-training after SFT on the tiny model, CPU only: one real GRPO run and one real DPO run
+(module fixtures shared by the assertions), their checkpoints loaded by batch inference like an
+SFT one, and the launchers' dry runs and one-line errors (ms-swift never reached)."""
 from __future__ import annotations
 
 import json
@@ -75,6 +75,43 @@ def test_batch_infer_loads_the_grpo_checkpoint_like_an_sft_one(grpo, converted, 
     assert rows[0]["adapter"] == str(grpo.resolve()) and rows[0]["generation"]["image_max_token_num"] == 64
 
 
+# --------------------------------------------------------------------------- DPO, for real
+@pytest.fixture(scope="module")
+def dpo(trained_adapter, converted, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dpo")
+    # The tiny model's samples are random text that every clinical reward scores ~0, so the best
+    # sample rarely beats the worst: the reference report is the chosen one here.
+    launch("dpo_qwen3vl_lora.sh", {"ADAPTER": str(trained_adapter), "DATA_DIR": str(converted),
+                                   "RL_OUTPUT_DIR": str(out), "NUM_SAMPLES": "2", "CHOSEN": "reference",
+                                   "MAX_COMPLETION_LENGTH": "24", "REWARD_FUNCS": REWARDS, "GLOBAL_BATCH": "2",
+                                   "MICRO_BATCH": "1", "RPO_ALPHA": "0.1", "SAVE_STEPS": "2", "NUM_WORKERS": "1"},
+           "--max_steps", "2")
+    (ckpt,) = sorted(out.glob("v*/checkpoint-*"))
+    return ckpt
+
+
+def test_dpo_builds_pairs_then_trains(dpo, trained_adapter, converted):
+    args = json.loads((dpo / "args.json").read_text())
+    assert args["rlhf_type"] == "dpo" and args["ref_adapters"] == [str(trained_adapter)] and args["rpo_alpha"] == 0.1
+    pairs_file = Path(args["dataset"][0])
+    pairs = read_jsonl(pairs_file)
+    references = {r["id"]: r["messages"][-1]["content"] for r in read_jsonl(converted / "train.jsonl")}
+    summary = json.loads(pairs_file.with_suffix(".summary.json").read_text())
+    assert summary["studies"] == len(references) and summary["samples"] == 2 * len(references)
+    assert summary["pairs"] + summary["ties_dropped"] == len(references) and summary["pairs"] == len(pairs) >= 1
+    for p in pairs:
+        assert p["messages"][-1] == {"role": "assistant", "content": references[p["id"]]}
+        assert p["rejected_response"] != references[p["id"]] and p["chosen_reward"] > p["rejected_reward"]
+        assert p["images"] and all(Path(i).is_file() for i in p["images"])
+    samples = read_jsonl(pairs_file.parent / "samples.jsonl")
+    assert {r["generation"]["temperature"] for r in samples} == {1.0}
+    assert [r for r in read_jsonl(dpo.parent / "logging.jsonl") if "loss" in r][-1]["global_step/max_steps"] == "2/2"
+    assert (dpo / "adapter_model.safetensors").stat().st_size > 0
+    card = (dpo / "README.md").read_text()
+    assert "DPO" in card and f"{len(pairs)} from {len(references)} studies" in card
+    assert (dpo.parent / "images" / "rl_curves.png").is_file()
+
+
 # --------------------------------------------------------------------------- dry runs and one-line errors
 @pytest.fixture(scope="module")
 def stubs(tmp_path_factory) -> dict:
@@ -131,6 +168,18 @@ def test_grpo_dry_run_cpu_and_gpu_node(stubs, tmp_path):
     assert assigns["NPROC_PER_NODE"] == "8" and flag(argv, "--gradient_accumulation_steps") == "2"
 
 
+def test_dpo_dry_run_prints_the_pair_building_then_dpo(stubs, tmp_path):
+    _, argv, out = dry("dpo_qwen3vl_lora.sh", {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(stubs["data"]),
+                                               "RL_OUTPUT_DIR": str(tmp_path), "TARGET": "cpu", "NUM_SAMPLES": "6"})
+    lines = out.strip().splitlines()
+    assert len(lines) == 4 and "sample_input" in lines[0] and "--num_samples 6" in lines[0]
+    assert "batch_infer.py" in lines[1] and "--temperature 1.0" in lines[1] and "--image_max_token_num 256" in lines[1]
+    assert "medswift.data.rl pairs" in lines[2] and "--chosen best" in lines[2]
+    assert flag(argv, "--rlhf_type") == "dpo" and flag(argv, "--beta") == "0.1"
+    assert flag(argv, "--dataset") == str(tmp_path / "pairs" / "v0-1-checkpoint-9-n6-t1.0" / "pairs.jsonl")
+    assert not tmp_path.joinpath("pairs").exists(), "a dry run writes nothing"
+
+
 @pytest.mark.parametrize("name, env, message", [
     ("grpo_qwen3vl_lora.sh", {"NUM_GENERATIONS": "3"}, "NUM_GENERATIONS=3 does not divide the generation batch"),
     ("grpo_qwen3vl_lora.sh", {"MODEL": "{other}"}, "is not a LoRA checkpoint of"),
@@ -139,6 +188,8 @@ def test_grpo_dry_run_cpu_and_gpu_node(stubs, tmp_path):
     ("grpo_qwen3vl_lora.sh", {"REWARD_FUNCS": "medswift_findings clinical_magic"}, "'clinical_magic' is not registered"),
     ("grpo_qwen3vl_lora.sh", {"USE_VLLM": "true"}, "vLLM rollouts need a CUDA GPU"),
     ("grpo_qwen3vl_lora.sh", {"TEMPERATURE": "0"}, "must be above 0"),
+    ("dpo_qwen3vl_lora.sh", {"PAIRS_FILE": "{data}/train.jsonl"}, "not a preference pair"),
+    ("dpo_qwen3vl_lora.sh", {"CHOSEN": "longest"}, "CHOSEN must be best or reference"),
 ])
 def test_mistakes_stop_in_one_line_before_any_model_loads(stubs, name, env, message):
     env = {k: v.format(**stubs) for k, v in env.items()}

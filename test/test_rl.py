@@ -200,3 +200,80 @@ def test_mistakes_stop_in_one_line_before_any_model_loads(stubs, name, env, mess
     assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
+
+# --------------------------------------------------------------------------- the comparison card
+def cards(tmp_path: Path, references: list[str], sft: list[str], rl: list[str]) -> tuple[Path, Path]:
+    """Two report cards (scripts/evaluate.py on hand-written predictions of the same records)."""
+    from medswift.eval import report_card
+
+    folders = []
+    for name, responses in (("sft", sft), ("rl", rl)):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"key": f"s{k}", "prompt": "Report.", "images": ["x.png"], "response": resp, "reference": ref}
+                for k, (resp, ref) in enumerate(zip(responses, references))]
+        (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        report_card.evaluate(folder / "predictions.jsonl", folder, n_boot=200)
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def test_comparison_card_says_rl_helped_when_its_findings_match(tmp_path):
+    from medswift.eval.findings import label_report
+
+    notes = json.loads((ROOT / "data" / "openi" / "openi-en.json").read_text())["annotations"]
+    abnormal = [n["caption"] for n in notes[:400]
+                if any(v == 1 for k, v in label_report(n["caption"], "en").items() if k != "No Finding")]
+    findings = list(dict.fromkeys(abnormal))[:12]  # reports that state a finding, as the labeller reads them
+    assert len(findings) == 12
+    normal = "The heart size is normal. The lungs are clear. No acute cardiopulmonary abnormality."
+    sft_dir, rl_dir = cards(tmp_path, findings, [normal] * 12, findings)
+    out = tmp_path / "compare"
+    proc = run([PYTHON, str(ROOT / "scripts" / "compare_checkpoints.py"), "--sft", str(sft_dir), "--rl", str(rl_dir),
+                "--output_dir", str(out), "--bootstrap", "200"])
+    assert proc.stdout.startswith("verdict: helped") and "not for diagnosis" in proc.stdout
+    result = json.loads((out / "comparison.json").read_text())
+    diff = result["paired"]["f1.diff_micro"]
+    assert diff["value"] > 0.5 and diff["ci95"][0] > 0 and result["records_paired"] == 12
+    assert result["paired"]["reward.rl"]["value"] > result["paired"]["reward.sft"]["value"]
+    card = (out / "comparison.md").read_text()
+    assert card.startswith("# Did post-training help? **helped**") and "| finding F1 micro (paired) |" in card
+    assert "| mean reward (1*medswift_findings) |" in card and (out / "comparison.png").stat().st_size > 10_000
+
+
+def test_comparison_verdict_flags_gaming_and_harm():
+    from medswift.eval import compare
+
+    def result(reward, f1, length=(20, 20), normal=((0.2, 0.2), (0.2, 0.2)), reads=(True, True)):
+        entry = lambda v, ci: {"value": v, "ci95": ci}  # noqa: E731
+        card = lambda n, r: {"normal_share": {"predictions": n[0], "references": n[1]}, "reads_the_image": r}  # noqa: E731
+        return {"reference_length": 20, "paired": {"reward.diff": entry(*reward), "f1.diff_micro": entry(*f1), "length.sft": entry(length[0], None),
+                           "length.rl": entry(length[1], None)},
+                "cards": {"sft": card(normal[0], reads[0]), "rl": card(normal[1], reads[1])}}
+
+    up, flat, down = (0.2, [0.1, 0.3]), (0.0, [-0.1, 0.1]), (-0.2, [-0.3, -0.1])
+    assert compare.verdict(result(up, flat))[0] == "gamed the reward"
+    assert compare.verdict(result(up, up, normal=((0.2, 0.2), (0.9, 0.2))))[0] == "gamed the reward"
+    assert compare.verdict(result(up, up, reads=(True, False)))[0] == "gamed the reward"
+    assert compare.verdict(result(flat, flat, length=(18, 50)))[0] == "gamed the reward"
+    assert compare.verdict(result(up, up, length=(5, 18)))[0] == "helped", "nearer the references' length is fine"
+    assert compare.verdict(result(up, up))[0] == "helped"
+    assert compare.verdict(result(flat, down))[0] == "hurt" and compare.verdict(result(down, flat))[0] == "hurt"
+    assert compare.verdict(result(flat, flat))[0] == "no clear change"
+
+
+def test_comparison_of_cards_from_different_splits_is_one_line(tmp_path):
+    a, b = cards(tmp_path, ["Small left pleural effusion.", "Cardiomegaly."], ["x", "y"], ["x", "y"])
+    rows = [json.loads(line) for line in (b / "predictions.jsonl").read_text().splitlines()]
+    rows[0]["reference"] = "Normal chest."
+    (b / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = run([PYTHON, str(ROOT / "scripts" / "compare_checkpoints.py"), "--sft", str(a), "--rl", str(b),
+                "--output_dir", str(tmp_path / "c")], check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == \
+        ["error: record s0 has different references in the two cards: not the same split"]
+
+
+def test_compare_checkpoints_help_has_defaults_and_examples():
+    proc = run([PYTHON, str(ROOT / "scripts" / "compare_checkpoints.py"), "--help"], timeout=60)
+    assert "default:" in proc.stdout and "examples:" in proc.stdout and "scripts/compare_checkpoints.py" in proc.stdout
+    assert "not for diagnosis" in proc.stdout

@@ -108,7 +108,7 @@ def test_dpo_builds_pairs_then_trains(dpo, trained_adapter, converted):
     assert [r for r in read_jsonl(dpo.parent / "logging.jsonl") if "loss" in r][-1]["global_step/max_steps"] == "2/2"
     assert (dpo / "adapter_model.safetensors").stat().st_size > 0
     card = (dpo / "README.md").read_text()
-    assert "DPO" in card and f"{len(pairs)} from {len(references)} studies" in card
+    assert "DPO" in card and f"{len(pairs)} from {len(references)} studies" in card and "format `openi`" in card
     assert (dpo.parent / "images" / "rl_curves.png").is_file()
 
 
@@ -277,3 +277,27 @@ def test_compare_checkpoints_help_has_defaults_and_examples():
     proc = run([PYTHON, str(ROOT / "scripts" / "compare_checkpoints.py"), "--help"], timeout=60)
     assert "default:" in proc.stdout and "examples:" in proc.stdout and "scripts/compare_checkpoints.py" in proc.stdout
     assert "not for diagnosis" in proc.stdout
+
+
+def test_pairs_rank_samples_with_the_reward_and_drop_ties(tmp_path):
+    """The pair builder on hand-written samples, scored by the real plugin through ms-swift's registry."""
+    from medswift.data import rl
+
+    effusion = "Small left pleural effusion. The heart size is normal. No pneumothorax."
+    normal = "The heart size is normal. The lungs are clear. No pleural effusion or pneumothorax."
+    rows = [{"id": "a#0", "prompt": "Report.", "images": ["a.png"], "reference": effusion, "response": effusion},
+            {"id": "a#1", "prompt": "Report.", "images": ["a.png"], "reference": effusion, "response": normal},
+            {"id": "b#0", "prompt": "Report.", "images": ["b.png"], "reference": normal, "response": "lorem ipsum"},
+            {"id": "b#1", "prompt": "Report.", "images": ["b.png"], "reference": normal, "response": "lorem ipsum"},
+            {"key": "<blank>", "control": "blank", "response": "x", "id": None}]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    orms = rl.check_rewards(["medswift_findings"], [], ROOT / "scripts" / "swift_plugins" / "medswift_rewards.py")
+    pairs, counts = rl.build_pairs(samples, ["medswift_findings"], [1.0], orms, "best")
+    assert counts["studies"] == 2 and counts["ties_dropped"] == 1 and len(pairs) == 1
+    (record,) = rl.dpo_records(pairs)
+    assert record["messages"][-1]["content"] == effusion and record["rejected_response"] == normal
+    assert record["chosen_reward"] > record["rejected_reward"] and record["id"] == "a"
+    pairs, counts = rl.build_pairs(samples, ["medswift_findings"], [1.0], orms, "reference")
+    assert counts["ties_dropped"] == 0 and {p["study"]: p["rejected"] for p in pairs} == {"a": normal, "b": "lorem ipsum"}, \
+        "the reference beats each study's worst sample, ties among the samples or not"

@@ -56,7 +56,7 @@ if [[ -z "$PAIRS_FILE" ]]; then
     --temperature "$TEMPERATURE" --image_max_token_num "$IMAGE_MAX_TOKEN_NUM" --resume
     --output_file "$pairs_dir/samples.jsonl")
   score=("$PYTHON_BIN" -m medswift.data.rl pairs --samples "$pairs_dir/samples.jsonl" --output "$PAIRS_FILE"
-    --reward_funcs "${reward_names[*]}" --reward_weights "${reward_weights[*]}" --chosen "$CHOSEN"
+    --reward_funcs "${reward_names[*]}" --reward_weights "${reward_weights[*]}" --chosen "$CHOSEN" --source "$SOURCE_FILE"
     ${plugin_args[1]:+--plugin "${plugin_args[1]}"})
   if [[ "$DRY_RUN" == 1 ]]; then
     printf 'PYTHONPATH=%q ' "$ROOT/scripts:$ROOT"; printf '%q ' "${sample[@]}"; printf '\n'

@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--reward_weights", default="")
     r.add_argument("--plugin")
     r.add_argument("--chosen", default="best", choices=("best", "reference"))
+    r.add_argument("--source", help="the converter JSONL the samples came from (named for the model card)")
     k = sub.add_parser("check_pairs", help="stop unless a PAIRS_FILE is in the rejected_response form")
     k.add_argument("path")
     args = p.parse_args(argv)
@@ -273,12 +274,19 @@ def main(argv: list[str] | None = None) -> int:
             pairs, counts = build_pairs(Path(args.samples), names, [float(w) for w in weights] or [1.0] * len(names),
                                         orms, args.chosen)
             out = Path(args.output)
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot create {out.parent}: {exc.strerror or exc}") from None
             write_json(out.with_suffix(".summary.json"), counts)
             if not pairs:
                 raise UsageError(f"no preference pairs: in all {counts['studies']} studies the chosen report did not "
                                  f"beat the worst sample (ties dropped: {counts['ties_dropped']}); sample more "
                                  "(NUM_SAMPLES, TEMPERATURE) or set CHOSEN=reference")
             write_jsonl(out, dpo_records(pairs))
+            if args.source:  # the model card reads the converter's summary beside the source
+                write_json(out.with_name(f"{out.stem}.source.json"),
+                           {"source": str(Path(args.source).resolve()), "records": len(pairs)})
             print(f"{counts['pairs']} pairs from {counts['studies']} studies x {counts['samples'] // counts['studies']} "
                   f"samples (ties dropped {counts['ties_dropped']}; chosen = {args.chosen}; mean sample reward "
                   f"{counts['mean_sample_reward']:.3f}) -> {out}", file=sys.stderr)

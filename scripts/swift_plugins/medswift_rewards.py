@@ -1,28 +1,106 @@
-"""ms-swift GRPO reward plugin of MedSwift-VL: ``--external_plugins scripts/swift_plugins/medswift_rewards.py
---reward_funcs <name>``.
+"""ms-swift plugin: the clinical rewards of medswift.eval.rewards as GRPO reward functions.
 
-GRPO drops the assistant turn from the dataset, so each reward reads its reference from its own column
-(``solution``, ms-swift's name for it; ``reference`` is accepted too). A reward of None is NaN to ms-swift:
-the row has no usable reference. For research only, not for diagnosis.
+Research only, not diagnosis. Loaded with ``swift rlhf --rlhf_type grpo --external_plugins
+scripts/swift_plugins/medswift_rewards.py --reward_funcs medswift_findings [medswift_format ...]
+[--reward_weights ...]``. ms-swift calls each as ``ORM(args)(completions, solution=[...], **columns)``
+and ``solution`` is the dataset column that holds the reference report (GRPO drops the assistant
+turn). Registered names:
+
+* ``medswift_findings``: clinical agreement with the reference in [0, 1]; 0 for every completion
+  of a reference that states no observation (counted in a warning); uncertain mentions per
+  MEDSWIFT_REWARD_UNCERTAIN (partial | positive | negative, default partial).
+* ``medswift_format``: length within MEDSWIFT_REWARD_LENGTH_BAND ("lo,hi" ratios of the
+  reference's length, default 0.5,2) and a finished last sentence.
+* ``medswift_repetition``: share of distinct n-grams (1 = no repetition).
+* ``medswift_think_format``: ``<think>reasoning</think>report`` for the Thinking variant.
+* ``medswift_boxes``: for grounding data (scripts/convert_grounding.py), IoU-matched soft F1 of the
+  completion's Qwen3-VL box JSON against the reference boxes, one-to-one (Hungarian) matching of
+  same-label boxes as RadVLM-GRPO does; not box JSON scores 0, a correct ``[]`` scores 1.
+
+The logic lives in the library; this file only registers it.
 """
+import importlib.util
+import logging
+import os
+import sys
+
 from swift.rewards import ORM, orms
 
-from medswift.eval.boxes import box_reward
+# ms-swift imports this file by path and puts only its own folder on sys.path; the library is
+# the medswift package one folder up (scripts/), importable already when installed or when
+# PYTHONPATH names it.
+if importlib.util.find_spec("medswift") is None:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from medswift.core.errors import UsageError  # noqa: E402
+from medswift.eval import rewards  # noqa: E402
+from medswift.eval.boxes import box_reward  # noqa: E402
+
+logger = logging.getLogger("medswift.rewards")
 
 
-# =========================================================================== box reward (issue 19)
-# orms["medswift_boxes"]: IoU-matched soft F1 between the completion's boxes and the reference's, one-to-one
-# (Hungarian) matching of same-label boxes as RadVLM-GRPO does; the scoring lives in medswift.eval.boxes.
-class MedswiftBoxes(ORM):
-    """Soft F1 of Qwen3-VL box JSON against the ``solution`` column: precision and recall are the summed
-    IoU of matched boxes over the predicted and reference box counts; an answer that is not box JSON
-    scores 0; a correct "no finding" (both ``[]``) scores 1."""
-
-    def __call__(self, completions, solution=None, reference=None, **kwargs) -> list:
-        refs = solution if solution is not None else reference
-        if refs is None:
-            raise ValueError("medswift_boxes needs the reference boxes in a 'solution' column of the dataset")
-        return [box_reward(completion, ref) for completion, ref in zip(completions, refs)]
+def _references(name, completions, solution):
+    if solution is None:
+        raise UsageError(f"{name} needs the reference in a 'solution' column of the dataset")
+    if len(solution) != len(completions):
+        raise ValueError(f"{name}: {len(completions)} completions but {len(solution)} solutions")
+    return [s or "" for s in solution]
 
 
-orms["medswift_boxes"] = MedswiftBoxes
+class MedSwiftFindings(ORM):
+
+    def __init__(self, args=None, **kwargs):
+        super().__init__(args, **kwargs)
+        self.uncertain = rewards.uncertain_policy()  # a wrong value stops here, before training
+        self.unscorable = 0
+
+    def __call__(self, completions, solution=None, **kwargs):
+        refs = _references("medswift_findings", completions, solution)
+        values = rewards.findings_rewards([c or "" for c in completions], refs, uncertain=self.uncertain)
+        # The library says None for a reference that states no observation. Returned as None,
+        # ms-swift logs the whole row (reference and completion text) when no other reward
+        # scores it; 0 for the whole group gives the same zero advantage without the text.
+        missing = sum(v is None for v in values)
+        if missing:
+            self.unscorable += missing
+            logger.warning("medswift_findings: %d completions (%d so far) have a reference that states "
+                           "no observation the labeller reads; scored 0", missing, self.unscorable)
+        return [0.0 if v is None else v for v in values]
+
+
+class MedSwiftFormat(ORM):
+
+    def __init__(self, args=None, **kwargs):
+        super().__init__(args, **kwargs)
+        self.band = rewards.length_band()
+
+    def __call__(self, completions, solution=None, **kwargs):
+        refs = solution if solution is not None else [None] * len(completions)
+        return [rewards.format_reward(c or "", r, band=self.band) for c, r in zip(completions, refs)]
+
+
+class MedSwiftRepetition(ORM):
+
+    def __call__(self, completions, solution=None, **kwargs):
+        refs = solution if solution is not None else [None] * len(completions)
+        return [rewards.repetition_reward(c or "", r) for c, r in zip(completions, refs)]
+
+
+class MedSwiftThinkFormat(ORM):
+
+    def __call__(self, completions, **kwargs):
+        return [rewards.think_format_reward(c or "") for c in completions]
+
+
+class MedSwiftBoxes(ORM):
+
+    def __call__(self, completions, solution=None, **kwargs):
+        refs = _references("medswift_boxes", completions, solution)
+        return [box_reward(c or "", r) for c, r in zip(completions, refs)]
+
+
+orms["medswift_findings"] = MedSwiftFindings
+orms["medswift_format"] = MedSwiftFormat
+orms["medswift_repetition"] = MedSwiftRepetition
+orms["medswift_think_format"] = MedSwiftThinkFormat
+orms["medswift_boxes"] = MedSwiftBoxes

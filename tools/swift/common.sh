@@ -28,7 +28,7 @@ knob() {
 
 # init_launcher KIND "$@": apply the knobs; with -h/--help among the arguments, print the calling
 # launcher's own usage (its header comment) and the knobs of KIND with their values, and exit.
-# KIND: train | infer (inference, merge, serving, evaluation) | all.
+# KIND: train | infer (inference, merge, serving, evaluation) | all (post-training: every knob).
 init_launcher() {
   local kind="${1:-all}"
   shift || true
@@ -85,6 +85,22 @@ init_launcher() {
     knob MAX_NEW_TOKENS 512
     knob TEMPERATURE 0                              # 0 = greedy
     knob INFER_BATCH 16
+
+    # ------------------------------------------------------------ post-training (GRPO, DPO)
+    knob RL_OUTPUT_DIR ""                           # empty: results/grpo or results/dpo (ADAPTER: newest under OUTPUT_DIR)
+    knob REWARD_FUNCS medswift_findings             # reward names, space-separated: the plugin's and ms-swift's own
+    knob REWARD_WEIGHTS ""                          # one weight per reward; empty: all 1
+    knob REWARD_PLUGIN "$ROOT/scripts/swift_plugins/medswift_rewards.py"   # registers the medswift_* rewards
+    knob NUM_GENERATIONS 4                          # GRPO: reports sampled per prompt; must divide GLOBAL_BATCH
+    knob MAX_COMPLETION_LENGTH 256                  # tokens per sampled report (GRPO rollouts, DPO samples)
+    knob BETA ""                                    # KL weight; empty: GRPO 0.04, DPO 0.1
+    knob LOSS_TYPE ""                               # empty: GRPO grpo (or bnpo, dr_grpo, dapo), DPO sigmoid
+    knob USE_VLLM auto                              # GRPO rollouts: auto (vLLM colocate with CUDA, if installed) | true | false
+    knob VLLM_GPU_MEMORY 0.5                        # vLLM colocate: share of each GPU for rollouts
+    knob NUM_SAMPLES 4                              # DPO: reports sampled per study to build pairs
+    knob CHOSEN best                                # DPO: chosen = best sample | reference report; rejected = worst
+    knob RPO_ALPHA ""                               # DPO: weight of the chosen report's NLL term; empty: none
+    knob PAIRS_FILE ""                              # DPO: your own pairs (rejected_response form); empty: built
   }
   KNOBS_APPLIED=1
   local arg
@@ -108,12 +124,12 @@ launcher_help() {
     if [[ "$line" =~ ^[[:space:]]*#\ -+\ (.+)$ ]]; then
       section="${BASH_REMATCH[1]}"
       case "$kind:$section" in
-        train:inference | infer:method* | infer:training) continue ;;
+        train:inference | infer:method* | infer:training | train:post-training* | infer:post-training*) continue ;;
       esac
       printf '\n  [%s]\n' "$section"
     elif [[ "$line" =~ ^[[:space:]]*knob\ ([A-Z_]+)\ [^#]*(#\ (.*))?$ ]]; then
       case "$kind:$section" in
-        train:inference | infer:method* | infer:training) continue ;;
+        train:inference | infer:method* | infer:training | train:post-training* | infer:post-training*) continue ;;
       esac
       name="${BASH_REMATCH[1]}" comment="${BASH_REMATCH[3]:-}"
       printf '  %-22s %s\n' "$name=${!name}" "$comment"
@@ -194,7 +210,8 @@ check_knobs() {
       MAX_LENGTH)
         [[ "$value" == auto ]] || is_positive_int "$value" || die "$name must be auto or a positive integer, got '$value'" ;;
       LORA_RANK | LORA_ALPHA | GLOBAL_BATCH | MICRO_BATCH | SAVE_STEPS | EVAL_STEPS | \
-        LOGGING_STEPS | SAVE_TOTAL_LIMIT | IMAGE_MAX_TOKEN_NUM | MAX_NEW_TOKENS | INFER_BATCH)
+        LOGGING_STEPS | SAVE_TOTAL_LIMIT | IMAGE_MAX_TOKEN_NUM | MAX_NEW_TOKENS | INFER_BATCH | \
+        MAX_COMPLETION_LENGTH | NUM_SAMPLES)
         is_positive_int "$value" || die "$name must be a positive integer, got '$value'" ;;
       SEED | NUM_WORKERS)
         [[ "$value" =~ ^[0-9]+$ ]] || die "$name must be a non-negative integer, got '$value'" ;;
@@ -204,6 +221,12 @@ check_knobs() {
         is_number "$value" ratio || die "$name must be a number in [0, 1), got '$value'" ;;
       TEMPERATURE)
         is_number "$value" nonneg || die "$name must be a number >= 0 (0 = greedy), got '$value'" ;;
+      NUM_GENERATIONS)
+        [[ "$value" =~ ^[1-9][0-9]*$ && "$value" -ge 2 ]] || die "$name must be an integer of 2 or more (GRPO compares a group), got '$value'" ;;
+      BETA | RPO_ALPHA)
+        is_number "$value" nonneg || die "$name must be a number >= 0, got '$value'" ;;
+      VLLM_GPU_MEMORY)
+        is_number "$value" positive && is_number "$value" ratio || die "$name must be a number in (0, 1), got '$value'" ;;
       FREEZE_VIT | FREEZE_ALIGNER | GRAD_CHECKPOINTING)
         [[ "$value" == true || "$value" == false ]] || die "$name must be true or false, got '$value'" ;;
       *) die "check_knobs: unknown knob $name" ;;
@@ -363,10 +386,10 @@ run_or_print() {
   exec "$@"
 }
 
-# Model cards (README.md) in every checkpoint of the newest run folder under OUTPUT_DIR.
+# Model cards (README.md) in every checkpoint of the newest run folder under $1 (default OUTPUT_DIR).
 write_run_cards() {
   local run_dir
-  run_dir="$(find "$OUTPUT_DIR" -maxdepth 1 -type d -name 'v*-*' -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2-)"
+  run_dir="$(find "${1:-$OUTPUT_DIR}" -maxdepth 1 -type d -name 'v*-*' -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2-)"
   [[ -n "$run_dir" ]] || return 0
   medswift_python -m medswift.eval.model_card --run "$run_dir" >&2 || note "could not write the model cards in $run_dir"
 }
@@ -417,18 +440,18 @@ processes() {
   fi
 }
 
-# swift sft with LoRA; $1 = single | distributed (see processes); the rest passes through.
-# Afterwards every checkpoint of the run gets a model card.
-run_sft() {
-  declare -F after_run >/dev/null || after_run() { write_run_cards; }
-  [[ -n "$KNOBS_APPLIED" ]] || die "the launcher must call init_launcher before run_sft"
-  local nproc nnodes
+# The flags every LoRA training run shares, swift sft and swift rlhf alike (one place for the
+# process count, knob checks, model, data length, batch arithmetic, dtype, DeepSpeed, QLoRA and
+# reporting). $1 = single | distributed (see processes); $2 = model (MODEL alone: SFT) | adapter
+# (ADAPTER on its base: post-training); $3 = the output folder. Fills train_flags; sets nproc, nnodes.
+training_flags() {
+  [[ -n "$KNOBS_APPLIED" ]] || die "the launcher must call init_launcher before training"
+  local output_dir="$3"
   processes "$1"
-  shift
   check_knobs LORA_RANK LORA_ALPHA EPOCHS LEARNING_RATE WARMUP_RATIO GLOBAL_BATCH MICRO_BATCH MAX_LENGTH \
     SAVE_STEPS EVAL_STEPS LOGGING_STEPS SAVE_TOTAL_LIMIT SEED NUM_WORKERS \
     FREEZE_VIT FREEZE_ALIGNER GRAD_CHECKPOINTING
-  resolve_choice model
+  resolve_choice "$2"
   require_data "$TRAIN_FILE" "training data"
   # Several views per sample cost several image budgets: size MAX_LENGTH from the data.
   MAX_LENGTH="$(medswift_python -m medswift.data.budget "$TRAIN_FILE" --image_tokens "$IMAGE_MAX_TOKEN_NUM" \
@@ -475,22 +498,50 @@ run_sft() {
   local type_args=()
   [[ -n "$MODEL_TYPE" ]] && type_args=(--model_type "$MODEL_TYPE")
 
-  run_or_print "$SWIFT_BIN" sft \
-    --model "$MODEL" "${type_args[@]}" \
-    --dataset "$TRAIN_FILE" "${val_args[@]}" \
-    --tuner_type lora \
-    --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --target_modules "$TARGET_MODULES" \
-    --freeze_vit "$FREEZE_VIT" --freeze_aligner "$FREEZE_ALIGNER" \
-    --torch_dtype "$DTYPE" \
-    --num_train_epochs "$EPOCHS" \
-    --per_device_train_batch_size "$MICRO_BATCH" --per_device_eval_batch_size "$MICRO_BATCH" \
-    --gradient_accumulation_steps "$accum" \
-    --learning_rate "$LEARNING_RATE" --lr_scheduler_type "$LR_SCHEDULER" --warmup_ratio "$WARMUP_RATIO" \
-    --max_length "$MAX_LENGTH" --gradient_checkpointing "$GRAD_CHECKPOINTING" \
-    --save_steps "$SAVE_STEPS" --save_total_limit "$SAVE_TOTAL_LIMIT" --logging_steps "$LOGGING_STEPS" \
-    --dataloader_num_workers "$NUM_WORKERS" --dataset_num_proc "$NUM_WORKERS" \
-    --seed "$SEED" --check_model false --report_to "$REPORT_TO" \
-    --model_kwargs "{\"IMAGE_MAX_TOKEN_NUM\": $IMAGE_MAX_TOKEN_NUM}" \
-    --output_dir "$OUTPUT_DIR" \
-    "${ds_args[@]}" "${quant_args[@]}" "$@"
+  # shellcheck disable=SC2034  # read by the caller
+  train_flags=(--model "$MODEL" "${type_args[@]}" "${val_args[@]}"
+    --tuner_type lora
+    --freeze_vit "$FREEZE_VIT" --freeze_aligner "$FREEZE_ALIGNER"
+    --torch_dtype "$DTYPE"
+    --num_train_epochs "$EPOCHS"
+    --per_device_train_batch_size "$MICRO_BATCH" --per_device_eval_batch_size "$MICRO_BATCH"
+    --gradient_accumulation_steps "$accum"
+    --learning_rate "$LEARNING_RATE" --lr_scheduler_type "$LR_SCHEDULER" --warmup_ratio "$WARMUP_RATIO"
+    --max_length "$MAX_LENGTH" --gradient_checkpointing "$GRAD_CHECKPOINTING"
+    --save_steps "$SAVE_STEPS" --save_total_limit "$SAVE_TOTAL_LIMIT" --logging_steps "$LOGGING_STEPS"
+    --dataloader_num_workers "$NUM_WORKERS" --dataset_num_proc "$NUM_WORKERS"
+    --seed "$SEED" --check_model false --report_to "$REPORT_TO"
+    --model_kwargs "{\"IMAGE_MAX_TOKEN_NUM\": $IMAGE_MAX_TOKEN_NUM}"
+    --output_dir "$output_dir"
+    "${ds_args[@]}" "${quant_args[@]}")
+}
+
+# swift sft with LoRA; $1 = single | distributed (see processes); the rest passes through.
+# Afterwards every checkpoint of the run gets a model card.
+run_sft() {
+  declare -F after_run >/dev/null || after_run() { write_run_cards; }
+  local nproc nnodes train_flags
+  training_flags "$1" model "$OUTPUT_DIR"
+  shift
+  run_or_print "$SWIFT_BIN" sft --dataset "$TRAIN_FILE" "${train_flags[@]}" \
+    --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --target_modules "$TARGET_MODULES" "$@"
+}
+
+# The rewards of a post-training run (GRPO's, and DPO's pair scoring): REWARD_FUNCS with
+# REWARD_WEIGHTS, the plugin when its file exists. A real run imports ms-swift's registry and the
+# plugin to stop on an unknown name in one line before any model loads; a dry run may be written
+# for another machine and does not. Fills reward_names, reward_weights, plugin_args.
+resolve_rewards() {
+  read -r -a reward_names <<<"${REWARD_FUNCS//,/ }"
+  # shellcheck disable=SC2034  # read by the launcher
+  read -r -a reward_weights <<<"${REWARD_WEIGHTS//,/ }"
+  plugin_args=()
+  [[ -f "$REWARD_PLUGIN" ]] && plugin_args=(--external_plugins "$REWARD_PLUGIN")
+  ((${#reward_names[@]})) || die "REWARD_FUNCS is empty: name at least one reward"
+  if [[ "$DRY_RUN" != 1 ]]; then
+    medswift_python -m medswift.data.rl check_rewards "${reward_names[@]}" --weights "$REWARD_WEIGHTS" \
+      ${plugin_args[1]:+--plugin "${plugin_args[1]}"} || exit 2
+  fi
+  # The reward plugin imports the medswift library of this checkout, in ms-swift's processes too.
+  export PYTHONPATH="$ROOT/scripts:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 }

@@ -47,6 +47,46 @@ def trained_image_budget(adapter: Path) -> int | None:
     return None
 
 
+def _lora_input_widths(adapter: Path) -> set[int]:
+    """The input width of every language-model q_proj LoRA A matrix, read from the safetensors
+    header alone (a few KB; no tensor is loaded)."""
+    import struct
+
+    path = adapter / "adapter_model.safetensors"
+    try:
+        with path.open("rb") as fh:
+            size = struct.unpack("<Q", fh.read(8))[0]
+            header = json.loads(fh.read(min(size, 64 << 20)))
+    except (OSError, ValueError, struct.error):
+        return set()
+    return {v["shape"][-1] for k, v in header.items() if isinstance(v, dict) and "language_model" in k
+            and "q_proj.lora_A" in k and len(v.get("shape") or []) == 2}
+
+
+def check_adapter_base(adapter: Path, model: Path) -> None:
+    """A LoRA checkpoint trained on another base stops here, in one line, instead of as a shape
+    mismatch after the model has loaded: its language-model LoRA matrices must be as wide as
+    this model's hidden size (an 8B adapter on a 2B base, or the tiny model's on 8B)."""
+    try:
+        config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+        peft = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(peft, dict) and peft.get("peft_type") not in (None, "LORA"):
+        raise UsageError(f"not a LoRA checkpoint (peft_type {peft.get('peft_type')}): {adapter}")
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    hidden = text.get("hidden_size") if isinstance(text, dict) else None
+    widths = _lora_input_widths(adapter)
+    if isinstance(hidden, int) and widths and widths != {hidden}:
+        trained_on = ""
+        try:
+            trained_on = f" (trained on {json.loads((adapter / 'args.json').read_text(encoding='utf-8'))['model']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        raise UsageError(f"{adapter} is not a LoRA checkpoint of {model}: its LoRA layers are "
+                         f"{'/'.join(map(str, sorted(widths)))} wide, the model's hidden size is {hidden}{trained_on}")
+
+
 def newest_checkpoint(output_dir: Path) -> Path | None:
     """The newest ``checkpoint-<step>`` under ``output_dir`` (ms-swift writes
     ``v<N>-<time>/checkpoint-<step>``), by modification time; merged models are not adapters."""
@@ -112,6 +152,8 @@ def resolve(model_path: str | Path | None = None, adapter_path: str | Path | Non
         model_type = json.loads((model / "config.json").read_text(encoding="utf-8")).get("model_type", "")
     except (ValueError, OSError, AttributeError):
         raise UsageError(f"cannot read model_type from {model / 'config.json'}") from None
+    if adapter is not None and adapter.is_dir():
+        check_adapter_base(adapter, model)
     return ModelChoice(model=model, adapter=adapter, model_type=model_type or "", backend=backend,
                        model_source=source, image_budget=trained_image_budget(adapter) if adapter else None)
 

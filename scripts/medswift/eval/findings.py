@@ -352,12 +352,30 @@ def _zh_subclauses(clause: str) -> list[str]:
     return out
 
 
+def _mention_prefilter(lang: str) -> dict[str, re.Pattern]:
+    """One alternation per observation of all its patterns: a clause is run through an
+    observation's patterns only when its alternation matches somewhere, which is exactly when one
+    of them does. Most clauses mention a few observations or none; running ~90 patterns one by one
+    on every clause took twice as long (measured on the OpenI reports)."""
+    per: dict[str, list[str]] = {}
+    for table in (NORMAL_EN, BORDERLINE_EN, MENTIONS_EN) if lang == "en" else (NORMAL_ZH, BORDERLINE_ZH, MENTIONS_ZH):
+        for finding, pats in table.items():
+            per.setdefault(finding, []).extend(p.replace("(?P<m>", "(?:") for p in pats)
+    return {f: _compile_list(pats, _F[lang]) for f, pats in per.items()}
+
+
+_FINDING_MENTION = {lang: _mention_prefilter(lang) for lang in ("en", "zh")}
+
+
 def _find_mentions(clause: str, lang: str) -> list[tuple[int, int, str, int | None]]:
     """(start, end, finding, preset_status) for each mention; phrases with a fixed
     status (normal heart size, borderline) and then longer matches win on overlap."""
+    candidates = {f for f, pat in _FINDING_MENTION[lang].items() if pat.search(clause)}
     found = []
     for table, preset in ((_NORMALS[lang], NEGATIVE), (_BORDERLINE[lang], UNCERTAIN), (_MENTIONS[lang], None)):
         for finding, pats in table.items():
+            if finding not in candidates:
+                continue
             for pat in pats:
                 for m in pat.finditer(clause):
                     s, e = (m.span("m") if "m" in pat.groupindex and m.group("m") else m.span())
@@ -439,6 +457,19 @@ def aggregate(statuses: Iterable[int]) -> int | None:
     return None
 
 
+def labelled_clauses(text: str, lang: str) -> list[tuple[str, tuple[tuple[str, int], ...]]]:
+    """Every clause the labeller reads, with its (observation, status) mentions (empty when the
+    clause states no observation); label_report aggregates these. The clinical reward uses it to
+    tell report language from text that merely contains a finding word."""
+    if lang not in ("en", "zh"):
+        raise ValueError(f"unsupported language: {lang!r}")
+    out = []
+    for clause in _clauses(text or "", lang):
+        for piece in (_zh_subclauses(clause) if lang == "zh" else [clause]):
+            out.append((piece, _label_clause(piece, lang)))
+    return out
+
+
 def label_report(text: str, lang: str | None = None) -> dict[str, int | None]:
     """Label one report; returns {observation: 1 | 0 | -1 | None} for every FINDINGS key."""
     text = text or ""
@@ -446,11 +477,9 @@ def label_report(text: str, lang: str | None = None) -> dict[str, int | None]:
     if lang not in ("en", "zh"):
         raise ValueError(f"unsupported language: {lang!r}")
     per_finding: dict[str, list[int]] = {f: [] for f in FINDINGS}
-    for clause in _clauses(text, lang):
-        pieces = _zh_subclauses(clause) if lang == "zh" else [clause]
-        for piece in pieces:
-            for finding, status in _label_clause(piece, lang):
-                per_finding[finding].append(status)
+    for _, mentions in labelled_clauses(text, lang):
+        for finding, status in mentions:
+            per_finding[finding].append(status)
     labels = {f: aggregate(per_finding[f]) for f in FINDINGS if f != NO_FINDING}
     abnormal = any(v in (POSITIVE, UNCERTAIN) for f, v in labels.items() if f != "Support Devices")
     # An empty report states nothing, not a normal chest: No Finding stays absent.
@@ -472,5 +501,5 @@ def is_normal_report(text: str, lang: str | None = None) -> bool:
 
 __all__ = [
     "FINDINGS", "POSITIVE", "NEGATIVE", "UNCERTAIN", "NO_FINDING", "aggregate", "detect_lang",
-    "is_normal_report", "label_report", "to_binary",
+    "is_normal_report", "label_report", "labelled_clauses", "to_binary",
 ]

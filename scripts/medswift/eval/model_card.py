@@ -20,6 +20,7 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import write_atomic
+from medswift.eval import rl_stage
 from medswift.eval.provenance import read_summary
 
 # What is known of each format's licence; anything else: "see the dataset's own licence".
@@ -46,12 +47,20 @@ def _first(value):
     return value[0] if isinstance(value, list) and value else value
 
 
+def _converted_source(train: Path) -> Path:
+    """The converter JSONL behind a GRPO view (medswift.data.rl writes ``<view>.source.json``)."""
+    try:
+        return Path(json.loads(train.with_suffix(".source.json").read_text(encoding="utf-8"))["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return train
+
+
 def data_section(args: dict) -> list[str]:
     train = _first(args.get("dataset"))
     lines = ["## Data", ""]
     if not train:
         return lines + ["Not recorded in args.json.", ""]
-    summary, _ = read_summary(Path(str(train)))
+    summary, _ = read_summary(_converted_source(Path(str(train))))
     lines.append(f"- training file: `{train}`" + (f"; validation: `{_first(args.get('val_dataset'))}`"
                                                     if args.get("val_dataset") else ""))
     if not summary:
@@ -160,7 +169,7 @@ def write_card(folder: Path, merged_from: Path | None = None) -> Path:
     if curve_line(source):
         lines.append(f"- {curve_line(source)}")
     lines.append("")
-    lines += data_section(args) + training_section(args) + metrics_section(source)
+    lines += data_section(args) + training_section(args) + rl_stage.section(args, source) + metrics_section(source)
     lines += [f"_{NOTICE}_", ""]
     path = folder / "README.md"
     write_atomic(path, "\n".join(lines))
@@ -168,9 +177,12 @@ def write_card(folder: Path, merged_from: Path | None = None) -> Path:
 
 
 def write_run_cards(run_dir: Path) -> list[Path]:
-    """A card in every checkpoint of a training run folder (ms-swift's v<N>-<time>)."""
-    return [write_card(p) for p in sorted(Path(run_dir).glob("checkpoint-*"))
-            if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    """A card in every checkpoint of a training run folder (ms-swift's v<N>-<time>); a GRPO or
+    DPO run also gets its curves beside the SFT run's (medswift.eval.rl_stage)."""
+    cards = [write_card(p) for p in sorted(Path(run_dir).glob("checkpoint-*"))
+             if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    rl_stage.plot_curves(Path(run_dir))
+    return cards
 
 
 def main(argv: list[str] | None = None) -> int:

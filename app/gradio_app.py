@@ -8,7 +8,8 @@ Usage:
 Safe by default: binds to 127.0.0.1, no public share link unless --share, optional
 password (--auth user:password or MEDSWIFT_DEMO_AUTH) with a doubling wait after each failed
 login from a client, a size limit on uploads, a bounded request queue, and no file names,
-DICOM tags or login attempts' names and passwords in the logs. A file that does not decode
+DICOM tags, login attempts' names and passwords or submitted values in the logs (a failed
+request is one line naming the error's type). A file that does not decode
 or a failed generation gives a message on the page, not a traceback. The model loads once,
 before the server accepts requests.
 

@@ -422,7 +422,7 @@ def test_first_valid_record_of_an_id_is_kept(tmp_path):
 
 def test_repeated_skip_reasons_are_summarised_not_listed_a_million_times(tmp_path):
     """Issue 16, item 9: 3 million duplicate rows (a 349 KB gzip) once wrote a 276 MB skipped.tsv.
-    Here 200,000 copies of one row: 1,000 lines for the reason, then one line with the rest's
+    Here 200,000 copies of one row: 10,000 lines for the reason, then one line with the rest's
     count; summary.json keeps the exact count and read = written + skipped."""
     data = make_cxr14(tmp_path / "src", n_patients=1, size=16)
     header, row = data["csv"].read_text().splitlines()[:2]
@@ -440,7 +440,7 @@ def test_repeated_skip_reasons_are_summarised_not_listed_a_million_times(tmp_pat
     size = (out / "skipped.tsv").stat().st_size
     print(f"{copies} duplicate rows: skipped.tsv {size / 1024:.0f} KB (the full list: about "
           f"{copies * len(chr(9).join(rows[0]) + chr(10)) / 2**20:.0f} MB)")
-    assert size < 100_000
+    assert size < 1_000_000
 
 
 def test_skip_list_cap_is_per_reason_and_sorted(tmp_path):

@@ -8,7 +8,8 @@ Usage:
 Safe by default: binds to 127.0.0.1, no public share link unless --share, optional
 password (--auth user:password or MEDSWIFT_DEMO_AUTH) with a doubling wait after each failed
 login from a client, a size limit on uploads, a bounded request queue, and no file names,
-DICOM tags or login attempts' names and passwords in the logs. A file that does not decode
+DICOM tags, login attempts' names and passwords or submitted values in the logs (a failed
+request is one line naming the error's type). A file that does not decode
 or a failed generation gives a message on the page, not a traceback. The model loads once,
 before the server accepts requests.
 
@@ -19,10 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hmac
+import io
 import logging
 import os
 import sys
 import time
+import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -482,8 +485,55 @@ def setup_logging() -> None:
     log.propagate = False
 
 
+class QuietTracebacks(io.TextIOBase):
+    """The demo process's stderr: Gradio prints a traceback for every failed event with
+    ``traceback.print_exc()`` (gradio/queueing.py, routes.py), not through logging, and that text
+    quotes what the client sent (slider values, forged file paths). No Gradio setting turns it off,
+    hence this hand-written filter: each traceback becomes one log line naming the exception's
+    type; everything else passes through unchanged."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.reported = None  # the exception whose traceback is being dropped
+
+    def write(self, text: str) -> int:
+        exc = sys.exc_info()[1]
+        if exc is not None and self._from_traceback_module():
+            if exc is not self.reported:
+                self.reported = exc
+                log.error("request failed: %s (details withheld: they may quote what the client sent)",
+                          type(exc).__name__)
+            return len(text)
+        return self.stream.write(text)
+
+    @staticmethod
+    def _from_traceback_module() -> bool:
+        frame = sys._getframe(2)
+        for _ in range(8):
+            if frame is None:
+                return False
+            if frame.f_code.co_filename == traceback.__file__:
+                return True
+            frame = frame.f_back
+        return False
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @property
+    def encoding(self):
+        return self.stream.encoding
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
+    sys.stderr = QuietTracebacks(sys.stderr)
     args = build_parser().parse_args(argv)
     try:
         auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))

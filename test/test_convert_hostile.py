@@ -22,6 +22,7 @@ from medswift.data import captions as convert_captions
 from medswift.data import chestxray14 as convert_chestxray14
 from medswift.data import checks as image_checks
 from medswift.data import ham10000 as convert_ham10000
+from medswift.data import outputs
 from medswift.data import reports as conv
 
 RNG_SEED = 7
@@ -417,6 +418,43 @@ def test_first_valid_record_of_an_id_is_kept(tmp_path):
     assert run_openi(reports, images, out2) == 0
     assert written_ids(out2)[ids[0]]["messages"][-1]["content"] == "Second."
     assert [r[:2] for r in skipped_rows(out2)] == [[ids[0], "empty report"]]
+
+
+def test_repeated_skip_reasons_are_summarised_not_listed_a_million_times(tmp_path):
+    """Issue 16, item 9: 3 million duplicate rows (a 349 KB gzip) once wrote a 276 MB skipped.tsv.
+    Here 200,000 copies of one row: 10,000 lines for the reason, then one line with the rest's
+    count; summary.json keeps the exact count and read = written + skipped."""
+    data = make_cxr14(tmp_path / "src", n_patients=1, size=16)
+    header, row = data["csv"].read_text().splitlines()[:2]
+    copies = 200_000
+    data["csv"].write_text(f"{header}\n{row}\n" + f"{row}\n" * copies)
+    out = tmp_path / "out"
+    assert convert_chestxray14.main(["--csv", str(data["csv"]), "--images_dir", str(data["images"]),
+                                     "--output_dir", str(out), "--quiet", "--workers", "1"]) == 0
+    summary = summary_of(out)
+    assert summary["skipped_by_reason"] == {"duplicate id": copies} and summary["written"] == 1
+    rows = skipped_rows(out)
+    cap = outputs.LISTED_PER_REASON
+    assert len(rows) == cap + 1 and all(r[1] == "duplicate id" for r in rows)
+    assert rows[-1][0] == outputs.MORE_ID and rows[-1][2].startswith(f"{copies - cap} more skipped")
+    size = (out / "skipped.tsv").stat().st_size
+    print(f"{copies} duplicate rows: skipped.tsv {size / 1024:.0f} KB (the full list: about "
+          f"{copies * len(chr(9).join(rows[0]) + chr(10)) / 2**20:.0f} MB)")
+    assert size < 1_000_000
+
+
+def test_skip_list_cap_is_per_reason_and_sorted(tmp_path):
+    skipped = [(f"id{k % 7}", "duplicate id", "kept the first") for k in range(9)] + \
+              [("b", "missing image", "x"), ("a", "missing image", "y"), ("z", "unknown label", "Alien")]
+    counts = outputs.write_skipped(tmp_path / "skipped.tsv", skipped, cap=3)
+    assert counts == {"duplicate id": 9, "missing image": 2, "unknown label": 1}
+    with open(tmp_path / "skipped.tsv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, dialect="excel-tab"))[1:]
+    assert rows == [["id0", "duplicate id", "kept the first"], ["id0", "duplicate id", "kept the first"],
+                    ["id1", "duplicate id", "kept the first"],
+                    ["*", "duplicate id", rows[3][2]], ["a", "missing image", "y"], ["b", "missing image", "x"],
+                    ["z", "unknown label", "Alien"]]
+    assert rows[3][2].startswith("6 more skipped for this reason")
 
 
 def test_captions_datasets_rerun_leaves_no_stale_hf_images(tmp_path):

@@ -4,6 +4,7 @@ a password-protected server on 127.0.0.1."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -220,15 +221,25 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(trained_adapter, tmp_path_factory):
-    port = free_port()
     log = tmp_path_factory.mktemp("demo") / "server.log"
-    with open(log, "w") as fh:
-        # the password goes in the environment, where no process listing shows it
-        proc = subprocess.Popen([PYTHON, str(ROOT / "app" / "gradio_app.py"), "--adapter_path", str(trained_adapter),
-                                 "--port", str(port), "--image_max_token_num", "64", "--queue_size", "16",
+    # the password goes in the environment, where no process listing shows it
+    proc, url = start_demo(log, ["--adapter_path", str(trained_adapter), "--queue_size", "16",
                                  "--login_delay", str(LOGIN_DELAY), "--login_delay_max", "5"],
+                           {app.AUTH_ENV: f"{DEMO_USER}:{DEMO_PASSWORD}"})
+    yield url, log
+    assert DEMO_PASSWORD not in Path(f"/proc/{proc.pid}/cmdline").read_text(), "no password in the process listing"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def start_demo(log: Path, args: list[str], env: dict | None = None):
+    """(process, url) of app/gradio_app.py on a free loopback port, once it answers; its output goes to ``log``."""
+    port = free_port()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([PYTHON, str(ROOT / "app" / "gradio_app.py"), "--port", str(port),
+                                 "--image_max_token_num", "64", *args],
                                 cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "GRADIO_ANALYTICS_ENABLED": "0",
-                                               app.AUTH_ENV: f"{DEMO_USER}:{DEMO_PASSWORD}"},
+                                               **(env or {})},
                                 stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 180
@@ -243,10 +254,7 @@ def server(trained_adapter, tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("demo did not start:\n" + log.read_text()[-3000:])
-    yield url, log
-    assert DEMO_PASSWORD not in Path(f"/proc/{proc.pid}/cmdline").read_text(), "no password in the process listing"
-    proc.terminate()
-    proc.wait(timeout=30)
+    return proc, url
 
 
 def test_server_binds_loopback_only(server):
@@ -396,6 +404,65 @@ def test_upload_formats_and_decoder_failures_over_http(server, tmp_path):
     logged = log.read_text()
     assert "Traceback" not in logged and "Doe_Jane" not in logged
     assert PATIENT_NAME not in logged and PATIENT_ID not in logged
+
+
+def queue_event(url: str, fn_index: int, data: list) -> tuple[str, dict | str]:
+    """One event through Gradio's queue over plain HTTP, as the page sends it: ("refused", the 503's
+    detail), ("completed", the process_completed message) or ("dropped", what went wrong)."""
+    import uuid
+
+    session = uuid.uuid4().hex[:12]
+    join = urllib.request.Request(url + "gradio_api/queue/join", headers={"Content-Type": "application/json"},
+                                  data=json.dumps({"data": data, "fn_index": fn_index, "session_hash": session,
+                                                   "event_data": None, "trigger_id": None}).encode())
+    try:
+        urllib.request.urlopen(join, timeout=60).read()
+    except urllib.error.HTTPError as exc:
+        return ("refused", json.loads(exc.read())["detail"]) if exc.code == 503 else ("dropped", f"HTTP {exc.code}")
+    except OSError as exc:
+        return "dropped", repr(exc)
+    try:
+        with urllib.request.urlopen(f"{url}gradio_api/queue/data?session_hash={session}", timeout=300) as stream:
+            for line in stream:
+                if line.startswith(b"data:") and (message := json.loads(line[5:]))["msg"] == "process_completed":
+                    return "completed", message
+    except OSError as exc:
+        return "dropped", repr(exc)
+    return "dropped", "the event stream ended without an answer"
+
+
+def test_burst_and_hostile_values_over_a_tiny_queue(tiny_model, tmp_path):
+    """30 events at once against a queue of 2: each is answered or told the queue is full, none
+    dropped. Then a forged file path and forged slider values: each gets an error answer, and
+    the log holds one line per failed event, never the values, the path or a traceback (Gradio
+    itself prints tracebacks quoting them; issue 16, item 11)."""
+    log = tmp_path / "demo.log"
+    proc, url = start_demo(log, ["--queue_size", "2", "--concurrency", "1"])
+    try:
+        config = json.loads(urllib.request.urlopen(url + "config", timeout=10).read())
+        (fn_index,) = [d["id"] for d in config["dependencies"] if d.get("api_name") == "new_report"]
+        good = [None, "2_1.png", "en", None, "", 16, 0, None]
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            burst = list(pool.map(lambda _: queue_event(url, fn_index, good), range(30)))
+        answered = [m for kind, m in burst if kind == "completed" and m["success"]]
+        refused = [m for kind, m in burst if kind == "refused"]
+        assert len(answered) + len(refused) == 30, [r for r in burst if r[0] == "dropped" or
+                                                    (r[0] == "completed" and not r[1]["success"])]
+        assert answered and all(m.startswith("Queue is full") for m in refused), refused[:3]
+        forged_path = {"path": "/tmp/FORGED-PATH-4711/chest.png", "orig_name": "chest.png",
+                       "meta": {"_type": "gradio.FileData"}}
+        hostile = [[forged_path] + good[1:], good[:5] + ["SLIDER-VALUE-98765"] + good[6:],
+                   good[:5] + [99999] + good[6:], good[:6] + [-7777] + good[7:]]
+        outcomes = [queue_event(url, fn_index, data) for data in hostile]
+        assert all(kind == "completed" and not m["success"] for kind, m in outcomes), outcomes
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(f"burst of 30 on a queue of 2: {len(answered)} answered, {len(refused)} told the queue is full, 0 dropped")
+    logged = log.read_text()
+    for leaked in ("Traceback", "FORGED-PATH", "98765", "99999", "7777"):
+        assert leaked not in logged, f"{leaked!r} reached the demo's log"
+    assert logged.count("request failed:") == len(hostile), logged[-2000:]
 
 
 # --------------------------------------------------------------------------- depends on scripts/imaging filling warnings

@@ -45,11 +45,10 @@ from pathlib import Path
 from medswift.core import prompts
 from medswift.core.constants import SPLITS
 from medswift.core.errors import UsageError
-from medswift.core.files import write_tsv
 from medswift.data.command import add_common_args, converter_entry, converter_parser
 from medswift.data.image_index import index_images
 from medswift.data.last_conversion import REPORT_LAUNCHERS
-from medswift.data.outputs import prepare_output_dir, sample, summarise, write_lists, write_splits
+from medswift.data.outputs import prepare_output_dir, sample, summarise, write_lists, write_skipped, write_splits
 from medswift.data.records import Candidate
 from medswift.data.splits import Conversion, check_and_split
 from medswift.eval.boxes import Box, format_boxes, iou, label_key, normalise_box
@@ -361,8 +360,7 @@ def convert(args) -> dict:
                 continue
         images_per_split[split] += 1
     write_splits(out_dir, written)
-    write_tsv(out_dir / "skipped_boxes.tsv", ("image_id", "reason", "detail"),
-              sorted(box_skips, key=lambda s: (s[1], s[0], s[2])))
+    write_skipped(out_dir / "skipped_boxes.tsv", box_skips, header=("image_id", "reason", "detail"))
     conv.validated.skipped.extend(bad_rows)
     kept_groups = {c.group for c in kept}
     conv_written = Conversion(kept, conv.images, {g: s for g, s in conv.split_of.items() if g in kept_groups},

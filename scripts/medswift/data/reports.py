@@ -39,7 +39,7 @@ from medswift.core import prompts, thinking
 from medswift.core.errors import UsageError
 from medswift.core.files import json_line
 from medswift.data.core import (SECTIONS, Reading, add_common_args, check_and_split, choose_section,
-                                converter_entry, converter_parser, prepare_output_dir, sample, summarise,
+                                converter_entry, converter_parser, message, prepare_output_dir, sample, summarise,
                                 to_units, write_lists, write_splits)
 
 # Format name -> reader module (medswift.data.<module>), tried in this order when detecting.
@@ -108,9 +108,11 @@ def convert(args) -> dict:
             template_use[idx] += 1
             prompt = prompts.template(args.lang, idx)
         answer = thinking.join(rec.fields.get("reasoning"), rec.fields["target"])
-        rows[conv.split(rec)].append(sample(rec.record_id, conv.images[rec.record_id], prompt, answer,
-                                            args.system, **({"meta": rec.fields["meta"]} if rec.fields.get("meta")
-                                                            else {})))
+        row = sample(rec.record_id, conv.images[rec.record_id], prompt, answer, args.system,
+                     **({"meta": rec.fields["meta"]} if rec.fields.get("meta") else {}))
+        for question, reply in rec.fields.get("later_turns") or ():  # a conversation's later pairs (llamafactory)
+            row["messages"] += [message("user", question), message("assistant", reply)]
+        rows[conv.split(rec)].append(row)
     per_split = write_splits(out_dir, rows)
     lists = write_lists(out_dir, conv.validated)
     copy_root = (out_dir / "images").resolve()
@@ -152,6 +154,9 @@ def build_parser():
     p.add_argument("--dataset_info", help="llamafactory: the dataset_info.json naming the file's fields "
                                           "(default: the one beside --input, when it has an entry for it)")
     p.add_argument("--dataset_name", help="llamafactory: the dataset_info.json entry to use")
+    p.add_argument("--first_turn_only", action="store_true",
+                   help="llamafactory: keep each conversation's first question and answer only (report "
+                        "generation); later pairs are dropped and counted (default: every pair is kept)")
     add_common_args(p, "openi_swift", val_ratio=0.05, test_ratio=0.05, lang="zh")
     return p
 

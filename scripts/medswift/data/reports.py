@@ -106,7 +106,9 @@ def convert(args) -> dict:
         if not prompt:
             idx = prompts.pick_index(rec.record_id, args.seed, args.lang)
             template_use[idx] += 1
-            prompt = prompts.template(args.lang, idx)
+            views = conv.images[rec.record_id]  # a study sample speaks of the views it shows
+            positions = rec.fields.get("view_positions") if len(views) == len(rec.images) else None
+            prompt = prompts.study_template(args.lang, idx, len(views), positions)
         answer = thinking.join(rec.fields.get("reasoning"), rec.fields["target"])
         row = sample(rec.record_id, conv.images[rec.record_id], prompt, answer, args.system,
                      **({"meta": rec.fields["meta"]} if rec.fields.get("meta") else {}))

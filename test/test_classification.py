@@ -200,6 +200,30 @@ def test_ham10000_split_by_lesion(tmp_path):
     assert json.loads((out / "labels.json").read_text())["problem_type"] == cls.SINGLE
 
 
+def test_captions_several_rows_per_image_are_records_of_one_group(tmp_path):
+    """VQA style: three questions on one image are three records (the image's id, then __2, __3),
+    all in one split; no "duplicate id"."""
+    imgs = tmp_path / "vqa"
+    imgs.mkdir()
+    src = sorted(BUNDLED_IMAGES.glob("*.png"))
+    rows = []
+    for k in range(6):
+        Image.open(src[k % len(src)]).convert("L").resize((48, 48)).save(imgs / f"img{k}.png")
+        rows += [{"image": f"img{k}.png", "caption": f"Answer {n} about image {k}."} for n in range(3)]
+    (imgs / "vqa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert convert_captions.main(["--input", str(imgs / "vqa.jsonl"), "--output_dir", str(out), "--quiet",
+                                  "--val_ratio", "0.3", "--test_ratio", "0.3"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["read"], summary["written"], summary["skipped"]) == (18, 18, 0)
+    assert sum(summary["groups_per_split"].values()) == 6
+    sides = sides_of(out, lambda rid: rid.split("__")[0])
+    assert len(sides) == 6 and all(len(v) == 1 for v in sides.values())
+    ids = {r["id"]: r for split in ("train", "val", "test") for r in read_jsonl(out / f"{split}.jsonl")}
+    assert ids["img2__3"]["messages"][-1]["content"] == "Answer 2 about image 2."
+    assert ids["img2"]["messages"][-1]["content"] == "Answer 0 about image 2."
+
+
 def test_captions_from_jsonl_csv_folder_and_hf(tmp_path):
     imgs = tmp_path / "ct"
     (imgs / "p1").mkdir(parents=True)
@@ -216,7 +240,8 @@ def test_captions_from_jsonl_csv_folder_and_hf(tmp_path):
     assert convert_captions.main(["--input", str(imgs / "captions.jsonl"), "--output_dir", str(out),
                                   "--group_key", "patient", "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["written"] == 9 and summary["skipped_by_reason"] == {"duplicate id": 1, "missing image": 1}
+    # the second row on slice_4 is its own record (slice_4__2), skipped for its empty caption
+    assert summary["written"] == 9 and summary["skipped_by_reason"] == {"empty caption": 1, "missing image": 1}
     assert all(len(v) == 1 for v in sides_of(out, lambda rid: "p1" if rid.startswith("p1") else rid).values())
     # CSV with the same columns
     csv_path = imgs / "captions.csv"

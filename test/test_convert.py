@@ -218,6 +218,16 @@ def test_system_prompt_and_templates():
         prompts.template("en", 12)
     with pytest.raises(ValueError, match="unknown language"):
         prompts.template("fr", 0)
+    # study samples: the same request, speaking of the views shown, in both languages
+    assert prompts.study_template("en", 0, 2, ["PA", "LATERAL"]) == \
+        "Write a radiology report for these frontal and lateral chest radiographs, with findings and impression."
+    assert prompts.study_template("zh", 0, 2, ["AP", "LL"]) == "请根据这两张胸部X光片（正位和侧位）写出影像学报告，包括所见和印象。"
+    assert prompts.views_phrase("en", 2, ["PA", "AP"]) == "two frontal chest radiographs"
+    assert prompts.views_phrase("en", 3, ["PA", None, "LATERAL"]) == "three chest radiographs"
+    assert prompts.views_phrase("zh", 2) == "两张胸部X光片"
+    assert prompts.study_template("en", 4, 1) == prompts.template("en", 4)
+    assert all("this" not in prompts.study_template("en", k, 2) for k in range(12))
+    assert all("这张" not in prompts.study_template("zh", k, 2) for k in range(12))
     from medswift.data.outputs import sample
 
     row = sample("2_1", ["/x/2_1.png"], "Describe.", "Normal chest.", "You are a radiology assistant.")

@@ -123,6 +123,9 @@ def test_a_second_view_goes_to_the_model_with_the_first(chat, tmp_path):
     steps = drain(chat.new_report(None, "2_1.png", "en", app.prompts.template("en", 0), "", 16, 0, second))
     history, state, status, preview, _ = steps[-1]
     assert len(state["images"]) == 2 and state["messages"][0]["content"].startswith("<image><image>")
+    # the template speaks of the two views it is asked about
+    assert state["messages"][0]["content"] == "<image><image>" + app.prompts.study_template("en", 0, 2)
+    assert "these two chest radiographs" in state["messages"][0]["content"]
     assert history[-1]["role"] == "assistant" and history[-1]["content"].strip()
     assert preview.size[0] > 2 * 512 - 1 and preview.size[1] == 512, "both views, side by side"
     assert "second view" in status

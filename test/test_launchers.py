@@ -172,6 +172,19 @@ def test_infer_and_merge_dry_run(paths, tmp_path):
     assert flag(argv, "--output_dir") == f"{ckpt}-merged" and "--merge_lora_output" not in argv
 
 
+def test_dry_run_previews_when_the_data_is_on_another_machine(paths):
+    """People prepare cluster commands on a laptop: DRY_RUN=1 with a data folder that is not here
+    prints the command and one warning line per missing file, not an error."""
+    env = {**paths, "DATA_DIR": "/cluster/data/openi_swift", "MAX_LENGTH": "4096"}
+    proc = launcher("finetune_qwen3vl_lora.sh", {**env, "DRY_RUN": "1"})
+    assert "--dataset /cluster/data/openi_swift/train.jsonl" in proc.stdout
+    assert "--val_dataset /cluster/data/openi_swift/val.jsonl" in proc.stdout and "--max_length 4096" in proc.stdout
+    warnings = [line for line in proc.stderr.splitlines() if "is not on this machine" in line]
+    assert len(warnings) == 2 and "error" not in proc.stderr
+    real = launcher("finetune_qwen3vl_lora.sh", {**env, "SWIFT_BIN": "/nonexistent/swift"}, check=False)
+    assert real.returncode == 2 and "error: training data not found" in real.stderr, "a real run still stops"
+
+
 @pytest.mark.parametrize("name, env, message", [
     ("finetune_qwen3vl_lora.sh", {"MODEL": "/nonexistent/Qwen3-VL-8B"},
      "model not found (no config.json): /nonexistent/Qwen3-VL-8B"),

@@ -256,6 +256,7 @@ def test_official_split_studies_frontal_first_and_every_skip(mimic, tmp_path):
     assert study["messages"][0]["content"].startswith("<image><image>") and \
         "<image>" not in study["messages"][0]["content"][len("<image>") * 2:]
     assert study["messages"][1]["content"] == FULL_FINDINGS
+    assert "frontal and lateral chest radiographs" in study["messages"][0]["content"], "names the views it shows"
     assert study["meta"] == {"view_position": "PA", "impression_from": "impression"}
     assert [Path(p).name for p in rows["s53911762"][1]["images"]] == [f"{dicom_id('53911762/0')}.jpg",
                                                                       f"{dicom_id('53911762/1')}.jpg"]

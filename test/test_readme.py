@@ -68,13 +68,18 @@ def test_quickstart_as_written(checkout):
                       out)
     assert curve, "the quickstart states what training did"
     loss_first, loss_last, acc_first, acc_last = map(float, curve.groups())
-    # A 10 M-parameter model over Qwen's 151,936-token vocabulary: the loss falls only a little from
-    # ln(151936) = 11.9 in 40 steps while the next-token accuracy climbs from zero.
-    assert loss_last < loss_first and acc_last > acc_first + 0.3, "the newcomer sees it learn"
+    # The default starts in report language (about half the tokens right); 40 steps fit the
+    # bundled reports: the loss falls and the next-token accuracy climbs.
+    assert loss_last < loss_first and acc_last > acc_first + 0.2, "the newcomer sees it learn"
     assert re.search(r"app/gradio_app\.py --adapter_path \S+checkpoint-40", out), "the demo command to try next"
-    where = dict(re.findall(r"^  (model|converted data|LoRA adapter|predictions|merged model|report card)\s+(\S+)",
-                            out, re.M))
-    assert set(where) == {"model", "converted data", "LoRA adapter", "predictions", "merged model", "report card"}
+    where = dict(re.findall(r"^  (model|converted data|LoRA adapter|predictions|merged model|report card|scored copy)"
+                            r"\s+(\S+)", out, re.M))
+    assert set(where) == {"model", "converted data", "LoRA adapter", "predictions", "merged model", "report card",
+                          "scored copy"}
+    # one file is "predictions"; the report card's copy (with control rows) is named as such
+    assert len(re.findall(r"^  predictions ", out, re.M)) == 1
+    assert where["scored copy"].endswith("eval_val/predictions.jsonl")
+    assert "control rows" in out
     card = (checkout / where["report card"]).read_text()
     assert "not for diagnosis" in card and "## Text metrics" in card
     adapter, merged = checkout / where["LoRA adapter"], checkout / where["merged model"]

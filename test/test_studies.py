@@ -32,6 +32,9 @@ def test_views_of_a_study_are_one_sample(studies):
     assert two["id"] == "2" and [p.rsplit("/", 1)[-1] for p in two["images"]] == ["2_1.png", "2_2.png"]
     assert two["messages"][0]["content"].startswith("<image><image>") and "<image>" not in \
         two["messages"][0]["content"][len("<image><image>"):]
+    # its prompt speaks of two views (OpenI does not say which), the single views' of one
+    assert "these two chest radiographs" in two["messages"][0]["content"]
+    assert all("these two" not in r["messages"][0]["content"] for r in rows if len(r["images"]) == 1)
 
 
 def test_two_view_studies_train_infer_and_score(studies, tiny_model, tmp_path):

@@ -1,8 +1,10 @@
-"""The embedded default model: Qwen's real tokenizer and special ids, deterministic weights, a no-op rebuild."""
+"""The embedded default model: Qwen's real tokenizer and special ids, deterministic weights, a no-op rebuild,
+answers in report language that never leave the bundled reports' vocabulary."""
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 
 import pytest
@@ -132,3 +134,87 @@ def test_build_is_deterministic_and_rerun_is_a_no_op(tiny_model, tmp_path):
     again = run([PYTHON, str(ROOT / "scripts" / "build_tiny_model.py"), "--output_dir", str(out)])
     assert "already exists" in again.stdout
     assert not list(tmp_path.glob(".tiny.tmp-*")), "no temporary build folder left behind"
+
+
+# --------------------------------------------------------------------------- it writes like a report
+CJK = re.compile(r"[\u4e00-\u9fff]")
+LATIN = re.compile(r"[A-Za-z]")
+
+
+@pytest.fixture(scope="module")
+def report_vocabulary(processor) -> set[int]:
+    """Every token of the bundled reports (Qwen's tokenizer), Qwen's added tokens, and the line
+    break after <|im_end|> that ms-swift's template trains."""
+    texts = [a["caption"] for path in REPORTS.values()
+             for a in json.loads(path.read_text(encoding="utf-8"))["annotations"] if a.get("caption")]
+    ids = processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return {i for seq in ids for i in seq} | {i for i, _ in ADDED_TOKENS.values()} | {198}
+
+
+def generations(model, processor, seed: int, samples: int = 2, max_new_tokens: int = 48):
+    """Seeded answers of ``model`` to a prompt template in each language over two bundled X-rays at
+    two image budgets: ``(lang, sampled, token ids, text)``, greedy and at temperature 1."""
+    import torch
+    from PIL import Image
+
+    from medswift.core import prompts
+
+    images = sorted((ROOT / "data" / "openi" / "images").glob("*.png"))
+    out = []
+    for lang in ("en", "zh"):
+        for k, (image, size) in enumerate([(images[0], (256, 256)), (images[3], (448, 512))]):
+            turn = [{"type": "image"}, {"type": "text", "text": prompts.template(lang, 5 * k)}]
+            chat = processor.apply_chat_template([{"role": "user", "content": turn}], add_generation_prompt=True,
+                                                 tokenize=False)
+            inputs = processor(text=[chat], images=[Image.open(image).convert("RGB").resize(size)], return_tensors="pt")
+            torch.manual_seed(seed + k)
+            for sampled in [False] + [True] * samples:
+                how = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if sampled else dict(do_sample=False)
+                ids = model.generate(**inputs, max_new_tokens=max_new_tokens, **how)[0, inputs["input_ids"].shape[1]:]
+                out.append((lang, sampled, ids.tolist(), processor.tokenizer.decode(ids, skip_special_tokens=True)))
+    return out
+
+
+def check_report_like(answers, vocabulary: set[int]) -> None:
+    for lang, sampled, ids, text in answers:
+        assert set(ids) <= vocabulary, f"tokens outside the reports: {sorted(set(ids) - vocabulary)} in {text!r}"
+        cjk, latin = len(CJK.findall(text)), len(LATIN.findall(text))
+        assert cjk + latin >= 10, f"too little text: {text!r}"
+        own, other = (latin, cjk) if lang == "en" else (cjk, latin)
+        assert other <= 0.1 * own, f"{lang} prompt ({'sampled' if sampled else 'greedy'}) answered {text!r}"
+
+
+def test_default_writes_report_fragments_in_the_prompts_language(tiny_model, processor, report_vocabulary):
+    """Greedy and temperature-1 answers (seeded) use only tokens of the bundled reports, in the
+    prompt's language; a token outside them sits hundreds of logits below in the saved weights."""
+    import torch
+    from transformers import Qwen3VLForConditionalGeneration
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_model).eval()
+    answers = generations(model, processor, seed=0)
+    check_report_like(answers, report_vocabulary)
+    for lang, sampled, _, text in answers:
+        print(lang, "sampled" if sampled else "greedy ", text[:100])
+    marker = json.loads((tiny_model / "tiny_model_build.json").read_text())
+    assert marker["report_vocabulary"] == len(report_vocabulary)
+    prepass = marker["language_prepass"]
+    assert prepass["loss_last_20_steps"] < prepass["loss_first_20_steps"] / 2, prepass
+    # the logits themselves: every outside token far below the report tokens at every position
+    inputs = processor(text=["<|im_start|>user\nDescribe the chest X-ray. Lungs?<|im_end|>\n<|im_start|>assistant\n"],
+                       return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits[0]
+    inside = torch.zeros(logits.shape[-1], dtype=torch.bool)
+    inside[sorted(report_vocabulary)] = True
+    assert (logits[:, ~inside].max(-1).values < logits[:, inside].min(-1).values - 50).all()
+
+
+def test_a_lora_fine_tune_keeps_the_report_vocabulary(trained_adapter, tiny_model, processor, report_vocabulary):
+    """40 LoRA steps at 3e-3 (the quickstart's recipe) do not bring outside tokens back: sampled
+    answers of the adapted model stay inside the reports' vocabulary."""
+    from peft import PeftModel
+    from transformers import Qwen3VLForConditionalGeneration
+
+    model = PeftModel.from_pretrained(Qwen3VLForConditionalGeneration.from_pretrained(tiny_model), trained_adapter)
+    for lang, sampled, ids, text in generations(model.eval(), processor, seed=1, samples=3):
+        assert set(ids) <= report_vocabulary, f"tokens outside the reports: {sorted(set(ids) - report_vocabulary)}"

@@ -49,8 +49,9 @@ def test_it_learns(trained):
     first, last = steps[0], steps[-1]
     assert first["global_step/max_steps"] == "1/40" and last["global_step/max_steps"] == "40/40"
     print(f"token accuracy {first['token_acc']:.2f} -> {last['token_acc']:.2f}, loss {first['loss']:.3f} -> {last['loss']:.3f}")
-    assert first["token_acc"] < 0.05
-    assert last["token_acc"] > 0.4, "40 steps on 8 images should fit far above the start"
+    # The default already writes report language (its build-time pass), so it starts near half the
+    # tokens right; 40 steps fit these eight reports far above that.
+    assert last["token_acc"] > first["token_acc"] + 0.2 and last["token_acc"] > 0.7
     assert last["loss"] < first["loss"]
     assert (trained.parent / "images" / "train_loss.png").is_file(), "ms-swift draws the training curves"
     card = (trained / "README.md").read_text()

@@ -97,6 +97,7 @@ ${learned:+  $learned
   predictions      $RESULT_FILE  ($(wc -l <"$RESULT_FILE") records)
   merged model     $MERGED_DIR
   report card      $EVAL_DIR/report.md  (metrics.json, findings_f1.png, text_metrics.png)
+  scored copy      $EVAL_DIR/predictions.jsonl  (the report card's own run: the same predictions plus its blank/noise control rows)
   model card       $ADAPTER/README.md
 Try it in the browser (http://127.0.0.1:7860, this machine only):
   .venv/bin/python app/gradio_app.py --adapter_path $ADAPTER

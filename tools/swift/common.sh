@@ -292,6 +292,10 @@ resolve_choice() {
 
 require_data() {
   local path="$1" what="$2"
+  if [[ "$DRY_RUN" == 1 && ! -e "$path" ]]; then  # a command prepared here for another machine
+    note "dry run: $what $path is not on this machine; shown as given (the target machine must have it)"
+    return 0
+  fi
   [[ -f "$path" ]] || die "$what not found: $path ($(last_conversion_hint))"
   [[ -s "$path" ]] || die "$what is empty: $path"
 }
@@ -453,9 +457,13 @@ training_flags() {
     FREEZE_VIT FREEZE_ALIGNER GRAD_CHECKPOINTING
   resolve_choice "$2"
   require_data "$TRAIN_FILE" "training data"
-  # Several views per sample cost several image budgets: size MAX_LENGTH from the data.
-  MAX_LENGTH="$(medswift_python -m medswift.data.budget "$TRAIN_FILE" --image_tokens "$IMAGE_MAX_TOKEN_NUM" \
-    --max_length "$MAX_LENGTH")" || exit 2
+  # Several views per sample cost several image budgets: size MAX_LENGTH from the data (when it is here).
+  if [[ -e "$TRAIN_FILE" || "$DRY_RUN" != 1 ]]; then
+    MAX_LENGTH="$(medswift_python -m medswift.data.budget "$TRAIN_FILE" --image_tokens "$IMAGE_MAX_TOKEN_NUM" \
+      --max_length "$MAX_LENGTH")" || exit 2
+  elif [[ "$MAX_LENGTH" == auto ]]; then
+    note "dry run: MAX_LENGTH=auto is sized from the data; the launcher sizes it on the target machine"
+  fi
   local val_args=()
   if [[ -n "$VAL_FILE" && "$VAL_FILE" != "none" ]]; then
     require_data "$VAL_FILE" "validation data"

@@ -40,7 +40,72 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-assert all(len(t) == 12 for t in TEMPLATES.values()), "twelve templates per language"
+# Study samples (several views of one study, --unit study): the same twelve requests, speaking of
+# the views the sample shows; {views} is filled by views_phrase ("frontal and lateral chest radiographs").
+STUDY_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "zh": (
+        "请根据这{views}写出影像学报告，包括所见和印象。",
+        "这{views}显示了什么？请给出完整的放射科报告。",
+        "作为放射科医生，请描述这{views}的表现并给出诊断印象。",
+        "请结合阅读这{views}，写出检查所见与结论。",
+        "请分析这{views}，说明心脏、纵隔、肺野、胸膜和骨骼的情况。",
+        "根据这{views}，请生成一份简明的胸部影像报告。",
+        "请仔细观察这{views}，列出异常发现；如无异常，请说明。",
+        "这是同一次胸部X线检查的{views}，请写出所见和印象两部分。",
+        "请对这{views}进行解读，并给出影像学印象。",
+        "通过这{views}，你能得出哪些影像学发现？",
+        "请用规范的放射学术语描述这{views}。",
+        "请为这{views}撰写诊断报告（仅供科研使用）。",
+    ),
+    "en": (
+        "Write a radiology report for these {views}, with findings and impression.",
+        "What do these {views} show? Give a complete report.",
+        "As a radiologist, describe the findings on these {views} and state your impression.",
+        "Read these {views} together and write the findings and conclusion.",
+        "Assess the heart, mediastinum, lungs, pleura and bones on these {views}.",
+        "Generate a concise chest imaging report for these {views}.",
+        "Look carefully at these {views} and list any abnormality; say so if there is none.",
+        "These are {views} of one chest examination. Write the findings and the impression.",
+        "Interpret these {views} and give your radiological impression.",
+        "Which radiological findings can you see on these {views}?",
+        "Describe these {views} in standard radiological terms.",
+        "Draft a diagnostic report for these {views} (for research use).",
+    ),
+}
+
+assert all(len(t) == 12 for t in (*TEMPLATES.values(), *STUDY_TEMPLATES.values())), "twelve templates per language"
+
+# View positions (DICOM ViewPosition, as MIMIC-CXR writes them) by the kind of view they are.
+FRONTAL = {"PA", "AP", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD", "PA RLD"}
+LATERAL = {"LATERAL", "LL"}
+_COUNT = {"en": {2: "two", 3: "three", 4: "four"}, "zh": {2: "两", 3: "三", 4: "四"}}
+_KIND = {"en": {"frontal": "frontal", "lateral": "lateral"}, "zh": {"frontal": "正位", "lateral": "侧位"}}
+
+
+def views_phrase(lang: str, count: int, positions: list | None = None) -> str:
+    """What a study sample shows, for STUDY_TEMPLATES: with every view's position known, its kinds
+    ("frontal and lateral chest radiographs", "两张胸部X光片（正位和侧位）"), else their number
+    ("two chest radiographs", "两张胸部X光片")."""
+    kinds = []
+    for position in positions or []:
+        text = str(position or "").strip().upper()
+        kinds.append("frontal" if text in FRONTAL else "lateral" if text in LATERAL else None)
+    number = _COUNT[lang].get(count, str(count))
+    if len(kinds) != count or None in kinds:
+        return f"{number} chest radiographs" if lang == "en" else f"{number}张胸部X光片"
+    distinct = [_KIND[lang][k] for k in dict.fromkeys(kinds)]
+    if lang == "en":
+        return f"{' and '.join(distinct)} chest radiographs" if len(distinct) > 1 else \
+            f"{number} {distinct[0]} chest radiographs"
+    return f"{number}张胸部X光片（{'和'.join(distinct)}）" if len(distinct) > 1 else f"{number}张胸部{distinct[0]}X光片"
+
+
+def study_template(lang: str, index: int, count: int, positions: list | None = None) -> str:
+    """Report template ``index`` for a sample of ``count`` views (one view: the single-image one)."""
+    template(lang, index)  # the same checks of language and index
+    if count < 2:
+        return TEMPLATES[lang][index]
+    return STUDY_TEMPLATES[lang][index].format(views=views_phrase(lang, count, positions))
 
 # The sibling jobs: a smaller set each, same deterministic choice per record.
 TASK_TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {

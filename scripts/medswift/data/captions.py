@@ -11,8 +11,10 @@ Usage:
   * a Hugging Face ``datasets`` folder written by ``save_to_disk`` (image column of
     decoded images or paths; images are written to ``<output_dir>/images``).
 
-Records are split by ``--group_key`` (a patient or series column) when given, else by
-image, and written like the other converters: ``train/val/test.jsonl``, ``skipped.tsv``,
+Each row is one record: several rows may name one image (more captions, or questions VQA style);
+the first keeps the image's id, the others get ``<id>__2``, ``__3``... in input order. Records are
+split by ``--group_key`` (a patient or series column) when given, else by image (all rows of an
+image in one split), and written like the other converters: ``train/val/test.jsonl``, ``skipped.tsv``,
 ``warnings.tsv``, ``summary.json``. Image paths must stay inside the images folder (no
 ``../``, absolute path or symlink out of it) unless ``--allow_outside_images`` is given.
 
@@ -20,6 +22,7 @@ For research only, not for diagnosis.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from medswift.core import prompts
@@ -170,10 +173,15 @@ def convert(args) -> dict:
     # refuses those that resolve outside the images folder.
     index = {r["image"]: r["path"] for r in rows if r["path"] is not None and r["path"].is_file()}
     candidates = []
+    rows_per_image: Counter = Counter()
     for r in rows:
-        rid = caption_id(r["image"]) if r["image"] else ""
+        image_id = caption_id(r["image"]) if r["image"] else ""
+        # Several captions or questions may name one image (VQA style): each row is its own record
+        # (the image's id, then <id>__2, __3... in input order), the image their split group.
+        rows_per_image[image_id] += 1
+        rid = image_id if rows_per_image[image_id] == 1 or not image_id else f"{image_id}__{rows_per_image[image_id]}"
         candidates.append(Candidate(rid, r["image"], r["problem"] or (None if r["caption"] else "empty caption"),
-                                    group=r["group"], fields={"caption": r["caption"]}))
+                                    group=r["group"] or image_id, fields={"caption": r["caption"]}))
     conv = check_and_split(candidates, index, out_dir, args, images_dirs=roots)
     rows_out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     for rec in conv.kept:

@@ -206,7 +206,7 @@ def validate_records(candidates: list[Candidate], index: dict[str, Path],
     ("view refused"), the study is kept with the others. For each id the first *valid*
     candidate is kept; every other candidate is listed in ``skipped`` with its reason:
     "duplicate id" when it comes after the kept candidate of its id, else its own problem or
-    its first image's ("duplicate image" when an earlier id uses the same file). Images that
+    its first image's ("duplicate image" when a record of another group uses the same file). Images that
     need normalising get an 8-bit copy in ``copy_dir``. Every candidate ends up either kept or
     skipped. ``cache_dir``: where a CheckCache of earlier runs lives.
     """
@@ -236,14 +236,14 @@ View = tuple[str | None, tuple[str, str] | None]
 
 
 def view_resolver(index: dict[str, Path], images_dirs: list[Path], roots: list[Path], allow_outside: bool):
-    """``resolve_view(record_id, image_name) -> View``: the image's real path, refused when it is
-    missing, unresolvable, outside the images folders, or already the image of another id."""
+    """``resolve_view(record_id, group, image_name) -> View``: the image's real path, refused when
+    it is missing, unresolvable, outside the images folders, or already the image of another group."""
     where = ", ".join(str(d) for d in images_dirs)
-    claimed: dict[str, str] = {}  # resolved image path -> the id that uses it
+    claimed: dict[str, tuple[str, str]] = {}  # resolved image path -> the first (id, group) that uses it
     inside = tuple(str(root).rstrip("/") + "/" for root in roots)  # a resolved path below a root starts so
     resolve = FolderCachedResolve()
 
-    def resolve_view(record_id: str, image_name: str) -> View:
+    def resolve_view(record_id: str, group: str, image_name: str) -> View:
         if image_name not in index:
             return None, ("missing image", f"{image_name} not in {where}")
         try:
@@ -252,9 +252,10 @@ def view_resolver(index: dict[str, Path], images_dirs: list[Path], roots: list[P
             return None, ("unusable image path", _describe(image_name, exc))
         if not allow_outside and not resolved.startswith(inside):
             return None, ("image outside --images_dir", f"{image_name} resolves to {resolved}")
-        # One file reached under two ids (a symlink, a second spelling) could land in train and val.
-        owner = claimed.setdefault(resolved, record_id)
-        if owner != record_id:
+        # One file reached from two groups (a symlink, a second spelling) could land in train and val;
+        # records of one group may share it (several questions about one image).
+        owner, owner_group = claimed.setdefault(resolved, (record_id, group))
+        if owner_group != group:
             return None, ("duplicate image", f"{image_name} is the image of record {owner}")
         return resolved, None
 
@@ -276,7 +277,7 @@ def plan_checks(candidates: list[Candidate], resolve_view, copy_root: Path) -> t
         elif not cand.images:
             failure[i] = ("no image", cand.record_id)
         else:
-            views[i] = [resolve_view(cand.record_id, name) for name in cand.images]
+            views[i] = [resolve_view(cand.record_id, cand.group, name) for name in cand.images]
             for k, (path, _) in enumerate(views[i]):
                 if path is not None and path not in jobs:
                     copy_key = cand.record_id if k == 0 else f"{cand.record_id}__view{k}"

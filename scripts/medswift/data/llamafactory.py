@@ -21,16 +21,20 @@ input file, in ``--dataset_info`` or the ``dataset_info.json`` beside the input.
 layout is read from the keys of the file (``messages``/``conversations`` with ``from``/``value`` or
 ``role``/``content`` turns; else alpaca), with ``images``, ``system`` and ``history`` as those fields.
 
-Each record is one sample: its images in order (paths relative to ``--images_dir``, default the
-input's folder), the user turn's question kept as the prompt (its ``<image>`` tags, which must be one
-per image as LLaMA-Factory requires, are written before the question, one per image) and the
-assistant's answer as the target. Listed skips: a conversation of more than one user/assistant
-pair ("multi-turn conversation": later questions often refer back to earlier answers, so the first
-pair alone would be a different sample than the one written), tag/image count mismatches, tool
-turns, wrongly typed fields, a second record on an image already used ("duplicate image": an image
-is one sample, so it never sits in two splits). A per-record system prompt is not written (counted
-in summary.json; ``--system`` sets one for every sample). LLaMA-Factory records carry no patient or
-study id and no split: every record is its own group in the seeded split.
+Each record is one sample with its own id (its ``id`` field, else ``<file stem>_<index>``, the
+record's position in the file): its images in order (paths relative to ``--images_dir``, default
+the input's folder) and its conversation, every user/assistant pair kept (ms-swift trains every
+assistant turn; alpaca's ``history`` pairs come first, as in LLaMA-Factory). The ``<image>`` tags,
+one per image as LLaMA-Factory requires, are written before the first question; a record without
+any gets them there, as ms-swift and LLaMA-Factory add them (counted in summary.json). Records may
+share images (several questions about one image, VQA style): the images are the split group, so
+every record on an image, and every image a record joins to it, sits in one split.
+``--first_turn_only`` keeps one question and answer per sample (the first pair, as report
+generation trains; the later pairs dropped are counted in summary.json). A tag in a dropped turn
+still counts for its image. Listed skips: tag/image count mismatches, tool turns, wrongly typed
+fields, an ``id`` used twice ("duplicate id"). A
+per-record system prompt is not written (counted in summary.json; ``--system`` sets one for every
+sample).
 
 For research only, not for diagnosis.
 """
@@ -44,7 +48,7 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.core.files import may_be_file, read_text_utf8
-from medswift.data.reader import ReaderOptions, flag
+from medswift.data.reader import ReaderOptions, flag, switch
 from medswift.data.records import (BadRecord, Candidate, Reading, caption_id, json_type, load_json_records,
                                    require_object, text_field)
 
@@ -190,13 +194,12 @@ def layout_from_keys(path: Path, records: list[tuple[str, object]], note: str) -
 
 # --------------------------------------------------------------------------- records
 @dataclass
-class Turn:
-    question: str
-    answer: str
+class Conversation:
+    pairs: list[tuple[str, str]]  # (question, answer) per user/assistant pair, in order
     system: str
 
 
-def _sharegpt_turn(rec: dict, where: str, layout: Layout) -> Turn:
+def _sharegpt_conversation(rec: dict, where: str, layout: Layout) -> Conversation:
     col, tags = layout.columns["messages"], layout.tags
     role_tag, content_tag = tags["role_tag"], tags["content_tag"]
     messages = rec.get(col)
@@ -225,22 +228,23 @@ def _sharegpt_turn(rec: dict, where: str, layout: Layout) -> Turn:
         raise BadRecord("no conversation", f"{where}: {col!r} is empty")
     if len(texts) % 2:
         raise BadRecord("no answer", f"{where}: the conversation ends with a user turn")
-    if len(texts) > 2:
-        raise BadRecord("multi-turn conversation", f"{where}: {len(texts) // 2} user/assistant pairs")
-    return Turn(texts[0], texts[1], system)
+    return Conversation(list(zip(texts[::2], texts[1::2])), system)
 
 
-def _alpaca_turn(rec: dict, where: str, layout: Layout) -> Turn:
+def _alpaca_conversation(rec: dict, where: str, layout: Layout) -> Conversation:
     cols = layout.columns
     history = rec.get(cols["history"]) if cols["history"] else None
     if history is not None and not isinstance(history, list):
         raise BadRecord("wrong field type", f"{where}: {cols['history']!r} is {json_type(history)}, expected a list")
-    if history:
-        raise BadRecord("multi-turn conversation", f"{where}: {len(history)} earlier turns in {cols['history']!r}")
+    pairs = []
+    for k, pair in enumerate(history or []):  # LLaMA-Factory: [[question, answer], ...] before the instruction
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+            raise BadRecord("wrong field type", f"{where}: {cols['history']!r} item {k} is not [question, answer]")
+        pairs.append((pair[0].strip(), pair[1].strip()))
     parts = [text_field(rec, cols[c], where) for c in ("prompt", "query") if cols[c]]
     answer = text_field(rec, cols["response"], where) if cols["response"] else ""
     system = text_field(rec, cols["system"], where) if cols["system"] else ""
-    return Turn("\n".join(p for p in parts if p), answer, system)
+    return Conversation(pairs + [("\n".join(p for p in parts if p), answer)], system)
 
 
 def _images(rec: dict, column: str, where: str) -> list[str]:
@@ -257,31 +261,42 @@ def _images(rec: dict, column: str, where: str) -> list[str]:
     return [v.strip() for v in value]
 
 
-def to_candidate(rec, where: str, layout: Layout, max_images: int = 8) -> Candidate:
+def to_candidate(rec, where: str, position: int, stem: str, layout: Layout, first_turn_only: bool,
+                 max_images: int = 8) -> Candidate:
     """One record as one candidate; a record that cannot be used carries its problem (one naming
-    more than ``max_images`` images too: a record listing one image 5,000 times is no sample)."""
-    rid = ""
+    more than ``max_images`` images too: a record listing one image 5,000 times is no sample). Its
+    id is its own: its ``id`` field when it has one, else its position in the file."""
+    rid = f"{stem}_{position}"
     try:
         if isinstance(rec, BadRecord):
             raise rec
         require_object(rec, where)
+        rid = text_field(rec, "id", where, id_like=True) or rid
         images = _images(rec, layout.columns["images"], where)
         if len(images) > max_images:
             raise BadRecord("too many images", f"{where}: {len(images)} images, at most {max_images} (--max_images)")
-        rid = caption_id(images[0])
-        turn = (_alpaca_turn if layout.formatting == "alpaca" else _sharegpt_turn)(rec, where, layout)
-        if IMAGE_TAG in turn.answer:
+        talk = (_alpaca_conversation if layout.formatting == "alpaca" else _sharegpt_conversation)(rec, where, layout)
+        dropped = len(talk.pairs) - 1 if first_turn_only else 0
+        if dropped:  # one question and answer per sample, as report generation trains
+            talk.pairs = talk.pairs[:1]
+        questions, answers = [q for q, _ in talk.pairs], [a for _, a in talk.pairs]
+        if any(IMAGE_TAG in a for a in answers):
             raise BadRecord("image tag in the answer", where)
-        if any(tag in text for tag in OTHER_MEDIA_TAGS for text in (turn.question, turn.answer)):
+        if any(tag in text for tag in OTHER_MEDIA_TAGS for text in questions + answers):
             raise BadRecord("video or audio tag", where)
-        tags = turn.question.count(IMAGE_TAG)
-        if tags != len(images):
+        if not all(answers[1:]):
+            raise BadRecord("empty answer", f"{where}: a later assistant turn is empty")
+        tags = sum(q.count(IMAGE_TAG) for q in questions)
+        if tags and tags != len(images):
             raise BadRecord("image tags do not match images", f"{where}: {tags} {IMAGE_TAG} tags, {len(images)} images")
-        # The converter writes the tags before the question; say so when they stood elsewhere.
-        moved = bool(turn.question[:turn.question.rfind(IMAGE_TAG)].replace(IMAGE_TAG, "").strip())
-        prompt = _TAG_AND_BLANKS.sub("", turn.question).strip()
-        return Candidate(rid, images, fields={"report": turn.answer, "prompt": prompt, "system": turn.system,
-                                              "tags_moved": moved})
+        # The converter writes the tags before the first question; say so when they stood elsewhere.
+        first = questions[0]
+        moved = bool(tags) and (tags > first.count(IMAGE_TAG)
+                                or bool(first[:first.rfind(IMAGE_TAG)].replace(IMAGE_TAG, "").strip()))
+        questions = [_TAG_AND_BLANKS.sub("", q).strip() for q in questions]
+        return Candidate(rid, images, fields={
+            "report": answers[0], "prompt": questions[0], "later_turns": list(zip(questions[1:], answers[1:])),
+            "system": talk.system, "tags_moved": moved, "tags_added": not tags, "turns_dropped": dropped})
     except BadRecord as bad:
         return Candidate(rid, "", bad.problem)
 
@@ -293,6 +308,9 @@ class Options(ReaderOptions):
     dataset_name: str | None = flag("llamafactory: the dataset_info.json entry to use")
     max_images: str | None = flag("llamafactory: most images per sample (default 8); a record with more is a "
                                   "listed skip")
+    first_turn_only: bool = switch("llamafactory: keep each conversation's first question and answer only "
+                                   "(report generation); later pairs are dropped and counted (default: every "
+                                   "pair is kept)")
 
     def images_ceiling(self) -> int:
         """``--max_images`` as a number (default 8), or one clear error."""
@@ -306,6 +324,29 @@ class Options(ReaderOptions):
 
 
 add_args = Options.add_args
+
+
+def group_by_shared_images(candidates: list[Candidate]) -> int:
+    """Records that share an image (as written, normalised) become one split group, transitively:
+    a record on images A and B joins every record on A to every record on B. Returns the number
+    of groups."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = key = parent[parent[key]]
+        return key
+
+    for cand in candidates:
+        keys = [caption_id(img) for img in cand.images]
+        for key in keys[1:]:
+            a, b = sorted((root(keys[0]), root(key)))
+            parent[b] = a
+    for cand in candidates:
+        if cand.images:
+            cand.group = root(caption_id(cand.images[0]))
+    return len({cand.group for cand in candidates if cand.images})
+
 
 
 def read(options: Options) -> Reading:
@@ -327,8 +368,9 @@ def read(options: Options) -> Reading:
     if records and not any(isinstance(r, dict) and key in r for _, r in records):
         raise UsageError(f"{path}: no record has the key {key!r} ({layout.formatting} layout, {layout.source})")
 
-    max_images = options.images_ceiling()
-    candidates = [to_candidate(rec, where, layout, max_images) for where, rec in records]
+    candidates = [to_candidate(rec, where, n, path.stem, layout, options.first_turn_only, options.images_ceiling())
+                  for n, (where, rec) in enumerate(records)]
+    groups = group_by_shared_images(candidates)
     # Paths as written, relative to the images folder; validate_records refuses any that resolve outside it.
     # may_be_file: a path too long or a symlink loop is indexed, and its check lists it (is_file() raised)
     index = {img: images_dir / img for c in candidates for img in c.images if may_be_file(images_dir / img)}
@@ -339,7 +381,12 @@ def read(options: Options) -> Reading:
             "layout": layout.formatting, "fields_from": layout.source,
             "columns": {k: v for k, v in layout.columns.items() if v and k in LAYOUT_COLUMNS[layout.formatting]},
             "tags": layout.tags if layout.formatting == "sharegpt" else None,
-            "groups": "each record is its own group: LLaMA-Factory records carry no patient or study id",
+            "groups": "records sharing an image are one group (one split); LLaMA-Factory records carry no "
+                      "patient or study id",
+            "image_groups": groups, "first_turn_only": options.first_turn_only,
+            "multi_turn_records": sum(1 for c in usable if c.fields["later_turns"]),
+            "later_turns_dropped": sum(c.fields["turns_dropped"] for c in usable),
+            "image_tags_added_before_question": sum(1 for c in usable if c.fields["tags_added"]),
             "records_with_own_system_prompt": sum(systems.values()), "distinct_system_prompts": len(systems),
             "system_prompt_note": "per-record system prompts are not written; --system sets one for every sample",
             "image_tags_moved_before_question": sum(1 for c in usable if c.fields["tags_moved"]),

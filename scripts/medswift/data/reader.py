@@ -9,7 +9,7 @@ A reader is a module of ``medswift.data`` holding, at module level:
 ``Options``
     the dataclass of what it reads: ``ReaderOptions`` itself, or a subclass whose extra fields
     are the reader's own flags, each declared once with ``flag(help)`` (``--<field name>``, a
-    help text that starts ``NAME:``, ``None`` when not given);
+    help text that starts ``NAME:``, ``None`` when not given) or ``switch(help)`` (a yes/no flag);
 ``add_args(parser)``
     adds the reader's own flags to the converter's parser (``add_args = Options.add_args``);
 ``detect(path) -> bool``
@@ -46,7 +46,7 @@ class ReaderOptions:
         """``--<name>`` for each field declared with ``flag``: the reader's own flags."""
         for f in fields(cls):
             if "help" in f.metadata:
-                parser.add_argument(f"--{f.name}", help=f.metadata["help"])
+                parser.add_argument(f"--{f.name}", help=f.metadata["help"], **f.metadata.get("argparse", {}))
 
     @classmethod
     def from_args(cls, args: argparse.Namespace):
@@ -70,3 +70,8 @@ class Reader(Protocol):
 def flag(help: str):  # noqa: A002 - argparse's own name for it
     """A field of a reader's ``Options`` that is also its flag ``--<field name>`` (text, or None)."""
     return field(default=None, metadata={"help": help})
+
+
+def switch(help: str):  # noqa: A002 - argparse's own name for it
+    """A yes/no field of a reader's ``Options`` that is also its flag ``--<field name>`` (off unless given)."""
+    return field(default=False, metadata={"help": help, "argparse": {"action": "store_true"}})

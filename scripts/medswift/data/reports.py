@@ -39,7 +39,7 @@ from medswift.core.errors import UsageError
 from medswift.core.files import json_line
 from medswift.data import iu_xray, llamafactory, mimic_cxr, openi, r2gen_annotation
 from medswift.data.command import add_common_args, converter_entry, converter_parser
-from medswift.data.outputs import prepare_output_dir, sample, summarise, write_lists, write_splits
+from medswift.data.outputs import message, prepare_output_dir, sample, summarise, write_lists, write_splits
 from medswift.data.reader import Reader
 from medswift.data.records import Reading
 from medswift.data.splits import check_and_split
@@ -110,11 +110,15 @@ def convert(args) -> dict:
         if not prompt:
             idx = prompts.pick_index(rec.record_id, args.seed, args.lang)
             template_use[idx] += 1
-            prompt = prompts.template(args.lang, idx)
+            views = conv.images[rec.record_id]  # a study sample speaks of the views it shows
+            positions = rec.fields.get("view_positions") if len(views) == len(rec.images) else None
+            prompt = prompts.study_template(args.lang, idx, len(views), positions)
         answer = thinking.join(rec.fields.get("reasoning"), rec.fields["target"])
-        rows[conv.split(rec)].append(sample(rec.record_id, conv.images[rec.record_id], prompt, answer,
-                                            args.system, **({"meta": rec.fields["meta"]} if rec.fields.get("meta")
-                                                            else {})))
+        row = sample(rec.record_id, conv.images[rec.record_id], prompt, answer, args.system,
+                     **({"meta": rec.fields["meta"]} if rec.fields.get("meta") else {}))
+        for question, reply in rec.fields.get("later_turns") or ():  # a conversation's later pairs (llamafactory)
+            row["messages"] += [message("user", question), message("assistant", reply)]
+        rows[conv.split(rec)].append(row)
     per_split = write_splits(out_dir, rows)
     lists = write_lists(out_dir, conv.validated)
     copy_root = (out_dir / "images").resolve()

@@ -39,7 +39,8 @@ def to_units(candidates: list[Candidate], unit: str, max_views: int) -> tuple[li
     for cand, views in studies.values():
         ordered = sorted(views, key=lambda v: view_rank(v.fields.get("view") or v.fields.get("view_order")))
         cand.images = [name for v in ordered for name in v.images][:max_views]
-        cand.fields = {**ordered[0].fields, "views": [v.record_id for v in ordered][:max_views]}
+        cand.fields = {**ordered[0].fields, "views": [v.record_id for v in ordered][:max_views],
+                       "view_positions": [v.fields.get("view") for v in ordered][:max_views]}
         extra = [name for v in ordered for name in v.images][max_views:]
         notes += [(cand.record_id, f"view {name} not used (--max_views {max_views})") for name in extra]
     return out, notes

@@ -31,7 +31,7 @@ from medswift.core.cli import command_parser
 from medswift.core import models, prompts, thinking
 from medswift.core.constants import BACKENDS, DEFAULT_MODEL, DTYPES, LOOPBACK, ROOT
 from medswift.core.constants import NOTICE as RESEARCH_ONLY
-from medswift.core.errors import UsageError
+from medswift.core.errors import UsageError, run_cli
 from medswift.core.images import ImageRejected, open_checked
 from version import __version__
 
@@ -484,17 +484,16 @@ def setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
-    args = build_parser().parse_args(argv)
-    try:
-        auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
-        if args.concurrency < 1 or args.queue_size < 1 or args.max_upload_mb <= 0:
-            raise UsageError("--concurrency, --queue_size and --max_upload_mb must be positive")
-        if not 0 < args.login_delay <= args.login_delay_max:
-            raise UsageError("--login_delay must be positive and at most --login_delay_max")
-        choice = models.resolve(args.model_path, args.adapter_path, args.backend)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(serve, build_parser().parse_args(argv))
+
+
+def serve(args) -> int:
+    auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
+    if args.concurrency < 1 or args.queue_size < 1 or args.max_upload_mb <= 0:
+        raise UsageError("--concurrency, --queue_size and --max_upload_mb must be positive")
+    if not 0 < args.login_delay <= args.login_delay_max:
+        raise UsageError("--login_delay must be positive and at most --login_delay_max")
+    choice = models.resolve(args.model_path, args.adapter_path, args.backend)
     for warning in exposure_warnings(args.host, auth, args.share):
         log.warning(warning)
     models.set_image_budget(args.image_max_token_num, choice)

@@ -395,7 +395,7 @@ def test_http_image_urls_are_refused_without_the_opt_in(server):
 
 
 def test_remote_images_only_with_the_opt_in():
-    from medswift.infer.server import media_refusal
+    from medswift.infer.request_guard import media_refusal
 
     def body(url):
         return {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},

@@ -32,7 +32,7 @@ from pathlib import Path
 from medswift.core.cli import command_parser
 from medswift.core import models
 from medswift.core.constants import BACKENDS, DTYPES, RESULTS
-from medswift.core.errors import UsageError, run_cli
+from medswift.core.errors import UsageError, describe, run_cli
 from medswift.core.images import ImageRejected
 from medswift.infer.inputs import (add_input_args, check_generation_args, collect_items, load_images,
                                    request_messages)
@@ -41,7 +41,6 @@ from medswift.infer.output import (append_lines, check_output, merge_parts, part
                                    print_run_summary)
 from medswift.infer.rows import report_row
 
-SCRIPT = str(Path(__file__).resolve().parents[2] / "batch_infer.py")  # what torchrun runs on every rank
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,12 +151,6 @@ def infer_isolating(engine, requests: list, config) -> list:
     return out
 
 
-def failure_detail(exc: Exception) -> str:
-    """One line; ms-swift and the processors put the cause in the message."""
-    text = " ".join(str(exc).split())[:160]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def infer_all(engine, config, todo: list, args, choice, generation: dict, out: Path | None, desc: str = "reports",
               quiet: bool = False):
     """Reports for ``todo``, appended to ``out`` a batch per write (None: computed, not written:
@@ -188,7 +181,7 @@ def infer_all(engine, config, todo: list, args, choice, generation: dict, out: P
         rows = []
         for (it, warnings), resp in zip(ready, responses):
             if isinstance(resp, Exception):
-                skipped.append((it.image, f"inference failed ({failure_detail(resp)})"))
+                skipped.append((it.image, f"inference failed ({describe(resp, 160)})"))
                 continue
             rows.append(report_row(it, resp.choices[0].message.content, model=model, adapter=adapter,
                                    backend=choice.backend, generation=generation, seconds=per_item,
@@ -225,7 +218,7 @@ def report(args, argv: list[str]) -> int:
             raise UsageError(f"NPROC_PER_NODE={plan.nproc} but only {gpus} GPU(s) are visible")
         check_output(Path(args.output_file), args.resume, args.overwrite, parts=True,
                      shards=plan.world // args.tensor_parallel_size)
-        return data_parallel.relaunch(plan, SCRIPT, argv)
+        return data_parallel.relaunch(plan, __spec__.name, argv)  # every rank runs this module
     summary = run(args)
     if summary is None:
         return 0
@@ -235,3 +228,7 @@ def report(args, argv: list[str]) -> int:
     return print_run_summary(summary, f"; model load {summary['load_seconds']:.1f} s, inference "
                                       f"{summary['seconds']:.1f} s{ranks} ({rate:.2f} inputs/s)",
                              ("skipped", "warnings"))
+
+
+if __name__ == "__main__":  # each torchrun rank: python -m medswift.infer.batch
+    sys.exit(main())

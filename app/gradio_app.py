@@ -213,7 +213,7 @@ class ReportChat:
     def info(self, max_tokens: int | None = None, temperature: float | None = None) -> str:
         lines = [f"**model** `{self.choice.model.name}` · **adapter** "
                  f"`{self.choice.adapter.name if self.choice.adapter else 'none'}` · **backend** {self.choice.backend}"
-                 f" · **image budget** {os.environ.get('IMAGE_MAX_TOKEN_NUM', '?')} tokens · MedSwift-VL {__version__}"]
+                 f" · **image budget** {self.choice.image_budget} tokens · MedSwift-VL {__version__}"]
         if max_tokens is not None:
             lines.append(f"last answer: max tokens {max_tokens}, temperature {temperature:g}"
                          f"{' (greedy)' if temperature == 0 else ''}")
@@ -452,9 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter_path", help="LoRA checkpoint folder (optional)")
     p.add_argument("--backend", choices=BACKENDS, default="transformers")
     p.add_argument("--dtype", default="auto", choices=DTYPES)
-    p.add_argument("--image_max_token_num", type=int,
-                   help="image budget in tokens (default: env IMAGE_MAX_TOKEN_NUM, else the adapter's "
-                        "training budget, else 1024)")
+    models.add_image_budget_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (off by default)")
@@ -493,10 +491,9 @@ def serve(args) -> int:
         raise UsageError("--concurrency, --queue_size and --max_upload_mb must be positive")
     if not 0 < args.login_delay <= args.login_delay_max:
         raise UsageError("--login_delay must be positive and at most --login_delay_max")
-    choice = models.resolve(args.model_path, args.adapter_path, args.backend)
+    choice = models.resolve(args.model_path, args.adapter_path, args.backend, image_tokens=args.image_max_token_num)
     for warning in exposure_warnings(args.host, auth, args.share):
         log.warning(warning)
-    models.set_image_budget(args.image_max_token_num, choice)
     log.info("loading %s%s (research use only, not for diagnosis)", choice.model.name,
              f" + {choice.adapter.name}" if choice.adapter else "")
     engine = models.load_engine(choice, max_batch_size=max(args.concurrency, 1), dtype=args.dtype)

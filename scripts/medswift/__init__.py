@@ -1,9 +1,10 @@
 """MedSwift-VL: fine-tune, run, evaluate, serve and demonstrate Qwen3-VL on medical images.
 
 Layers, each importing only from those above it:
-    core   cli (the argument parser), constants (names and run defaults), errors (run_cli, one_line), files (UTF-8 reading, atomic writes),
-           images (decoding and checks, DICOM too), models (model/adapter resolution, engine
-           loading), prompts, thinking (the reasoning split)
+    core   cli (the argument parser), constants (shared names and the run defaults), errors
+           (UsageError, Rejected, run_cli, one_line), files (UTF-8 reading, atomic writes),
+           images (decoding and checks, DICOM too), models (model/adapter resolution, the image
+           budget, engine loading), prompts, thinking (the reasoning split)
     data   the converter pipeline in its order: records (Candidate, Reading, JSON/CSV parsing)
            -> studies (views into study samples, report sections) -> image_index -> checks
            (image checks, the kept/skipped verdict) -> splits -> outputs (samples, lists,

@@ -55,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensor_parallel_size", type=int, default=1,
                    help="vLLM: GPUs per model copy (ms-swift's VllmEngine tensor_parallel_size); under torchrun "
                         "the processes form world / N copies, each taking a shard")
-    p.add_argument("--image_max_token_num", type=int,
-                   help="image budget in tokens (default: env IMAGE_MAX_TOKEN_NUM, else the adapter's "
-                        "training budget, else 1024)")
+    models.add_image_budget_arg(p)
     p.add_argument("--output_file", default=str(RESULTS / "batch_infer" / "predictions.jsonl"))
     p.add_argument("--resume", action="store_true", help="skip inputs already in --output_file or its part files")
     p.add_argument("--overwrite", action="store_true", help="start --output_file afresh")
@@ -77,7 +75,7 @@ def checked(args) -> tuple[list, models.ModelChoice]:
         raise UsageError("--tensor_parallel_size needs --backend vllm")
     check_generation_args(args)
     items = collect_items(args)
-    choice = models.resolve(args.model_path, args.adapter_path, args.backend)
+    choice = models.resolve(args.model_path, args.adapter_path, args.backend, image_tokens=args.image_max_token_num)
     if choice.backend == "vllm":
         import torch
 
@@ -92,9 +90,8 @@ def run(args) -> dict | None:
     world = data_parallel.join(args.tensor_parallel_size)
     out = Path(args.output_file)
 
-    budget = models.set_image_budget(args.image_max_token_num, choice)
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-                  "repetition_penalty": args.repetition_penalty, "image_max_token_num": budget}
+                  "repetition_penalty": args.repetition_penalty, "image_max_token_num": choice.image_budget}
 
     def prepare() -> tuple[set[str], bool]:
         done = prepare_output(out, args.resume, args.overwrite, parts=True, shards=world.shards,

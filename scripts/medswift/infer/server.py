@@ -58,7 +58,7 @@ import os
 import threading
 
 from medswift.core.cli import command_parser
-from medswift.core.constants import LOOPBACK, NOTICE
+from medswift.core.constants import LOOPBACK, MAX_NEW_TOKENS, NOTICE
 from medswift.core.errors import UsageError, one_line, run_cli
 from medswift.infer.request_guard import (
     CHARS_PER_TOKEN, CLIENT_GONE, MAX_BODY_MB, MAX_IMAGES, MAX_REQUEST_CHARS, REQUEST_NOTE, RequestGuard,
@@ -406,7 +406,7 @@ def deploy_arguments(ours, swift_argv: list[str]):
     if args.port != ours.port:  # ms-swift moves to the next free port without a word
         raise UsageError(f"cannot listen on {ours.host}:{ours.port} (port in use)")
     if args.max_new_tokens is None:
-        args.max_new_tokens = 512  # what tools/swift/common.sh defaults MAX_NEW_TOKENS to
+        args.max_new_tokens = MAX_NEW_TOKENS  # the launchers' default too
     if args.max_new_tokens < 1:
         raise UsageError(f"--max_new_tokens (the most a request may ask for) must be at least 1, "
                          f"got {args.max_new_tokens}")

@@ -11,22 +11,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 
-from conftest import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
+from helpers import BUNDLED_IMAGES, PYTHON, ROOT, dcm, read_jsonl, run, truncated_tiff
 from medswift.infer.rows import REPORT_ROW_FIELDS
 from medswift.core.images import ImageRejected, open_checked
 
 SCRIPT = str(ROOT / "scripts" / "batch_infer.py")
 FAST = ["--max_new_tokens", "8", "--image_max_token_num", "256", "--quiet"]
 ENV = {"CUDA_VISIBLE_DEVICES": ""}
-
-
-def dcm(name: str) -> str:
-    path = get_testdata_file(name)
-    assert path, f"pydicom test file {name} missing"
-    return path
-
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -161,19 +153,6 @@ def test_existing_output_needs_resume_or_overwrite(tiny_model, tmp_path):
 
 
 # --------------------------------------------------------------------------- one bad input costs only itself
-def truncated_tiff(path: Path) -> Path:
-    """An uncompressed TIFF cut in half: Pillow raises ValueError ("buffer is not large enough")
-    from load(), not the OSError it documents for truncation."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.open(BUNDLED_IMAGES / "2_1.png").convert("L").resize((64, 64)).save(buf, format="TIFF")
-    path.write_bytes(buf.getvalue()[:218])
-    return path
-
-
 def test_bad_files_inside_a_batch_skip_only_themselves(tiny_model, tmp_path):
     from PIL import Image
 

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import BUNDLED_IMAGES, PYTHON, ROOT, make_cxr14, read_jsonl, run
+from helpers import BUNDLED_IMAGES, PYTHON, ROOT, make_cxr14, read_jsonl, run
 from medswift.data import tasks as cls
 from medswift.data import captions as convert_captions
 from medswift.data import chestxray14 as convert_chestxray14
 from medswift.data import ham10000 as convert_ham10000
-
 
 
 def sides_of(out: Path, group_of) -> dict[str, set[str]]:

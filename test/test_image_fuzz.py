@@ -25,9 +25,9 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless
 
-from conftest import BUNDLED_IMAGES, PYTHON, ROOT
-from test_imaging import (image_dataset, png_declaring, with_meta_group_length_2, with_rows_length_3,
-                          write_deflated_dicom)
+from helpers import (BUNDLED_IMAGES, PYTHON, ROOT, image_dataset, png_declaring, with_meta_group_length_2,
+                     with_rows_length_3, write_deflated_dicom)
+
 
 SEED = 20251125
 MUTANTS = 2000
@@ -192,6 +192,9 @@ import gc, json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]),) * 2)
 from pathlib import Path
 from PIL import Image
+
+from helpers import (BUNDLED_IMAGES, PYTHON, ROOT, image_dataset, png_declaring, with_meta_group_length_2,
+                     with_rows_length_3, write_deflated_dicom)
 from medswift.core.images import CheckedImage, ImageRejected, open_checked
 outcomes, texts, slowest = {}, [], (0.0, "")
 started = time.perf_counter()

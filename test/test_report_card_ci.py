@@ -17,31 +17,12 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from conftest import PYTHON, REPORTS, ROOT, run
+from helpers import PYTHON, ROOT, openi, run, shuffled_rows, write_rows
 from medswift.core.cli import usage_examples
 from medswift.eval import bootstrap, provenance, r2gen_cleaning, scorer_workers, text_metrics
 from medswift.eval import report_card
 
 TEXT = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")
-
-
-def openi(lang: str) -> list[str]:
-    return [a["caption"] for a in json.loads(REPORTS[lang].read_text(encoding="utf-8"))["annotations"]]
-
-
-def shuffled_rows(lang: str, n: int, seed: int = 0, **extra) -> list[dict]:
-    """Real references; predictions made of 1-3 real report sentences drawn with a seed."""
-    reports = openi(lang)
-    split = r"(?<=。)" if lang == "zh" else r"(?<=[.!?])\s+"
-    sentences = [s for r in reports[:400] for s in re.split(split, r) if s.strip()]
-    rng = random.Random(seed)
-    return [{"key": f"{lang}{i}", "response": ("" if lang == "zh" else " ").join(rng.sample(sentences, rng.randint(1, 3))),
-             "reference": reports[(i * 7) % len(reports)], **extra} for i in range(n)]
-
-
-def write_rows(path, rows):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def without_date(m: dict) -> dict:

@@ -271,23 +271,9 @@ def media_refusal(body: dict, allow_remote: bool) -> str | None:
         value = value.strip()
         return value[:5].lower() == "data:" or (allow_remote and re.match(r"https?://", value, re.I) is not None)
 
-    messages = body.get("messages")
-    for i, message in enumerate(messages if isinstance(messages, list) else []):
-        content = message.get("content") if isinstance(message, dict) else None
-        for j, item in enumerate(content if isinstance(content, list) else []):
-            # ms-swift takes every part that is not text as media: item[item["type"]]
-            if not isinstance(item, dict) or item.get("type") == "text":
-                continue
-            kind = item.get("type")
-            if not isinstance(kind, str) or not acceptable(item.get(kind)):
-                where = f"messages[{i}].content[{j}].{kind[:40] if isinstance(kind, str) else 'type'}"
-                return refusal.format(where=where)
-    for key in ("images", "audios", "videos"):
-        values = body.get(key)
-        values = [values] if isinstance(values, (str, dict)) else values
-        for k, value in enumerate(values if isinstance(values, list) else []):
-            if not acceptable(value):
-                return refusal.format(where=f"{key}[{k}]")
+    for where, _, value in media_items(body):  # a part whose type is not a string has no value: refused
+        if not acceptable(value):
+            return refusal.format(where=where)
     return None
 
 

@@ -192,9 +192,6 @@ import gc, json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]),) * 2)
 from pathlib import Path
 from PIL import Image
-
-from helpers import (BUNDLED_IMAGES, PYTHON, ROOT, image_dataset, png_declaring, with_meta_group_length_2,
-                     with_rows_length_3, write_deflated_dicom)
 from medswift.core.images import CheckedImage, ImageRejected, open_checked
 outcomes, texts, slowest = {}, [], (0.0, "")
 started = time.perf_counter()

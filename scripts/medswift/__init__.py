@@ -14,9 +14,9 @@ Layers, each importing only from those above it:
            (chestxray14, ham10000, captions); tasks (label sets); budget (sample lengths)
     infer  inputs, rows (the prediction-row format), output (resume, part files), data_parallel
            (torchrun ranks), batch, client, request_guard (the server's checks and middleware), server, classify
-    eval   text_metrics, findings (the rule-based labeller), report_card, classification (its
-           card), bootstrap, provenance, r2gen_cleaning (R2Gen's text normalisation),
-           scorer_workers (worker processes for large files), model_card
+    eval   text_metrics, findings (the rule-based labeller), report_card, charts (the cards'
+           charts), classification (its card), bootstrap, provenance, r2gen_cleaning (R2Gen's
+           text normalisation), scorer_workers (worker processes for large files), model_card
 
 The command-line scripts in scripts/ and the demo in app/ are thin wrappers over these modules.
 For research only, not for diagnosis.

@@ -222,8 +222,8 @@ class World:
         try:
             fn(*args, **kwargs)
         except RuntimeError as exc:  # gloo: a peer died (torchrun then stops this rank too)
-            raise UsageError(f"another rank stopped ({one_line(exc, 160)}); finished batches are kept: re-run with --resume "
-                             "to finish") from None
+            raise UsageError(f"another rank stopped ({one_line(exc, 160)}); finished batches are kept: "
+                             "re-run with --resume to finish") from None
 
     def close(self) -> None:
         if self.distributed:

@@ -62,7 +62,8 @@ def test_multi_frame_first_or_refuse():
 def test_mixed_inputs_run_on_and_leak_no_patient_tag(tiny_model, tmp_path):
     junk = tmp_path / "notes.png"
     junk.write_text("not a picture")
-    inputs = [str(BUNDLED_IMAGES / "2_1.png"), dcm("CT_small.dcm"), dcm("MR_small.dcm"), dcm("MR_truncated.dcm"),
+    inputs = [str(BUNDLED_IMAGES / "2_1.png"), *(str(dcm(name)) for name in ("CT_small.dcm", "MR_small.dcm",
+                                                                          "MR_truncated.dcm")),
               str(tmp_path / "missing.png"), str(junk)]
     out = tmp_path / "pred.jsonl"
     proc = run([PYTHON, SCRIPT, "--test_images", *inputs, "--output_file", str(out), "--lang", "en", *FAST], env=ENV)

@@ -34,7 +34,7 @@ from medswift.core.cli import command_parser
 from medswift.core import models, prompts, thinking
 from medswift.core.constants import BACKENDS, DEFAULT_MODEL, DTYPES, LOOPBACK, ROOT
 from medswift.core.constants import NOTICE as RESEARCH_ONLY
-from medswift.core.errors import UsageError
+from medswift.core.errors import UsageError, run_cli
 from medswift.core.images import ImageRejected, open_checked
 from version import __version__
 
@@ -217,7 +217,7 @@ class ReportChat:
     def info(self, max_tokens: int | None = None, temperature: float | None = None) -> str:
         lines = [f"**model** `{self.choice.model.name}` · **adapter** "
                  f"`{self.choice.adapter.name if self.choice.adapter else 'none'}` · **backend** {self.choice.backend}"
-                 f" · **image budget** {os.environ.get('IMAGE_MAX_TOKEN_NUM', '?')} tokens · MedSwift-VL {__version__}"]
+                 f" · **image budget** {self.choice.image_budget} tokens · MedSwift-VL {__version__}"]
         if max_tokens is not None:
             lines.append(f"last answer: max tokens {max_tokens}, temperature {temperature:g}"
                          f"{' (greedy)' if temperature == 0 else ''}")
@@ -458,9 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter_path", help="LoRA checkpoint folder (optional)")
     p.add_argument("--backend", choices=BACKENDS, default="transformers")
     p.add_argument("--dtype", default="auto", choices=DTYPES)
-    p.add_argument("--image_max_token_num", type=int,
-                   help="image budget in tokens (default: env IMAGE_MAX_TOKEN_NUM, else the adapter's "
-                        "training budget, else 1024)")
+    models.add_image_budget_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (off by default)")
@@ -537,20 +535,18 @@ class QuietTracebacks(io.TextIOBase):
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     sys.stderr = QuietTracebacks(sys.stderr)
-    args = build_parser().parse_args(argv)
-    try:
-        auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
-        if args.concurrency < 1 or args.queue_size < 1 or args.max_upload_mb <= 0:
-            raise UsageError("--concurrency, --queue_size and --max_upload_mb must be positive")
-        if not 0 < args.login_delay <= args.login_delay_max:
-            raise UsageError("--login_delay must be positive and at most --login_delay_max")
-        choice = models.resolve(args.model_path, args.adapter_path, args.backend)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(serve, build_parser().parse_args(argv))
+
+
+def serve(args) -> int:
+    auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
+    if args.concurrency < 1 or args.queue_size < 1 or args.max_upload_mb <= 0:
+        raise UsageError("--concurrency, --queue_size and --max_upload_mb must be positive")
+    if not 0 < args.login_delay <= args.login_delay_max:
+        raise UsageError("--login_delay must be positive and at most --login_delay_max")
+    choice = models.resolve(args.model_path, args.adapter_path, args.backend, image_tokens=args.image_max_token_num)
     for warning in exposure_warnings(args.host, auth, args.share):
         log.warning(warning)
-    models.set_image_budget(args.image_max_token_num, choice)
     log.info("loading %s%s (research use only, not for diagnosis)", choice.model.name,
              f" + {choice.adapter.name}" if choice.adapter else "")
     engine = models.load_engine(choice, max_batch_size=max(args.concurrency, 1), dtype=args.dtype)

@@ -32,8 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--image_max_token_num", type=int, default=256)
     args = p.parse_args(argv)
 
-    choice = eng.resolve(args.model_path, args.adapter_path)
-    eng.set_image_budget(args.image_max_token_num)
+    choice = eng.resolve(args.model_path, args.adapter_path, image_tokens=args.image_max_token_num)
     bundled = sorted((ROOT / "data" / "openi" / "images").glob("*.png"))
     images = [open_checked(bundled[i % len(bundled)]).image for i in range(args.images)]
     from swift.infer_engine import InferRequest

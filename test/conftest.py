@@ -1,60 +1,53 @@
 """Shared fixtures: repo paths, the tiny model (built once per session), a converted split."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]  # app/ and this folder are importable through pyproject's pytest pythonpath
+from build_tiny_model import is_complete
+from helpers import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, make_cxr14, run
 
-VENV_BIN = ROOT / ".venv" / "bin"
-PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
-BUNDLED_IMAGES = ROOT / "data" / "openi" / "images"
-REPORTS = {"zh": ROOT / "data" / "openi" / "openi-zh.json", "en": ROOT / "data" / "openi" / "openi-en.json"}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSON-lines file the project wrote (every line must be JSON)."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def run(cmd, env=None, timeout=900, check=True, cwd=ROOT):
-    """Run a command, return CompletedProcess; on failure show its output."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
-            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
-        )
-    return proc
+TINY_MODEL = ROOT / "weights" / "tiny-qwen3-vl"  # the one folder of the user's that the suite may write
 
 
 def user_folders() -> set[str]:
-    return {str(p.relative_to(ROOT)) for name in ("results", "data") for p in (ROOT / name).rglob("*")}
+    return {str(p.relative_to(ROOT)) for name in ("results", "data", "weights") for p in (ROOT / name).rglob("*")}
+
+
+def tiny_model_build(path: str) -> bool:
+    """``path`` is the tiny_model fixture's build: weights/tiny-qwen3-vl or a file directly in it,
+    once it holds a complete build (build_tiny_model.is_complete), or the builder's scratch folder
+    next to it (.tiny-qwen3-vl.tmp-*, gone when the build ends) while another worker builds."""
+    home = TINY_MODEL.relative_to(ROOT)
+    parts = Path(path).relative_to(home.parent).parts if Path(path).is_relative_to(home.parent) else ()
+    if parts and parts[0].startswith(f".{home.name}."):
+        return True
+    return (Path(path) == home or Path(path).parent == home) and is_complete(TINY_MODEL)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def users_folders_untouched():
-    """The suite writes nothing into the user's results/ or data/ (a test run once left tiny
-    checkpoints in results/lora, which the launchers then took for the newest)."""
+    """The suite writes nothing into the user's results/, data/ or weights/ (a test run once left tiny
+    checkpoints in results/lora, which the launchers then took for the newest), except the tiny
+    model that the tiny_model fixture builds into weights/ on purpose."""
     before = user_folders()
     yield
-    added, removed = user_folders() - before, before - user_folders()
-    assert not added and not removed, f"the tests changed the user's folders: {sorted(added | removed)[:10]}"
+    changed = (user_folders() - before) | (before - user_folders())
+    changed = {path for path in changed if not tiny_model_build(path)}
+    assert not changed, f"the tests changed the user's folders: {sorted(changed)[:10]}"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def private_state(tmp_path_factory):
     """Converters remember their last output for the launchers' hints: in a scratch folder here,
-    never in the user's results/."""
-    os.environ["MEDSWIFT_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    never in the user's results/; the environment is put back afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDSWIFT_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -67,9 +60,8 @@ def tiny_model() -> Path:
     with open(Path(tempfile.gettempdir()) / "medswift-tiny-model-build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         run([PYTHON, str(ROOT / "scripts" / "build_tiny_model.py")], timeout=600)
-    path = ROOT / "weights" / "tiny-qwen3-vl"
-    assert (path / "config.json").is_file()
-    return path
+    assert (TINY_MODEL / "config.json").is_file()
+    return TINY_MODEL
 
 
 @pytest.fixture(scope="session")
@@ -127,44 +119,6 @@ def once_per_run(tmp_path_factory, name: str, build) -> Path:
 
 
 # --------------------------------------------------------------------------- classification fixtures
-CXR14_LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-                "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
-
-
-def make_cxr14(root: Path, n_patients: int = 12, size: int = 96) -> dict:
-    """A ChestX-ray14-shaped set: Data_Entry_2017.csv with NIH's columns, images named like
-    NIH's (``<patient>_<follow-up>.png``) cut from the bundled X-rays, and bad rows."""
-    from PIL import Image
-
-    images = root / "images"
-    images.mkdir(parents=True)
-    sources = sorted(BUNDLED_IMAGES.glob("*.png"))
-    header = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
-              "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
-    rows = []
-    k = 0
-    for patient in range(1, n_patients + 1):
-        for follow in range(1 + patient % 3):  # 1-3 images per patient
-            name = f"{patient:08d}_{follow:03d}.png"
-            Image.open(sources[k % len(sources)]).convert("L").resize((size, size)).save(images / name)
-            labels = "No Finding" if k % 3 == 0 else "|".join(CXR14_LABELS[j] for j in {k % 14, (k * 5) % 14})
-            rows.append([name, labels, str(follow), str(patient), "58", "M", "PA", "2500", "2048", "0.14", "0.14"])
-            k += 1
-    bad = [["99999999_000.png", "Effusion", "0", "99999", "40", "F", "PA", "1", "1", "1", "1"],   # missing image
-           [rows[0][0].replace("_000", "_900"), "Alien_Disease", "0", "1", "58", "M", "PA", "1", "1", "1", "1"],
-           [rows[1][0].replace("_0", "_8"), "", "0", "2", "58", "M", "PA", "1", "1", "1", "1"]]
-    for name in (bad[1][0], bad[2][0]):
-        Image.open(sources[0]).convert("L").resize((size, size)).save(images / name)
-    csv_path = root / "Data_Entry_2017.csv"
-    import csv
-
-    with open(csv_path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows + bad)
-    return {"csv": csv_path, "images": images, "rows": rows, "bad": bad}
-
-
 @pytest.fixture(scope="session")
 def cxr14_converted(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cxr14")

@@ -11,22 +11,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 
-from conftest import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
+from helpers import BUNDLED_IMAGES, PYTHON, ROOT, dcm, read_jsonl, run, truncated_tiff
 from medswift.infer.rows import REPORT_ROW_FIELDS
 from medswift.core.images import ImageRejected, open_checked
 
 SCRIPT = str(ROOT / "scripts" / "batch_infer.py")
 FAST = ["--max_new_tokens", "8", "--image_max_token_num", "256", "--quiet"]
 ENV = {"CUDA_VISIBLE_DEVICES": ""}
-
-
-def dcm(name: str) -> str:
-    path = get_testdata_file(name)
-    assert path, f"pydicom test file {name} missing"
-    return path
-
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -70,7 +62,8 @@ def test_multi_frame_first_or_refuse():
 def test_mixed_inputs_run_on_and_leak_no_patient_tag(tiny_model, tmp_path):
     junk = tmp_path / "notes.png"
     junk.write_text("not a picture")
-    inputs = [str(BUNDLED_IMAGES / "2_1.png"), dcm("CT_small.dcm"), dcm("MR_small.dcm"), dcm("MR_truncated.dcm"),
+    inputs = [str(BUNDLED_IMAGES / "2_1.png"), *(str(dcm(name)) for name in ("CT_small.dcm", "MR_small.dcm",
+                                                                          "MR_truncated.dcm")),
               str(tmp_path / "missing.png"), str(junk)]
     out = tmp_path / "pred.jsonl"
     proc = run([PYTHON, SCRIPT, "--test_images", *inputs, "--output_file", str(out), "--lang", "en", *FAST], env=ENV)
@@ -161,19 +154,6 @@ def test_existing_output_needs_resume_or_overwrite(tiny_model, tmp_path):
 
 
 # --------------------------------------------------------------------------- one bad input costs only itself
-def truncated_tiff(path: Path) -> Path:
-    """An uncompressed TIFF cut in half: Pillow raises ValueError ("buffer is not large enough")
-    from load(), not the OSError it documents for truncation."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.open(BUNDLED_IMAGES / "2_1.png").convert("L").resize((64, 64)).save(buf, format="TIFF")
-    path.write_bytes(buf.getvalue()[:218])
-    return path
-
-
 def test_bad_files_inside_a_batch_skip_only_themselves(tiny_model, tmp_path):
     from PIL import Image
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,19 +12,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import PYTHON, ROOT, read_jsonl, run
+from helpers import PYTHON, ROOT, free_port, read_jsonl, run
+
 
 SCRIPT = str(ROOT / "scripts" / "batch_infer.py")
 # One thread everywhere: torchrun gives each rank one, and the reference must do the same sums
 # in the same order for its greedy texts to match to the last token.
 ENV = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 NOT_PARALLEL = {name: "" for name in ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env(**extra) -> dict:

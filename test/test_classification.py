@@ -3,19 +3,17 @@ weights, and a real seq_cls run on the tiny model through prediction to the repo
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import BUNDLED_IMAGES, PYTHON, ROOT, make_cxr14, read_jsonl, run
+from helpers import BUNDLED_IMAGES, PYTHON, ROOT, dry, make_cxr14, read_jsonl, run
 from medswift.data import tasks as cls
 from medswift.data import captions as convert_captions
 from medswift.data import chestxray14 as convert_chestxray14
 from medswift.data import ham10000 as convert_ham10000
-
 
 
 def sides_of(out: Path, group_of) -> dict[str, set[str]]:
@@ -283,15 +281,9 @@ def test_converter_mistakes_one_line(tmp_path, script, args, message):
 
 
 # --------------------------------------------------------------------------- launcher and a real run
-def dry_cls(env: dict) -> list[str]:
-    proc = run(["bash", str(ROOT / "tools" / "swift" / "finetune_qwen3vl_cls.sh")],
-               env={"CUDA_VISIBLE_DEVICES": "", "DRY_RUN": "1", **env})
-    return shlex.split(proc.stdout)
-
-
 def test_cls_launcher_dry_run(tiny_model, cxr14_converted, tmp_path):
-    argv = dry_cls({"MODEL": str(tiny_model), "DATA_DIR": str(cxr14_converted)})
-    assert f"MEDSWIFT_LABELS_FILE={cxr14_converted}/labels.json" in argv
+    assigns, argv = dry("finetune_qwen3vl_cls.sh", {"MODEL": str(tiny_model), "DATA_DIR": str(cxr14_converted)})
+    assert assigns["MEDSWIFT_LABELS_FILE"] == f"{cxr14_converted}/labels.json"
     i = argv.index("--task_type")
     assert argv[i:i + 6] == ["--task_type", "seq_cls", "--problem_type", "multi_label_classification",
                              "--num_labels", "15"]
@@ -303,7 +295,7 @@ def test_cls_launcher_dry_run(tiny_model, cxr14_converted, tmp_path):
                                                  "labels": list(cls.HAM10000.labels)}))
     for split in ("train", "val"):
         shutil.copy(cxr14_converted / f"cls_{split}.jsonl", ham / f"cls_{split}.jsonl")
-    argv = dry_cls({"MODEL": str(tiny_model), "DATA_DIR": str(ham)})
+    _, argv = dry("finetune_qwen3vl_cls.sh", {"MODEL": str(tiny_model), "DATA_DIR": str(ham)})
     assert "single_label_classification" in argv and "--loss_type" not in argv and argv[argv.index("--num_labels") + 1] == "7"
 
 

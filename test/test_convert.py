@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, read_jsonl, run
+from helpers import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, read_jsonl, run
 from medswift.data import openi
 from medswift.data import reports as conv
 from medswift.core import prompts
 
 SHARED_SOURCE = ROOT.parent / "shared" / "data" / "openi" / "openi-zh-prompt.json"
-
 
 
 def all_samples(out: Path) -> dict[str, list[dict]]:

@@ -5,7 +5,6 @@ re-run leaves no stale copies. Every fixture is generated here, seeded."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import multiprocessing
 import os
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_cxr14
+from helpers import make_cxr14, one_error_line, truncated_tiff
 from medswift.core.errors import UsageError
 from medswift.data import captions as convert_captions
 from medswift.data import chestxray14 as convert_chestxray14
@@ -35,14 +34,6 @@ def small_png(path: Path, seed: int, mode: str = "L") -> Path:
         img = Image.fromarray(arr.astype(np.uint16) * 200)
     img.save(path)
     return path
-
-
-def truncated_tiff() -> bytes:
-    """A TIFF cut in half: Pillow raises ValueError ("buffer is not large enough"), not OSError."""
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(RNG_SEED).integers(0, 256, (64, 64), dtype=np.uint8)).save(buf, "TIFF")
-    data = buf.getvalue()
-    return data[: len(data) // 2]
 
 
 def openi_set(root: Path, n: int, sixteen_bit: tuple[str, ...] = ()) -> tuple[Path, Path, list[str]]:
@@ -86,13 +77,6 @@ def written_ids(out: Path) -> dict[str, dict]:
             row = json.loads(line)
             rows[row["id"]] = row
     return rows
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- a decoder that throws
@@ -262,12 +246,12 @@ def test_latin1_inputs_are_one_error_line(tmp_path, capsys):
     offset = text.encode("latin-1").index(b"\xe9")
     assert convert_chestxray14.main(["--csv", str(data["csv"]), "--images_dir", str(data["images"]),
                                      "--output_dir", str(tmp_path / "o"), "--quiet"]) == 2
-    assert f"is not UTF-8 (byte 0xe9 at offset {offset}); re-save it as UTF-8" in one_error_line(capsys)
+    assert f"is not UTF-8 (byte 0xe9 at offset {offset}); re-save it as UTF-8" in one_error_line(capsys.readouterr().err)
     reports = tmp_path / "r.json"
     reports.write_bytes(json.dumps({"annotations": [{"image_id": "1_1", "caption": "Cardiomégalie."}]},
                                    ensure_ascii=False).encode("latin-1"))
     assert run_openi(reports, data["images"], tmp_path / "o2") == 2
-    assert f"{reports} is not UTF-8 (byte 0xe9 at offset " in one_error_line(capsys)
+    assert f"{reports} is not UTF-8 (byte 0xe9 at offset " in one_error_line(capsys.readouterr().err)
 
 
 def test_streamed_csv_names_the_bad_bytes_offset_in_the_whole_file(tmp_path):
@@ -372,7 +356,7 @@ def test_output_problems_are_one_error_line(tmp_path, capsys, case):
         out.mkdir()
         out.chmod(0o500)
     assert run_openi(reports, images, out) == 2
-    assert f"cannot write to --output_dir {out}" in one_error_line(capsys)
+    assert f"cannot write to --output_dir {out}" in one_error_line(capsys.readouterr().err)
 
 
 def test_rerun_removes_its_own_stale_copies_only(tmp_path, capsys):

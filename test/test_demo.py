@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import struct
@@ -24,8 +23,8 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from helpers import BUNDLED_IMAGES, PYTHON, ROOT, free_port, truncated_tiff
 from app import gradio_app as app
-from conftest import BUNDLED_IMAGES, PYTHON, ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -63,14 +62,6 @@ def write_dicom(path: Path, modality: str = "DX", corrupt_rows: bool = False) ->
     return path
 
 
-def truncated_tiff(path: Path) -> Path:
-    """An uncompressed TIFF cut in half: Pillow raises ValueError ("buffer is not large enough")."""
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 64), dtype=np.uint8)).save(buf, format="TIFF")
-    path.write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
-    return path
-
-
 def pixel_bomb_png(path: Path, side: int = 30_000) -> Path:
     """A few hundred bytes declaring 30000 x 30000 pixels (a decompression bomb by Pillow's limit)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -87,9 +78,8 @@ def pixel_bomb_png(path: Path, side: int = 30_000) -> Path:
 def chat(trained_adapter):
     from medswift.core import models as eng
 
-    choice = eng.resolve(None, str(trained_adapter))
-    before = os.environ.get("IMAGE_MAX_TOKEN_NUM")
-    eng.set_image_budget(64)  # process-wide: put it back so later tests see the defaults
+    choice = eng.resolve(None, str(trained_adapter), image_tokens=64)
+    before = os.environ.get("IMAGE_MAX_TOKEN_NUM")  # load_engine sets it process-wide: put it back afterwards
     yield app.ReportChat(eng.load_engine(choice, max_batch_size=1), choice, app.Settings(max_upload_mb=1))
     if before is None:
         os.environ.pop("IMAGE_MAX_TOKEN_NUM", None)
@@ -216,10 +206,10 @@ def test_follow_up_needs_a_report_first(chat):
 
 
 # --------------------------------------------------------------------------- the real server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def upload(page, path: Path) -> None:
+    """Upload ``path`` and wait until the File component shows it (the upload has reached the server)."""
+    page.set_input_files("#upload input[type=file]", str(path))
+    page.locator("#upload").get_by_text(path.name).first.wait_for(timeout=30_000)
 
 
 @pytest.fixture(scope="module")
@@ -288,8 +278,7 @@ def test_real_browser_end_to_end(server, tmp_path):
         page.click("button:has-text('Login')")
         page.locator("#notice").wait_for(timeout=30_000)
         assert "not for diagnosis" in page.inner_text("#notice")
-        page.set_input_files("#upload input[type=file]", str(BUNDLED_IMAGES / "2_1.png"))
-        page.wait_for_timeout(800)  # the upload reaches the server
+        upload(page, BUNDLED_IMAGES / "2_1.png")
         page.click("#submit")
         bot = page.locator("#chat .message.bot").last
         bot.wait_for(timeout=120_000)
@@ -305,13 +294,12 @@ def test_real_browser_end_to_end(server, tmp_path):
         page.click("#ask")
         page.wait_for_function("document.querySelectorAll('#chat .message.bot').length >= 2", timeout=120_000)
         page.wait_for_function("document.querySelectorAll('#chat .message.user').length >= 2", timeout=10_000)
-        page.wait_for_timeout(1500)
+        page.wait_for_function("document.querySelectorAll('.generating').length === 0", timeout=120_000)
         assert page.locator("#chat .message.bot").nth(0).inner_text() == first_answer
         page.screenshot(path=str(shot), full_page=True)
         # a file that is not an image: a clear message on the page, and the server keeps serving
         page.click("#clear")
-        page.set_input_files("#upload input[type=file]", str(junk))
-        page.wait_for_timeout(800)
+        upload(page, junk)
         page.click("#submit")
         page.wait_for_function("document.querySelector('#status').innerText.includes('Could not read')",
                                timeout=60_000)

@@ -9,10 +9,9 @@ import random
 import numpy as np
 import pytest
 
-from conftest import PYTHON, ROOT, run
+from helpers import PYTHON, ROOT, openi, run, shuffled_rows, write_rows
 from medswift.eval import findings, r2gen_cleaning, text_metrics
 from medswift.eval import report_card as evaluate
-from test_report_card_ci import openi, shuffled_rows
 
 BP = math.exp(1 - 6 / 3)  # brevity penalty of a 3-token hypothesis against a 6-token reference
 ROUGE_HALF = (1 + 1.2 ** 2) * 1.0 * 0.5 / (0.5 + 1.2 ** 2 * 1.0)  # P=1, R=1/2, beta=1.2 (pycocoevalcap)
@@ -124,12 +123,6 @@ def test_evaluate_errors_are_one_line(tmp_path):
 
 
 # --------------------------------------------------------------------------- hostile prediction files
-def write_rows(path, rows):
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
-                    encoding="utf-8")
-    return path
-
-
 def test_odd_lines_are_listed_problems_not_tracebacks(tmp_path):
     good = {"key": "a", "response": "No pneumothorax.", "reference": "No pneumothorax. Heart normal."}
     preds = write_rows(tmp_path / "p.jsonl", [

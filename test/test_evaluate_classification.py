@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import PYTHON, ROOT, run
+from helpers import PYTHON, ROOT, run
 from medswift.core.constants import MULTI_LABEL, SINGLE_LABEL
 from medswift.eval import classification as ec
 

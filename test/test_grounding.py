@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PYTHON, ROOT, read_jsonl, run
+from helpers import PYTHON, ROOT, read_jsonl, run
 from medswift.data import grounding
 from medswift.eval import boxes
 from medswift.eval.boxes import Box

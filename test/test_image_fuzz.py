@@ -25,9 +25,9 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless
 
-from conftest import BUNDLED_IMAGES, PYTHON, ROOT
-from test_imaging import (image_dataset, png_declaring, with_meta_group_length_2, with_rows_length_3,
-                          write_deflated_dicom)
+from helpers import (BUNDLED_IMAGES, PYTHON, ROOT, image_dataset, png_declaring, with_meta_group_length_2,
+                     with_rows_length_3, write_deflated_dicom)
+
 
 SEED = 20251125
 MUTANTS = 2000

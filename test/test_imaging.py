@@ -15,28 +15,18 @@ import struct
 import subprocess
 import time
 import tracemalloc
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.uid import DeflatedExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from conftest import BUNDLED_IMAGES, PYTHON, ROOT
+from helpers import (BUNDLED_IMAGES, PYTHON, ROOT, dcm, image_dataset, png_declaring, with_meta_group_length_2,
+                     with_rows_length_3, write_deflated_dicom)
 from medswift.core import images as imaging
 from medswift.core.images import MAX_IMAGE_PIXELS, REASONS, ImageRejected, open_checked
-
-
-def dcm(name: str) -> Path:
-    path = get_testdata_file(name)
-    assert path, f"pydicom test file {name} missing"
-    return Path(path)
 
 
 def xray(size: int = 64) -> Image.Image:
@@ -51,59 +41,6 @@ def rejection(path, **kwargs) -> ImageRejected:
     return err.value
 
 
-def explicit_le_header(group: int, element: int, vr: bytes, length: int) -> bytes:
-    """An Explicit VR Little Endian element header for a 4-byte-length VR (OB, UN...)."""
-    return struct.pack("<HH2sHI", group, element, vr, 0, length)
-
-
-def write_deflated_dicom(path: Path, ds: Dataset, pixel_bytes: int, padding_bytes: int = 0) -> None:
-    """A Deflated Explicit VR Little Endian file whose PixelData is ``pixel_bytes`` zeros, then
-    optional trailing padding, streamed so the zeros are never held in memory.
-
-    After a full flush deflate starts afresh, so a block of zeros compresses to the same
-    bytes every time: it is compressed once and repeated (16000 x 16000 in a fraction of a second).
-    """
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(path.name)])  # reproducible bytes
-    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    head = DicomBytesIO()
-    head.is_little_endian, head.is_implicit_VR = True, False
-    write_dataset(head, ds)
-    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    parts = [deflater.compress(head.getvalue() + explicit_le_header(0x7FE0, 0x0010, b"OB", pixel_bytes)),
-             deflater.flush(zlib.Z_FULL_FLUSH)]
-    block = 1 << 22
-    zeros = bytes(block)
-    zero_block = deflater.compress(zeros) + deflater.flush(zlib.Z_FULL_FLUSH)
-
-    def add_zeros(count: int) -> None:
-        whole, rest = divmod(count, block)
-        parts.extend([zero_block] * whole)
-        parts.extend([deflater.compress(zeros[:rest]), deflater.flush(zlib.Z_FULL_FLUSH)])
-
-    add_zeros(pixel_bytes)
-    if padding_bytes:  # (FFFC,FFFC) Data Set Trailing Padding
-        parts.append(deflater.compress(explicit_le_header(0xFFFC, 0xFFFC, b"OB", padding_bytes)))
-        add_zeros(padding_bytes)
-    parts.append(deflater.flush())
-    meta_bytes = DicomBytesIO()
-    meta_bytes.is_little_endian, meta_bytes.is_implicit_VR = True, False
-    write_file_meta_info(meta_bytes, meta)
-    path.write_bytes(b"\0" * 128 + b"DICM" + meta_bytes.getvalue() + b"".join(parts))
-
-
-def image_dataset(rows: int, columns: int, modality: str | None = "DX") -> Dataset:
-    ds = Dataset()
-    if modality:
-        ds.Modality = modality
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.Rows, ds.Columns = rows, columns
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    return ds
-
-
 # --------------------------------------------------------------------------- Pillow formats
 def test_truncated_tiff_is_a_truncated_image(tmp_path):
     buf = io.BytesIO()
@@ -113,16 +50,6 @@ def test_truncated_tiff_is_a_truncated_image(tmp_path):
         path = tmp_path / f"cut{cut}.tif"
         path.write_bytes(whole[:cut])
         assert rejection(path).reason == "truncated image"
-
-
-def png_declaring(size: tuple[int, int], source: Path) -> bytes:
-    """A real PNG whose IHDR is rewritten to declare ``size`` (CRC fixed): the pixel data
-    stays that of ``source``, so decoding it would fail as truncated, not as too large."""
-    data = bytearray(source.read_bytes())
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", *size)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
 
 
 @pytest.mark.parametrize("factor", [1.01, 1.9, 3.0])  # 1x-2x: Pillow only warns; above 2x it raises
@@ -143,18 +70,6 @@ def test_pixel_limit_is_pillows():
 
 
 # --------------------------------------------------------------------------- malformed DICOMs
-def with_rows_length_3(raw: bytes) -> bytes:
-    """Rows (US, 2 bytes) given a 3-byte value: pydicom raises BytesLengthException on access."""
-    at = raw.index(b"\x28\x00\x10\x00US\x02\x00")
-    return raw[:at] + b"\x28\x00\x10\x00US\x03\x00" + raw[at + 8:at + 10] + b"\x00" + raw[at + 10:]
-
-
-def with_meta_group_length_2(raw: bytes) -> bytes:
-    """(0002,0000) UL with a 2-byte value: BytesLengthException while reading the file meta."""
-    assert raw[132:140] == b"\x02\x00\x00\x00UL\x04\x00"
-    return raw[:138] + b"\x02\x00" + raw[140:142] + raw[144:]
-
-
 def with_window_width(raw: bytes, text: bytes) -> bytes:
     at = raw.index(b"\x28\x00\x51\x10DS")
     length = int.from_bytes(raw[at + 6:at + 8], "little")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import time
@@ -10,11 +11,10 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, ROOT, VENV_BIN, run
+from helpers import CPU_ONLY, LAUNCHERS, PYTHON, ROOT, VENV_BIN, dry, flag, launcher, run
 
-LAUNCHERS = sorted((ROOT / "tools").rglob("*.sh"))
+
 SWIFT_DIR = ROOT / "tools" / "swift"
-CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}  # the tests must not depend on the machine having a GPU
 KNOBS = ("IMAGE_MAX_TOKEN_NUM", "MODEL", "DATA_DIR", "OUTPUT_DIR", "ADAPTER", "NPROC_PER_NODE", "NNODES")
 
 
@@ -23,27 +23,6 @@ def clean_knobs(monkeypatch):
     """The launchers read their knobs from the environment: start every test from the defaults."""
     for name in KNOBS:
         monkeypatch.delenv(name, raising=False)
-
-
-def launcher(name: str, env: dict, *args: str, check: bool = True):
-    (script,) = [p for p in LAUNCHERS if p.name == name]
-    return run(["bash", str(script), *args], env={**CPU_ONLY, **env}, check=check, timeout=120)
-
-
-def dry(name: str, env: dict, *args: str) -> tuple[dict, list[str]]:
-    """The printed command split into (environment assignments, argv)."""
-    proc = launcher(name, {"DRY_RUN": "1", **env}, *args)
-    words = shlex.split(proc.stdout.strip())
-    assigns = {}
-    while words and "=" in words[0] and not words[0].startswith("-"):
-        key, value = words.pop(0).split("=", 1)
-        assigns[key] = value
-    return assigns, words
-
-
-def flag(argv: list[str], name: str) -> str:
-    assert name in argv, f"{name} missing from {argv}"
-    return argv[argv.index(name) + 1]
 
 
 def test_launchers_are_found():
@@ -87,6 +66,13 @@ def checkpoint(folder, model: str):
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text("{}")
     (folder / "args.json").write_text(json.dumps({"model": model}))
+    return folder
+
+
+def newer(folder: Path, than: Path) -> Path:
+    """Give ``folder`` a modification time one second after ``than``'s (the resolver takes the newest)."""
+    stamp = than.stat().st_mtime + 1
+    os.utime(folder, (stamp, stamp))
     return folder
 
 
@@ -156,8 +142,9 @@ def test_deepspeed_is_dropped_on_cpu_with_a_note(paths):
 
 def test_infer_and_merge_dry_run(paths, tmp_path):
     ckpt = checkpoint(tmp_path / "v0-1" / "checkpoint-5", paths["MODEL"])
-    time.sleep(0.05)
-    (tmp_path / "v0-1" / "checkpoint-5-merged").mkdir()  # newer, but a merged model is not an adapter
+    merged = tmp_path / "v0-1" / "checkpoint-5-merged"
+    merged.mkdir()
+    newer(merged, than=ckpt)  # newer, but a merged model is not an adapter
     _, argv = dry("infer_qwen3vl_lora.sh", {"DATA_DIR": paths["DATA_DIR"], "OUTPUT_DIR": str(tmp_path)})
     assert argv[1] == "infer" and flag(argv, "--adapters") == str(ckpt)
     assert "--model" not in argv, "base model comes from the checkpoint's args.json"
@@ -305,8 +292,8 @@ def test_the_image_budget_travels_with_the_checkpoint(paths, tmp_path, monkeypat
     assert "IMAGE_MAX_TOKEN_NUM=1024" in proc.stdout and "trained with 256" in proc.stderr
     monkeypatch.delenv("IMAGE_MAX_TOKEN_NUM", raising=False)
     choice = models.resolve(adapter_path=ckpt)
-    assert choice.image_budget == 256 and models.set_image_budget(None, choice) == 256
-    assert models.set_image_budget(128, choice) == 128
+    assert choice.trained_image_budget == 256 and choice.image_budget == 256
+    assert models.resolve(None, str(ckpt), image_tokens=128).image_budget == 128
 
 
 def test_shell_and_python_resolve_the_same_checkpoint(paths, tmp_path):
@@ -315,11 +302,10 @@ def test_shell_and_python_resolve_the_same_checkpoint(paths, tmp_path):
     from medswift.core import models
 
     old = checkpoint(tmp_path / "v0-1" / "checkpoint-5", paths["MODEL"])
-    time.sleep(0.05)
-    new = checkpoint(tmp_path / "v1-2" / "checkpoint-9", paths["MODEL"])
-    time.sleep(0.05)
+    new = newer(checkpoint(tmp_path / "v1-2" / "checkpoint-9", paths["MODEL"]), than=old)
     (tmp_path / "v1-2" / "checkpoint-10").mkdir()  # newest, but only args.json: not a LoRA checkpoint
     (tmp_path / "v1-2" / "checkpoint-10" / "args.json").write_text("{}")
+    newer(tmp_path / "v1-2" / "checkpoint-10", than=new)
     with pytest.raises(models.UsageError, match="not a LoRA checkpoint"):
         models.resolve(output_dir=tmp_path)
     proc = launcher("infer_qwen3vl_lora.sh", {"DATA_DIR": paths["DATA_DIR"], "OUTPUT_DIR": str(tmp_path),

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import PYTHON, REPORTS, ROOT, read_jsonl, run
+from helpers import PYTHON, REPORTS, ROOT, read_jsonl, run
 from medswift.data import mimic_cxr
 from medswift.data import reports as conv
 

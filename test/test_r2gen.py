@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
+from helpers import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
 from medswift.data import iu_xray, r2gen_annotation
 from medswift.data import reports as conv
 

@@ -17,36 +17,11 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run
-
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-
-
-def bash_blocks() -> list[list[str]]:
-    blocks = []
-    for body in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
-        commands = []
-        for line in body.replace("\\\n", " ").splitlines():
-            line = re.sub(r"\s+#.*$", "", line).strip()  # trailing comment
-            if line and not line.startswith("#"):
-                commands.append(line)
-        blocks.append(commands)
-    return blocks
-
-
-BLOCKS = bash_blocks()
-QUICKSTART, TEST_COMMAND = "bash tools/quickstart.sh", "bash tools/run_tests.sh"
-OTHERS = [c for block in BLOCKS[1:] for c in block]
-# Three groups, each in its own scratch checkout and test file so that pytest-xdist can run them
-# side by side: the quick start with the commands that use its results (here), the benchmarks
-# (test_readme_bench.py) and every other command, in README order (test_readme_commands.py).
-AFTER_QUICKSTART = [c for c in OTHERS if "results/quickstart" in c]
-BENCHMARKS = [c for c in OTHERS if " bench/" in c and c not in AFTER_QUICKSTART]
-COMMANDS = [c for c in OTHERS if c not in AFTER_QUICKSTART and c not in BENCHMARKS]
+from helpers import (AFTER_QUICKSTART, BLOCKS, OTHERS, QUICKSTART, README, ROOT, TEST_COMMAND, run,
+                     run_readme_commands)
 
 
 def test_first_screen_has_exactly_the_two_commands():
@@ -57,9 +32,20 @@ def test_first_screen_has_exactly_the_two_commands():
     assert "not for diagnosis" in README[:600]
 
 
-def test_quickstart_as_written(checkout):
-    proc = run(["bash", "-c", QUICKSTART], env={"CUDA_VISIBLE_DEVICES": ""}, timeout=1800, cwd=checkout)
-    out = proc.stdout
+@pytest.fixture(scope="module")
+def quickstart(checkout):
+    """The quick start, run once in this file's checkout: its output, and what it wrote there."""
+    return run(["bash", "-c", QUICKSTART], env={"CUDA_VISIBLE_DEVICES": ""}, timeout=1800, cwd=checkout)
+
+
+@pytest.fixture(scope="module")
+def after_quickstart(quickstart, checkout) -> dict:
+    """The commands that use the quick start's results, run once in README order after it."""
+    return run_readme_commands(AFTER_QUICKSTART, checkout)
+
+
+def test_quickstart_as_written(quickstart, checkout):
+    out = quickstart.stdout
     assert "[setup] .venv is up to date" in out, "set-up is a no-op when nothing changed"
     assert "MedSwift-VL quickstart finished. For research only, not for diagnosis." in out
     assert "read 6423 = written 8 (train 5, val 2, test 1) + skipped 6415 (missing image 6415)" in out
@@ -96,23 +82,8 @@ def test_quickstart_as_written(checkout):
 
 
 @pytest.mark.parametrize("command", AFTER_QUICKSTART, ids=range(len(AFTER_QUICKSTART)))
-def test_commands_after_the_quickstart(command, checkout):
-    run_readme_command(command, checkout)
-
-
-def run_readme_command(command: str, checkout: Path) -> None:
-    words = shlex.split(command)
-    scripts = [w for w in words if w.endswith((".sh", ".py"))]
-    assert scripts and all((ROOT / s).is_file() for s in scripts), f"names a missing script: {command}"
-    if command == TEST_COMMAND or "..." in command:
-        return  # CI runs the test command; placeholders are only checked for their script
-    proc = run(["bash", "-c", command], env={"CUDA_VISIBLE_DEVICES": ""}, check=False, timeout=900, cwd=checkout)
-    if re.search(r"[= ]/(models|data)/", command) and not command.startswith("DRY_RUN=1"):
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-        assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
-        assert "not found" in errors[0]
-    else:
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+def test_commands_after_the_quickstart(command, after_quickstart):
+    assert after_quickstart[command] is None, after_quickstart[command]
 
 
 def test_classification_commands_chain_together():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_readme import BENCHMARKS, run_readme_command
+from helpers import BENCHMARKS, run_readme_command
 
 
 def test_the_benchmarks_block_is_found():

@@ -6,15 +6,22 @@ import json
 
 import pytest
 
-from test_readme import COMMANDS, OTHERS, run_readme_command
+from helpers import COMMANDS, OTHERS, run_readme_commands
+
+
+@pytest.fixture(scope="module")
+def ran(checkout) -> dict:
+    """Every command, run once in README order (a later one uses what an earlier one wrote),
+    whatever order the tests below run in."""
+    return run_readme_commands(COMMANDS, checkout)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=range(len(COMMANDS)))
-def test_readme_command(command, checkout):
-    run_readme_command(command, checkout)
+def test_readme_command(command, ran):
+    assert ran[command] is None, ran[command]
 
 
-def test_readme_training_command_trained_with_validation(checkout):
+def test_readme_training_command_trained_with_validation(checkout, ran):
     """`bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2` above: the one-GPU launcher's
     defaults reached ms-swift and the validation split was evaluated."""
     assert "bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2" in OTHERS

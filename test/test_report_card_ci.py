@@ -17,31 +17,12 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from conftest import PYTHON, REPORTS, ROOT, run
+from helpers import PYTHON, ROOT, openi, run, shuffled_rows, write_rows
 from medswift.core.cli import usage_examples
 from medswift.eval import bootstrap, provenance, r2gen_cleaning, scorer_workers, text_metrics
-from medswift.eval import report_card
+from medswift.eval import charts, report_card
 
 TEXT = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")
-
-
-def openi(lang: str) -> list[str]:
-    return [a["caption"] for a in json.loads(REPORTS[lang].read_text(encoding="utf-8"))["annotations"]]
-
-
-def shuffled_rows(lang: str, n: int, seed: int = 0, **extra) -> list[dict]:
-    """Real references; predictions made of 1-3 real report sentences drawn with a seed."""
-    reports = openi(lang)
-    split = r"(?<=。)" if lang == "zh" else r"(?<=[.!?])\s+"
-    sentences = [s for r in reports[:400] for s in re.split(split, r) if s.strip()]
-    rng = random.Random(seed)
-    return [{"key": f"{lang}{i}", "response": ("" if lang == "zh" else " ").join(rng.sample(sentences, rng.randint(1, 3))),
-             "reference": reports[(i * 7) % len(reports)], **extra} for i in range(n)]
-
-
-def write_rows(path, rows):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def without_date(m: dict) -> dict:
@@ -317,9 +298,7 @@ def test_bench_answers_help_and_refuses_bad_sizes_in_one_line():
 
 
 def test_charts_show_cider_on_its_own_scale_and_what_each_finding_bar_rests_on():
-    from medswift.eval import report_card
-
-    fig = report_card.text_figure({"chars": {"bleu_1": 0.41, "bleu_4": 0.12, "rouge_l": 0.33, "cider": 3.2}})
+    fig = charts.text_figure({"chars": {"bleu_1": 0.41, "bleu_4": 0.12, "rouge_l": 0.33, "cider": 3.2}})
     scores, cider = fig.axes
     assert scores.get_ylim() == (0, 1.05) and [t.get_text() for t in scores.get_xticklabels()] == [
         "bleu_1", "bleu_4", "rouge_l"]
@@ -327,5 +306,5 @@ def test_charts_show_cider_on_its_own_scale_and_what_each_finding_bar_rests_on()
     per = {"Effusion": {"f1": 1.0, "support": 1, "predicted": 1},
            "Cardiomegaly": {"f1": 0.5, "support": 12, "predicted": 4},
            "Hernia": {"f1": None, "support": 0, "predicted": 0}}
-    labels = {t.get_text() for t in report_card.findings_figure(per).axes[0].texts}
+    labels = {t.get_text() for t in charts.findings_figure(per).axes[0].texts}
     assert labels == {"1.00  (1 ref, 1 pred)", "0.50  (12 ref, 4 pred)"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, ROOT, read_jsonl, run
+from helpers import PYTHON, ROOT, read_jsonl, run
 
 SWIFT_DIR = ROOT / "tools" / "swift"
 CPU = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": ""}

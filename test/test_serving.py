@@ -7,26 +7,23 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import io
 import http.client
 import json
 import os
 import secrets
 import shlex
-import signal
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from PIL import Image
 from pydicom.data import get_testdata_file
 
+from helpers import (BUNDLED_IMAGES, NO_PROXY, PYTHON, ROOT, SERVER_ENV, flag, free_port, png_data_url,
+                     read_jsonl, refused, run, running_server)
 from medswift.infer.rows import REPORT_ROW_FIELDS
-from conftest import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
 
 LAUNCHER = str(ROOT / "tools" / "swift" / "deploy_qwen3vl.sh")
 CLIENT = str(ROOT / "scripts" / "serve_client.py")
@@ -35,22 +32,6 @@ SERVED = "tiny-qwen3-vl"  # the served name defaults to the model folder's name 
 CEILING = 4096  # the server's MAX_NEW_TOKENS: long enough that a generation nobody stops outlasts the tests
 START_TIMEOUT = 180
 ROW_FIELDS = set(REPORT_ROW_FIELDS)  # the one row format, as batch inference writes it
-SERVER_ENV = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "64"}
-NO_PROXY = {"http": None, "https": None}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def png_data_url(path: Path) -> str:
-    buf = io.BytesIO()
-    Image.open(path).convert("RGB").save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def chat(url: str, content, key: str | None = API_KEY, max_tokens: int = 16, stream: bool = False,
          timeout: float = 300) -> requests.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -69,7 +50,6 @@ def answer(resp: requests.Response) -> str:
     return resp.json()["choices"][0]["message"]["content"]
 
 
-
 def client(server: dict, *args: str, key: str | None = API_KEY, check: bool = True):
     env = {"MEDSWIFT_API_KEY": key} if key else {}
     return run([PYTHON, CLIENT, "--url", server["url"], "--lang", "en", *args], env=env, check=check, timeout=600)
@@ -83,50 +63,9 @@ def server(tiny_model, trained_adapter, tmp_path_factory):
     env = {**os.environ, **SERVER_ENV, "MODEL": str(tiny_model), "ADAPTER": str(trained_adapter),
            "PORT": str(port), "API_KEY": API_KEY, "MAX_NEW_TOKENS": str(CEILING), "INFER_BATCH": "4"}
     env.pop("DRY_RUN", None)
-    log = open(log_path, "w")
-    # Own process group, so that teardown ends the server and anything it started.
-    proc = subprocess.Popen(["bash", LAUNCHER, "--log_interval", "-1"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
-            try:
-                if requests.get(f"{url}/v1/models", timeout=2, proxies=NO_PROXY).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() - t0 > START_TIMEOUT:
-                pytest.fail(f"server not up after {START_TIMEOUT} s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(1)
-        print(f"\n[serving] server up on {url} after {time.monotonic() - t0:.1f} s")
+    with running_server(["bash", LAUNCHER, "--log_interval", "-1"], env, log_path, url, START_TIMEOUT) as proc:
         yield {"url": url, "proc": proc, "log": log_path}
-    finally:
-        stop_group(proc)
-        log.close()
-
-
-def stop_group(proc: subprocess.Popen, grace: float = 30) -> None:
-    """SIGTERM the server's process group, wait until every member is gone, SIGKILL after `grace`."""
-    def alive() -> bool:
-        try:
-            os.killpg(proc.pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-
-    if alive():
-        os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while alive() and time.monotonic() < deadline:
-        proc.poll()  # reap the launcher so its group can empty
-        time.sleep(0.2)
-    if alive():
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert not alive(), "server processes survived teardown"
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +334,7 @@ def test_http_image_urls_are_refused_without_the_opt_in(server):
 
 
 def test_remote_images_only_with_the_opt_in():
-    from medswift.infer.server import media_refusal
+    from medswift.infer.request_guard import media_refusal
 
     def body(url):
         return {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
@@ -444,16 +383,11 @@ def test_api_key_is_in_no_process_list_and_no_log(server):
 
 
 # --------------------------------------------------------------------------- launcher guards (no server)
-def dry(env: dict, *args: str, check: bool = True):
+def dry_deploy(env: dict, *args: str, check: bool = True):
     defaults = {name: "" for name in ("API_KEY", "API_KEY_FILE", "HOST", "PORT", "SERVED_MODEL_NAME",
                                       "ALLOW_REMOTE_IMAGES", "MAX_NEW_TOKENS")}
     return run(["bash", LAUNCHER, *args], env={**SERVER_ENV, "DRY_RUN": "1", **defaults, **env}, check=check,
                timeout=120)
-
-
-def flag(argv: list[str], name: str) -> str:
-    assert name in argv, f"{name} missing from {argv}"
-    return argv[argv.index(name) + 1]
 
 
 def server_argv(proc) -> list[str]:
@@ -465,7 +399,7 @@ def server_argv(proc) -> list[str]:
 
 
 def test_dry_run_defaults_to_loopback(tiny_model):
-    proc = dry({"NO_ADAPTER": "1", "MODEL": str(tiny_model)})
+    proc = dry_deploy({"NO_ADAPTER": "1", "MODEL": str(tiny_model)})
     argv = server_argv(proc)
     assert flag(argv, "--host") == "127.0.0.1" and flag(argv, "--port") == "8000"
     assert flag(argv, "--infer_backend") == "transformers" and flag(argv, "--max_new_tokens") == "512"
@@ -476,7 +410,7 @@ def test_dry_run_defaults_to_loopback(tiny_model):
 
 
 def test_dry_run_with_adapter_and_key(tiny_model, trained_adapter, tmp_path):
-    proc = dry({"ADAPTER": str(trained_adapter), "HOST": "0.0.0.0", "PORT": "9001", "API_KEY": "s3cret",
+    proc = dry_deploy({"ADAPTER": str(trained_adapter), "HOST": "0.0.0.0", "PORT": "9001", "API_KEY": "s3cret",
                 "SERVED_MODEL_NAME": "Qwen3-VL-8B-Instruct", "ALLOW_REMOTE_IMAGES": "1"})
     argv = server_argv(proc)
     assert flag(argv, "--adapters") == str(trained_adapter) and flag(argv, "--host") == "0.0.0.0"
@@ -485,14 +419,14 @@ def test_dry_run_with_adapter_and_key(tiny_model, trained_adapter, tmp_path):
     assert "s3cret" not in proc.stdout + proc.stderr  # the printed command names where the key is, not the key
     key_file = tmp_path / "key"
     key_file.write_text("s3cret-from-file\n")
-    from_file = dry({"ADAPTER": str(trained_adapter), "HOST": "0.0.0.0", "API_KEY_FILE": str(key_file)})
+    from_file = dry_deploy({"ADAPTER": str(trained_adapter), "HOST": "0.0.0.0", "API_KEY_FILE": str(key_file)})
     assert flag(server_argv(from_file), "--api_key_file") == str(key_file)
     assert "s3cret" not in from_file.stdout + from_file.stderr
 
 
 @pytest.mark.parametrize("args", [("--api_key", "k2"), ("--api_key=k2",)], ids=["separate", "joined"])
 def test_a_key_on_the_command_line_is_refused(tiny_model, args):
-    line = one_error_line(dry({"NO_ADAPTER": "1", "MODEL": str(tiny_model)}, *args, check=False))
+    line = refused(dry_deploy({"NO_ADAPTER": "1", "MODEL": str(tiny_model)}, *args, check=False))
     assert "API_KEY" in line and "k2" not in line
     direct = run([PYTHON, str(ROOT / "scripts" / "serve.py"), *args], check=False, timeout=60)
     assert direct.returncode == 2 and direct.stderr.startswith("error: ") and "k2" not in direct.stderr
@@ -502,33 +436,25 @@ def test_key_file_mistakes_are_one_line(tiny_model, tmp_path):
     empty = tmp_path / "empty"
     empty.write_text("\n")
     base = {"NO_ADAPTER": "1", "MODEL": str(tiny_model)}
-    assert "not both" in one_error_line(dry({**base, "API_KEY": "a", "API_KEY_FILE": str(empty)}, check=False))
-    assert "empty" in one_error_line(dry({**base, "API_KEY_FILE": str(empty)}, check=False))
-    assert "readable" in one_error_line(dry({**base, "API_KEY_FILE": str(tmp_path / "nope")}, check=False))
-    assert "MAX_NEW_TOKENS" in one_error_line(dry({**base, "MAX_NEW_TOKENS": "lots"}, check=False))
-
-
-def one_error_line(proc) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert proc.stdout == ""
-    return lines[0]
+    assert "not both" in refused(dry_deploy({**base, "API_KEY": "a", "API_KEY_FILE": str(empty)}, check=False))
+    assert "empty" in refused(dry_deploy({**base, "API_KEY_FILE": str(empty)}, check=False))
+    assert "readable" in refused(dry_deploy({**base, "API_KEY_FILE": str(tmp_path / "nope")}, check=False))
+    assert "MAX_NEW_TOKENS" in refused(dry_deploy({**base, "MAX_NEW_TOKENS": "lots"}, check=False))
 
 
 def test_public_host_without_api_key_stops(tiny_model):
-    line = one_error_line(dry({"NO_ADAPTER": "1", "MODEL": str(tiny_model), "HOST": "0.0.0.0"}, check=False))
+    line = refused(dry_deploy({"NO_ADAPTER": "1", "MODEL": str(tiny_model), "HOST": "0.0.0.0"}, check=False))
     assert "API_KEY" in line
 
 
 def test_host_flag_cannot_bypass_the_check(tiny_model):
-    line = one_error_line(dry({"NO_ADAPTER": "1", "MODEL": str(tiny_model)}, "--host", "0.0.0.0", check=False))
+    line = refused(dry_deploy({"NO_ADAPTER": "1", "MODEL": str(tiny_model)}, "--host", "0.0.0.0", check=False))
     assert "HOST" in line
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
 def test_vllm_missing_is_one_line(tiny_model):
-    line = one_error_line(dry({"NO_ADAPTER": "1", "MODEL": str(tiny_model), "INFER_BACKEND": "vllm"}, check=False))
+    line = refused(dry_deploy({"NO_ADAPTER": "1", "MODEL": str(tiny_model), "INFER_BACKEND": "vllm"}, check=False))
     assert "vllm is not installed" in line
 
 

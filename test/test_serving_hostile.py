@@ -9,15 +9,15 @@ import base64
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
 import requests
 
-from conftest import BUNDLED_IMAGES, ROOT
-from test_serving import NO_PROXY, SERVER_ENV, free_port, png_data_url, stop_group
+from helpers import (BUNDLED_IMAGES, NO_PROXY, ROOT, SERVER_ENV, free_port, png_data_url,
+                     running_server)
+
 
 LAUNCHER = str(ROOT / "tools" / "swift" / "deploy_qwen3vl.sh")
 SERVED = "tiny-qwen3-vl"
@@ -38,27 +38,10 @@ def server(tiny_model, tmp_path_factory):
            "MAX_IMAGES": str(MAX_IMAGES)}
     for name in ("DRY_RUN", "API_KEY", "API_KEY_FILE", "MAX_REQUEST_CHARS", "LOG_CONTENT"):
         env.pop(name, None)
-    log = open(log_path, "w")
-    proc = subprocess.Popen(["bash", LAUNCHER, "--log_interval", "-1", "--max_length", str(MAX_LENGTH)], cwd=ROOT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
-            try:
-                if requests.get(f"{url}/v1/models", timeout=2, proxies=NO_PROXY).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() - t0 > START_TIMEOUT:
-                pytest.fail(f"server not up after {START_TIMEOUT} s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(1)
+    cmd = ["bash", LAUNCHER, "--log_interval", "-1", "--max_length", str(MAX_LENGTH)]
+    with running_server(cmd, env, log_path, url, START_TIMEOUT) as proc:
         yield {"url": url, "port": port, "proc": proc, "log": log_path, "refused": 0}
-    finally:
-        stop_group(proc)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from conftest import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, read_jsonl, run
+from helpers import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, read_jsonl, run
+
 
 ENV = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "64"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, run
+from helpers import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, run
 from medswift.data import reports as conv
 from medswift.core import thinking
 from medswift.eval import report_card as evaluate

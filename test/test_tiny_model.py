@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from conftest import PYTHON, REPORTS, ROOT, run
+from helpers import PYTHON, REPORTS, ROOT, run
+
 
 # Qwen3-VL's added tokens as its tokenizer_config.json has them; False = not "special" there.
 ADDED_TOKENS = {"<|endoftext|>": (151643, True), "<|im_start|>": (151644, True), "<|im_end|>": (151645, True),

@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run
+from helpers import ROOT, free_port, read_jsonl, run
+
 
 SWIFT_DIR = ROOT / "tools" / "swift"
 # Small image budget and CPU only: every test here finishes in well under a minute.
 BASE_ENV = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "64"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(name: str, env: dict, *args: str, timeout: int = 600):
@@ -39,7 +33,6 @@ def checkpoints(out: Path) -> list[Path]:
 
 def read_log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "logging.jsonl").read_text().splitlines()]
-
 
 
 def test_it_learns(trained):

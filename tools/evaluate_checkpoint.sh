@@ -13,12 +13,16 @@
 # For research only, not for diagnosis.
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/swift/common.sh"
+launcher_knobs() {
+  # ------------------------------------------------------------ evaluation
+  knob SPLIT test                                 # test | val | train
+  knob DATASET "$DATA_DIR/$SPLIT.jsonl"
+  knob EVAL_DIR ""                                # empty: <ADAPTER>/eval_<SPLIT> (eval_base_<SPLIT> under OUTPUT_DIR without one)
+}
 init_launcher infer "$@"
 
-SPLIT="${SPLIT:-test}"
 check_knobs MAX_NEW_TOKENS TEMPERATURE INFER_BATCH
 processes data
-DATASET="${DATASET:-$DATA_DIR/$SPLIT.jsonl}"
 require_data "$DATASET" "$SPLIT split"
 resolve_choice serve
 model_args=(--model_path "$MODEL")
@@ -40,12 +44,9 @@ score=("$PYTHON_BIN" "$ROOT/scripts/evaluate.py" --predictions "$EVAL_DIR/predic
 # Node 0's rank 0 merges the predictions once every node's ranks are done; only node 0 scores them.
 scores=1
 ((nnodes == 1)) || [[ "$NODE_RANK" == 0 ]] || scores=0
-if [[ "$DRY_RUN" == "1" ]]; then
-  for v in NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT; do  # batch_infer.py reads them
-    [[ -n "${!v:-}" ]] && printf '%s=%q ' "$v" "${!v}"
-  done
-  printf '%q ' "${infer[@]}"; printf '\n'
-  ((scores)) && { printf '%q ' "${score[@]}"; printf '\n'; }
+if [[ "$DRY_RUN" == "1" ]]; then  # batch_infer.py reads the torchrun variables
+  print_command NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT -- "${infer[@]}"
+  ((scores)) && print_command -- "${score[@]}"
   exit 0
 fi
 "${infer[@]}" "$@"

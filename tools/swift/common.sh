@@ -28,15 +28,21 @@ knob() {
 
 # init_launcher KIND "$@": apply the knobs; with -h/--help among the arguments, print the calling
 # launcher's own usage (its header comment) and the knobs of KIND with their values, and exit.
-# KIND: train | infer (inference, merge, serving, evaluation) | all (post-training: every knob).
+# KIND: train | infer (inference, merge, serving, evaluation) | all (post-training: every knob). A
+# launcher's own knobs go in a function `launcher_knobs` (knob lines, as below) defined before
+# init_launcher; it runs after these.
 init_launcher() {
   local kind="${1:-all}"
   shift || true
+  # The run defaults shared with the Python tools, in one call (medswift.core.constants.shell_defaults).
+  local defaults
+  defaults="$(medswift_python -m medswift.core.constants)" || die "cannot read the run defaults (medswift.core.constants)"
+  IFS=$'\t' read -r DEFAULT_MODEL DEFAULT_IMAGE_BUDGET DEFAULT_MAX_NEW_TOKENS LOOPBACK_HOSTS <<<"$defaults"
   # shellcheck disable=SC2034  # read by the launchers that source this file
   {
     # ------------------------------------------------------------ model and data
     MODEL_FROM_USER="${MODEL:+1}"                   # infer/merge: else the adapter's args.json decides
-    knob MODEL "$ROOT/weights/tiny-qwen3-vl"        # built by scripts/build_tiny_model.py
+    knob MODEL "$DEFAULT_MODEL"                     # built by scripts/build_tiny_model.py
     knob MODEL_TYPE ""                              # empty: read from $MODEL/config.json
     knob DATA_DIR "$ROOT/data/openi_swift"          # written by scripts/convert_xray_swift.py
     knob SPLIT_PREFIX ""                            # cls_ for the classification-head files
@@ -46,10 +52,9 @@ init_launcher() {
     knob ADAPTER ""                                 # empty: newest checkpoint under $OUTPUT_DIR
 
     # ------------------------------------------------------------ image budget
-    # Qwen3-VL: pixels = tokens x 32 x 32. 1024 tokens ~ 1.05 MP, the reference's
-    # MAX_PIXELS=1003520. Training records it in the checkpoint (args.json model_kwargs) and
-    # inference takes it from there unless set: see resolve_image_budget.
-    knob IMAGE_MAX_TOKEN_NUM ""                     # empty: training 1024; inference the checkpoint's
+    # Qwen3-VL: pixels = tokens x 32 x 32. Training records it in the checkpoint (args.json
+    # model_kwargs) and inference takes it from there unless set: see resolve_image_budget.
+    knob IMAGE_MAX_TOKEN_NUM ""                     # empty: training the default; inference the checkpoint's
     knob MAX_PIXELS ""                              # the reference's knob: IMAGE_MAX_TOKEN_NUM = MAX_PIXELS / 1024
 
     # ------------------------------------------------------------ method (reference defaults)
@@ -82,7 +87,7 @@ init_launcher() {
 
     # ------------------------------------------------------------ inference
     knob INFER_BACKEND transformers                 # transformers | vllm
-    knob MAX_NEW_TOKENS 512
+    knob MAX_NEW_TOKENS "$DEFAULT_MAX_NEW_TOKENS"
     knob TEMPERATURE 0                              # 0 = greedy
     knob INFER_BATCH 16
 
@@ -102,6 +107,7 @@ init_launcher() {
     knob RPO_ALPHA ""                               # DPO: weight of the chosen report's NLL term; empty: none
     knob PAIRS_FILE ""                              # DPO: your own pairs (rejected_response form); empty: built
   }
+  if declare -F launcher_knobs >/dev/null; then launcher_knobs; fi
   KNOBS_APPLIED=1
   local arg
   for arg in "$@"; do
@@ -132,9 +138,12 @@ launcher_help() {
         train:inference | infer:method* | infer:training | train:post-training* | infer:post-training*) continue ;;
       esac
       name="${BASH_REMATCH[1]}" comment="${BASH_REMATCH[3]:-}"
-      printf '  %-22s %s\n' "$name=${!name}" "$comment"
+      local value="${!name}"
+      [[ "$name" == *_KEY && -n "$value" ]] && value='<set>'  # a secret stays off the terminal
+      printf '  %-22s %s\n' "$name=$value" "$comment"
     fi
-  done < <(sed -n '/^init_launcher() {/,/^  KNOBS_APPLIED=1/p' "$ROOT/tools/swift/common.sh")
+  done < <(sed -n '/^init_launcher() {/,/^  KNOBS_APPLIED=1/p' "$ROOT/tools/swift/common.sh"
+           sed -n '/^launcher_knobs() {/,/^}/p' "$script")
   echo
   echo "DRY_RUN=1 prints the command instead of running it. For research only, not for diagnosis."
 }
@@ -241,7 +250,7 @@ medswift_python() {
 }
 
 # The image budget of this run: IMAGE_MAX_TOKEN_NUM, else MAX_PIXELS / 1024 (the reference's knob),
-# else $1 (the budget the checkpoint was trained with), else 1024. Exported for ms-swift.
+# else $1 (the budget the checkpoint was trained with), else the default. Exported for ms-swift.
 resolve_image_budget() {
   local trained="${1:-}"
   if [[ -n "$MAX_PIXELS" ]]; then
@@ -252,7 +261,7 @@ resolve_image_budget() {
       || die "MAX_PIXELS=$MAX_PIXELS means IMAGE_MAX_TOKEN_NUM=$from_pixels, but IMAGE_MAX_TOKEN_NUM=$IMAGE_MAX_TOKEN_NUM is set too; set one"
     IMAGE_MAX_TOKEN_NUM="$from_pixels"
   fi
-  IMAGE_MAX_TOKEN_NUM="${IMAGE_MAX_TOKEN_NUM:-${trained:-1024}}"
+  IMAGE_MAX_TOKEN_NUM="${IMAGE_MAX_TOKEN_NUM:-${trained:-$DEFAULT_IMAGE_BUDGET}}"
   check_knobs IMAGE_MAX_TOKEN_NUM
   if [[ -n "$trained" && "$trained" != "$IMAGE_MAX_TOKEN_NUM" ]]; then
     note "IMAGE_MAX_TOKEN_NUM=$IMAGE_MAX_TOKEN_NUM, but the adapter was trained with $trained"
@@ -358,28 +367,46 @@ resolve_dtype() {
   return 0
 }
 
-# Print (DRY_RUN=1) or run a command; the printed form can be pasted into a shell.
-run_or_print() {
-  local exported=(IMAGE_MAX_TOKEN_NUM HF_HUB_OFFLINE)
-  local v
-  for v in NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT CUDA_VISIBLE_DEVICES MEDSWIFT_LABELS_FILE; do
-    [[ -n "${!v:-}" ]] && exported+=("$v")
-  done
-  # What is shown keeps secrets out of the terminal: the value after --api_key is masked.
-  local shown=() mask=0 arg
+# is_loopback HOST: HOST is this machine only (no API key or login needed).
+is_loopback() {
+  [[ " $LOOPBACK_HOSTS " == *" $1 "* ]]
+}
+
+# masked_words WORD...: the words with the value after --api_key masked, in the array `shown`.
+masked_words() {
+  shown=()
+  local mask=0 arg
   for arg in "$@"; do
     if ((mask)); then shown+=('<API_KEY>'); else shown+=("$arg"); fi
     mask=0
     [[ "$arg" == --api_key ]] && mask=1
   done
+  return 0
+}
+
+# print_command VAR... -- WORD...: the one dry-run printer. One line that can be pasted into a shell:
+# the named variables that are set, as assignments, then the command (secrets masked).
+print_command() {
+  while (($#)) && [[ "$1" != -- ]]; do
+    [[ -n "${!1:-}" ]] && printf '%s=%q ' "$1" "${!1}"
+    shift
+  done
+  shift
+  local shown
+  masked_words "$@"
+  printf '%q ' "${shown[@]}"
+  printf '\n'
+}
+
+# Print (DRY_RUN=1) or run a command, with the variables ms-swift and torchrun read.
+run_or_print() {
   if [[ "$DRY_RUN" == "1" ]]; then
-    for v in "${exported[@]}"; do
-      printf '%s=%q ' "$v" "${!v}"
-    done
-    printf '%q ' "${shown[@]}"
-    printf '\n'
+    print_command IMAGE_MAX_TOKEN_NUM HF_HUB_OFFLINE NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT \
+      CUDA_VISIBLE_DEVICES MEDSWIFT_LABELS_FILE -- "$@"
     exit 0
   fi
+  local shown
+  masked_words "$@"
   note "research use only, not for diagnosis"
   note "running: ${shown[*]}"
   if declare -F after_run >/dev/null; then  # the launcher has something to do once the command succeeded

@@ -9,28 +9,26 @@
 # MAX_NEW_TOKENS as a ceiling per request, generations stopped when their client disconnects, and
 # data: URLs as the only image source (see that file). The key travels in the environment or a file,
 # never on a command line (`ps` shows those to every user) nor into ms-swift's logged arguments.
-# Knobs (env): HOST (127.0.0.1), PORT (8000), API_KEY or API_KEY_FILE (none; required beyond loopback),
-# SERVED_MODEL_NAME (the model folder's name: the adapter's base model, or MODEL), ALLOW_REMOTE_IMAGES
-# (0; 1 also accepts http(s) image URLs, fetched by the server), MAX_BODY_MB (32; a larger request body
-# is refused with 413), MAX_REQUEST_CHARS (0 = 100,000 characters of text per request, and at most 4 per
-# token of the model's max length), MAX_IMAGES (8 per request), LOG_CONTENT (0; 1 logs prompts and
-# answers, for debugging on test data only), and those of tools/swift/common.sh
-# (INFER_BACKEND, INFER_BATCH, MAX_NEW_TOKENS, TEMPERATURE, DTYPE...).
+# Knobs (env): this launcher's below (--help lists them with their values), and those of
+# tools/swift/common.sh (INFER_BACKEND, INFER_BATCH, MAX_NEW_TOKENS, TEMPERATURE, DTYPE...).
 # For research only, not for diagnosis.
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-init_launcher infer "$@"
 
-HOST="${HOST:-127.0.0.1}"
-PORT="${PORT:-8000}"
-SERVED_MODEL_NAME="${SERVED_MODEL_NAME:-}"
-API_KEY="${API_KEY:-}"
-API_KEY_FILE="${API_KEY_FILE:-}"
-ALLOW_REMOTE_IMAGES="${ALLOW_REMOTE_IMAGES:-0}"
-MAX_BODY_MB="${MAX_BODY_MB:-32}"
-MAX_REQUEST_CHARS="${MAX_REQUEST_CHARS:-0}"
-MAX_IMAGES="${MAX_IMAGES:-8}"
-LOG_CONTENT="${LOG_CONTENT:-0}"
+launcher_knobs() {
+  # ------------------------------------------------------------ serving
+  knob HOST 127.0.0.1                             # another address than this machine's needs an API key
+  knob PORT 8000
+  knob API_KEY ""                                 # or API_KEY_FILE; required beyond loopback
+  knob API_KEY_FILE ""
+  knob SERVED_MODEL_NAME ""                       # empty: the model folder's name (the adapter's base, or MODEL)
+  knob ALLOW_REMOTE_IMAGES 0                      # 1: also http(s) image URLs, fetched by the server
+  knob MAX_BODY_MB 32                             # a larger request body is refused with 413
+  knob MAX_REQUEST_CHARS 0                        # 0: 100,000 characters per request, at most 4 per token of max length
+  knob MAX_IMAGES 8                               # images per request
+  knob LOG_CONTENT 0                              # 1: log prompts and answers (debugging on test data only)
+}
+init_launcher infer "$@"
 
 # A key on the command line is already in `ps` by the time it gets here; --host/--port would bypass the checks below.
 passthrough=()
@@ -54,10 +52,8 @@ if [[ -n "$API_KEY_FILE" ]]; then
   [[ -f "$API_KEY_FILE" && -r "$API_KEY_FILE" ]] || die "API_KEY_FILE is not a readable file: $API_KEY_FILE"
   [[ -n "$(tr -d '[:space:]' <"$API_KEY_FILE")" ]] || die "API_KEY_FILE is empty: $API_KEY_FILE"
 fi
-case "$HOST" in
-  127.0.0.1 | localhost | ::1) ;;
-  *) [[ -n "$API_KEY$API_KEY_FILE" ]] || die "HOST=$HOST is reachable from other machines: set API_KEY or API_KEY_FILE first" ;;
-esac
+is_loopback "$HOST" || [[ -n "$API_KEY$API_KEY_FILE" ]] \
+  || die "HOST=$HOST is reachable from other machines: set API_KEY or API_KEY_FILE first"
 [[ "$ALLOW_REMOTE_IMAGES" == 0 || "$ALLOW_REMOTE_IMAGES" == 1 ]] || die "ALLOW_REMOTE_IMAGES must be 0 or 1, got '$ALLOW_REMOTE_IMAGES'"
 [[ "$LOG_CONTENT" == 0 || "$LOG_CONTENT" == 1 ]] || die "LOG_CONTENT must be 0 or 1, got '$LOG_CONTENT'"
 is_positive_int "$MAX_BODY_MB" || die "MAX_BODY_MB must be a positive integer, got '$MAX_BODY_MB'"

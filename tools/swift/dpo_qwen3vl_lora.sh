@@ -59,9 +59,9 @@ if [[ -z "$PAIRS_FILE" ]]; then
     --reward_funcs "${reward_names[*]}" --reward_weights "${reward_weights[*]}" --chosen "$CHOSEN" --source "$SOURCE_FILE"
     ${plugin_args[1]:+--plugin "${plugin_args[1]}"})
   if [[ "$DRY_RUN" == 1 ]]; then
-    printf 'PYTHONPATH=%q ' "$ROOT/scripts:$ROOT"; printf '%q ' "${sample[@]}"; printf '\n'
-    printf '%q ' "${infer[@]}"; printf '\n'
-    printf 'PYTHONPATH=%q ' "$ROOT/scripts:$ROOT"; printf '%q ' "${score[@]}"; printf '\n'
+    PYTHONPATH="$ROOT/scripts:$ROOT" print_command PYTHONPATH -- "${sample[@]}"
+    print_command -- "${infer[@]}"
+    PYTHONPATH="$ROOT/scripts:$ROOT" print_command PYTHONPATH -- "${score[@]}"
   else
     mkdir -p "$pairs_dir" || die "cannot create $pairs_dir"
     note "building preference pairs in $pairs_dir ($NUM_SAMPLES samples per study at temperature $TEMPERATURE)"

@@ -12,10 +12,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 launcher_default DATA_DIR "$ROOT/data/cxr14_swift"
 launcher_default SPLIT_PREFIX cls_                # cls_train.jsonl, cls_val.jsonl
 launcher_default OUTPUT_DIR "$ROOT/results/cls"
+launcher_knobs() {
+  # ------------------------------------------------------------ classification head
+  knob LABELS_FILE "$DATA_DIR/labels.json"        # written by the converter: problem type and labels
+  knob POS_WEIGHT auto                            # auto (multi-label: BCE weighted by the training split) | none
+}
 init_launcher train "$@"
 
-LABELS_FILE="${LABELS_FILE:-$DATA_DIR/labels.json}"
-POS_WEIGHT="${POS_WEIGHT:-auto}"   # auto | none
 [[ -f "$LABELS_FILE" ]] || die "labels file not found: $LABELS_FILE (convert first: scripts/convert_chestxray14.py or convert_ham10000.py)"
 read -r PROBLEM_TYPE NUM_LABELS < <("$PYTHON_BIN" -c 'import json, sys; m = json.load(open(sys.argv[1])); print(m["problem_type"], len(m["labels"]))' "$LABELS_FILE") \
   || die "cannot read problem_type and labels from $LABELS_FILE"

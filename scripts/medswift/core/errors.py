@@ -9,6 +9,7 @@ short, stable ``reason`` (counted in summaries) and a ``detail`` and goes on.
 """
 from __future__ import annotations
 
+import re
 import sys
 
 
@@ -25,10 +26,27 @@ class Rejected(ValueError):
         self.detail = detail
 
 
+def one_line(text, limit: int = 300) -> str:
+    """An error text for a user, a client or a log: one line, bounded, without memory addresses
+    (``<_io.BytesIO object at 0x7f...>`` tells a client about this process's memory)."""
+    text = re.sub(r"\s+(object\s+)?at\s+0x[0-9a-fA-F]+", "", " ".join(str(text).split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` in one bounded line (just ``Type`` when the message is empty)."""
+    text = one_line(exc, limit)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def run_cli(main_body, *args) -> int:
-    """Call ``main_body(*args)``; a UsageError becomes its one ``error:`` line and exit code 2."""
+    """Every tool's ``main``: call ``main_body(*args)``; a UsageError, or a file or folder the
+    system refused (OSError), becomes one ``error:`` line and exit code 2, never a traceback."""
     try:
         return main_body(*args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{one_line(exc.strerror or exc)}", file=sys.stderr)
+    return 2

@@ -33,7 +33,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from medswift.core.errors import Rejected
+from medswift.core.errors import Rejected, one_line
 
 # Modes that ms-swift's ``convert("RGB")`` already handles faithfully.
 PASS_THROUGH_MODES = {"L", "RGB"}
@@ -218,11 +218,6 @@ def _too_large(pixels: int, name: str, what: str) -> ImageRejected | None:
     return None
 
 
-def _one_line(text: str, limit: int = 160) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # --------------------------------------------------------------------------- Pillow formats
 def _decode_pillow(fh: BinaryIO, name: str) -> CheckedImage:
     try:
@@ -240,9 +235,9 @@ def _decode_pillow(fh: BinaryIO, name: str) -> CheckedImage:
     except UnidentifiedImageError:
         raise ImageRejected("not an image", name) from None
     except Image.DecompressionBombError as exc:  # above 2x Pillow's limit, raised at open
-        raise ImageRejected("image too large", f"{name}: {_one_line(exc)}") from None
+        raise ImageRejected("image too large", f"{name}: {one_line(exc, 160)}") from None
     except DECODER_ERRORS as exc:
-        msg = _one_line(exc)
+        msg = one_line(exc, 160)
         # Pillow says "image file is truncated"; a truncated TIFF strip gives
         # "buffer is not large enough"; some plugins raise EOFError at the end of the data
         truncated = isinstance(exc, EOFError) or "truncat" in msg.lower() or "not large enough" in msg

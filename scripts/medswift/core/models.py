@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from medswift.core.constants import BACKENDS, DEFAULT_MODEL
+from medswift.core.constants import BACKENDS, DEFAULT_MODEL, IMAGE_BUDGET
 from medswift.core.errors import UsageError, run_cli
 
 
@@ -27,7 +27,8 @@ class ModelChoice:
     model_type: str
     backend: str
     model_source: str = "default"  # "user" (given), "adapter" (the checkpoint's args.json) or "default"
-    image_budget: int | None = None  # the IMAGE_MAX_TOKEN_NUM the adapter was trained with, when recorded
+    trained_image_budget: int | None = None  # the IMAGE_MAX_TOKEN_NUM the adapter was trained with, when recorded
+    image_budget: int = IMAGE_BUDGET  # image tokens per image this run loads the model with (see image_budget)
 
 
 def trained_image_budget(adapter: Path) -> int | None:
@@ -106,9 +107,25 @@ def check_backend(backend: str) -> None:
                          "use the transformers backend")
 
 
+def image_budget(given: int | None, trained: int | None) -> int:
+    """The image budget of a run: given, else $IMAGE_MAX_TOKEN_NUM (the launchers export it, as
+    ms-swift reads it), else the one the adapter was trained with, else the default."""
+    value = given or os.environ.get("IMAGE_MAX_TOKEN_NUM") or trained or IMAGE_BUDGET
+    if not str(value).isdigit() or int(value) < 1:
+        raise UsageError(f"IMAGE_MAX_TOKEN_NUM must be a positive integer, got '{value}'")
+    return int(value)
+
+
+def add_image_budget_arg(parser) -> None:
+    """``--image_max_token_num``, the same for every tool that loads a model."""
+    parser.add_argument("--image_max_token_num", type=int,
+                        help=f"image budget in tokens (default: env IMAGE_MAX_TOKEN_NUM, else the adapter's "
+                             f"training budget, else {IMAGE_BUDGET})")
+
+
 def resolve(model_path: str | Path | None = None, adapter_path: str | Path | None = None,
             backend: str = "transformers", *, output_dir: str | Path | None = None,
-            no_adapter: bool = False, elsewhere: bool = False) -> ModelChoice:
+            no_adapter: bool = False, elsewhere: bool = False, image_tokens: int | None = None) -> ModelChoice:
     """Decide and check what to load.
 
     * ``no_adapter``: the model alone (``model_path``, else the embedded default).
@@ -118,6 +135,7 @@ def resolve(model_path: str | Path | None = None, adapter_path: str | Path | Non
       (its ``args.json``), else the embedded default.
     * ``elsewhere``: the command is for another machine (a dry run): a model or adapter path that
       does not exist here is taken as given, with its model type unknown.
+    * ``image_tokens``: the image budget (see ``image_budget``), kept on the choice for ``load_engine``.
     """
     check_backend(backend)
     adapter = None
@@ -143,8 +161,11 @@ def resolve(model_path: str | Path | None = None, adapter_path: str | Path | Non
             raise UsageError(f"{adapter / 'args.json'} names no base model; give the model path") from None
     else:
         model, source = DEFAULT_MODEL, "default"
+    trained = trained_image_budget(adapter) if adapter is not None and adapter.is_dir() else None
+    budget = image_budget(image_tokens, trained)
     if elsewhere and not model.exists():
-        return ModelChoice(model=model, adapter=adapter, model_type="", backend=backend, model_source=source)
+        return ModelChoice(model=model, adapter=adapter, model_type="", backend=backend, model_source=source,
+                           trained_image_budget=trained, image_budget=budget)
     if not (model / "config.json").is_file():
         hint = " (build the default: python scripts/build_tiny_model.py)" if model == DEFAULT_MODEL else ""
         raise UsageError(f"model not found (no config.json): {model}{hint}")
@@ -155,16 +176,7 @@ def resolve(model_path: str | Path | None = None, adapter_path: str | Path | Non
     if adapter is not None and adapter.is_dir():
         check_adapter_base(adapter, model)
     return ModelChoice(model=model, adapter=adapter, model_type=model_type or "", backend=backend,
-                       model_source=source, image_budget=trained_image_budget(adapter) if adapter else None)
-
-
-def set_image_budget(max_tokens: int | None, choice: ModelChoice | None = None) -> int:
-    """Qwen3-VL reads its image budget from the environment: set it before ms-swift loads.
-    Given here, else the environment's, else the one the adapter was trained with, else 1024."""
-    value = int(max_tokens or os.environ.get("IMAGE_MAX_TOKEN_NUM") or (choice.image_budget if choice else None)
-                or 1024)
-    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(value)
-    return value
+                       model_source=source, trained_image_budget=trained, image_budget=budget)
 
 
 def load_engine(choice: ModelChoice, max_batch_size: int = 16, dtype: str = "auto", *, device_map: str | None = None,
@@ -177,6 +189,8 @@ def load_engine(choice: ModelChoice, max_batch_size: int = 16, dtype: str = "aut
     ``task``: ``task_type="seq_cls", num_labels=..., problem_type=...`` for a classification head.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # The one place the budget reaches ms-swift: Qwen3-VL's processor reads it from the environment at load.
+    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(choice.image_budget)
     import torch
 
     if dtype == "auto":
@@ -223,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         choice = resolve(args.model or None, args.adapter or None, args.backend, output_dir=args.output_dir,
                          no_adapter=args.no_adapter, elsewhere=args.elsewhere)
         values = {"MODEL": choice.model, "ADAPTER": choice.adapter or "", "MODEL_TYPE": choice.model_type,
-                  "MODEL_SOURCE": choice.model_source, "TRAINED_IMAGE_BUDGET": choice.image_budget or ""}
+                  "MODEL_SOURCE": choice.model_source, "TRAINED_IMAGE_BUDGET": choice.trained_image_budget or ""}
         print(" ".join(f"{k}={shlex.quote(str(v))}" for k, v in values.items()))
         return 0
 

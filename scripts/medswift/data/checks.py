@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from medswift.core.errors import UsageError
+from medswift.core.errors import UsageError, describe
 from medswift.core.images import ImageRejected, open_checked
 from medswift.data.image_index import FolderCachedResolve
 from medswift.data.records import Candidate
@@ -73,8 +73,7 @@ def _check_one(job: tuple[str, str, str]) -> CheckResult:
 
 
 def _describe(name: str, exc: BaseException) -> str:
-    text = str(exc).replace("\t", " ").replace("\n", " ").strip()
-    return f"{name}: {type(exc).__name__}" + (f": {text[:200]}" if text else "")
+    return f"{name}: {describe(exc)}"
 
 
 class CheckCache:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from medswift.core.cli import command_parser
 from medswift.core.constants import LANGUAGES, NOTICE
-from medswift.core.errors import UsageError
+from medswift.core.errors import run_cli
 from medswift.core.files import write_json
 from medswift.data.last_conversion import REPORT_LAUNCHERS, remember_conversion, training_commands
 from medswift.data.outputs import summary_line
@@ -62,18 +62,14 @@ def converter_main(parser, convert, argv: list[str] | None, outputs: str,
     """
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
-    try:
+
+    def convert_and_record() -> int:
         check_ratios(args.val_ratio, args.test_ratio)
         summary = convert(args)
         write_json(out / "summary.json", summary)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a file or folder the system refused: still one line, no traceback
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
-    return finish(summary, out, args.strict, outputs.format(out=out), launchers)
+        return finish(summary, out, args.strict, outputs.format(out=out), launchers)
+
+    return run_cli(convert_and_record)
 
 
 def finish(summary: dict, out_dir: Path, strict: bool, outputs: str,

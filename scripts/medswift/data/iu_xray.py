@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medswift.core.errors import UsageError
+from medswift.core.errors import UsageError, describe
 from medswift.core.files import entry_kind
 from medswift.data.image_index import index_images
 from medswift.data.reader import ReaderOptions
@@ -120,8 +120,7 @@ def parse_xml(path: Path):
     except DefusedXmlException as exc:  # entity declarations, external references
         raise BadRecord("unreadable XML", f"{path.name}: refused ({type(exc).__name__}: {exc})") from None
     except Exception as exc:  # noqa: BLE001 - ParseError, and whatever else expat meets in a hostile file
-        text = " ".join(str(exc).split())[:200]
-        raise BadRecord("unreadable XML", f"{path.name}: {type(exc).__name__}: {text}") from None
+        raise BadRecord("unreadable XML", f"{path.name}: {describe(exc)}") from None
 
 
 def _text(element) -> str:

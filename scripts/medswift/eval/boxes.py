@@ -345,9 +345,9 @@ def plot_grid(rows: list[dict], path: Path, limit: int = 12) -> int:
     predicted red; returns how many were drawn (images that cannot be opened are left out)."""
     from PIL import Image
 
-    from medswift.eval.report_card import _pyplot, save_figure
+    from medswift.eval.charts import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     chosen = []
     for row in sorted(rows, key=lambda r: r["key"]):
         try:
@@ -377,9 +377,9 @@ def plot_grid(rows: list[dict], path: Path, limit: int = 12) -> int:
 
 def plot_ap(per_finding: dict, path: Path, ci: dict | None = None) -> None:
     """AP@0.5 and AP@[.5:.95] per finding, with their 95% intervals as error bars when given."""
-    from medswift.eval.report_card import _pyplot, save_figure
+    from medswift.eval.charts import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     names = list(per_finding)
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 3.6))
     x = np.arange(len(names))

@@ -35,7 +35,7 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.data import rl
-from medswift.eval import bootstrap, report_card, scorer_workers
+from medswift.eval import bootstrap, charts, report_card, scorer_workers
 
 NORMAL_GAP_POINTS = 0.10   # a "normal" share moved this much further from the references' is gaming
 LENGTH_RATIO = 2.0         # halved or doubled report length
@@ -239,7 +239,7 @@ def write_markdown(r: dict, path: Path) -> None:
 
 
 def plot(r: dict, path: Path) -> None:
-    plt = report_card._pyplot()
+    plt = charts.pyplot()
     p, s, q = r["paired"], r["cards"]["sft"], r["cards"]["rl"]
     bars = [(n, s["text"].get(n), q["text"].get(n)) for n in ("bleu_1", "bleu_4", "meteor", "rouge_l")
             if n in s["text"]]
@@ -269,7 +269,7 @@ def plot(r: dict, path: Path) -> None:
     ax_len.set_xticks([0, 1], ["SFT", "RL"], fontsize=7)
     ax_len.set_title("mean length", fontsize=9)
     fig.tight_layout()
-    report_card.save_figure(fig, path)
+    charts.save_figure(fig, path)
 
 
 def build_parser():

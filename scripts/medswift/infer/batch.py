@@ -32,7 +32,7 @@ from pathlib import Path
 from medswift.core.cli import command_parser
 from medswift.core import models
 from medswift.core.constants import BACKENDS, DTYPES, RESULTS
-from medswift.core.errors import UsageError, run_cli
+from medswift.core.errors import UsageError, describe, run_cli
 from medswift.core.images import ImageRejected
 from medswift.infer.inputs import (add_input_args, check_generation_args, collect_items, load_images,
                                    request_messages)
@@ -41,7 +41,6 @@ from medswift.infer.output import (append_lines, check_output, merge_parts, part
                                    print_run_summary)
 from medswift.infer.rows import report_row
 
-SCRIPT = str(Path(__file__).resolve().parents[2] / "batch_infer.py")  # what torchrun runs on every rank
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensor_parallel_size", type=int, default=1,
                    help="vLLM: GPUs per model copy (ms-swift's VllmEngine tensor_parallel_size); under torchrun "
                         "the processes form world / N copies, each taking a shard")
-    p.add_argument("--image_max_token_num", type=int,
-                   help="image budget in tokens (default: env IMAGE_MAX_TOKEN_NUM, else the adapter's "
-                        "training budget, else 1024)")
+    models.add_image_budget_arg(p)
     p.add_argument("--output_file", default=str(RESULTS / "batch_infer" / "predictions.jsonl"))
     p.add_argument("--resume", action="store_true", help="skip inputs already in --output_file or its part files")
     p.add_argument("--overwrite", action="store_true", help="start --output_file afresh")
@@ -78,7 +75,7 @@ def checked(args) -> tuple[list, models.ModelChoice]:
         raise UsageError("--tensor_parallel_size needs --backend vllm")
     check_generation_args(args)
     items = collect_items(args)
-    choice = models.resolve(args.model_path, args.adapter_path, args.backend)
+    choice = models.resolve(args.model_path, args.adapter_path, args.backend, image_tokens=args.image_max_token_num)
     if choice.backend == "vllm":
         import torch
 
@@ -93,9 +90,8 @@ def run(args) -> dict | None:
     world = data_parallel.join(args.tensor_parallel_size)
     out = Path(args.output_file)
 
-    budget = models.set_image_budget(args.image_max_token_num, choice)
     generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-                  "repetition_penalty": args.repetition_penalty, "image_max_token_num": budget}
+                  "repetition_penalty": args.repetition_penalty, "image_max_token_num": choice.image_budget}
 
     def prepare() -> tuple[set[str], bool]:
         done = prepare_output(out, args.resume, args.overwrite, parts=True, shards=world.shards,
@@ -152,12 +148,6 @@ def infer_isolating(engine, requests: list, config) -> list:
     return out
 
 
-def failure_detail(exc: Exception) -> str:
-    """One line; ms-swift and the processors put the cause in the message."""
-    text = " ".join(str(exc).split())[:160]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def infer_all(engine, config, todo: list, args, choice, generation: dict, out: Path | None, desc: str = "reports",
               quiet: bool = False):
     """Reports for ``todo``, appended to ``out`` a batch per write (None: computed, not written:
@@ -188,7 +178,7 @@ def infer_all(engine, config, todo: list, args, choice, generation: dict, out: P
         rows = []
         for (it, warnings), resp in zip(ready, responses):
             if isinstance(resp, Exception):
-                skipped.append((it.image, f"inference failed ({failure_detail(resp)})"))
+                skipped.append((it.image, f"inference failed ({describe(resp, 160)})"))
                 continue
             rows.append(report_row(it, resp.choices[0].message.content, model=model, adapter=adapter,
                                    backend=choice.backend, generation=generation, seconds=per_item,
@@ -225,7 +215,7 @@ def report(args, argv: list[str]) -> int:
             raise UsageError(f"NPROC_PER_NODE={plan.nproc} but only {gpus} GPU(s) are visible")
         check_output(Path(args.output_file), args.resume, args.overwrite, parts=True,
                      shards=plan.world // args.tensor_parallel_size)
-        return data_parallel.relaunch(plan, SCRIPT, argv)
+        return data_parallel.relaunch(plan, __spec__.name, argv)  # every rank runs this module
     summary = run(args)
     if summary is None:
         return 0
@@ -235,3 +225,7 @@ def report(args, argv: list[str]) -> int:
     return print_run_summary(summary, f"; model load {summary['load_seconds']:.1f} s, inference "
                                       f"{summary['seconds']:.1f} s{ranks} ({rate:.2f} inputs/s)",
                              ("skipped", "warnings"))
+
+
+if __name__ == "__main__":  # each torchrun rank: python -m medswift.infer.batch
+    sys.exit(main())

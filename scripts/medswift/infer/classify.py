@@ -76,11 +76,10 @@ def run(args) -> dict:
     task, labels = TASKS[meta["task"]], meta["labels"]
     items = items_from_dataset(Path(args.dataset), None)
     truth = {it.key: true_labels(it, labels, task) for it in items}
-    choice = models.resolve(args.model_path, args.adapter_path, args.backend)
+    choice = models.resolve(args.model_path, args.adapter_path, args.backend, image_tokens=args.image_max_token_num)
     mode = choose_mode(args.mode, choice.adapter)
     out = Path(args.output_file)
     prepare_output(out, resume=False, overwrite=True)
-    models.set_image_budget(args.image_max_token_num, choice)
     extra = {"task_type": "seq_cls", "num_labels": len(labels), "problem_type": meta["problem_type"]} \
         if mode == "head" else {}
     engine = models.load_engine(choice, max_batch_size=args.batch_size, dtype=args.dtype, **extra)
@@ -136,9 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=DTYPES)
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--max_new_tokens", type=int, default=64, help="generative mode: answer length")
-    p.add_argument("--image_max_token_num", type=int,
-                   help="image budget in tokens (default: env IMAGE_MAX_TOKEN_NUM, else the adapter's "
-                        "training budget, else 1024)")
+    models.add_image_budget_arg(p)
     p.add_argument("--output_file", default=str(RESULTS / "cls_predictions.jsonl"))
     p.add_argument("--quiet", action="store_true")
     return p

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from medswift.core.cli import command_parser
 from medswift.core.constants import LOOPBACK, NOTICE, RESULTS
-from medswift.core.errors import UsageError, run_cli
+from medswift.core.errors import UsageError, describe, run_cli
 from medswift.core.images import ImageRejected
 from medswift.infer.inputs import Item, add_input_args, check_generation_args, collect_items, load_images
 from medswift.infer.output import append_lines, prepare_output, print_run_summary
@@ -145,7 +145,7 @@ def ask(session, url: str, body: dict, timeout: float, on_token=None) -> str:
     try:
         resp = session.post(f"{url}/v1/chat/completions", json=body, timeout=timeout, stream=body["stream"])
     except requests.RequestException as exc:
-        raise RequestFailed(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+        raise RequestFailed(describe(exc)) from None
     with resp:
         if resp.status_code != 200:
             raise RequestFailed(error_text(resp), resp.status_code, error_code(resp))

@@ -16,8 +16,9 @@ import shlex
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
-from medswift.core.errors import UsageError
+from medswift.core.errors import UsageError, describe, one_line
 
 LAUNCH_VARS = ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
 # A file the launching process names for rank 0, which writes its exit code there once the run is
@@ -70,22 +71,30 @@ def launch_plan(environ=os.environ) -> Launch | None:
     return Launch(nproc, nnodes, flags)
 
 
-def relaunch(plan: Launch, script: str, argv: list[str]) -> int:
-    """Run ``script argv`` under torchrun and return its exit code. torchrun runs in this process
-    (its own ``run``), so a failed rank is one line here, not torchrun's traceback."""
+def relaunch(plan: Launch, module: str, argv: list[str]) -> int:
+    """Run ``python -m module argv`` under torchrun and return its exit code. torchrun runs in this
+    process (its own ``run``), so a failed rank is one line here, not torchrun's traceback."""
     import tempfile
 
     from torch.distributed.run import parse_args, run
 
-    shown = [sys.executable, "-m", "torch.distributed.run", *plan.flags, script, *argv]
-    print(f"[medswift] running: {shlex.join(shown)}", file=sys.stderr, flush=True)
+    launch = [*plan.flags, "--module", module, *argv]
+    print(f"[medswift] running: {shlex.join([sys.executable, '-m', 'torch.distributed.run', *launch])}",
+          file=sys.stderr, flush=True)
+    package_root = str(Path(__file__).resolve().parents[2])  # the ranks import the medswift this process runs
+    saved = {name: os.environ.get(name) for name in (DONE_FILE_VAR, "PYTHONPATH")}
     with tempfile.TemporaryDirectory(prefix="medswift-run-") as tmp:
         done_file = os.path.join(tmp, "rank0-exit-code")
         os.environ[DONE_FILE_VAR] = done_file  # the ranks inherit it
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, saved["PYTHONPATH"]]))
         try:
-            return _run_ranks(run, parse_args([*plan.flags, script, *argv]), done_file)
+            return _run_ranks(run, parse_args(launch), done_file)
         finally:
-            os.environ.pop(DONE_FILE_VAR, None)
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def _run_ranks(run, config, done_file: str) -> int:
@@ -108,8 +117,7 @@ def _run_ranks(run, config, done_file: str) -> int:
                          "batches are kept: re-run with --resume to finish") from None
     except (RendezvousError, SignalException, OSError, RuntimeError) as exc:
         # RuntimeError covers torch's DistNetworkError/DistStoreError (a busy MASTER_PORT, node 0 unreachable)
-        text = " ".join(str(exc).split())[:200]
-        raise UsageError(f"torchrun stopped ({type(exc).__name__}: {text}); finished batches are kept: "
+        raise UsageError(f"torchrun stopped ({describe(exc)}); finished batches are kept: "
                          "re-run with --resume to finish") from None
     return 0
 
@@ -214,9 +222,8 @@ class World:
         try:
             fn(*args, **kwargs)
         except RuntimeError as exc:  # gloo: a peer died (torchrun then stops this rank too)
-            text = " ".join(str(exc).split())[:160]
-            raise UsageError(f"another rank stopped ({text}); finished batches are kept: re-run with --resume "
-                             "to finish") from None
+            raise UsageError(f"another rank stopped ({one_line(exc, 160)}); finished batches are kept: "
+                             "re-run with --resume to finish") from None
 
     def close(self) -> None:
         if self.distributed:

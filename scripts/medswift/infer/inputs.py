@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medswift.core import prompts
-from medswift.core.constants import IMAGE_SUFFIXES, LANGUAGES
+from medswift.core.constants import IMAGE_SUFFIXES, LANGUAGES, MAX_NEW_TOKENS
 from medswift.core.errors import UsageError
 from medswift.core.files import read_jsonl
 from medswift.core.images import ImageRejected, open_checked
@@ -161,7 +161,7 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", type=int, help="prompt template id 0-11 in --lang (default 0)")
     p.add_argument("--lang", choices=LANGUAGES, default="zh")
     p.add_argument("--system", help="optional system prompt (default: the dataset record's own, if any)")
-    p.add_argument("--max_new_tokens", type=int, default=512)
+    p.add_argument("--max_new_tokens", type=int, default=MAX_NEW_TOKENS)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top_p", type=float)
     p.add_argument("--repetition_penalty", type=float)

@@ -149,7 +149,7 @@ def checkout(tiny_model, tmp_path_factory) -> Path:
 # time) finish together instead of one running a long file alone at the end.
 SLOW_FIRST = ("test_readme_commands.py", "test_training.py", "test_batch_infer.py", "test_readme.py",
               "test_serving.py", "test_serving_hostile.py", "test_batch_infer_parallel.py", "test_readme_bench.py", "test_studies.py",
-              "test_classification.py", "test_grounding.py", "test_thinking.py", "test_evaluate.py", "test_demo.py")
+              "test_classification.py", "test_rl.py", "test_grounding.py", "test_tiny_model.py", "test_thinking.py", "test_evaluate.py", "test_demo.py")
 
 
 def pytest_collection_modifyitems(items):

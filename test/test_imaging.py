@@ -252,6 +252,7 @@ def test_permission_denied_is_an_unreadable_file(tmp_path):
         else:
             # chmod does not stop root: run the check where root has lost the override
             snippet = ("import json, sys\n"
+                       "sys.path.insert(0, sys.argv[1] + '/scripts')  # this checkout's library\n"
                        "from medswift.core.images import ImageRejected, open_checked\n"
                        "try:\n    open_checked(sys.argv[2]); print(json.dumps(['opened', '']))\n"
                        "except ImageRejected as e:\n    print(json.dumps([e.reason, e.detail]))\n")

@@ -26,11 +26,12 @@ import sys
 
 from swift.rewards import ORM, orms
 
-# ms-swift imports this file by path and puts only its own folder on sys.path; the library is
-# the medswift package one folder up (scripts/), importable already when installed or when
-# PYTHONPATH names it.
-if importlib.util.find_spec("medswift") is None:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# ms-swift imports this file by path and puts only its own folder on sys.path. The library is
+# the medswift package one folder up (scripts/): put it first, so that the rewards are always
+# this checkout's, whichever copy an installed package or PYTHONPATH would name.
+_LIBRARY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if importlib.util.find_spec("medswift") is None or _LIBRARY not in sys.path:
+    sys.path.insert(0, _LIBRARY)
 
 from medswift.core.errors import UsageError  # noqa: E402
 from medswift.eval import rewards  # noqa: E402

@@ -466,4 +466,4 @@ def test_box_reward_inside_a_real_grpo_step(tiny_model, tmp_path):
         timeout=900, cwd=tmp_path)
     (log,) = (tmp_path / "grpo").glob("v*/logging.jsonl")
     first = json.loads(log.read_text().splitlines()[0])
-    assert first["rewards/MedswiftBoxes/mean"] == 0.0 and first["global_step/max_steps"] == "1/1"
+    assert first["rewards/MedSwiftBoxes/mean"] == 0.0 and first["global_step/max_steps"] == "1/1"

@@ -265,7 +265,7 @@ def test_permission_denied_is_an_unreadable_file(tmp_path):
             outcome = json.loads(proc.stdout.splitlines()[-1])
     finally:
         path.chmod(0o644)
-    assert outcome == ["unreadable file", "locked.png: PermissionError"]
+    assert outcome == ["unreadable file", "locked.png: unreadable (Permission denied)"]
 
 
 def test_odd_paths_are_refused(tmp_path):

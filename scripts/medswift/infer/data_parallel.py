@@ -113,7 +113,7 @@ def _run_ranks(run, config, done_file: str) -> int:
             raise UsageError(f"rank {rank} was stopped by {failure.signal_name()}; finished batches are kept: "
                              "re-run with --resume to finish") from None
         # the rank printed its own error line; torchrun's report followed it: the last line is ours
-        raise UsageError(f"rank {rank} stopped (exit code {failure.exitcode}; its error is above); finished "
+        raise UsageError(f"rank {rank} stopped (exit code {failure.exitcode}; its reason is above); finished "
                          "batches are kept: re-run with --resume to finish") from None
     except (RendezvousError, SignalException, OSError, RuntimeError) as exc:
         # RuntimeError covers torch's DistNetworkError/DistStoreError (a busy MASTER_PORT, node 0 unreachable)
@@ -222,8 +222,14 @@ class World:
         try:
             fn(*args, **kwargs)
         except RuntimeError as exc:  # gloo: a peer died (torchrun then stops this rank too)
-            raise UsageError(f"another rank stopped ({one_line(exc, 160)}); finished batches are kept: "
-                             "re-run with --resume to finish") from None
+            why = (f"another rank stopped ({one_line(exc, 160)}); finished batches are kept: "
+                   "re-run with --resume to finish")
+            if os.environ.get(DONE_FILE_VAR):
+                # under this toolkit's launcher, which names the rank that died in the run's one error
+                # line: a note here, so that the last line stays the launcher's and stands alone
+                print(f"[medswift] {why}", file=sys.stderr, flush=True)
+                raise Stopped() from None
+            raise UsageError(why) from None
 
     def close(self) -> None:
         if self.distributed:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from medswift.core.cli import command_parser
 from medswift.core.constants import ROOT
-from medswift.data import reports as conv
+from medswift.data.converters import reports as conv
 
 BUNDLED = ROOT / "data" / "openi" / "images"
 

@@ -83,7 +83,7 @@ def make_set(folder: Path, n_images: int, n_rows: int, seed: int = 0) -> Path:
 
 def convert(csv_path: Path, images: Path, out: Path, workers: int) -> dict:
     """Convert in a fresh process; its wall time and peak memory (VmHWM, read at its exit)."""
-    code = ("import sys, resource; from medswift.data.grounding import main; rc = main(sys.argv[1:]); "
+    code = ("import sys, resource; from medswift.data.converters.grounding import main; rc = main(sys.argv[1:]); "
             "print('PEAK_KB', open('/proc/self/status').read().split('VmHWM:')[1].split()[0]); sys.exit(rc)")
     cmd = [sys.executable, "-c", code, "--csv", str(csv_path), "--images_dir", str(images), "--output_dir", str(out),
            "--workers", str(workers), "--quiet"]

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))  # measure this checkout's medswift, n
 
 from medswift.core.cli import command_parser  # noqa: E402
 from medswift.core.errors import run_cli  # noqa: E402
-from medswift.eval import rewards  # noqa: E402
+from medswift.posttrain import rewards  # noqa: E402
 
 TARGET = 2000
 SENTENCE = {"en": re.compile(r"(?<=[.!?])\s+"), "zh": re.compile(r"(?<=[。！？；])")}

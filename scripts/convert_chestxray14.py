@@ -1,12 +1,12 @@
 """Convert NIH ChestX-ray14 into ms-swift JSONL (generative and classification-head), split by patient.
 
-The code lives in `medswift.data.chestxray14` (scripts/medswift/); this file keeps the command at the
+The code lives in `medswift.data.converters.chestxray14` (scripts/medswift/); this file keeps the command at the
 path the README and the reference system use. `--help` lists every flag.
 For research only, not for diagnosis.
 """
 import sys
 
-from medswift.data.chestxray14 import main
+from medswift.data.converters.chestxray14 import main
 
 if __name__ == "__main__":
     sys.exit(main())

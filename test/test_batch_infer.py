@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from helpers import BUNDLED_IMAGES, PYTHON, ROOT, dcm, read_jsonl, run, truncated_tiff
-from medswift.infer.rows import REPORT_ROW_FIELDS
+from medswift.infer.prediction_rows import REPORT_ROW_FIELDS
 from medswift.core.images import ImageRejected, open_checked
 
 SCRIPT = str(ROOT / "scripts" / "batch_infer.py")
@@ -206,7 +206,7 @@ def test_output_path_problems_are_one_line(tiny_model, tmp_path, where, message)
 
 def test_a_full_disk_mid_run_is_one_line(tmp_path):
     from medswift.core.errors import UsageError
-    from medswift.infer.output import append_lines
+    from medswift.infer.prediction_file import append_lines
 
     with pytest.raises(UsageError, match="cannot write /dev/full: No space left on device"):
         append_lines(Path("/dev/full"), [{"key": "a"}])

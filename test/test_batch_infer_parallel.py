@@ -144,7 +144,7 @@ def test_parallel_mistakes_are_one_line(command, tmp_path):
 
 def test_merge_orders_dedupes_and_keeps_parts_when_a_rank_is_missing(tmp_path):
     from medswift.core.errors import UsageError
-    from medswift.infer.output import merge_parts, part_files, part_path, prepare_output
+    from medswift.infer.prediction_file import merge_parts, part_files, part_path, prepare_output
 
     out = tmp_path / "pred.jsonl"
     out.write_text('{"key": "b", "n": 0}\n')

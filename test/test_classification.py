@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 from helpers import BUNDLED_IMAGES, PYTHON, ROOT, dry, make_cxr14, read_jsonl, run
-from medswift.data import tasks as cls
-from medswift.data import captions as convert_captions
-from medswift.data import chestxray14 as convert_chestxray14
-from medswift.data import ham10000 as convert_ham10000
+from medswift.core import labels as cls
+from medswift.data.converters import captions as convert_captions
+from medswift.data.pipeline import classification_outputs
+from medswift.data.converters import chestxray14 as convert_chestxray14
+from medswift.data.converters import ham10000 as convert_ham10000
 
 
 def sides_of(out: Path, group_of) -> dict[str, set[str]]:
@@ -42,7 +43,7 @@ def test_answers_round_trip_in_both_languages():
 
 def test_positive_class_weights_by_hand():
     # 4 training images: Effusion in 1 (3 negatives / 1 positive = 3.0), Hernia in none (1.0), No Finding in 3 (1/3)
-    w = cls.pos_weights(cls.CHESTXRAY14, [["Effusion"], ["No Finding"], ["No Finding"], ["No Finding"]])
+    w = classification_outputs.pos_weights(cls.CHESTXRAY14, [["Effusion"], ["No Finding"], ["No Finding"], ["No Finding"]])
     labels = list(cls.CHESTXRAY14.labels)
     assert w[labels.index("Effusion")] == 3.0 and w[labels.index("Hernia")] == 1.0
     assert w[labels.index("No Finding")] == pytest.approx(1 / 3, abs=1e-4)

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from helpers import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, read_jsonl, run
-from medswift.data import openi
-from medswift.data import reports as conv
+from medswift.data.readers import openi
+from medswift.data.converters import reports as conv
 from medswift.core import prompts
 
 SHARED_SOURCE = ROOT.parent / "shared" / "data" / "openi" / "openi-zh-prompt.json"
@@ -227,7 +227,7 @@ def test_system_prompt_and_templates():
     assert prompts.study_template("en", 4, 1) == prompts.template("en", 4)
     assert all("this" not in prompts.study_template("en", k, 2) for k in range(12))
     assert all("这张" not in prompts.study_template("zh", k, 2) for k in range(12))
-    from medswift.data.outputs import sample
+    from medswift.data.pipeline.output_files import sample
 
     row = sample("2_1", ["/x/2_1.png"], "Describe.", "Normal chest.", "You are a radiology assistant.")
     assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
@@ -275,12 +275,12 @@ def test_converter_names_the_training_line_and_the_launcher_remembers_it(tmp_pat
 
 
 def test_every_registered_reader_keeps_the_reader_contract():
-    """medswift.data.reader: each reader declares its name, whether --views applies, its own
+    """medswift.data.readers.contract: each reader declares its name, whether --views applies, its own
     flags and the typed options they fill; the converter knows no reader's flags itself."""
     import argparse
     import dataclasses
 
-    from medswift.data.reader import ReaderOptions
+    from medswift.data.readers.contract import ReaderOptions
 
     common = {a.dest for a in argparse.ArgumentParser()._actions}  # just --help
     converter_flags = {a.dest for a in conv.build_parser()._actions}

@@ -17,12 +17,12 @@ from PIL import Image
 
 from helpers import make_cxr14, one_error_line, truncated_tiff
 from medswift.core.errors import UsageError
-from medswift.data import captions as convert_captions
-from medswift.data import chestxray14 as convert_chestxray14
-from medswift.data import checks as image_checks
-from medswift.data import ham10000 as convert_ham10000
-from medswift.data import outputs
-from medswift.data import reports as conv
+from medswift.data.converters import captions as convert_captions
+from medswift.data.converters import chestxray14 as convert_chestxray14
+from medswift.data.pipeline import checks as image_checks
+from medswift.data.converters import ham10000 as convert_ham10000
+from medswift.data.pipeline import output_files as outputs
+from medswift.data.converters import reports as conv
 
 RNG_SEED = 7
 
@@ -259,7 +259,7 @@ def test_streamed_csv_names_the_bad_bytes_offset_in_the_whole_file(tmp_path):
     block, right after a character cut by the block boundary, still has its offset in the file."""
     import gzip
 
-    from medswift.data.records import csv_rows
+    from medswift.data.pipeline.records import csv_rows
 
     head = "image,caption\n" + "x.png,ok\n" * 10
     body = head.encode() + b"a" * ((1 << 20) - len(head.encode()) - 1) + "é".encode() + b"\n\xff\n"

@@ -14,9 +14,11 @@ import pytest
 from PIL import Image
 
 from helpers import PYTHON, ROOT, read_jsonl, run
-from medswift.data import grounding
-from medswift.eval import boxes
-from medswift.eval.boxes import Box
+from medswift.core import boxes
+from medswift.core.boxes import Box
+from medswift.data.converters import grounding
+from medswift.eval import box_card
+from medswift.posttrain import rewards
 
 CONVERT = str(ROOT / "scripts" / "convert_grounding.py")
 CXR14_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"  # NIH's header, unquoted, as shipped
@@ -298,24 +300,24 @@ B1 = Box("B", 100, 600, 200, 800)
 
 def test_ap_hand_checked_cases():
     fmt = boxes.format_boxes
-    perfect = boxes.score_grounding(rows_of([([A1], fmt([A1])), ([A2, B1], fmt([A2, B1]))]), n_boot=0)
+    perfect = box_card.score_grounding(rows_of([([A1], fmt([A1])), ([A2, B1], fmt([A2, B1]))]), n_boot=0)
     assert perfect["map50"] == pytest.approx(1.0) and perfect["map"] == pytest.approx(1.0)
     assert perfect["mean_iou"] == 1.0
     # shifted by 120 of 200: IoU (80*200)/(2*40000-16000) = 0.25 < 0.5 -> AP 0 at every threshold
     shifted = Box("A", 220, 100, 420, 300)
     assert boxes.iou(A1, shifted) == pytest.approx(0.25)
-    s = boxes.score_grounding(rows_of([([A1], fmt([shifted]))]), n_boot=0)
+    s = box_card.score_grounding(rows_of([([A1], fmt([shifted]))]), n_boot=0)
     assert s["map50"] == 0.0 and s["map"] == 0.0 and s["mean_iou"] == pytest.approx(0.25)
     # a duplicate of a right box after it: a false positive at recall 1; COCO's interpolated
     # precision (the best precision at this recall or beyond) keeps AP at 1, IoU per query halves
-    dup = boxes.score_grounding(rows_of([([A1], fmt([A1, A1]))]), n_boot=0)
+    dup = box_card.score_grounding(rows_of([([A1], fmt([A1, A1]))]), n_boot=0)
     assert dup["map50"] == pytest.approx(1.0) and dup["mean_iou"] == pytest.approx(0.5)
     # one hit and one miss (a box far off) over two images: recall reaches 0.5 at precision 1,
     # so 51 of COCO's 101 recall points have precision 1: AP = 51/101
-    half = boxes.score_grounding(rows_of([([A1], fmt([A1])), ([A1], fmt([A2]))]), n_boot=0)
+    half = box_card.score_grounding(rows_of([([A1], fmt([A1])), ([A1], fmt([A2]))]), n_boot=0)
     assert half["map50"] == pytest.approx(51 / 101)
     # a missed class: A perfect, B never predicted -> mAP (1 + 0) / 2; an invalid answer predicts nothing
-    missed = boxes.score_grounding(rows_of([([A1, B1], fmt([A1])), ([A2], "not JSON")]), n_boot=0)
+    missed = box_card.score_grounding(rows_of([([A1, B1], fmt([A1])), ([A2], "not JSON")]), n_boot=0)
     assert missed["per_finding"]["B"]["ap50"] == 0.0 and missed["per_finding"]["A"]["ap50"] == pytest.approx(51 / 101)
     assert missed["map50"] == pytest.approx((51 / 101 + 0) / 2)
     assert missed["invalid"] == 1 and missed["invalid_share"] == 0.5
@@ -325,12 +327,12 @@ def test_bootstrap_over_images_and_maintained_ap():
     """Intervals come from resampling images; the full-set number is pycocotools' own."""
     fmt = boxes.format_boxes
     rows = rows_of([([A1], fmt([A1]))] * 6 + [([A2], fmt([A1]))] * 4)
-    s = boxes.score_grounding(rows, n_boot=200, seed=0)
+    s = box_card.score_grounding(rows, n_boot=200, seed=0)
     lo, hi = s["ci95"]["map50"]
     assert 0 <= lo < s["map50"] < hi <= 1
     assert s["ci95"]["mean_iou"][0] < 0.6 < s["ci95"]["mean_iou"][1]
     assert s["ci95"]["per_finding"]["A"]["ap50"] == s["ci95"]["map50"]  # one finding: its AP is the mAP
-    assert boxes.score_grounding(rows, n_boot=200, seed=0)["ci95"] == s["ci95"]  # seeded
+    assert box_card.score_grounding(rows, n_boot=200, seed=0)["ci95"] == s["ci95"]  # seeded
 
 
 def test_soft_f1_box_reward_by_hand():
@@ -341,8 +343,8 @@ def test_soft_f1_box_reward_by_hand():
     assert boxes.soft_f1([Box("B", 100, 100, 300, 300)], [A1]) == 0.0
     shifted = Box("A", 220, 100, 420, 300)
     assert boxes.soft_f1([shifted, A2], [A1, A2]) == pytest.approx((0.25 + 1) / 2)
-    assert boxes.box_reward("garbage", boxes.format_boxes([A1])) == 0.0
-    assert boxes.box_reward("[]", "[]") == 1.0 and boxes.box_reward("[]", "a report") is None
+    assert rewards.box_reward("garbage", boxes.format_boxes([A1])) == 0.0
+    assert rewards.box_reward("[]", "[]") == 1.0 and rewards.box_reward("[]", "a report") is None
 
 
 def test_report_card_detects_box_rows_and_draws(tmp_path):

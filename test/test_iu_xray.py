@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from helpers import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
-from medswift.data import iu_xray
-from medswift.data import reports as conv
+from medswift.data.readers import iu_xray
+from medswift.data.converters import reports as conv
 
 
 def report_xml(uid: str, findings: str | None, impression: str | None, images: list[str],

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from helpers import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
-from medswift.data import llamafactory as lf
-from medswift.data import reports as conv
+from medswift.data.readers import llamafactory as lf
+from medswift.data.converters import reports as conv
 
 OUTPUTS = ("train.jsonl", "val.jsonl", "test.jsonl", "skipped.tsv", "warnings.tsv", "summary.json")
 

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from helpers import PYTHON, REPORTS, ROOT, read_jsonl, run
-from medswift.data import mimic_cxr
-from medswift.data import reports as conv
+from medswift.data.readers import mimic_cxr
+from medswift.data.converters import reports as conv
 
 # Reports in the MIMIC-CXR style (a "FINAL REPORT" title, one-space indented lines, "___" where the
 # de-identification removed text, blank lines holding one space); written for these tests.
@@ -382,7 +382,7 @@ def test_bad_input_is_one_error_line(mimic, tmp_path):
 def test_folder_cached_resolve_answers_as_path_resolve(tmp_path):
     """The converter resolves each image folder once (MIMIC-CXR: 377,110 images in 227,835 folders);
     whatever the path holds, the answer must be Path.resolve's."""
-    from medswift.data.image_index import FolderCachedResolve
+    from medswift.data.pipeline.image_index import FolderCachedResolve
 
     real = tmp_path / "real" / "p10" / "p10000032" / "s50414267"
     real.mkdir(parents=True)

@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from helpers import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
-from medswift.data import iu_xray, r2gen_annotation
-from medswift.data import reports as conv
+from medswift.data.readers import iu_xray
+from medswift.data.readers import r2gen_annotation
+from medswift.data.converters import reports as conv
 
 
 def save_images(folder: Path, paths: list[str]) -> None:

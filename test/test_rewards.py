@@ -1,4 +1,4 @@
-"""Tests for the clinical rewards (medswift.eval.rewards) and their ms-swift plugin.
+"""Tests for the clinical rewards (medswift.posttrain.rewards) and their ms-swift plugin.
 
 Every example is hand-written here, in English and Chinese; the gaming attempts are the ones a
 policy optimiser would find first against a plain findings-F1 reward.
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from medswift.core.errors import UsageError
-from medswift.eval import rewards
+from medswift.posttrain import rewards
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "scripts" / "swift_plugins" / "medswift_rewards.py"
@@ -425,7 +425,7 @@ def test_plugin_finds_its_library_when_medswift_is_not_installed(tmp_path):
         "from swift.utils import import_external_file\n"
         f"import_external_file({str(PLUGIN)!r})\n"
         "from swift.rewards import orms\n"
-        "import medswift.eval.rewards as r\n"
+        "import medswift.posttrain.rewards as r\n"
         "print(r.__file__)\n"
         f"print(orms['medswift_findings']()([{CORRECT['en']!r}], solution=[{ABNORMAL['en']!r}]))\n"
     )

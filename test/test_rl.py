@@ -174,7 +174,7 @@ def test_dpo_dry_run_prints_the_pair_building_then_dpo(stubs, tmp_path):
     lines = out.strip().splitlines()
     assert len(lines) == 4 and "sample_input" in lines[0] and "--num_samples 6" in lines[0]
     assert "batch_infer.py" in lines[1] and "--temperature 1.0" in lines[1] and "--image_max_token_num 256" in lines[1]
-    assert "medswift.data.rl pairs" in lines[2] and "--chosen best" in lines[2]
+    assert "medswift.posttrain.datasets pairs" in lines[2] and "--chosen best" in lines[2]
     assert flag(argv, "--rlhf_type") == "dpo" and flag(argv, "--beta") == "0.1"
     assert flag(argv, "--dataset") == str(tmp_path / "pairs" / "v0-1-checkpoint-9-n6-t1.0" / "pairs.jsonl")
     assert not tmp_path.joinpath("pairs").exists(), "a dry run writes nothing"
@@ -242,7 +242,7 @@ def test_comparison_card_says_rl_helped_when_its_findings_match(tmp_path):
 
 
 def test_comparison_verdict_flags_gaming_and_harm():
-    from medswift.eval import compare
+    from medswift.posttrain import compare
 
     def result(reward, f1, length=(20, 20), normal=((0.2, 0.2), (0.2, 0.2)), reads=(True, True)):
         entry = lambda v, ci: {"value": v, "ci95": ci}  # noqa: E731
@@ -281,7 +281,7 @@ def test_compare_checkpoints_help_has_defaults_and_examples():
 
 def test_pairs_rank_samples_with_the_reward_and_drop_ties(tmp_path):
     """The pair builder on hand-written samples, scored by the real plugin through ms-swift's registry."""
-    from medswift.data import rl
+    from medswift.posttrain import datasets as rl
 
     effusion = "Small left pleural effusion. The heart size is normal. No pneumothorax."
     normal = "The heart size is normal. The lungs are clear. No pleural effusion or pneumothorax."

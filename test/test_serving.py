@@ -23,7 +23,7 @@ from pydicom.data import get_testdata_file
 
 from helpers import (BUNDLED_IMAGES, NO_PROXY, PYTHON, ROOT, SERVER_ENV, flag, free_port, png_data_url,
                      read_jsonl, refused, run, running_server)
-from medswift.infer.rows import REPORT_ROW_FIELDS
+from medswift.infer.prediction_rows import REPORT_ROW_FIELDS
 
 LAUNCHER = str(ROOT / "tools" / "swift" / "deploy_qwen3vl.sh")
 CLIENT = str(ROOT / "scripts" / "serve_client.py")

@@ -28,7 +28,7 @@ MODULES = {module_name(p): p for p in sorted(LIBRARY.rglob("*.py"))}
 
 def imported_modules(path: Path) -> set[str]:
     """The library modules a file imports, at any depth (function-level imports count): for
-    ``from medswift.eval import rewards`` the module medswift.eval.rewards, else the package."""
+    ``from medswift.eval import rewards`` the module medswift.posttrain.rewards, else the package."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from helpers import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, run
-from medswift.data import reports as conv
+from medswift.data.converters import reports as conv
 from medswift.core import thinking
 from medswift.eval import report_card as evaluate
 

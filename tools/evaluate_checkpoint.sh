@@ -53,5 +53,5 @@ fi
 ((scores)) || exit 0
 "${score[@]}"
 if [[ -n "$ADAPTER" ]]; then  # the checkpoint's model card shows its report cards' headline metrics
-  medswift_python -m medswift.eval.model_card "$ADAPTER" >&2 || note "could not refresh the model card of $ADAPTER"
+  medswift_python -m medswift.posttrain.card "$ADAPTER" >&2 || note "could not refresh the model card of $ADAPTER"
 fi

@@ -1,4 +1,4 @@
-"""ms-swift plugin: the clinical rewards of medswift.eval.rewards as GRPO reward functions.
+"""ms-swift plugin: the clinical rewards of medswift.posttrain.rewards as GRPO reward functions.
 
 Research only, not diagnosis. Loaded with ``swift rlhf --rlhf_type grpo --external_plugins
 scripts/swift_plugins/medswift_rewards.py --reward_funcs medswift_findings [medswift_format ...]
@@ -34,8 +34,7 @@ if importlib.util.find_spec("medswift") is None or _LIBRARY not in sys.path:
     sys.path.insert(0, _LIBRARY)
 
 from medswift.core.errors import UsageError  # noqa: E402
-from medswift.eval import rewards  # noqa: E402
-from medswift.eval.boxes import box_reward  # noqa: E402
+from medswift.posttrain import rewards  # noqa: E402
 
 logger = logging.getLogger("medswift.rewards")
 
@@ -97,7 +96,7 @@ class MedSwiftBoxes(ORM):
 
     def __call__(self, completions, solution=None, **kwargs):
         refs = _references("medswift_boxes", completions, solution)
-        return [box_reward(c or "", r) for c, r in zip(completions, refs)]
+        return [rewards.box_reward(c or "", r) for c, r in zip(completions, refs)]
 
 
 orms["medswift_findings"] = MedSwiftFindings

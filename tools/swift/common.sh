@@ -309,10 +309,10 @@ require_data() {
   [[ -s "$path" ]] || die "$what is empty: $path"
 }
 
-# Where the last conversion wrote (the converters remember it in medswift.data.last_conversion), as a hint for
+# Where the last conversion wrote (the converters remember it in medswift.data.pipeline.last_conversion), as a hint for
 # a launcher that finds no data; only on that error path, so the import costs nothing otherwise.
 last_conversion_hint() {
-  medswift_python -c 'from medswift.data.last_conversion import last_conversion_hint; print(last_conversion_hint())' 2>/dev/null \
+  medswift_python -c 'from medswift.data.pipeline.last_conversion import last_conversion_hint; print(last_conversion_hint())' 2>/dev/null \
     || echo "convert data first: python scripts/convert_xray_swift.py --help"
 }
 
@@ -422,7 +422,7 @@ write_run_cards() {
   local run_dir
   run_dir="$(find "${1:-$OUTPUT_DIR}" -maxdepth 1 -type d -name 'v*-*' -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2-)"
   [[ -n "$run_dir" ]] || return 0
-  medswift_python -m medswift.eval.model_card --run "$run_dir" >&2 || note "could not write the model cards in $run_dir"
+  medswift_python -m medswift.posttrain.card --run "$run_dir" >&2 || note "could not write the model cards in $run_dir"
 }
 
 # How many processes and nodes a launcher runs, and the checks that go with them, for every
@@ -486,7 +486,7 @@ training_flags() {
   require_data "$TRAIN_FILE" "training data"
   # Several views per sample cost several image budgets: size MAX_LENGTH from the data (when it is here).
   if [[ -e "$TRAIN_FILE" || "$DRY_RUN" != 1 ]]; then
-    MAX_LENGTH="$(medswift_python -m medswift.data.budget "$TRAIN_FILE" --image_tokens "$IMAGE_MAX_TOKEN_NUM" \
+    MAX_LENGTH="$(medswift_python -m medswift.data.pipeline.sample_length "$TRAIN_FILE" --image_tokens "$IMAGE_MAX_TOKEN_NUM" \
       --max_length "$MAX_LENGTH")" || exit 2
   elif [[ "$MAX_LENGTH" == auto ]]; then
     note "dry run: MAX_LENGTH=auto is sized from the data; the launcher sizes it on the target machine"
@@ -574,7 +574,7 @@ resolve_rewards() {
   [[ -f "$REWARD_PLUGIN" ]] && plugin_args=(--external_plugins "$REWARD_PLUGIN")
   ((${#reward_names[@]})) || die "REWARD_FUNCS is empty: name at least one reward"
   if [[ "$DRY_RUN" != 1 ]]; then
-    medswift_python -m medswift.data.rl check_rewards "${reward_names[@]}" --weights "$REWARD_WEIGHTS" \
+    medswift_python -m medswift.posttrain.datasets check_rewards "${reward_names[@]}" --weights "$REWARD_WEIGHTS" \
       ${plugin_args[1]:+--plugin "${plugin_args[1]}"} || exit 2
   fi
   # The reward plugin imports the medswift library of this checkout, in ms-swift's processes too.

@@ -33,7 +33,7 @@ rpo_args=()
 
 if [[ -n "$PAIRS_FILE" ]]; then
   require_data "$PAIRS_FILE" "PAIRS_FILE"
-  medswift_python -m medswift.data.rl check_pairs "$PAIRS_FILE" || exit 2
+  medswift_python -m medswift.posttrain.datasets check_pairs "$PAIRS_FILE" || exit 2
   SOURCE_FILE="$TRAIN_FILE"
   TRAIN_FILE="$PAIRS_FILE"   # sizes MAX_LENGTH from the pairs
 fi
@@ -49,13 +49,13 @@ if [[ -z "$PAIRS_FILE" ]]; then
   PAIRS_FILE="$pairs_dir/pairs.jsonl"
   model_args=(--adapter_path "$ADAPTER")
   [[ "$MODEL_SOURCE" == user ]] && model_args+=(--model_path "$MODEL")
-  sample=("$PYTHON_BIN" -m medswift.data.rl sample_input --input "$SOURCE_FILE" --num_samples "$NUM_SAMPLES"
+  sample=("$PYTHON_BIN" -m medswift.posttrain.datasets sample_input --input "$SOURCE_FILE" --num_samples "$NUM_SAMPLES"
     --output "$pairs_dir/sample_input.jsonl")
   infer=("$PYTHON_BIN" "$ROOT/scripts/batch_infer.py" --dataset "$pairs_dir/sample_input.jsonl" "${model_args[@]}"
     --backend "$INFER_BACKEND" --batch_size "$INFER_BATCH" --max_new_tokens "$MAX_COMPLETION_LENGTH"
     --temperature "$TEMPERATURE" --image_max_token_num "$IMAGE_MAX_TOKEN_NUM" --resume
     --output_file "$pairs_dir/samples.jsonl")
-  score=("$PYTHON_BIN" -m medswift.data.rl pairs --samples "$pairs_dir/samples.jsonl" --output "$PAIRS_FILE"
+  score=("$PYTHON_BIN" -m medswift.posttrain.datasets pairs --samples "$pairs_dir/samples.jsonl" --output "$PAIRS_FILE"
     --reward_funcs "${reward_names[*]}" --reward_weights "${reward_weights[*]}" --chosen "$CHOSEN" --source "$SOURCE_FILE"
     ${plugin_args[1]:+--plugin "${plugin_args[1]}"})
   if [[ "$DRY_RUN" == 1 ]]; then

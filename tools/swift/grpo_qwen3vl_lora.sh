@@ -71,7 +71,7 @@ train_flags=()
 training_flags distributed adapter "$RL_OUTPUT_DIR"
 dry=()
 [[ "$DRY_RUN" == 1 ]] && dry=(--dry_run)
-GRPO_FILE="$(medswift_python -m medswift.data.rl grpo_view --input "$TRAIN_FILE" --output_dir "$RL_OUTPUT_DIR/data" "${dry[@]}")" || exit 2
+GRPO_FILE="$(medswift_python -m medswift.posttrain.datasets grpo_view --input "$TRAIN_FILE" --output_dir "$RL_OUTPUT_DIR/data" "${dry[@]}")" || exit 2
 reward_names=() reward_weights=() plugin_args=()
 resolve_rewards
 weight_args=()

@@ -18,7 +18,7 @@ MERGED_DIR="${MERGED_DIR:-${ADAPTER%/}-merged}"
 resolve_dtype
 
 after_run() {
-  medswift_python -m medswift.eval.model_card "$MERGED_DIR" --merged_from "$ADAPTER" >&2 || note "could not write the model card"
+  medswift_python -m medswift.posttrain.card "$MERGED_DIR" --merged_from "$ADAPTER" >&2 || note "could not write the model card"
   echo "merged model: $MERGED_DIR"
 }
 run_or_print "$SWIFT_BIN" export \

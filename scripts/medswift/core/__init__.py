@@ -1,1 +1,2 @@
-"""What every job shares: image decoding, prompts, the reasoning split, model resolution, errors, files."""
+"""What every job shares: image decoding, prompts, the reasoning split, model resolution, the box
+format, the task label sets, errors, files."""

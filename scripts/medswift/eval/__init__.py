@@ -1,1 +1,1 @@
-"""Evaluation: text metrics, the rule-based findings labeller, report cards for reports and labels."""
+"""Evaluation: text metrics, the rule-based findings labeller, report cards for reports, labels and boxes."""

@@ -40,7 +40,7 @@ from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.constants import SINGLE_LABEL as SINGLE
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import read_jsonl, write_atomic, write_json
-from medswift.data.tasks import load_labels
+from medswift.core.labels import load_labels
 from medswift.eval.charts import save_figure
 
 DEFAULT_THRESHOLD = 0.5

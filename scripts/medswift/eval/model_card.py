@@ -1,8 +1,10 @@
 """Model cards (README.md) for LoRA checkpoints and merged models, instead of PEFT's template.
 
-Usage (the launchers call it; by hand after moving a checkpoint):
-    python -m medswift.eval.model_card results/lora/v0-.../checkpoint-573
-    python -m medswift.eval.model_card weights/xray-merged --merged_from results/lora/v0-.../checkpoint-573
+Usage (the launchers call it through medswift.posttrain.card, which adds a GRPO/DPO checkpoint's
+post-training section and curves; by hand after moving a checkpoint):
+    python -m medswift.posttrain.card results/lora/v0-.../checkpoint-573
+    python -m medswift.posttrain.card weights/xray-merged --merged_from results/lora/v0-.../checkpoint-573
+    python -m medswift.posttrain.card --run results/grpo/v0-...
 
 The card says what a reader of a shared adapter needs: that it is for research, not diagnosis;
 the base model; the data (the converter's summary.json beside the training file: format, split,
@@ -13,14 +15,12 @@ headline metrics of every report card found under the checkpoint (``eval_*/metri
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import write_atomic
-from medswift.eval import rl_stage
 from medswift.eval.provenance import read_summary
 
 # What is known of each format's licence; anything else: "see the dataset's own licence".
@@ -48,7 +48,7 @@ def _first(value):
 
 
 def _converted_source(train: Path) -> Path:
-    """The converter JSONL behind a GRPO view (medswift.data.rl writes ``<view>.source.json``)."""
+    """The converter JSONL behind a GRPO view (medswift.posttrain.datasets writes ``<view>.source.json``)."""
     try:
         return Path(json.loads(train.with_suffix(".source.json").read_text(encoding="utf-8"))["source"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -152,7 +152,9 @@ def metrics_section(folder: Path) -> list[str]:
     return lines + [""]
 
 
-def write_card(folder: Path, merged_from: Path | None = None) -> Path:
+def write_card(folder: Path, merged_from: Path | None = None, stage_sections: tuple = ()) -> Path:
+    """The card of a checkpoint or merged model; ``stage_sections`` are functions (args, checkpoint)
+    -> lines for the stages after supervised training (medswift.posttrain.card.section)."""
     folder = Path(folder)
     source = merged_from or folder
     args = _json(source / "args.json")
@@ -169,38 +171,41 @@ def write_card(folder: Path, merged_from: Path | None = None) -> Path:
     if curve_line(source):
         lines.append(f"- {curve_line(source)}")
     lines.append("")
-    lines += data_section(args) + training_section(args) + rl_stage.section(args, source) + metrics_section(source)
+    lines += data_section(args) + training_section(args)
+    for stage_section in stage_sections:
+        lines += stage_section(args, source)
+    lines += metrics_section(source)
     lines += [f"_{NOTICE}_", ""]
     path = folder / "README.md"
     write_atomic(path, "\n".join(lines))
     return path
 
 
-def write_run_cards(run_dir: Path) -> list[Path]:
-    """A card in every checkpoint of a training run folder (ms-swift's v<N>-<time>); a GRPO or
-    DPO run also gets its curves beside the SFT run's (medswift.eval.rl_stage)."""
-    cards = [write_card(p) for p in sorted(Path(run_dir).glob("checkpoint-*"))
+def write_run_cards(run_dir: Path, stage_sections: tuple = (), run_plots: tuple = ()) -> list[Path]:
+    """A card in every checkpoint of a training run folder (ms-swift's v<N>-<time>); each of
+    ``run_plots`` then draws into the run folder (a GRPO or DPO run's curves)."""
+    cards = [write_card(p, stage_sections=stage_sections) for p in sorted(Path(run_dir).glob("checkpoint-*"))
              if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
-    rl_stage.plot_curves(Path(run_dir))
+    for plot in run_plots:
+        plot(Path(run_dir))
     return cards
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = command_parser(__doc__, prog="python -m medswift.eval.model_card")
+def main(argv: list[str] | None = None, stage_sections: tuple = (), run_plots: tuple = (),
+         prog: str = "python -m medswift.posttrain.card") -> int:
+    """The model-card command; medswift.posttrain.card runs it with the post-training stage."""
+    p = command_parser(__doc__, prog=prog)
     p.add_argument("folder", help="a checkpoint, a merged model, or (with --run) a training run folder")
     p.add_argument("--merged_from", help="the adapter a merged model was made from")
     p.add_argument("--run", action="store_true", help="FOLDER is a run: write a card into each checkpoint")
     args = p.parse_args(argv)
 
     def body() -> int:
-        written = write_run_cards(Path(args.folder)) if args.run else \
-            [write_card(Path(args.folder), Path(args.merged_from) if args.merged_from else None)]
+        written = write_run_cards(Path(args.folder), stage_sections, run_plots) if args.run else \
+            [write_card(Path(args.folder), Path(args.merged_from) if args.merged_from else None, stage_sections)]
         for path in written:
             print(f"model card: {path}")
         return 0
 
     return run_cli(body)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,7 +29,7 @@ What it measures:
   * share of predictions vs references that say "no acute abnormality";
   * box answers (every reference is Qwen3-VL box JSON, from scripts/convert_grounding.py): the
     box card instead, mAP@0.5 and mAP@[.5:.95] with pycocotools, mean IoU, invalid-JSON share
-    (medswift/eval/boxes.py);
+    (medswift/eval/box_card.py);
   * image ablation (rows written by batch_infer.py --ablation): how many real-image
     predictions equal the blank-image prediction for the same prompt and number of views,
     and how many distinct reports the model wrote at all.
@@ -47,7 +47,8 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import read_jsonl, write_atomic, write_json
-from medswift.eval import bootstrap, boxes, findings, provenance, r2gen_cleaning, scorer_workers, text_metrics
+from medswift.eval import bootstrap, findings, provenance, r2gen_cleaning, scorer_workers, text_metrics
+from medswift.eval import box_card
 from medswift.eval.charts import plot_findings, plot_text
 
 # Responses and references are scored on their first MAX_SCORED_CHARS characters (a report is 1-3 K): one
@@ -364,8 +365,8 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
     t0 = time.perf_counter()
     loaded = load_rows(predictions)
     _lap(timings, "load rows", t0)
-    if boxes.grounding_rows(loaded[0]):  # every reference is box JSON: the box card (medswift/eval/boxes.py)
-        return boxes.evaluate_grounding(predictions, out, *loaded, n_boot=n_boot, seed=seed, worst_n=worst_n)
+    if box_card.grounding_rows(loaded[0]):  # every reference is box JSON: the box card (medswift/eval/box_card.py)
+        return box_card.evaluate_grounding(predictions, out, *loaded, n_boot=n_boot, seed=seed, worst_n=worst_n)
     metrics, worst_rows = score(predictions, loaded, lang, worst_n, protocol=protocol, dataset_style=dataset_style,
                                 reference_max_tokens=reference_max_tokens, n_boot=n_boot, seed=seed,
                                 meteor_sample=meteor_sample, workers=workers, timings=timings)
@@ -505,7 +506,7 @@ def report(args) -> int:
                  dataset_style=args.dataset_style, reference_max_tokens=args.reference_max_tokens,
                  n_boot=args.bootstrap, seed=args.seed, meteor_sample=args.meteor_sample, workers=args.workers)
     if m.get("task") == "grounding":
-        print("\n".join(boxes.summary_lines(m)))
+        print("\n".join(box_card.summary_lines(m)))
         print(f"report: {Path(args.output_dir) / 'report.md'}")
         print(NOTICE)
         return 0

@@ -37,9 +37,9 @@ from medswift.core.images import ImageRejected
 from medswift.infer.inputs import (add_input_args, check_generation_args, collect_items, load_images,
                                    request_messages)
 from medswift.infer import data_parallel
-from medswift.infer.output import (append_lines, check_output, merge_parts, part_files, part_path, prepare_output,
+from medswift.infer.prediction_file import (append_lines, check_output, merge_parts, part_files, part_path, prepare_output,
                                    print_run_summary)
-from medswift.infer.rows import report_row
+from medswift.infer.prediction_rows import report_row
 
 
 

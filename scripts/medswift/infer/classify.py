@@ -30,10 +30,10 @@ from medswift.core import models
 from medswift.core.constants import BACKENDS, DTYPES, MULTI_LABEL, NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.images import ImageRejected
-from medswift.data.tasks import TASKS, load_labels, parse_answer
+from medswift.core.labels import TASKS, load_labels, parse_answer
 from medswift.infer.inputs import Item, items_from_dataset, load_images, request_messages
-from medswift.infer.output import append_lines, prepare_output
-from medswift.infer.rows import label_row
+from medswift.infer.prediction_file import append_lines, prepare_output
+from medswift.infer.prediction_rows import label_row
 
 
 def true_labels(item: Item, labels: list[str], task) -> list[str]:

@@ -44,8 +44,8 @@ from medswift.core.constants import LOOPBACK, NOTICE, RESULTS
 from medswift.core.errors import UsageError, describe, run_cli
 from medswift.core.images import ImageRejected
 from medswift.infer.inputs import Item, add_input_args, check_generation_args, collect_items, load_images
-from medswift.infer.output import append_lines, prepare_output, print_run_summary
-from medswift.infer.rows import report_row
+from medswift.infer.prediction_file import append_lines, prepare_output, print_run_summary
+from medswift.infer.prediction_rows import report_row
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 

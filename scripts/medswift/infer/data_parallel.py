@@ -5,7 +5,7 @@ MASTER_PORT) make the command relaunch itself under torchrun (``python -m
 torch.distributed.run``), as ``swift`` does. torchrun starts and watches the processes;
 torch.distributed (gloo) carries the few messages between them: rank 0's view of what is already
 done, and each rank's summary at the end. Every rank takes every world-th input of the same
-ordered to-do list and writes its own part file (medswift.infer.output); rank 0 merges them.
+ordered to-do list and writes its own part file (medswift.infer.prediction_file); rank 0 merges them.
 With vLLM and ``tensor_parallel_size`` N, each N consecutive ranks hold one copy of the model
 and share a shard, as in ms-swift's infer pipeline.
 """

@@ -1,7 +1,8 @@
-"""The classification jobs' label sets, answer wording, answer parsing and output files.
+"""The classification tasks' label sets, answer wording and answer parsing, and labels.json's reader.
 
-One definition per task, shared by its converter (which writes both a generative JSONL
-and a ``--task_type seq_cls`` JSONL), the prediction script (which parses generative
+One definition per task (ChestX-ray14's fourteen findings live here and nowhere else), shared by
+its converter (data/converters: the generative and ``--task_type seq_cls`` JSONL, labels.json),
+the grounding converter (the box labels), the prediction script (which parses generative
 answers back to labels) and the classification report card (which reads labels.json).
 """
 from __future__ import annotations
@@ -11,14 +12,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medswift.core import prompts, thinking
+from medswift.core import thinking
 from medswift.core.constants import MULTI_LABEL as MULTI
-from medswift.core.constants import NOTICE
 from medswift.core.constants import SINGLE_LABEL as SINGLE
 from medswift.core.errors import UsageError
-from medswift.core.files import read_text_utf8, write_json
-from medswift.data.outputs import sample, write_splits
-from medswift.data.splits import Conversion
+from medswift.core.files import read_text_utf8
 
 
 @dataclass(frozen=True)
@@ -103,42 +101,6 @@ def parse_answer(task: Task, text: str | None) -> list[str] | None:
 
 def multi_hot(task: Task, labels: list[str]) -> list[int]:
     return [1 if lab in labels else 0 for lab in task.labels]
-
-
-# --------------------------------------------------------------------------- output files
-def pos_weights(task: Task, train_labels: list[list[str]]) -> list[float]:
-    """negatives / positives per label on the training split (BCE ``pos_weight``); 1.0 when a
-    label has no positive, so it neither explodes nor vanishes."""
-    n = len(train_labels)
-    out = []
-    for lab in task.labels:
-        pos = sum(lab in labs for labs in train_labels)
-        out.append(round((n - pos) / pos, 4) if pos else 1.0)
-    return out
-
-
-def write_task_outputs(task: Task, conv: Conversion, out_dir: Path, lang: str, seed: int) -> dict[str, int]:
-    """Write generative ``{split}.jsonl``, head ``cls_{split}.jsonl`` and ``labels.json`` for the
-    kept candidates (``fields["labels"]``); returns the records per split."""
-    gen: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
-    cls: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
-    for rec in conv.kept:
-        split, labels = conv.split(rec), rec.fields["labels"]
-        prompt = prompts.pick(rec.record_id, seed, lang, task.name)
-        images = conv.images[rec.record_id]
-        gen[split].append(sample(rec.record_id, images, prompt, format_answer(task, labels, lang)))
-        label = multi_hot(task, labels) if task.problem_type == MULTI else task.labels.index(labels[0])
-        cls[split].append(sample(rec.record_id, images, prompt, label=label))
-    per_split = write_splits(out_dir, gen)
-    write_splits(out_dir, cls, prefix="cls_")
-    train_labels = [r.fields["labels"] for r in conv.kept if conv.split(r) == "train"]
-    write_json(out_dir / "labels.json", {
-        "task": task.name, "problem_type": task.problem_type, "labels": list(task.labels),
-        "labels_zh": [task.zh[lab] for lab in task.labels], "num_labels": len(task.labels),
-        "pos_weight": pos_weights(task, train_labels) if task.problem_type == MULTI else None,
-        "positives_in_train": {lab: sum(lab in labs for labs in train_labels) for lab in task.labels},
-        "notice": NOTICE})
-    return per_split
 
 
 def load_labels(path: Path) -> dict:

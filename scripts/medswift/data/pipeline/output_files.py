@@ -12,8 +12,8 @@ from pathlib import Path
 from medswift.core.constants import SPLITS
 from medswift.core.errors import UsageError
 from medswift.core.files import write_atomic, write_jsonl, write_tsv
-from medswift.data.checks import Validated
-from medswift.data.splits import Conversion
+from medswift.data.pipeline.checks import Validated
+from medswift.data.pipeline.splits import Conversion
 
 
 SAFE_FILE = re.compile(r"[A-Za-z0-9._-]{1,255}")  # a name copy_name can produce

@@ -22,7 +22,7 @@ The layout is detected from the CSV's columns (``--format`` forces one); the fil
 Tasks (``--task``): ``detect`` (default): one sample per image, every box with its label;
 ``ground``: one sample per (image, finding) asking where that finding is, answered with its boxes.
 The answer is Qwen3-VL's grounding JSON with integer coordinates on its 0-1000 scale of the image as
-stored (medswift/eval/boxes.py); an image without finding answers ``[]``. Each sample repeats it in a
+stored (medswift/core/boxes.py); an image without finding answers ``[]``. Each sample repeats it in a
 ``solution`` column, where GRPO's box reward (``--reward_funcs medswift_boxes``) reads it.
 
 Every box is checked against its decoded image: coordinates that are not numbers, zero or negative
@@ -45,13 +45,13 @@ from pathlib import Path
 from medswift.core import prompts
 from medswift.core.constants import SPLITS
 from medswift.core.errors import UsageError
-from medswift.data.command import add_common_args, converter_entry, converter_parser
-from medswift.data.image_index import index_images
-from medswift.data.last_conversion import REPORT_LAUNCHERS
-from medswift.data.outputs import prepare_output_dir, sample, summarise, write_lists, write_skipped, write_splits
-from medswift.data.records import Candidate
-from medswift.data.splits import Conversion, check_and_split
-from medswift.eval.boxes import Box, format_boxes, iou, label_key, normalise_box
+from medswift.data.pipeline.command import add_common_args, converter_entry, converter_parser
+from medswift.data.pipeline.image_index import index_images
+from medswift.data.pipeline.last_conversion import REPORT_LAUNCHERS
+from medswift.data.pipeline.output_files import prepare_output_dir, sample, summarise, write_lists, write_skipped, write_splits
+from medswift.data.pipeline.records import Candidate
+from medswift.data.pipeline.splits import Conversion, check_and_split
+from medswift.core.boxes import Box, format_boxes, iou, label_key, normalise_box
 
 # Finding names per source, with the Chinese wording used in prompts (answers keep the English label).
 CXR14_FINDINGS = {"Atelectasis": "肺不张", "Cardiomegaly": "心脏增大", "Effusion": "胸腔积液",

@@ -1,11 +1,11 @@
 """The converted data seen by the post-training launchers (GRPO and DPO), and their checks.
 
 Usage (the launchers call these; by hand to look at what they feed ms-swift):
-    python -m medswift.data.rl grpo_view --input data/openi_swift/train.jsonl --output_dir results/grpo/data
-    python -m medswift.data.rl check_rewards --plugin scripts/swift_plugins/medswift_rewards.py medswift_findings
-    python -m medswift.data.rl sample_input --input data/openi_swift/train.jsonl --num_samples 4 --output s.jsonl
-    python -m medswift.data.rl pairs --samples samples.jsonl --output pairs.jsonl --reward_funcs medswift_findings
-    python -m medswift.data.rl check_pairs pairs.jsonl
+    python -m medswift.posttrain.datasets grpo_view --input data/openi_swift/train.jsonl --output_dir results/grpo/data
+    python -m medswift.posttrain.datasets check_rewards --plugin scripts/swift_plugins/medswift_rewards.py medswift_findings
+    python -m medswift.posttrain.datasets sample_input --input data/openi_swift/train.jsonl --num_samples 4 --output s.jsonl
+    python -m medswift.posttrain.datasets pairs --samples samples.jsonl --output pairs.jsonl --reward_funcs medswift_findings
+    python -m medswift.posttrain.datasets check_pairs pairs.jsonl
 
 * ``grpo_view``: GRPO samples its own answers, so ms-swift drops the assistant turn; the reward
   still needs the reference report, so each record gets it as a ``solution`` column, taken
@@ -122,7 +122,7 @@ def check_rewards(names: list[str], weights: list[str], plugin: Path | None, reg
             float(w)
         except ValueError:
             raise UsageError(f"REWARD_WEIGHTS must be numbers, got '{w}'") from None
-    from medswift.eval.rewards import REWARD_NAMES
+    from medswift.posttrain.rewards import REWARD_NAMES
 
     if not registry and plugin is not None and plugin.name == "medswift_rewards.py" and plugin.is_file() \
             and set(names) <= set(REWARD_NAMES):
@@ -234,7 +234,7 @@ def _split(value: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = command_parser(__doc__, prog="python -m medswift.data.rl")
+    p = command_parser(__doc__, prog="python -m medswift.posttrain.datasets")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("grpo_view", help="write the GRPO view (solution column) of a converter JSONL")
     g.add_argument("--input", required=True)

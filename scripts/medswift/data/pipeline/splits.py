@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medswift.core.errors import UsageError
-from medswift.data.checks import Validated, kept_records, validate_records
-from medswift.data.records import Candidate
+from medswift.data.pipeline.checks import Validated, kept_records, validate_records
+from medswift.data.pipeline.records import Candidate
 
 
 @dataclass

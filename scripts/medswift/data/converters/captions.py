@@ -29,11 +29,11 @@ from medswift.core import prompts
 from medswift.core.constants import IMAGE_SUFFIXES
 from medswift.core.errors import UsageError
 from medswift.core.files import read_text_utf8
-from medswift.data.command import add_common_args, converter_entry, converter_parser
-from medswift.data.outputs import prepare_output_dir, remove_stale_files, sample, summarise, write_lists, write_splits
-from medswift.data.records import (BadRecord, Candidate, caption_id, csv_rows, load_json_records, require_object,
+from medswift.data.pipeline.command import add_common_args, converter_entry, converter_parser
+from medswift.data.pipeline.output_files import prepare_output_dir, remove_stale_files, sample, summarise, write_lists, write_splits
+from medswift.data.pipeline.records import (BadRecord, Candidate, caption_id, csv_rows, load_json_records, require_object,
                                    text_field)
-from medswift.data.splits import check_and_split
+from medswift.data.pipeline.splits import check_and_split
 
 
 def _row(image: str, caption: str, group: str, path: Path | None, problem: tuple[str, str] | None = None) -> dict:

@@ -41,7 +41,7 @@ def longest_sample(path: Path, image_tokens: int) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m medswift.data.budget", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m medswift.data.pipeline.sample_length", description=__doc__.split("\n\n")[0])
     p.add_argument("train_file")
     p.add_argument("--image_tokens", type=int, required=True, help="IMAGE_MAX_TOKEN_NUM")
     p.add_argument("--max_length", default="auto", help="'auto' or the MAX_LENGTH the user set")

@@ -35,9 +35,9 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError, describe
 from medswift.core.files import entry_kind
-from medswift.data.image_index import index_images
-from medswift.data.reader import ReaderOptions
-from medswift.data.records import BadRecord, Candidate, Reading
+from medswift.data.pipeline.image_index import index_images
+from medswift.data.readers.contract import ReaderOptions
+from medswift.data.pipeline.records import BadRecord, Candidate, Reading
 
 NAME = "iu_xray"
 VIEWS = False  # no view positions: --views does not apply

@@ -39,15 +39,16 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.core.files import read_text_utf8
-from medswift.data.command import add_common_args, converter_entry, converter_parser
-from medswift.data.image_index import index_images
-from medswift.data.last_conversion import CLASSIFICATION_LAUNCHERS
-from medswift.data.outputs import prepare_output_dir, summarise, write_lists
-from medswift.data.records import (BadRecord, Candidate, csv_rows, json_type, load_json_records, require_object,
+from medswift.data.pipeline.command import add_common_args, converter_entry, converter_parser
+from medswift.data.pipeline.image_index import index_images
+from medswift.data.pipeline.last_conversion import CLASSIFICATION_LAUNCHERS
+from medswift.data.pipeline.output_files import prepare_output_dir, summarise, write_lists
+from medswift.data.pipeline.records import (BadRecord, Candidate, csv_rows, json_type, load_json_records, require_object,
                                    text_field)
-from medswift.data.splits import check_and_split
+from medswift.data.pipeline.splits import check_and_split
 
-from medswift.data.tasks import CHESTXRAY14, write_task_outputs
+from medswift.core.labels import CHESTXRAY14
+from medswift.data.pipeline.classification_outputs import write_task_outputs
 
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
 JSON_SUFFIXES = (".json", ".jsonl")

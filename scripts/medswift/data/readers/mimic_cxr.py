@@ -38,8 +38,8 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.core.files import entry_kind, may_be_file
-from medswift.data.reader import ReaderOptions, flag
-from medswift.data.records import Candidate, Reading, csv_rows, official_split
+from medswift.data.readers.contract import ReaderOptions, flag
+from medswift.data.pipeline.records import Candidate, Reading, csv_rows, official_split
 
 NAME = "mimic_cxr"
 SPLIT_FILE = "mimic-cxr-2.0.0-split.csv"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.core.files import read_text_utf8
-from medswift.data.image_index import index_images
-from medswift.data.reader import ReaderOptions
-from medswift.data.records import BadRecord, Candidate, Reading, require_object, text_field
+from medswift.data.pipeline.image_index import index_images
+from medswift.data.readers.contract import ReaderOptions
+from medswift.data.pipeline.records import BadRecord, Candidate, Reading, require_object, text_field
 
 NAME = "openi"
 VIEWS = False  # no view positions: --views does not apply

@@ -19,8 +19,8 @@ from typing import NamedTuple
 
 from medswift.core.errors import UsageError, describe
 from medswift.core.images import ImageRejected, open_checked
-from medswift.data.image_index import FolderCachedResolve
-from medswift.data.records import Candidate
+from medswift.data.pipeline.image_index import FolderCachedResolve
+from medswift.data.pipeline.records import Candidate
 
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")  # an id usable as a copy's file name as it is

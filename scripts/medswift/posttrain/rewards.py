@@ -6,7 +6,7 @@ it is not CheXbert, RadGraph or a radiologist, and it only sees what the labelle
 
 Usage::
 
-    from medswift.eval import rewards
+    from medswift.posttrain import rewards
     rewards.findings_reward("Mild cardiomegaly. No effusion.", "The heart is enlarged. No pleural effusion.")
     rewards.findings_rewards(completions, references, uncertain="partial")   # a list, one per pair
     rewards.format_reward(text, reference); rewards.repetition_reward(text); rewards.think_format_reward(text)
@@ -46,6 +46,7 @@ import re
 from typing import Iterable, Sequence
 
 from medswift.core import thinking
+from medswift.core.boxes import parse_boxes, soft_f1
 from medswift.core.errors import UsageError
 from medswift.eval import findings
 from medswift.eval.findings import FINDINGS, NEGATIVE, NO_FINDING, POSITIVE, UNCERTAIN
@@ -53,7 +54,7 @@ from medswift.eval.findings import FINDINGS, NEGATIVE, NO_FINDING, POSITIVE, UNC
 # The names scripts/swift_plugins/medswift_rewards.py registers with ms-swift (test_rewards.py
 # checks they agree), for launchers that check --reward_funcs without importing ms-swift.
 REWARD_NAMES = ("medswift_findings", "medswift_format", "medswift_repetition", "medswift_think_format",
-                "medswift_boxes")  # medswift_boxes: medswift.eval.boxes.box_reward
+                "medswift_boxes")  # medswift_boxes: box_reward below
 UNCERTAIN_POLICIES = ("partial", "positive", "negative")
 UNCERTAIN_ENV = "MEDSWIFT_REWARD_UNCERTAIN"
 # Findings whose presence makes a study abnormal (devices do not).
@@ -367,3 +368,14 @@ __all__ = [
     "format_reward", "label_gates", "language_share", "length_band", "repetition_reward", "report_of",
     "text_gates", "think_format_reward", "uncertain_policy", "units",
 ]
+
+
+# --------------------------------------------------------------------------- boxes (grounding)
+def box_reward(completion: str, reference: str) -> float | None:
+    """The GRPO reward of one completion: soft F1 against the reference's boxes; 0 for an answer
+    that is not box JSON; None (NaN to ms-swift) when the reference itself is not box JSON."""
+    ref = parse_boxes(reference)
+    if ref is None:
+        return None
+    pred = parse_boxes(completion)
+    return 0.0 if pred is None else soft_f1(pred, ref)

@@ -15,9 +15,9 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import LANGUAGES, NOTICE
 from medswift.core.errors import run_cli
 from medswift.core.files import write_json
-from medswift.data.last_conversion import REPORT_LAUNCHERS, remember_conversion, training_commands
-from medswift.data.outputs import summary_line
-from medswift.data.splits import check_ratios
+from medswift.data.pipeline.last_conversion import REPORT_LAUNCHERS, remember_conversion, training_commands
+from medswift.data.pipeline.output_files import summary_line
+from medswift.data.pipeline.splits import check_ratios
 
 
 def converter_parser(doc: str):

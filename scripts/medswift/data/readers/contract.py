@@ -15,11 +15,11 @@ A reader is a module of ``medswift.data`` holding, at module level:
 ``detect(path) -> bool``
     whether ``--input`` is in its format (cheap: a name, a folder layout, a file's first bytes);
 ``read(options) -> Reading``
-    the candidates, one per image or per view of a study (``medswift.data.records``): a record
+    the candidates, one per image or per view of a study (``medswift.data.pipeline.records``): a record
     it cannot use is a candidate with its ``problem`` set, listed as a skip, never an exception;
     an input it cannot read at all is one ``UsageError``.
 
-The converter (``medswift.data.reports``) registers readers in ``READERS``, a plain dict of the
+The converter (``medswift.data.converters.reports``) registers readers in ``READERS``, a plain dict of the
 imported modules, tried in its order when the format is detected. Adding a dataset: one reader
 module, one line in ``READERS``, one test with a fixture in the dataset's real layout.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
-from medswift.data.records import Reading
+from medswift.data.pipeline.records import Reading
 
 
 @dataclass(frozen=True)

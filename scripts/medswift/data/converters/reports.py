@@ -9,7 +9,7 @@ Usage (the bundled OpenI sample; R2Gen's IU-Xray file; MIMIC-CXR-JPG with the MI
         --reports_dir /data/mimic-cxr-reports --output_dir data/mimic_cxr_swift --lang en
 
 ``--input`` is read by the reader its format names (detected from the file or folder,
-``--format NAME`` forces one; see ``READERS`` and the reader contract in ``medswift.data.reader``). Each record becomes one sample: with
+``--format NAME`` forces one; see ``READERS`` and the reader contract in ``medswift.data.readers.contract``). Each record becomes one sample: with
 ``--unit study`` (the default for readers that know studies) the views of a study are one
 sample with several images, frontal first (``--max_views``, default 2), the way the literature
 treats IU-Xray and MIMIC-CXR; with ``--unit image`` every image is a sample (the reference's
@@ -37,15 +37,19 @@ from pathlib import Path
 from medswift.core import prompts, thinking
 from medswift.core.errors import UsageError
 from medswift.core.files import json_line
-from medswift.data import iu_xray, llamafactory, mimic_cxr, openi, r2gen_annotation
-from medswift.data.command import add_common_args, converter_entry, converter_parser
-from medswift.data.outputs import message, prepare_output_dir, sample, summarise, write_lists, write_splits
-from medswift.data.reader import Reader
-from medswift.data.records import Reading
-from medswift.data.splits import check_and_split
-from medswift.data.studies import SECTIONS, choose_section, to_units
+from medswift.data.readers import iu_xray
+from medswift.data.readers import llamafactory
+from medswift.data.readers import mimic_cxr
+from medswift.data.readers import openi
+from medswift.data.readers import r2gen_annotation
+from medswift.data.pipeline.command import add_common_args, converter_entry, converter_parser
+from medswift.data.pipeline.output_files import message, prepare_output_dir, sample, summarise, write_lists, write_splits
+from medswift.data.readers.contract import Reader
+from medswift.data.pipeline.records import Reading
+from medswift.data.pipeline.splits import check_and_split
+from medswift.data.pipeline.studies import SECTIONS, choose_section, to_units
 
-# Format name -> reader (see medswift.data.reader), tried in this order when detecting: the most
+# Format name -> reader (see medswift.data.readers.contract), tried in this order when detecting: the most
 # specific layouts first, openi last (it claims any JSON file no other reader claims).
 READERS: dict[str, Reader] = {reader.NAME: reader for reader in (
     mimic_cxr,

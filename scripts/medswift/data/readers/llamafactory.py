@@ -48,8 +48,8 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.core.files import may_be_file, read_text_utf8
-from medswift.data.reader import ReaderOptions, flag, switch
-from medswift.data.records import (BadRecord, Candidate, Reading, caption_id, json_type, load_json_records,
+from medswift.data.readers.contract import ReaderOptions, flag, switch
+from medswift.data.pipeline.records import (BadRecord, Candidate, Reading, caption_id, json_type, load_json_records,
                                    require_object, text_field)
 
 NAME = "llamafactory"

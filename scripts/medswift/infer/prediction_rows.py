@@ -6,6 +6,7 @@ card; label rows are written by the classifier and read by the classification re
 from __future__ import annotations
 
 from medswift.core import thinking
+from medswift.core.boxes import parse_boxes
 from medswift.infer.inputs import Item
 
 REPORT_ROW_FIELDS = ("key", "id", "image", "images", "control", "prompt", "response", "reasoning", "reference",
@@ -29,8 +30,6 @@ def report_row(item: Item, text: str | None, *, model: str, adapter: str | None,
 def parsed_boxes(text: str | None) -> list[dict] | None:
     """The boxes of an answer that is Qwen3-VL box JSON (grounding), as ``[{"bbox_2d", "label"}]`` on
     the 0-1000 scale; None for any other answer. ``response`` keeps the raw text either way."""
-    from medswift.eval.boxes import parse_boxes
-
     found = parse_boxes(text)
     return None if found is None else [{"bbox_2d": [b.x1, b.y1, b.x2, b.y2], "label": b.label} for b in found]
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medswift.data.command import add_common_args, converter_entry, converter_parser
-from medswift.data.image_index import index_images
-from medswift.data.last_conversion import CLASSIFICATION_LAUNCHERS
-from medswift.data.outputs import prepare_output_dir, summarise, write_lists
-from medswift.data.records import Candidate, csv_rows
-from medswift.data.splits import check_and_split
-from medswift.data.tasks import HAM10000, write_task_outputs
+from medswift.data.pipeline.command import add_common_args, converter_entry, converter_parser
+from medswift.data.pipeline.image_index import index_images
+from medswift.data.pipeline.last_conversion import CLASSIFICATION_LAUNCHERS
+from medswift.data.pipeline.output_files import prepare_output_dir, summarise, write_lists
+from medswift.data.pipeline.records import Candidate, csv_rows
+from medswift.data.pipeline.splits import check_and_split
+from medswift.core.labels import HAM10000
+from medswift.data.pipeline.classification_outputs import write_task_outputs
 
 REQUIRED = ("lesion_id", "image_id", "dx")
 

@@ -2,7 +2,7 @@
 sectioned report (findings / impression) gives the sample's target text."""
 from __future__ import annotations
 
-from medswift.data.records import Candidate
+from medswift.data.pipeline.records import Candidate
 
 
 # Frontal views first (the literature's order for a study), then lateral, then anything else.

@@ -34,7 +34,7 @@ import numpy as np
 from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
-from medswift.data import rl
+from medswift.posttrain import datasets
 from medswift.eval import bootstrap, charts, report_card, scorer_workers
 
 NORMAL_GAP_POINTS = 0.10   # a "normal" share moved this much further from the references' is gaming
@@ -74,7 +74,7 @@ def compare(sft_dir: Path, rl_dir: Path, out: Path, reward_funcs: list[str], rew
             plugin: Path | None, n_boot: int = 1000, seed: int = 0) -> dict:
     sft_m, sft_pred = _card(sft_dir)
     rl_m, rl_pred = _card(rl_dir)
-    orms = rl.check_rewards(reward_funcs, [str(w) for w in reward_weights], plugin)
+    orms = datasets.check_rewards(reward_funcs, [str(w) for w in reward_weights], plugin)
     sft_rows, _, _ = report_card.load_rows(sft_pred)
     rl_rows, _, _ = report_card.load_rows(rl_pred)
     keys, sft, rlr = _paired(sft_rows, rl_rows)
@@ -85,7 +85,7 @@ def compare(sft_dir: Path, rl_dir: Path, out: Path, reward_funcs: list[str], rew
         y_true, _ = report_card.resolve_labels(refs, report_card.label_all(refs, None, pool))
         y = {side: report_card.resolve_labels(t, report_card.label_all(t, None, pool))[0] for side, t in texts.items()}
     counts = {side: report_card.finding_counts(y_true, y[side]) for side in y}
-    reward = {side: np.array(rl.score(t, refs, reward_funcs, reward_weights, orms)) for side, t in texts.items()}
+    reward = {side: np.array(datasets.score(t, refs, reward_funcs, reward_weights, orms)) for side, t in texts.items()}
     length = {side: np.array([report_length(t, r) for t, r in zip(texts[side], refs)], dtype=float) for side in texts}
     reference_length = float(np.mean([report_length(r, r) for r in refs]))
     k = counts["sft"].shape[1] // 3

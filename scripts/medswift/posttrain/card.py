@@ -1,7 +1,12 @@
-"""The post-training (GRPO / DPO) stage of a checkpoint: its model-card section and its curves.
+"""Model cards with the post-training (GRPO / DPO) stage: its section and its curves.
 
-Usage (the launchers call it through the model cards; by hand after moving a run):
-    python -m medswift.eval.rl_stage results/grpo/v0-...
+Usage (the launchers call it after training, merging and evaluating; by hand after moving a run):
+    python -m medswift.posttrain.card --run results/grpo/v0-...          # a card per checkpoint + curves
+    python -m medswift.posttrain.card results/lora/v0-.../checkpoint-40  # one checkpoint (SFT or RL)
+    python -m medswift.posttrain.card weights/xray-merged --merged_from results/lora/v0-.../checkpoint-40
+
+The card itself (data, training settings, metrics) is medswift.eval.model_card; this module adds
+the stage after supervised training, so that eval stays below post-training.
 
 ms-swift keeps, in the run folder, ``logging.jsonl`` (per step: GRPO ``reward``, ``reward_std``,
 ``rewards/<name>/mean``, ``completions/mean_length``, ``kl``; DPO ``rewards/chosen``,
@@ -17,8 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from medswift.core.cli import command_parser
-from medswift.core.errors import UsageError, run_cli
+from medswift.eval import model_card
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -177,18 +181,7 @@ def plot_curves(run_dir: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = command_parser(__doc__, prog="python -m medswift.eval.rl_stage")
-    p.add_argument("run_dir", help="an RL run folder (ms-swift's v<N>-<time>)")
-    args = p.parse_args(argv)
-
-    def body() -> int:
-        out = plot_curves(Path(args.run_dir))
-        if out is None:
-            raise UsageError(f"{args.run_dir} is not a GRPO/DPO run folder with a logging.jsonl")
-        print(f"curves: {out}")
-        return 0
-
-    return run_cli(body)
+    return model_card.main(argv, stage_sections=(section,), run_plots=(plot_curves,))
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from medswift.core.errors import UsageError
 from medswift.core.files import read_text_utf8
-from medswift.data.reader import ReaderOptions
-from medswift.data.records import BadRecord, Candidate, Reading, json_type, official_split, require_object, text_field
+from medswift.data.readers.contract import ReaderOptions
+from medswift.data.pipeline.records import BadRecord, Candidate, Reading, json_type, official_split, require_object, text_field
 
 NAME = "r2gen"
 VIEWS = False  # no view positions: --views does not apply

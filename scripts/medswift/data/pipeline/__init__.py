@@ -1,0 +1,1 @@
+"""The steps every converter shares: records, checks, splits, output files, the command line."""

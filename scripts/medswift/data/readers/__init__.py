@@ -1,0 +1,1 @@
+"""Source formats, one module each, behind the reader contract (contract.py)."""

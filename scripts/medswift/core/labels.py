@@ -46,6 +46,8 @@ CHESTXRAY14 = Task(
         "Edema": "肺水肿", "Emphysema": "肺气肿", "Fibrosis": "肺纤维化", "Pleural_Thickening": "胸膜增厚",
         "Hernia": "膈疝", "No Finding": "未见异常"},
 )
+# The eight findings NIH drew boxes for (BBox_List_2017.csv), the first eight in NIH's order.
+CHESTXRAY14_BOXED = CHESTXRAY14.labels[:8]
 
 HAM10000 = Task(
     name="ham10000", problem_type=SINGLE,

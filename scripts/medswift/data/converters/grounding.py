@@ -52,11 +52,10 @@ from medswift.data.pipeline.output_files import prepare_output_dir, sample, summ
 from medswift.data.pipeline.records import Candidate
 from medswift.data.pipeline.splits import Conversion, check_and_split
 from medswift.core.boxes import Box, format_boxes, iou, label_key, normalise_box
+from medswift.core.labels import CHESTXRAY14, CHESTXRAY14_BOXED
 
 # Finding names per source, with the Chinese wording used in prompts (answers keep the English label).
-CXR14_FINDINGS = {"Atelectasis": "肺不张", "Cardiomegaly": "心脏增大", "Effusion": "胸腔积液",
-                  "Infiltration": "浸润", "Mass": "肿块", "Nodule": "结节", "Pneumonia": "肺炎",
-                  "Pneumothorax": "气胸"}
+CXR14_FINDINGS = {label: CHESTXRAY14.zh[label] for label in CHESTXRAY14_BOXED}
 CXR14_ALIASES = {"infiltrate": "Infiltration"}  # the box list says "Infiltrate", Data_Entry "Infiltration"
 VINDR_FINDINGS = {"Aortic enlargement": "主动脉增宽", "Atelectasis": "肺不张", "Calcification": "钙化",
                   "Cardiomegaly": "心脏增大", "Consolidation": "实变", "ILD": "间质性肺病", "Infiltration": "浸润",

@@ -296,6 +296,31 @@ def test_the_image_budget_travels_with_the_checkpoint(paths, tmp_path, monkeypat
     assert models.resolve(None, str(ckpt), image_tokens=128).image_budget == 128
 
 
+def test_the_image_budget_is_decided_once_in_python(paths, tmp_path, monkeypatch):
+    """medswift.core.models decides the budget (IMAGE_MAX_TOKEN_NUM, MAX_PIXELS, the checkpoint's,
+    the default) and prints the final value; the launchers only receive it, and the Python tools
+    honour MAX_PIXELS the same way."""
+    from medswift.core import models
+
+    ckpt = checkpoint(tmp_path / "v0-1" / "checkpoint-3", paths["MODEL"])
+    args = json.loads((ckpt / "args.json").read_text())
+    (ckpt / "args.json").write_text(json.dumps({**args, "model_kwargs": {"IMAGE_MAX_TOKEN_NUM": 256}}))
+    resolver = [PYTHON, "-m", "medswift.core.models", "--adapter", str(ckpt)]
+    cases = [({}, "IMAGE_MAX_TOKEN_NUM=256"), ({"MAX_PIXELS": "1003520"}, "IMAGE_MAX_TOKEN_NUM=980"),
+             ({"IMAGE_MAX_TOKEN_NUM": "980", "MAX_PIXELS": "1003520"}, "IMAGE_MAX_TOKEN_NUM=980")]
+    for env, expected in cases:
+        proc = run(resolver, env={"MAX_PIXELS": "", "IMAGE_MAX_TOKEN_NUM": "", **env}, cwd=ROOT / "scripts")
+        assert expected in proc.stdout.split(), (env, proc.stdout)
+    proc = run(resolver, env={"MAX_PIXELS": "1000", "IMAGE_MAX_TOKEN_NUM": ""}, cwd=ROOT / "scripts", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: MAX_PIXELS=1000 is below one 32 x 32 patch"
+    monkeypatch.setenv("MAX_PIXELS", "1003520")
+    monkeypatch.delenv("IMAGE_MAX_TOKEN_NUM", raising=False)
+    assert models.resolve(adapter_path=ckpt).image_budget == 980
+    env, _ = dry("infer_qwen3vl_lora.sh", {"DATA_DIR": paths["DATA_DIR"], "ADAPTER": str(ckpt), "MAX_PIXELS": "1003520"})
+    assert env["IMAGE_MAX_TOKEN_NUM"] == "980" and "MAX_PIXELS" not in env
+    assert "resolve_image_budget" not in (SWIFT_DIR / "common.sh").read_text(), "the shell decides nothing"
+
+
 def test_shell_and_python_resolve_the_same_checkpoint(paths, tmp_path):
     """One resolver: the launchers ask medswift.core.models, so they cannot disagree with
     batch_infer.py, the demo or the server about which checkpoint and base model load."""

@@ -37,7 +37,7 @@ init_launcher() {
   # The run defaults shared with the Python tools, in one call (medswift.core.constants.shell_defaults).
   local defaults
   defaults="$(medswift_python -m medswift.core.constants)" || die "cannot read the run defaults (medswift.core.constants)"
-  IFS=$'\t' read -r DEFAULT_MODEL DEFAULT_IMAGE_BUDGET DEFAULT_MAX_NEW_TOKENS LOOPBACK_HOSTS <<<"$defaults"
+  IFS=$'\t' read -r DEFAULT_MODEL DEFAULT_MAX_NEW_TOKENS LOOPBACK_HOSTS <<<"$defaults"
   # shellcheck disable=SC2034  # read by the launchers that source this file
   {
     # ------------------------------------------------------------ model and data
@@ -53,7 +53,8 @@ init_launcher() {
 
     # ------------------------------------------------------------ image budget
     # Qwen3-VL: pixels = tokens x 32 x 32. Training records it in the checkpoint (args.json
-    # model_kwargs) and inference takes it from there unless set: see resolve_image_budget.
+    # model_kwargs) and inference takes it from there unless set: medswift.core.models decides
+    # (image_budget), resolve_choice receives the final value.
     knob IMAGE_MAX_TOKEN_NUM ""                     # empty: training the default; inference the checkpoint's
     knob MAX_PIXELS ""                              # the reference's knob: IMAGE_MAX_TOKEN_NUM = MAX_PIXELS / 1024
 
@@ -249,29 +250,10 @@ medswift_python() {
   PYTHONPATH="$ROOT/scripts:$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON_BIN" "$@"
 }
 
-# The image budget of this run: IMAGE_MAX_TOKEN_NUM, else MAX_PIXELS / 1024 (the reference's knob),
-# else $1 (the budget the checkpoint was trained with), else the default. Exported for ms-swift.
-resolve_image_budget() {
-  local trained="${1:-}"
-  if [[ -n "$MAX_PIXELS" ]]; then
-    is_positive_int "$MAX_PIXELS" || die "MAX_PIXELS must be a positive integer, got '$MAX_PIXELS'"
-    local from_pixels=$((MAX_PIXELS / 1024))
-    ((from_pixels >= 1)) || die "MAX_PIXELS=$MAX_PIXELS is below one 32 x 32 patch"
-    [[ -z "$IMAGE_MAX_TOKEN_NUM" || "$IMAGE_MAX_TOKEN_NUM" == "$from_pixels" ]] \
-      || die "MAX_PIXELS=$MAX_PIXELS means IMAGE_MAX_TOKEN_NUM=$from_pixels, but IMAGE_MAX_TOKEN_NUM=$IMAGE_MAX_TOKEN_NUM is set too; set one"
-    IMAGE_MAX_TOKEN_NUM="$from_pixels"
-  fi
-  IMAGE_MAX_TOKEN_NUM="${IMAGE_MAX_TOKEN_NUM:-${trained:-$DEFAULT_IMAGE_BUDGET}}"
-  check_knobs IMAGE_MAX_TOKEN_NUM
-  if [[ -n "$trained" && "$trained" != "$IMAGE_MAX_TOKEN_NUM" ]]; then
-    note "IMAGE_MAX_TOKEN_NUM=$IMAGE_MAX_TOKEN_NUM, but the adapter was trained with $trained"
-  fi
-  export IMAGE_MAX_TOKEN_NUM
-  unset MAX_PIXELS  # converted once here; ms-swift must not convert it again
-}
-
-# Ask the one resolver (medswift.core.models) what to load; sets MODEL, ADAPTER, MODEL_TYPE and
-# MODEL_SOURCE (user | adapter | default), or stops with its one-line error.
+# Ask the one resolver (medswift.core.models) what to load; sets MODEL, ADAPTER, MODEL_TYPE,
+# MODEL_SOURCE (user | adapter | default) and IMAGE_MAX_TOKEN_NUM (the run's image budget: the
+# resolver works out IMAGE_MAX_TOKEN_NUM, MAX_PIXELS, the checkpoint's own and the default), or
+# stops with its one-line error.
 #   resolve_choice model          a model alone (training, export): MODEL
 #   resolve_choice adapter        ADAPTER, else the newest checkpoint under OUTPUT_DIR, on its base
 #   resolve_choice serve          like adapter, or MODEL alone with NO_ADAPTER=1; checks INFER_BACKEND
@@ -287,14 +269,17 @@ resolve_choice() {
       ;;
   esac
   [[ "$DRY_RUN" == 1 ]] && args+=(--elsewhere)   # a dry run may name paths of the target machine
-  resolved="$(medswift_python -m medswift.core.models "${args[@]}")" || exit 2
+  # the knobs as this launcher sees them (set, defaulted or empty): the resolver decides the budget
+  resolved="$(IMAGE_MAX_TOKEN_NUM="$IMAGE_MAX_TOKEN_NUM" MAX_PIXELS="$MAX_PIXELS" \
+    medswift_python -m medswift.core.models "${args[@]}")" || exit 2
   local user_type="$MODEL_TYPE"
   eval "$resolved"
   [[ -n "$user_type" ]] && MODEL_TYPE="$user_type"
   if [[ "$DRY_RUN" == 1 && ! -e "$MODEL" ]]; then
     note "dry run: $MODEL is not on this machine; shown as given (the target machine must have it)"
   fi
-  resolve_image_budget "$TRAINED_IMAGE_BUDGET"
+  export IMAGE_MAX_TOKEN_NUM  # for ms-swift, which reads it from the environment
+  unset MAX_PIXELS  # already in IMAGE_MAX_TOKEN_NUM; ms-swift must not convert it again
   [[ -n "$ADAPTER" && -z "$adapter_given" ]] && note "using newest checkpoint: $ADAPTER"
   return 0
 }

@@ -35,8 +35,9 @@ SINGLE_LABEL = "single_label_classification"
 
 def shell_defaults() -> str:
     """The run defaults for tools/swift/common.sh, one tab-separated line in the order it reads them:
-    DEFAULT_MODEL, DEFAULT_IMAGE_BUDGET, DEFAULT_MAX_NEW_TOKENS, LOOPBACK_HOSTS (space-separated)."""
-    return "\t".join(map(str, (DEFAULT_MODEL, IMAGE_BUDGET, MAX_NEW_TOKENS, " ".join(sorted(LOOPBACK)))))
+    DEFAULT_MODEL, DEFAULT_MAX_NEW_TOKENS, LOOPBACK_HOSTS (space-separated). The image budget is not
+    among them: medswift.core.models decides it and the launchers receive the final value."""
+    return "\t".join(map(str, (DEFAULT_MODEL, MAX_NEW_TOKENS, " ".join(sorted(LOOPBACK)))))
 
 
 if __name__ == "__main__":

@@ -107,13 +107,33 @@ def check_backend(backend: str) -> None:
                          "use the transformers backend")
 
 
-def image_budget(given: int | None, trained: int | None) -> int:
-    """The image budget of a run: given, else $IMAGE_MAX_TOKEN_NUM (the launchers export it, as
-    ms-swift reads it), else the one the adapter was trained with, else the default."""
-    value = given or os.environ.get("IMAGE_MAX_TOKEN_NUM") or trained or IMAGE_BUDGET
+PATCH_PIXELS = 32 * 32  # Qwen3-VL: one image token per 32 x 32 pixels
+
+
+def _positive_int(name: str, value) -> int:
     if not str(value).isdigit() or int(value) < 1:
-        raise UsageError(f"IMAGE_MAX_TOKEN_NUM must be a positive integer, got '{value}'")
+        raise UsageError(f"{name} must be a positive integer, got '{value}'")
     return int(value)
+
+
+def image_budget(given: int | None, trained: int | None) -> int:
+    """The image budget of a run, decided here and nowhere else (the launchers receive it from
+    ``main``): given (``--image_max_token_num``), else $IMAGE_MAX_TOKEN_NUM, else $MAX_PIXELS / 1024
+    (the reference's knob; set with IMAGE_MAX_TOKEN_NUM, the two must agree), else the budget the
+    adapter was trained with, else the default."""
+    tokens = os.environ.get("IMAGE_MAX_TOKEN_NUM") or None
+    if tokens is not None:
+        tokens = _positive_int("IMAGE_MAX_TOKEN_NUM", tokens)
+    from_pixels = None
+    if os.environ.get("MAX_PIXELS"):
+        pixels = _positive_int("MAX_PIXELS", os.environ["MAX_PIXELS"])
+        from_pixels = pixels // PATCH_PIXELS
+        if from_pixels < 1:
+            raise UsageError(f"MAX_PIXELS={pixels} is below one 32 x 32 patch")
+        if tokens is not None and tokens != from_pixels:
+            raise UsageError(f"MAX_PIXELS={pixels} means IMAGE_MAX_TOKEN_NUM={from_pixels}, but "
+                             f"IMAGE_MAX_TOKEN_NUM={tokens} is set too; set one")
+    return _positive_int("IMAGE_MAX_TOKEN_NUM", given or tokens or from_pixels or trained or IMAGE_BUDGET)
 
 
 def add_image_budget_arg(parser) -> None:
@@ -222,8 +242,8 @@ def request_config(max_new_tokens: int, temperature: float, top_p: float | None 
 
 def main(argv: list[str] | None = None) -> int:
     """For the shell launchers: print the resolved choice as shell assignments (``MODEL=...
-    ADAPTER=... MODEL_TYPE=... MODEL_SOURCE=... TRAINED_IMAGE_BUDGET=...``) for ``eval``, or one
-    error line."""
+    ADAPTER=... MODEL_TYPE=... MODEL_SOURCE=... TRAINED_IMAGE_BUDGET=... IMAGE_MAX_TOKEN_NUM=...``,
+    the last the run's final image budget) for ``eval``, or one error line."""
     p = argparse.ArgumentParser(prog="python -m medswift.core.models", description=main.__doc__)
     p.add_argument("--model")
     p.add_argument("--adapter")
@@ -237,7 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         choice = resolve(args.model or None, args.adapter or None, args.backend, output_dir=args.output_dir,
                          no_adapter=args.no_adapter, elsewhere=args.elsewhere)
         values = {"MODEL": choice.model, "ADAPTER": choice.adapter or "", "MODEL_TYPE": choice.model_type,
-                  "MODEL_SOURCE": choice.model_source, "TRAINED_IMAGE_BUDGET": choice.trained_image_budget or ""}
+                  "MODEL_SOURCE": choice.model_source, "TRAINED_IMAGE_BUDGET": choice.trained_image_budget or "",
+                  "IMAGE_MAX_TOKEN_NUM": choice.image_budget}
+        trained = choice.trained_image_budget
+        if trained and trained != choice.image_budget:
+            print(f"[medswift] IMAGE_MAX_TOKEN_NUM={choice.image_budget}, but the adapter was trained with {trained}",
+                  file=sys.stderr)
         print(" ".join(f"{k}={shlex.quote(str(v))}" for k, v in values.items()))
         return 0
 

@@ -432,5 +432,5 @@ def test_plugin_finds_its_library_when_medswift_is_not_installed(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
                          cwd=tmp_path, check=True).stdout.splitlines()
-    assert out[-2] == str(ROOT / "scripts" / "medswift" / "eval" / "rewards.py")
+    assert out[-2] == str(ROOT / "scripts" / "medswift" / "posttrain" / "rewards.py")
     assert out[-1] == "[1.0]"

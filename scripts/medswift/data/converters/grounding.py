@@ -43,16 +43,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medswift.core import prompts
+from medswift.core.boxes import Box, format_boxes, iou, label_key, normalise_box
 from medswift.core.constants import SPLITS
 from medswift.core.errors import UsageError
+from medswift.core.labels import CHESTXRAY14, CHESTXRAY14_BOXED
 from medswift.data.pipeline.command import add_common_args, converter_entry, converter_parser
 from medswift.data.pipeline.image_index import index_images
 from medswift.data.pipeline.last_conversion import REPORT_LAUNCHERS
 from medswift.data.pipeline.output_files import prepare_output_dir, sample, summarise, write_lists, write_skipped, write_splits
 from medswift.data.pipeline.records import Candidate
 from medswift.data.pipeline.splits import Conversion, check_and_split
-from medswift.core.boxes import Box, format_boxes, iou, label_key, normalise_box
-from medswift.core.labels import CHESTXRAY14, CHESTXRAY14_BOXED
 
 # Finding names per source, with the Chinese wording used in prompts (answers keep the English label).
 CXR14_FINDINGS = {label: CHESTXRAY14.zh[label] for label in CHESTXRAY14_BOXED}
@@ -288,26 +288,11 @@ def image_size(path: str) -> tuple[int, int]:
         return im.size
 
 
-def convert(args) -> dict:
-    if not 0 < args.fusion_iou <= 1:
-        raise UsageError(f"--fusion_iou must be in (0, 1], got {args.fusion_iou}")
-    csv_path = Path(args.csv)
-    header, rows = read_table(csv_path)
-    fmt = detect_format(header, args.format, csv_path)
-    images_dirs = [Path(d) for d in args.images_dir]
-    index = index_images(images_dirs)
-    out_dir = Path(args.output_dir)
-    prepare_output_dir(out_dir)
-    entries, bad_rows = read_images(fmt, header, rows)
-
-    candidates = []
-    for entry in entries.values():
-        name = next((f for f in entry.file_names if f in index), entry.file_names[0])
-        candidates.append(Candidate(entry.image_id, name, group=entry.group))
-    conv = check_and_split(candidates, index, out_dir, args, images_dirs=images_dirs)
-
+def checked_answers(conv: Conversion, entries: dict, args) -> tuple[dict[str, list[Box]], list, list, int]:
+    """Each kept image's answer: its boxes checked against the image's size, fused across
+    readers, on the 0-1000 scale. Returns (answers, box skips, images whose every box was
+    refused, boxes dropped by fusion)."""
     box_skips: list[tuple[str, str, str]] = []
-    boxes_read = sum(len(e.boxes) for e in entries.values())
     fused_away = 0
     answers: dict[str, list[Box]] = {}
     no_box = []
@@ -330,12 +315,13 @@ def convert(args) -> dict:
         fused, dropped = fuse(usable, len(entry.readers), args.fusion, args.fusion_iou)
         fused_away += dropped
         answers[cand.record_id] = _sorted([normalise_box(b, width, height) for b in fused])
+    return answers, box_skips, no_box, fused_away
 
-    # an image whose every box was refused leaves the written set: listed with the images
-    for cand in no_box:
-        conv.validated.skipped.append((cand.record_id, "no usable box", "every box of the image was refused; "
-                                                                         "see skipped_boxes.tsv"))
-    kept = [c for c in conv.kept if c.record_id in answers]
+
+def grounding_samples(kept: list[Candidate], conv: Conversion, answers: dict[str, list[Box]],
+                      args) -> tuple[dict[str, list[dict]], dict[str, int], int]:
+    """The samples per split (one per image for ``detect``, one per finding for ``ground``), the
+    images per split, and the images without finding."""
     written: dict[str, list[dict]] = {s: [] for s in SPLITS}
     images_per_split = dict.fromkeys(SPLITS, 0)
     no_finding_images = 0
@@ -358,28 +344,63 @@ def convert(args) -> dict:
                 conv.validated.skipped.append((cand.record_id, "no finding to ground (--task ground)", ""))
                 continue
         images_per_split[split] += 1
+    return written, images_per_split, no_finding_images
+
+
+def boxes_summary(entries: dict, conv: Conversion, answers: dict, box_skips: list, no_box: list,
+                  fused_away: int) -> dict:
+    """summary.json's ``boxes``, also printed as one line."""
+    boxes_read = sum(len(e.boxes) for e in entries.values())
+    box_reasons = Counter(reason for _, reason, _ in box_skips)
+    refused = {c.record_id for c in no_box}  # their boxes are counted in skipped_boxes.tsv already
+    boxes_on_skipped = sum(len(entries[rid].boxes) for rid, *_ in conv.validated.skipped if rid in entries
+                           and rid not in answers and rid not in refused)
+    summary = {"read": boxes_read, "skipped": len(box_skips),
+               "skipped_by_reason": dict(sorted(box_reasons.items())),
+               "on_skipped_images": boxes_on_skipped, "dropped_by_fusion": fused_away,
+               "written": sum(len(b) for b in answers.values())}
+    print(f"boxes: read {boxes_read}, skipped {len(box_skips)} "
+          f"({', '.join(f'{k} {v}' for k, v in sorted(box_reasons.items())) or 'none'}; listed in skipped_boxes.tsv), "
+          f"on skipped images {boxes_on_skipped}, dropped by fusion {fused_away}, written {summary['written']}")
+    return summary
+
+
+def convert(args) -> dict:
+    if not 0 < args.fusion_iou <= 1:
+        raise UsageError(f"--fusion_iou must be in (0, 1], got {args.fusion_iou}")
+    csv_path = Path(args.csv)
+    header, rows = read_table(csv_path)
+    fmt = detect_format(header, args.format, csv_path)
+    images_dirs = [Path(d) for d in args.images_dir]
+    index = index_images(images_dirs)
+    out_dir = Path(args.output_dir)
+    prepare_output_dir(out_dir)
+    entries, bad_rows = read_images(fmt, header, rows)
+
+    candidates = []
+    for entry in entries.values():
+        name = next((f for f in entry.file_names if f in index), entry.file_names[0])
+        candidates.append(Candidate(entry.image_id, name, group=entry.group))
+    conv = check_and_split(candidates, index, out_dir, args, images_dirs=images_dirs)
+    answers, box_skips, no_box, fused_away = checked_answers(conv, entries, args)
+    # an image whose every box was refused leaves the written set: listed with the images
+    for cand in no_box:
+        conv.validated.skipped.append((cand.record_id, "no usable box", "every box of the image was refused; "
+                                                                         "see skipped_boxes.tsv"))
+    kept = [c for c in conv.kept if c.record_id in answers]
+    written, images_per_split, no_finding_images = grounding_samples(kept, conv, answers, args)
     write_splits(out_dir, written)
     write_skipped(out_dir / "skipped_boxes.tsv", box_skips, header=("image_id", "reason", "detail"))
     conv.validated.skipped.extend(bad_rows)
     kept_groups = {c.group for c in kept}
     conv_written = Conversion(kept, conv.images, {g: s for g, s in conv.split_of.items() if g in kept_groups},
                               conv.validated)
-    box_reasons = Counter(reason for _, reason, _ in box_skips)
-    refused = {c.record_id for c in no_box}  # their boxes are counted in skipped_boxes.tsv already
-    boxes_on_skipped = sum(len(entries[rid].boxes) for rid, *_ in conv.validated.skipped if rid in entries
-                           and rid not in answers and rid not in refused)
-    boxes_summary = {"read": boxes_read, "skipped": len(box_skips),
-                     "skipped_by_reason": dict(sorted(box_reasons.items())),
-                     "on_skipped_images": boxes_on_skipped, "dropped_by_fusion": fused_away,
-                     "written": sum(len(b) for b in answers.values())}
-    print(f"boxes: read {boxes_read}, skipped {len(box_skips)} "
-          f"({', '.join(f'{k} {v}' for k, v in sorted(box_reasons.items())) or 'none'}; listed in skipped_boxes.tsv), "
-          f"on skipped images {boxes_on_skipped}, dropped by fusion {fused_away}, written {boxes_summary['written']}")
+    summary_of_boxes = boxes_summary(entries, conv, answers, box_skips, no_box, fused_away)
     lists = write_lists(out_dir, conv.validated)
     return summarise("grounding", len(entries) + len(bad_rows), images_per_split, conv_written, lists, args,
                      "patients" if fmt != "vindr" else "images",
                      format=fmt, grounding_task=args.task, csv_rows=len(rows),
-                     samples_per_split={s: len(written[s]) for s in SPLITS}, boxes=boxes_summary,
+                     samples_per_split={s: len(written[s]) for s in SPLITS}, boxes=summary_of_boxes,
                      no_finding_images=no_finding_images,
                      fusion={"rule": args.fusion if fmt == "vindr" else "none (one reader per image)",
                              "iou": args.fusion_iou,

@@ -96,7 +96,7 @@ def score(pairs: list[tuple[str, str]], mode: str) -> tuple[float, float]:
     """(wall seconds, CPU seconds) to score ``pairs`` in this process in ``mode`` (uncached | cold | warm)."""
     rewards.clear_caches()
     if mode == "warm":
-        rewards.findings_rewards([c for c, _ in pairs], [r for _, r in pairs])
+        rewards.findings_reward_batch([c for c, _ in pairs], [r for _, r in pairs])
     policy = rewards.uncertain_policy()
     start, cpu = time.perf_counter(), time.process_time()
     if mode == "uncached":
@@ -104,7 +104,7 @@ def score(pairs: list[tuple[str, str]], mode: str) -> tuple[float, float]:
             rewards.clear_caches()
             rewards.findings_reward(completion, reference, policy)
     else:
-        rewards.findings_rewards([c for c, _ in pairs], [r for _, r in pairs], policy)
+        rewards.findings_reward_batch([c for c, _ in pairs], [r for _, r in pairs], policy)
     return time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         parser.error("--pairs must be at least 2 and --workers at least 1")
     kinds: list[int] = []
     pairs = make_pairs(args.pairs, args.seed, kinds)
-    values = rewards.findings_rewards([c for c, _ in pairs], [r for _, r in pairs])
+    values = rewards.findings_reward_batch([c for c, _ in pairs], [r for _, r in pairs])
     print(f"{len(pairs)} pairs (OpenI en+zh, perturbed); {sum(v is None for v in values)} references without an "
           f"observation; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print("mean findings reward by completion: " + "; ".join(

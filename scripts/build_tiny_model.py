@@ -362,6 +362,87 @@ def pin_report_vocabulary(model, vocabulary: list[int]) -> None:
         head[~outside, BIAS_DIM] = 0
 
 
+def _prepass_image_features(model, processor) -> list[tuple]:
+    """The random vision tower's features of each bundled X-ray, once: (pooled, deepstack, grid)."""
+    import torch
+    from PIL import Image
+
+    with torch.no_grad():
+        features = []
+        for path in sorted((REPO_ROOT / "data" / "openi" / "images").glob("*.png")):
+            image = Image.open(path).convert("RGB").resize((PREPASS_IMAGE_SIZE, PREPASS_IMAGE_SIZE))
+            pixels = processor.image_processor(images=[image], return_tensors="pt")
+            out = model.model.get_image_features(pixels["pixel_values"], pixels["image_grid_thw"])
+            features.append((out.pooler_output[0], [d[0] for d in out.deepstack_features], pixels["image_grid_thw"]))
+    return features
+
+
+def _prepass_prompt_ids(processor, languages) -> dict[tuple[str, int], list[int]]:
+    """The token ids of a user turn (an image, then prompt template k) per (language, k)."""
+    from PIL import Image
+
+    from medswift.core import prompts
+
+    blank = Image.new("RGB", (PREPASS_IMAGE_SIZE, PREPASS_IMAGE_SIZE))
+    prompt_ids = {}
+    for lang in languages:
+        for k in range(len(prompts.TEMPLATES[lang])):
+            chat = processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompts.template(lang, k)}]}],
+                add_generation_prompt=True, tokenize=False)
+            prompt_ids[lang, k] = processor(text=[chat], images=[blank])["input_ids"][0]
+    return prompt_ids
+
+
+def _keep_pinned(text, embed, head) -> None:
+    """What pin_report_vocabulary fixes, on the trained copies of the embedding and head rows."""
+    import torch
+
+    with torch.no_grad():
+        embed[:, BIAS_DIM], head[:, BIAS_DIM], text.norm.weight[BIAS_DIM] = BIAS_VALUE, 0, 1
+        for layer in text.layers:
+            layer.self_attn.o_proj.weight[BIAS_DIM] = 0
+            layer.mlp.down_proj.weight[BIAS_DIM] = 0
+
+
+def _prepass_batch(rng, report_ids: dict, prompt_ids: dict, features: list, turn_end: list[int]):
+    """One seeded batch: a prompt in a language, a report in that language, a bundled X-ray."""
+    from medswift.core import prompts
+
+    languages = sorted(report_ids)
+    seqs, labels, feats = [], [], []
+    for _ in range(PREPASS_BATCH):
+        lang = rng.choice(languages)
+        answer = rng.choice(report_ids[lang])[:PREPASS_REPORT_TOKENS] + turn_end
+        prompt = prompt_ids[lang, rng.randrange(len(prompts.TEMPLATES[lang]))]
+        seqs.append(prompt + answer)
+        labels.append([-100] * len(prompt) + answer)
+        feats.append(rng.choice(features))
+    return seqs, labels, feats
+
+
+def _prepass_loss(model, embed, head, row_of, target_of, batch):
+    """The cross-entropy of a batch's answers, over the report vocabulary alone."""
+    import torch
+
+    seqs, labels, feats = batch
+    text = model.model.language_model
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [IDS["<|endoftext|>"]] * (width - len(s)) for s in seqs])
+    labels = torch.tensor([s + [-100] * (width - len(s)) for s in labels])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    is_image = ids == IDS["<|image_pad|>"]
+    positions, _ = model.model.get_rope_index(ids, mm_token_type_ids=is_image.long(),
+                                              image_grid_thw=torch.cat([f[2] for f in feats]), attention_mask=mask)
+    inputs = embed[row_of[ids]].masked_scatter(is_image[..., None], torch.cat([f[0] for f in feats]))
+    deepstack = [torch.cat([f[1][j] for f in feats]) for j in range(len(feats[0][1]))]
+    hidden = text(inputs_embeds=inputs, attention_mask=mask, position_ids=positions,
+                  visual_pos_masks=is_image, deepstack_visual_embeds=deepstack).last_hidden_state
+    targets = labels[:, 1:]
+    scored = targets != -100
+    return torch.nn.functional.cross_entropy(hidden[:, :-1][scored] @ head.T, target_of[targets[scored]])
+
+
 def language_prepass(model, processor, reports: dict[str, list[str]], vocabulary: list[int]) -> dict:
     """A short, seeded language-model pass of the text part on the bundled reports (vision stays
     random): a chat turn asking one of the prompt templates in a language, over a bundled X-ray,
@@ -373,32 +454,15 @@ def language_prepass(model, processor, reports: dict[str, list[str]], vocabulary
     import random
 
     import torch
-    from PIL import Image
-
-    from medswift.core import prompts
 
     torch.set_num_threads(1)
     rng = random.Random(SEED)
     tokenizer = processor.tokenizer
     text = model.model.language_model
-    image_pad, pad = IDS["<|image_pad|>"], IDS["<|endoftext|>"]
     turn_end = [IDS["<|im_end|>"], *tokenizer(TURN_END, add_special_tokens=False)["input_ids"]]  # as ms-swift trains
     report_ids = {lang: tokenizer(texts, add_special_tokens=False)["input_ids"] for lang, texts in reports.items()}
-    with torch.no_grad():  # the random vision tower's features of each bundled X-ray, once
-        features = []
-        for path in sorted((REPO_ROOT / "data" / "openi" / "images").glob("*.png")):
-            image = Image.open(path).convert("RGB").resize((PREPASS_IMAGE_SIZE, PREPASS_IMAGE_SIZE))
-            pixels = processor.image_processor(images=[image], return_tensors="pt")
-            out = model.model.get_image_features(pixels["pixel_values"], pixels["image_grid_thw"])
-            features.append((out.pooler_output[0], [d[0] for d in out.deepstack_features], pixels["image_grid_thw"]))
-    blank = Image.new("RGB", (PREPASS_IMAGE_SIZE, PREPASS_IMAGE_SIZE))
-    prompt_ids = {}
-    for lang in reports:
-        for k in range(len(prompts.TEMPLATES[lang])):
-            chat = processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompts.template(lang, k)}]}],
-                add_generation_prompt=True, tokenize=False)
-            prompt_ids[lang, k] = processor(text=[chat], images=[blank])["input_ids"][0]
+    features = _prepass_image_features(model, processor)
+    prompt_ids = _prepass_prompt_ids(processor, reports)
 
     used = sorted(set(vocabulary) | {i for ids in prompt_ids.values() for i in ids})
     row_of = torch.full((VOCAB_SIZE,), -1, dtype=torch.long)  # token id -> its row in the trained copy
@@ -407,47 +471,18 @@ def language_prepass(model, processor, reports: dict[str, list[str]], vocabulary
     target_of[torch.tensor(vocabulary)] = torch.arange(len(vocabulary))
     embed = torch.nn.Parameter(text.embed_tokens.weight.detach()[torch.tensor(used)].clone())
     head = torch.nn.Parameter(model.lm_head.weight.detach()[torch.tensor(vocabulary)].clone())
-
-    def keep_pinned() -> None:  # what pin_report_vocabulary fixes, on the trained copies
-        with torch.no_grad():
-            embed[:, BIAS_DIM], head[:, BIAS_DIM], text.norm.weight[BIAS_DIM] = BIAS_VALUE, 0, 1
-            for layer in text.layers:
-                layer.self_attn.o_proj.weight[BIAS_DIM] = 0
-                layer.mlp.down_proj.weight[BIAS_DIM] = 0
-
-    keep_pinned()
+    _keep_pinned(text, embed, head)
     layers = [p for name, p in text.named_parameters() if not name.startswith("embed_tokens")]
     optimizer = torch.optim.Adam([embed, head, *layers], lr=PREPASS_LR)
-    languages = sorted(reports)
     model.train()
     losses = []
     for _ in range(PREPASS_STEPS):
-        seqs, labels, feats = [], [], []
-        for _ in range(PREPASS_BATCH):
-            lang = rng.choice(languages)
-            answer = rng.choice(report_ids[lang])[:PREPASS_REPORT_TOKENS] + turn_end
-            prompt = prompt_ids[lang, rng.randrange(len(prompts.TEMPLATES[lang]))]
-            seqs.append(prompt + answer)
-            labels.append([-100] * len(prompt) + answer)
-            feats.append(rng.choice(features))
-        width = max(map(len, seqs))
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-        labels = torch.tensor([s + [-100] * (width - len(s)) for s in labels])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-        is_image = ids == image_pad
-        positions, _ = model.model.get_rope_index(ids, mm_token_type_ids=is_image.long(),
-                                                  image_grid_thw=torch.cat([f[2] for f in feats]), attention_mask=mask)
-        inputs = embed[row_of[ids]].masked_scatter(is_image[..., None], torch.cat([f[0] for f in feats]))
-        deepstack = [torch.cat([f[1][j] for f in feats]) for j in range(len(feats[0][1]))]
-        hidden = text(inputs_embeds=inputs, attention_mask=mask, position_ids=positions,
-                      visual_pos_masks=is_image, deepstack_visual_embeds=deepstack).last_hidden_state
-        targets = labels[:, 1:]
-        scored = targets != -100
-        loss = torch.nn.functional.cross_entropy(hidden[:, :-1][scored] @ head.T, target_of[targets[scored]])
+        batch = _prepass_batch(rng, report_ids, prompt_ids, features, turn_end)
+        loss = _prepass_loss(model, embed, head, row_of, target_of, batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        keep_pinned()
+        _keep_pinned(text, embed, head)
         losses.append(loss.item())
     model.eval()
     with torch.no_grad():

@@ -50,13 +50,17 @@ def test_chinese_is_not_scored_zero():
     assert empty["bleu_1"] == pytest.approx(0, abs=1e-9) and empty["rouge_l"] == 0
 
 
-def test_finding_f1_by_hand():
+def test_finding_f1_by_hand(tmp_path):
+    """Through the report card itself (predictions file in, metrics out)."""
     refs = ["Mild cardiomegaly. No pneumothorax.", "Small left pleural effusion.", "Heart size normal. Lungs clear."]
     preds = ["Cardiomegaly.", "No pleural effusion.", "Possible cardiomegaly."]
     # Cardiomegaly: refs [1,0,0], preds [1,0,1(uncertain)] -> P 1/2, R 1/1, F1 2/3
     # Pleural Effusion: refs [0,1,0], preds [0,0,0] -> R 0, F1 0
     # No Finding: refs [0,0,1], preds [0,1,0] -> F1 0
-    s = evaluate.findings_scores(refs, preds, "en")
+    rows = [{"key": f"k{i}", "id": f"k{i}", "prompt": "Report.", "reference": ref, "response": pred}
+            for i, (ref, pred) in enumerate(zip(refs, preds))]
+    s = evaluate.evaluate(write_rows(tmp_path / "p.jsonl", rows), tmp_path / "o", "en", n_boot=0,
+                          meteor_sample=3)["findings"]
     cm = s["per_finding"]["Cardiomegaly"]
     assert (cm["precision"], cm["recall"], cm["f1"]) == (0.5, 1.0, pytest.approx(2 / 3))
     assert s["per_finding"]["Pleural Effusion"]["f1"] == 0.0 and s["per_finding"]["Pleural Effusion"]["support"] == 1

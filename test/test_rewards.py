@@ -226,7 +226,7 @@ def test_contradicting_itself_does_not_pay(lang):
 
 def test_reference_without_observations_is_unscorable():
     assert rewards.findings_reward(CORRECT["en"], "Do you have any questions about this result?") is None
-    assert rewards.findings_rewards([CORRECT["zh"]], ["你对这个结果有什么问题吗？"]) == [None]
+    assert rewards.findings_reward_batch([CORRECT["zh"]], ["你对这个结果有什么问题吗？"]) == [None]
 
 
 def test_thinking_answers_are_scored_on_the_report():

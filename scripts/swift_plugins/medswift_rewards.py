@@ -56,7 +56,7 @@ class MedSwiftFindings(ORM):
 
     def __call__(self, completions, solution=None, **kwargs):
         refs = _references("medswift_findings", completions, solution)
-        values = rewards.findings_rewards([c or "" for c in completions], refs, uncertain=self.uncertain)
+        values = rewards.findings_reward_batch([c or "" for c in completions], refs, uncertain=self.uncertain)
         # The library says None for a reference that states no observation. Returned as None,
         # ms-swift logs the whole row (reference and completion text) when no other reward
         # scores it; 0 for the whole group gives the same zero advantage without the text.

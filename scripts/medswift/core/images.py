@@ -198,19 +198,6 @@ def _has_dicom_marker(path: Path, fh: BinaryIO) -> bool:
     return head[128:132] == b"DICM"
 
 
-def is_dicom(path: Path) -> bool:
-    """True for a ``.dcm``/``.dicom`` name or a file with the "DICM" marker (raises ImageRejected
-    when the file cannot be opened)."""
-    path = Path(path)
-    if path.suffix.lower() in (".dcm", ".dicom"):
-        return True
-    try:
-        with _open_regular_file(path) as fh:
-            return _has_dicom_marker(path, fh)
-    except OSError as exc:
-        raise ImageRejected("unreadable file", f"{path.name}: {type(exc).__name__}") from None
-
-
 def _too_large(pixels: int, name: str, what: str) -> ImageRejected | None:
     if pixels > MAX_IMAGE_PIXELS:
         return ImageRejected("image too large", f"{name}: {what}: {pixels:,} pixels, "
@@ -429,11 +416,24 @@ def _render_dicom(arr: np.ndarray, ds, name: str) -> CheckedImage:
 
 
 def _decode_dicom(fh: BinaryIO, name: str, multi_frame: str) -> CheckedImage:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import pixel_array
+    frames = _checked_dicom_header(fh, name, multi_frame)  # 1. the header alone: bombs refused
+    ds, syntax = _read_dicom_file(fh, name)                 # 2. the whole file
+    arr = _first_frame(ds, syntax, frames, name)            # 3. the pixels of the first frame only
+    # 4. display: LUTs, windowing, photometric interpretation
+    try:
+        checked = _render_dicom(arr, ds, name)
+    except (ImageRejected, MemoryError):
+        raise
+    except Exception as exc:  # DECODER_ERRORS and anything else from the LUT code
+        raise _dicom_error("undecodable DICOM", name, exc, "display conversion failed") from None
+    checked.warnings[:0] = _modality_warnings(ds)
+    return checked
 
-    # 1. the header alone: refuse bombs before any pixel is decoded or inflated
+
+def _checked_dicom_header(fh: BinaryIO, name: str, multi_frame: str) -> int:
+    """The header alone: refuse bombs before any pixel is decoded or inflated; returns the frame count."""
+    from pydicom.errors import InvalidDicomError
+
     try:
         header, deflated_at = _read_dicom_header(fh)
         rows = _int_tag(header, "Rows", None)
@@ -460,8 +460,14 @@ def _decode_dicom(fh: BinaryIO, name: str, multi_frame: str) -> CheckedImage:
         if _inflated_size_exceeds(fh, deflated_at, limit):
             raise ImageRejected("image too large", f"{name}: the deflated data inflates beyond "
                                                    f"{limit:,} bytes, more than its header declares")
+    return frames
 
-    # 2. the whole file
+
+def _read_dicom_file(fh: BinaryIO, name: str):
+    """The whole file, once its header passed: (dataset, transfer syntax)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     fh.seek(0)
     try:
         ds = pydicom.dcmread(fh)
@@ -479,14 +485,19 @@ def _decode_dicom(fh: BinaryIO, name: str, multi_frame: str) -> CheckedImage:
         raise _dicom_error("not a readable DICOM", name, exc, "unexpected") from None
     if not has_pixels:
         raise ImageRejected("DICOM without pixel data", name)
-    syntax_name = getattr(syntax, "name", None) or "unknown transfer syntax"
+    return ds, syntax
 
-    # 3. the pixels of the first frame only
+
+def _first_frame(ds, syntax, frames: int, name: str):
+    """The pixels of the first frame only, each decoder failure named by its kind."""
+    from pydicom.pixels import pixel_array
+
+    syntax_name = getattr(syntax, "name", None) or "unknown transfer syntax"
     try:
         embedded = _embedded_frame_pixels(ds, syntax, frames) if "PixelData" in ds else None
         if embedded is not None and (rejection := _too_large(embedded, name, "the compressed frame's own header")):
             raise rejection
-        arr = pixel_array(ds, index=0 if frames > 1 else None)
+        return pixel_array(ds, index=0 if frames > 1 else None)
     except (ImageRejected, MemoryError):
         raise
     except Image.DecompressionBombError as exc:  # pydicom's Pillow plugin met Pillow's own limit
@@ -504,16 +515,6 @@ def _decode_dicom(fh: BinaryIO, name: str, multi_frame: str) -> CheckedImage:
         raise _dicom_error("undecodable DICOM", name, exc, syntax_name) from None
     except Exception as exc:
         raise _dicom_error("undecodable DICOM", name, exc, f"{syntax_name}, unexpected") from None
-
-    # 4. display: LUTs, windowing, photometric interpretation
-    try:
-        checked = _render_dicom(arr, ds, name)
-    except (ImageRejected, MemoryError):
-        raise
-    except Exception as exc:  # DECODER_ERRORS and anything else from the LUT code
-        raise _dicom_error("undecodable DICOM", name, exc, "display conversion failed") from None
-    checked.warnings[:0] = _modality_warnings(ds)
-    return checked
 
 
 def _guarded(path: Path, decode) -> CheckedImage:

@@ -179,15 +179,6 @@ def finding_f1_from_sums(sums, n=None):
     return np.stack([micro, macro], axis=1)
 
 
-def findings_scores(refs: list[str], preds: list[str], lang: str | None = None) -> dict:
-    """``lang`` None: each text is labelled with the rules of its own language, so a mixed
-    Chinese/English file loses no English finding to the Chinese rules (and vice versa)."""
-    with scorer_workers.Workers(1) as pool:
-        y_true, _ = resolve_labels(refs, label_all(refs, lang, pool))
-        y_pred, _ = resolve_labels(preds, label_all(preds, lang, pool))
-    return findings_from_labels(y_true, y_pred)
-
-
 # --------------------------------------------------------------------------- image ablation
 def views(row: dict) -> int:
     """How many images the row's request had (rows without ``images`` had one)."""

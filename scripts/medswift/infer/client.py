@@ -212,13 +212,66 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[int(min(rank, len(ordered))) - 1]
 
 
-def run(args) -> dict:
+class _Sender:
+    """Sends one item's request (from a worker thread), writes its row as soon as it comes, and
+    stops sending after a refusal that every request would get (REFUSED_FOR_ALL)."""
+
+    def __init__(self, session, url: str, model: str, args, out: Path, summary: dict, stream: bool, live: bool,
+                 generation: dict):
+        self.session, self.url, self.model, self.args, self.out = session, url, model, args, out
+        self.summary, self.stream, self.live, self.generation = summary, stream, live, generation
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.refused_for_all: list[str] = []
+
+    def one(self, it: Item):
+        args = self.args
+        if self.stop.is_set():
+            return "cancelled", it, None
+        try:
+            data_urls, warnings = image_data_urls(it, args.multi_frame, args.seed)
+        except ImageRejected as exc:
+            return "skipped", it, exc.reason
+        body = chat_payload(self.model, it, data_urls, args, self.stream)
+
+        def echo(token):
+            sys.stdout.write(token)
+            sys.stdout.flush()
+
+        if self.live:
+            print(f"--- {it.image}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            text = ask(self.session, self.url, body, args.timeout, on_token=echo if self.live else None)
+        except RequestFailed as exc:
+            what = REFUSED_FOR_ALL.get(exc.status) or REFUSED_FOR_ALL.get(exc.code)
+            if what:
+                self.refused_for_all.append(what)
+                self.stop.set()
+            return "failed", it, str(exc)
+        seconds = time.perf_counter() - t0
+        if self.live:
+            print(flush=True)
+        row = report_row(it, text, model=self.model, adapter=None, backend="server", generation=self.generation,
+                         seconds=seconds, hide_reasoning=args.hide_reasoning, warnings=warnings)
+        with self.lock:
+            append_lines(self.out, [row])
+            self.summary["warnings"] += [(it.image, w) for w in warnings]
+        return "written", it, seconds
+
+
+def _checked_url(args) -> str:
     check_generation_args(args)
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     url = args.url.rstrip("/")
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise UsageError(f"--url must look like http://host:port, got {args.url!r}")
+    return url
+
+
+def run(args) -> dict:
+    url = _checked_url(args)
     items = collect_items(args)
     out = Path(args.output_file)
     settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
@@ -236,52 +289,14 @@ def run(args) -> dict:
     models = served_models(session, url, min(args.timeout, 30.0))
     if args.model and args.model not in models:
         raise UsageError(f"the server serves {models}, not {args.model!r}")
-    model = args.model or models[0]
     stream = args.stream or len(todo) == 1
     live = stream and (len(todo) == 1 or args.concurrency == 1)  # tokens of one answer at a time
-    generation = {**settings, "url": url, "stream": stream}
-    lock = threading.Lock()
-    stop = threading.Event()  # set after a refusal that every request would get (REFUSED_FOR_ALL)
-    refused_for_all: list[str] = []
-
-    def one(it: Item):
-        if stop.is_set():
-            return "cancelled", it, None
-        try:
-            data_urls, warnings = image_data_urls(it, args.multi_frame, args.seed)
-        except ImageRejected as exc:
-            return "skipped", it, exc.reason
-        body = chat_payload(model, it, data_urls, args, stream)
-
-        def echo(token):
-            sys.stdout.write(token)
-            sys.stdout.flush()
-
-        if live:
-            print(f"--- {it.image}", flush=True)
-        t0 = time.perf_counter()
-        try:
-            text = ask(session, url, body, args.timeout, on_token=echo if live else None)
-        except RequestFailed as exc:
-            what = REFUSED_FOR_ALL.get(exc.status) or REFUSED_FOR_ALL.get(exc.code)
-            if what:
-                refused_for_all.append(what)
-                stop.set()
-            return "failed", it, str(exc)
-        seconds = time.perf_counter() - t0
-        if live:
-            print(flush=True)
-        row = report_row(it, text, model=model, adapter=None, backend="server", generation=generation,
-                         seconds=seconds, hide_reasoning=args.hide_reasoning, warnings=warnings)
-        with lock:
-            append_lines(out, [row])
-            summary["warnings"] += [(it.image, w) for w in warnings]
-        return "written", it, seconds
-
+    sender = _Sender(session, url, args.model or models[0], args, out, summary, stream, live,
+                     {**settings, "url": url, "stream": stream})
     t_start = time.perf_counter()
     cancelled = 0
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-        futures = [pool.submit(one, it) for it in todo]
+        futures = [pool.submit(sender.one, it) for it in todo]
         for fut in as_completed(futures):
             status, it, info = fut.result()
             if status == "written":
@@ -294,7 +309,7 @@ def run(args) -> dict:
             else:
                 cancelled += 1
     if cancelled:
-        summary["failed"].append((f"{cancelled} more", f"not sent after the server refused {refused_for_all[0]}"))
+        summary["failed"].append((f"{cancelled} more", f"not sent after the server refused {sender.refused_for_all[0]}"))
     summary["seconds"] = time.perf_counter() - t_start
     return summary
 

@@ -53,6 +53,7 @@ For research only, not for diagnosis.
 # No `from __future__ import annotations`: FastAPI reads the route handlers' annotations (Request) at runtime.
 import argparse
 import asyncio
+import functools
 import json
 import os
 import threading
@@ -84,17 +85,14 @@ class ContentFilter:
         return True
 
 
-def cancellable_engine_class(logger):
-    """ms-swift's TransformersEngine that stops generating for a client that has gone, and runs a failed
-    batch's requests one by one (built on call: torch and ms-swift are imported only when serving)."""
+@functools.cache
+def stop_when_client_gone_class():
+    """A transformers stopping criterion that stops the rows of a batch whose client has gone
+    (rows: requests x n, in order); built on first call, so torch is imported only when serving."""
     import torch
     from transformers import StoppingCriteria
 
-    from swift.infer_engine import TransformersEngine
-
     class StopWhenClientGone(StoppingCriteria):
-        """Stops the rows of a batch whose client has gone (rows: requests x n, in order)."""
-
         def __init__(self, flags):
             self.flags = flags
 
@@ -104,6 +102,28 @@ def cancellable_engine_class(logger):
             gone = [self.flags[min(r // per_request, len(self.flags) - 1)] for r in range(rows)]
             return torch.tensor([bool(flag is not None and flag.is_set()) for flag in gone],
                                 dtype=torch.bool, device=input_ids.device)
+
+    return StopWhenClientGone
+
+
+def streams_one_by_one(results):
+    """The requests of a failed batch, run one by one, as the stream ms-swift's worker reads: lists
+    of one chunk per request of the batch (None: none now)."""
+    for i, res in enumerate(results):
+        empty = [None] * len(results)
+        if isinstance(res, Exception):
+            yield [*empty[:i], res, *empty[i + 1:]]
+            continue
+        for chunks in res:
+            yield [*empty[:i], chunks[0], *empty[i + 1:]]
+
+
+def cancellable_engine_class(logger):
+    """ms-swift's TransformersEngine that stops generating for a client that has gone, and runs a failed
+    batch's requests one by one (built on call: torch and ms-swift are imported only when serving)."""
+    from swift.infer_engine import TransformersEngine
+
+    StopWhenClientGone = stop_when_client_gone_class()
 
     class CancellableTransformersEngine(TransformersEngine):
         """ms-swift's engine; a request whose client has gone stops generating.
@@ -160,18 +180,7 @@ def cancellable_engine_class(logger):
                     results.append(exc)
             if not request_config.stream:
                 return [res if isinstance(res, Exception) else res[0] for res in results]
-            return self._streams_one_by_one(results)
-
-        @staticmethod
-        def _streams_one_by_one(results):
-            """The worker reads a stream as lists of one chunk per request of the batch (None: none now)."""
-            for i, res in enumerate(results):
-                empty = [None] * len(results)
-                if isinstance(res, Exception):
-                    yield [*empty[:i], res, *empty[i + 1:]]
-                    continue
-                for chunks in res:
-                    yield [*empty[:i], chunks[0], *empty[i + 1:]]
+            return streams_one_by_one(results)
 
     return CancellableTransformersEngine
 
@@ -254,6 +263,31 @@ def errors_as_events(response):
     return response
 
 
+async def checked_request(body: dict, deploy, adapter, allow_remote: bool, max_images: int):
+    """A parsed request body checked in order (model, media, sequences, fields, size, images,
+    max_tokens) and validated by ms-swift's model; raises RequestRefused at the first problem.
+    ``deploy``: the running GuardedDeploy (its model list, text ceiling and arguments)."""
+    models = deploy._get_model_list()
+    if body.get("model") not in models:
+        raise RequestRefused(404, f"The model {one_line(body.get('model'), 100)!r} does not exist; "
+                                  f"this server serves {models}", "model_not_found", "model")
+    token_field = normalise_token_field(body)
+    refusal = (media_refusal(body, allow_remote)
+               or sequence_refusal(body, can_stream_several=deploy.args.infer_backend != "transformers"))
+    if refusal:
+        raise RequestRefused(400, refusal)
+    failed = (field_refusal(body, token_field)
+              or size_refusal(body, deploy.max_chars, max_images)
+              or await asyncio.to_thread(image_refusal, body))
+    if failed:
+        raise failed
+    request = validated(adapter, body)
+    refusal = max_tokens_refusal(request, deploy.args.max_new_tokens, token_field)
+    if refusal:
+        raise RequestRefused(400, refusal, "max_tokens_too_large", token_field)
+    return request
+
+
 def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | None = None):
     """ms-swift's SwiftDeploy with the guards above; ``args`` is a DeployArguments without api_key.
     ``limits``: max_body_bytes, max_chars (None: tied to the model's max length), max_images, log_content."""
@@ -313,24 +347,7 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
             """The validated request, or the error response to send."""
             try:
                 body = parse_body(await read_body(raw_request, limits["max_body_bytes"]))
-                models = self._get_model_list()
-                if body.get("model") not in models:
-                    raise RequestRefused(404, f"The model {one_line(body.get('model'), 100)!r} does not exist; "
-                                              f"this server serves {models}", "model_not_found", "model")
-                token_field = normalise_token_field(body)
-                refusal = (media_refusal(body, allow_remote)
-                           or sequence_refusal(body, can_stream_several=self.args.infer_backend != "transformers"))
-                if refusal:
-                    raise RequestRefused(400, refusal)
-                failed = (field_refusal(body, token_field)
-                          or size_refusal(body, self.max_chars, limits["max_images"])
-                          or await asyncio.to_thread(image_refusal, body))
-                if failed:
-                    raise failed
-                request = validated(adapter, body)
-                refusal = max_tokens_refusal(request, self.args.max_new_tokens, token_field)
-                if refusal:
-                    raise RequestRefused(400, refusal, "max_tokens_too_large", token_field)
+                request = await checked_request(body, self, adapter, allow_remote, limits["max_images"])
             except RequestRefused as exc:
                 return None, refused(exc)
             except ClientDisconnect:  # a half-sent body: nobody is left to answer

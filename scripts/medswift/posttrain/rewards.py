@@ -8,7 +8,7 @@ Usage::
 
     from medswift.posttrain import rewards
     rewards.findings_reward("Mild cardiomegaly. No effusion.", "The heart is enlarged. No pleural effusion.")
-    rewards.findings_rewards(completions, references, uncertain="partial")   # a list, one per pair
+    rewards.findings_reward_batch(completions, references, uncertain="partial")   # a list, one per pair
     rewards.format_reward(text, reference); rewards.repetition_reward(text); rewards.think_format_reward(text)
 
 The findings reward, in [0, 1], is ``agreement x gates``:
@@ -258,7 +258,7 @@ def findings_reward(completion: str, reference: str, uncertain: str | None = Non
     return None if details is None else details["reward"]
 
 
-def findings_rewards(completions: Sequence[str], references: Sequence[str],
+def findings_reward_batch(completions: Sequence[str], references: Sequence[str],
                      uncertain: str | None = None) -> list[float | None]:
     """findings_reward for each (completion, reference) pair; the policy is resolved once."""
     if len(completions) != len(references):
@@ -362,14 +362,6 @@ def think_format_reward(completion: str) -> float:
     return 1.0 if reasoning else 0.5
 
 
-__all__ = [
-    "REWARD_NAMES", "UNCERTAIN_POLICIES", "UNCERTAIN_ENV", "LENGTH_BAND_ENV", "Analysis", "agreement",
-    "clear_caches", "distinct_share", "findings_details", "findings_reward", "findings_rewards",
-    "format_reward", "label_gates", "language_share", "length_band", "repetition_reward", "report_of",
-    "text_gates", "think_format_reward", "uncertain_policy", "units",
-]
-
-
 # --------------------------------------------------------------------------- boxes (grounding)
 def box_reward(completion: str, reference: str) -> float | None:
     """The GRPO reward of one completion: soft F1 against the reference's boxes; 0 for an answer
@@ -379,3 +371,11 @@ def box_reward(completion: str, reference: str) -> float | None:
         return None
     pred = parse_boxes(completion)
     return 0.0 if pred is None else soft_f1(pred, ref)
+
+
+__all__ = [
+    "REWARD_NAMES", "UNCERTAIN_POLICIES", "UNCERTAIN_ENV", "LENGTH_BAND_ENV", "Analysis", "agreement", "box_reward",
+    "clear_caches", "distinct_share", "findings_details", "findings_reward", "findings_reward_batch",
+    "format_reward", "label_gates", "language_share", "length_band", "repetition_reward", "report_of",
+    "text_gates", "think_format_reward", "uncertain_policy", "units",
+]

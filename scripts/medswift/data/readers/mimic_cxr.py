@@ -310,6 +310,30 @@ class Options(ReaderOptions):
 add_args = Options.add_args
 
 
+def _keep_most_protected_split(candidates: list[Candidate], patient_split: dict[str, str], split_csv: Path) -> None:
+    """A patient in two splits (never in PhysioNet's file; possible in an edited copy): only the
+    rows in its most protected split stay, so neither the patient nor a study straddles splits."""
+    for cand in candidates:
+        top = patient_split.get(cand.group) if cand.split else None
+        if top and cand.split != top and not cand.problem:
+            cand.problem = ("patient in two splits", f"{cand.group} is also in {top} in {split_csv.name}")
+
+
+def _list_unlisted_images(candidates: list[Candidate], images: Path, listed: dict[str, bool],
+                          view_of: dict[str, str], split_csv: Path, metadata_csv: Path) -> None:
+    """Images the split file does not list: listed skips, never silently dropped."""
+    for name in images_on_disk(images):
+        if name in listed:
+            listed[name] = True  # keeps the key the candidate holds: no second string per image
+            continue
+        dicom = name.rsplit("/", 1)[-1][:-len(IMAGE_SUFFIX)]
+        view_of.pop(dicom, None)
+        candidates.append(Candidate(dicom, name, ("not in the official split", f"{name} is not in {split_csv.name}")))
+    for dicom in sorted(view_of):
+        candidates.append(Candidate(dicom, "", ("not in the official split",
+                                                f"{dicom} is in {metadata_csv.name}, not in {split_csv.name}")))
+
+
 # --------------------------------------------------------------------------- reader
 def read(options: Options) -> Reading:
     root = Path(options.input)
@@ -370,24 +394,8 @@ def read(options: Options) -> Reading:
         raise UsageError(f"no report (files/pXX/p<subject>/s<study>.txt) found under {reports}; "
                          "give --reports_dir, the folder mimic-cxr-reports.zip unpacked to")
     del studies
-    # A patient in two splits (never in PhysioNet's file; possible in an edited copy): only the
-    # rows in its most protected split stay, so neither the patient nor a study straddles splits.
-    for cand in candidates:
-        top = patient_split.get(cand.group) if cand.split else None
-        if top and cand.split != top and not cand.problem:
-            cand.problem = ("patient in two splits", f"{cand.group} is also in {top} in {split_csv.name}")
-
-    # Images the split file does not list: listed skips, never silently dropped.
-    for name in images_on_disk(images):
-        if name in listed:
-            listed[name] = True  # keeps the key the candidate holds: no second string per image
-            continue
-        dicom = name.rsplit("/", 1)[-1][:-len(IMAGE_SUFFIX)]
-        view_of.pop(dicom, None)
-        candidates.append(Candidate(dicom, name, ("not in the official split", f"{name} is not in {split_csv.name}")))
-    for dicom in sorted(view_of):
-        candidates.append(Candidate(dicom, "", ("not in the official split",
-                                                f"{dicom} is in {metadata_csv.name}, not in {split_csv.name}")))
+    _keep_most_protected_split(candidates, patient_split, split_csv)
+    _list_unlisted_images(candidates, images, listed, view_of, split_csv, metadata_csv)
     return Reading(candidates, [images], ImageIndex(images, listed), default_unit="study", studies=True,
                    official=True, sections=True,
                    extra={"images_root": str(images.resolve()), "reports_root": str(reports.resolve()),

@@ -2,7 +2,8 @@
 
 * Every import points down: ``core`` at the bottom; ``data``, ``infer`` and ``eval`` side by side
   above it (none imports another of the three); ``posttrain`` above them; the command-line
-  scripts, the plugins, the demo and the launchers on top (they may import anything).
+  scripts, the plugins, the demo and the launchers on top (they may import anything). Inside
+  ``data``: ``pipeline`` (the shared steps) <- ``readers`` <- ``converters``.
 * No import cycle between the library's modules.
 * No function over 80 lines in scripts/ (the library, the command-line scripts, the plugins) and app/.
 """
@@ -15,6 +16,8 @@ from helpers import ROOT
 
 LIBRARY = ROOT / "scripts" / "medswift"
 LAYERS = {"core": 0, "data": 1, "infer": 1, "eval": 1, "posttrain": 2}
+# inside data: the pipeline steps at the bottom, the readers above them, the task converters on top
+DATA_LAYERS = {"pipeline": 0, "readers": 1, "converters": 2}
 MAX_FUNCTION_LINES = 80
 
 
@@ -65,6 +68,14 @@ def test_every_import_points_down():
             if LAYERS[there] >= LAYERS[here]:
                 wrong.append(f"{name} -> {target}")
     assert not wrong, "imports that point up or sideways: " + ", ".join(sorted(wrong))
+
+
+def test_data_readers_and_converters_stand_on_the_pipeline():
+    data_kind = {name: name.split(".")[2] for name in MODULES if name.count(".") >= 3 and layer(name) == "data"}
+    assert set(data_kind.values()) == set(DATA_LAYERS), "a data module outside readers/, converters/, pipeline/"
+    wrong = [f"{name} -> {target}" for name, targets in GRAPH.items() if name in data_kind
+             for target in targets if target in data_kind and DATA_LAYERS[data_kind[target]] > DATA_LAYERS[data_kind[name]]]
+    assert not wrong, "data imports that point up: " + ", ".join(sorted(wrong))
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

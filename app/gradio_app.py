@@ -168,8 +168,7 @@ def answer_boxes(state: dict | None):
     """The value of the page's annotated image: the first view with the boxes of the last answer drawn on
     it, when that answer is Qwen3-VL box JSON (0-1000 scale, medswift/core/boxes.py), in its pixels;
     None for any other answer. The answer text itself is shown as it came."""
-    from medswift.core.boxes import parse_boxes
-    from medswift.eval.box_card import pixel_boxes
+    from medswift.core.boxes import parse_boxes, pixel_boxes
 
     if not state or not state.get("images"):
         return None

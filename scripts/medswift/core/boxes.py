@@ -59,6 +59,13 @@ def format_boxes(boxes: list[Box]) -> str:
                       ensure_ascii=False)
 
 
+def pixel_boxes(boxes: list[Box], width: int, height: int) -> list[tuple[tuple[int, int, int, int], str]]:
+    """Boxes in an image's pixels, as Gradio's AnnotatedImage takes them: ((x1, y1, x2, y2), label)."""
+    return [((int(round(b.x1 * width / SCALE)), int(round(b.y1 * height / SCALE)),
+              int(round(b.x2 * width / SCALE)), int(round(b.y2 * height / SCALE))), b.label or "box")
+            for b in boxes]
+
+
 def label_key(label: str) -> str:
     """Labels compare without case, underscores or extra spaces ("Pleural_Thickening" = "pleural thickening")."""
     return " ".join(str(label).replace("_", " ").split()).lower()

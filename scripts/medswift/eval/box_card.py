@@ -171,13 +171,6 @@ def draw_boxes(image, boxes: list[Box], colour: str, width: int = 3):
     return img
 
 
-def pixel_boxes(boxes: list[Box], width: int, height: int) -> list[tuple[tuple[int, int, int, int], str]]:
-    """Boxes in an image's pixels, as Gradio's AnnotatedImage takes them: ((x1, y1, x2, y2), label)."""
-    return [((int(round(b.x1 * width / SCALE)), int(round(b.y1 * height / SCALE)),
-              int(round(b.x2 * width / SCALE)), int(round(b.y2 * height / SCALE))), b.label or "box")
-            for b in boxes]
-
-
 def plot_grid(rows: list[dict], path: Path, limit: int = 12) -> int:
     """A grid of the first ``limit`` rows' images (by key) with reference boxes green and
     predicted red; returns how many were drawn (images that cannot be opened are left out)."""

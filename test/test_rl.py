@@ -301,3 +301,26 @@ def test_pairs_rank_samples_with_the_reward_and_drop_ties(tmp_path):
     pairs, counts = rl.build_pairs(samples, ["medswift_findings"], [1.0], orms, "reference")
     assert counts["ties_dropped"] == 0 and {p["study"]: p["rejected"] for p in pairs} == {"a": normal, "b": "lorem ipsum"}, \
         "the reference beats each study's worst sample, ties among the samples or not"
+
+
+def test_model_card_command_adds_the_post_training_stage(tmp_path):
+    """The launchers' model-card command (medswift.posttrain.card) writes the card that
+    medswift.eval.model_card composes, with the GRPO section and curves added by posttrain; an SFT
+    checkpoint's card has no such section."""
+    run_dir = tmp_path / "v0-1"
+    rows = [{"global_step/max_steps": f"{s}/2", "reward": 0.1 * s, "reward_std": 0.05, "loss": 1.0 / s,
+             "rewards/medswift_findings/mean": 0.1 * s, "kl": 0.01 * s} for s in (1, 2)]
+    for kind in ("grpo", None):
+        ckpt = (run_dir if kind else tmp_path / "sft") / "checkpoint-2"
+        ckpt.mkdir(parents=True)
+        args = {"model": "weights/tiny-qwen3-vl", "output_dir": str(ckpt.parent), "dataset": ["train.jsonl"]}
+        if kind:
+            args |= {"rlhf_type": kind, "beta": 0.04, "reward_funcs": ["medswift_findings"], "adapters": ["sft/ckpt"]}
+        (ckpt / "args.json").write_text(json.dumps(args))
+    (run_dir / "logging.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = run([PYTHON, "-m", "medswift.posttrain.card", "--run", str(run_dir)], cwd=ROOT / "scripts")
+    card = (run_dir / "checkpoint-2" / "README.md").read_text()
+    assert "model card:" in proc.stdout and "## Post-training (RL stage)" in card and "GRPO" in card
+    assert "not for diagnosis" in card.lower() and (run_dir / "images" / "rl_curves.png").is_file()
+    run([PYTHON, "-m", "medswift.posttrain.card", str(tmp_path / "sft" / "checkpoint-2")], cwd=ROOT / "scripts")
+    assert "Post-training" not in (tmp_path / "sft" / "checkpoint-2" / "README.md").read_text()

@@ -137,3 +137,16 @@ def test_prose_lines_are_wrapped(page):
     long = [number for number, line in outside_code_blocks((ROOT / page).read_text(encoding="utf-8"))
             if len(line) > MAX_PROSE_LINE and not line.lstrip().startswith(("|", "#", "!["))]
     assert not long, f"{page}: lines over {MAX_PROSE_LINE} characters: {long}"
+
+
+def test_the_code_points_to_pages_that_exist():
+    """Help texts, cards and comments name the page a topic moved to, not a README section."""
+    sources = [p for folder in ("scripts", "tools", "app", "bench") for p in (ROOT / folder).rglob("*")
+               if p.suffix in (".py", ".sh", ".sbatch") and p.is_file()]
+    named, stale = set(), []
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        named |= set(re.findall(r"\bdocs/[\w-]+\.md\b", text))
+        stale += [f"{source.relative_to(ROOT)}: {m}" for m in re.findall(r"README[:,] [A-Z][\w ,-]*", text)]
+    assert not stale, f"README sections that moved to docs/: {stale}"
+    assert named and all((ROOT / page).is_file() or page in PENDING_PAGES for page in named), sorted(named)

@@ -2,7 +2,7 @@
 
 Usage:
     python bench/bench_convert.py [--records 6423] [--workers 2] [--mimic_studies 400,2000]
-    python bench/bench_convert.py --records 0 --mimic_studies 20000,100000   # the README's numbers
+    python bench/bench_convert.py --records 0 --mimic_studies 20000,100000   # the numbers in docs/benchmarks.md
 
 OpenI: 6,423 records whose images are hard links to the eight bundled X-rays (512 px PNGs), so
 the set costs no disk yet every file is opened and fully decoded as in a real run. Prints
@@ -273,7 +273,7 @@ def main(argv=None) -> int:
                    else None, help="where the generated sets go: /dev/shm (memory) when it is writable, so the "
                                    "numbers measure the converter rather than the disk")
     p.add_argument("--mimic_studies", default="400,2000",
-                   help="MIMIC-CXR-shaped sizes in studies, comma-separated (the README's: 20000,100000; "
+                   help="MIMIC-CXR-shaped sizes in studies, comma-separated (docs/benchmarks.md's: 20000,100000; "
                         "empty: leave it out)")
     args = p.parse_args(argv)
     sizes = [int(n) for n in args.mimic_studies.split(",") if n.strip()]

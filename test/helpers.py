@@ -231,13 +231,25 @@ def write_rows(path, rows):
     return path
 
 
-# --------------------------------------------------------------------------- the README's commands
+# --------------------------------------------------------------------------- the manual's commands
+# The manual: the README (its first screen holds the two commands) and the pages in docs/, in the
+# order their commands run, a later one using what an earlier one wrote (the data are converted,
+# then trained on, then inferred on). A new page goes into this list (test_docs.py checks it).
+MANUAL_PAGES = ("README.md", "docs/getting-started.md", "docs/datasets.md", "docs/training.md", "docs/inference.md",
+                "docs/post-training.md", "docs/sibling-jobs.md", "docs/grounding.md", "docs/serving.md",
+                "docs/reliability.md", "docs/benchmarks.md", "docs/developing.md")
+
+
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
+MANUAL = "\n".join((ROOT / page).read_text(encoding="utf-8") for page in MANUAL_PAGES)
+
+
 def bash_blocks() -> list[list[str]]:
+    """The commands of every ```bash block of the manual, block by block, in MANUAL_PAGES order."""
     blocks = []
-    for body in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+    for body in re.findall(r"```bash\n(.*?)```", MANUAL, flags=re.S):
         commands = []
         for line in body.replace("\\\n", " ").splitlines():
             line = re.sub(r"\s+#.*$", "", line).strip()  # trailing comment
@@ -257,8 +269,9 @@ OTHERS = [c for block in BLOCKS[1:] for c in block]
 
 
 # Three groups, each in its own scratch checkout and test file so that pytest-xdist can run them
-# side by side: the quick start with the commands that use its results (here), the benchmarks
-# (test_readme_bench.py) and every other command, in README order (test_readme_commands.py).
+# side by side: the quick start with the commands that use its results (test_readme.py), the
+# benchmarks (test_readme_bench.py) and every other command, in the manual's order
+# (test_readme_commands.py).
 AFTER_QUICKSTART = [c for c in OTHERS if "results/quickstart" in c]
 
 
@@ -269,7 +282,7 @@ COMMANDS = [c for c in OTHERS if c not in AFTER_QUICKSTART and c not in BENCHMAR
 
 
 def run_readme_commands(commands: list[str], checkout: Path) -> dict[str, str | None]:
-    """Run ``commands`` in README order in ``checkout`` (a later one may use what an earlier one
+    """Run ``commands`` in the manual's order in ``checkout`` (a later one may use what an earlier one
     wrote); each command's failure (None: it passed), so that every test can check its own."""
     failures = {}
     for command in commands:

@@ -1,11 +1,12 @@
-"""The README's commands, run as written, in a scratch checkout.
+"""The manual's commands (README.md, then the pages in docs/, in helpers.MANUAL_PAGES order), run
+as written, in a scratch checkout.
 
 They run in a copy of the repository's tracked files (with this checkout's .venv and built
 tiny model linked in), so what they write lands there and never in the user's results/,
 data/ or weights/. The first bash block is the README's first screen and must hold exactly
 the two commands: the quick start (run here in full) and the test command (which CI runs;
-running it from inside the suite would recurse). Every other command in a bash block is run
-too, in order, after the quick start:
+running it from inside the suite would recurse). Every other command in a bash block of the
+README or of a docs page is run too, in order, after the quick start:
 * a command naming real weights or data sets (``/models/``, ``/data/``) that this machine
   cannot have must stop with the launcher's one-line error, before any heavy work, unless it
   is a dry run (``DRY_RUN=1``), which prints the command for the machine that has them;
@@ -40,7 +41,7 @@ def quickstart(checkout):
 
 @pytest.fixture(scope="module")
 def after_quickstart(quickstart, checkout) -> dict:
-    """The commands that use the quick start's results, run once in README order after it."""
+    """The commands that use the quick start's results, run once in the manual's order after it."""
     return run_readme_commands(AFTER_QUICKSTART, checkout)
 
 

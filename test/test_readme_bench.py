@@ -1,5 +1,6 @@
-"""The README's benchmark commands, run as written in their own scratch checkout (see
-test_readme.py for the rules): they print ratios, so they must at least run here."""
+"""The manual's benchmark commands (docs/benchmarks.md and any other page), run as written in their
+own scratch checkout (see test_readme.py for the rules): they print ratios, so they must at least
+run here."""
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,5 @@
-"""The README's commands other than the quick start and the benchmarks, run as written and in
-README order in their own scratch checkout (see test_readme.py for the rules)."""
+"""The manual's commands (README and docs/) other than the quick start and the benchmarks, run as
+written and in the manual's order in their own scratch checkout (see test_readme.py for the rules)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from helpers import COMMANDS, OTHERS, run_readme_commands
 
 @pytest.fixture(scope="module")
 def ran(checkout) -> dict:
-    """Every command, run once in README order (a later one uses what an earlier one wrote),
+    """Every command, run once in the manual's order (a later one uses what an earlier one wrote),
     whatever order the tests below run in."""
     return run_readme_commands(COMMANDS, checkout)
 
@@ -22,7 +22,7 @@ def test_readme_command(command, ran):
 
 
 def test_readme_training_command_trained_with_validation(checkout, ran):
-    """`bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2` above: the one-GPU launcher's
+    """`bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2` (docs/training.md): the one-GPU launcher's
     defaults reached ms-swift and the validation split was evaluated."""
     assert "bash tools/swift/finetune_qwen3vl_lora.sh --max_steps 2" in OTHERS
     (ckpt,) = [p for p in (checkout / "results" / "lora").glob("v*/checkpoint-*") if not p.name.endswith("-merged")]

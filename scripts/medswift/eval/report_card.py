@@ -241,8 +241,8 @@ def protocol_lines(m: dict) -> list[str]:
                 + (f"{cut} tokens (R2Gen's max_seq_length less its start token)" if cut else "no length (cut off)")
                 + ". Not mirrored: R2Gen's `<unk>` mapping of rare training words. This reproduces the protocol, "
                 "not R2Gen's numbers: these are this model's scores under R2Gen's text handling (R2Gen's "
-                "published table: README, Report cards that can be set beside a paper). R2Gen's tables report "
-                "no CIDEr; it is given for completeness."]
+                "published table: docs/inference.md, Report cards that can be set beside a paper). "
+                "R2Gen's tables report no CIDEr; it is given for completeness."]
     return ["Protocol: **default**. Tokenisation: " + m["tokenisation_note"]]
 
 
@@ -471,8 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worst", type=int, default=10, help="how many worst examples the report lists")
     p.add_argument("--protocol", choices=text_metrics.PROTOCOLS, default="default",
                    help="text normalisation: default (PTB tokens for English, characters/jieba for Chinese) or "
-                        "r2gen (R2Gen's report cleaning, English only; README: Report cards that can be set beside "
-                        "a paper)")
+                        "r2gen (R2Gen's report cleaning, English only; docs/inference.md: Report cards that "
+                        "can be set beside a paper)")
     p.add_argument("--dataset_style", choices=r2gen_cleaning.STYLES,
                    help="r2gen: which of R2Gen's cleaners (default: from the dataset summary's format, else iu_xray)")
     p.add_argument("--reference_max_tokens", type=int,

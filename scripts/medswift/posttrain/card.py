@@ -99,7 +99,7 @@ def section(args: dict, checkpoint: Path) -> list[str]:
                   + ("; every sampled report with its rewards: `completions.jsonl` in the run folder." if kind == "grpo"
                      else ".")]
     lines += ["", "A rising reward is not proof of better reports: compare the SFT and RL checkpoints with "
-                  "`scripts/compare_checkpoints.py` (README: Post-training with clinical rewards).", ""]
+                  "`scripts/compare_checkpoints.py` (docs/post-training.md: Did it help?).", ""]
     return lines
 
 

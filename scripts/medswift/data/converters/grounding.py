@@ -421,7 +421,7 @@ def build_parser():
     p.add_argument("--task", choices=("detect", "ground"), default="detect",
                    help="detect: all findings of an image; ground: where is <finding>?")
     p.add_argument("--fusion", choices=FUSIONS, default="majority",
-                   help="VinDr-CXR: how several radiologists' boxes become one answer (README: Grounding)")
+                   help="VinDr-CXR: how several radiologists' boxes become one answer (docs/grounding.md)")
     p.add_argument("--fusion_iou", type=float, default=0.4, help="majority fusion: IoU that joins two boxes")
     add_common_args(p, "grounding_swift", val_ratio=0.1, test_ratio=0.1, lang="en")
     return p

@@ -28,6 +28,7 @@ For research only, not for diagnosis.
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import stat
@@ -51,6 +52,9 @@ MAX_REPORT_BYTES = 1 << 20  # real reports are a few KB; a bigger file is not a 
 NUMERIC_ID = re.compile(r"[0-9]{1,12}")
 DICOM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 VIEWS = True  # the converter's --views applies to this reader (it knows each image's ViewPosition)
+DATES = True  # --priors applies: the metadata gives each study's StudyDate and StudyTime
+CONTEXT = True  # --context applies: reports have indication, technique and comparison sections
+DATE_COLUMNS = ("StudyDate", "StudyTime")
 VIEW_GROUPS = {"FRONTAL": ("PA", "AP"), "LATERAL": ("LATERAL", "LL")}
 PROTECTION = {"test": 2, "val": 1, "train": 0}  # a patient found in two splits stays in the highest
 
@@ -147,6 +151,29 @@ def split_sections(text: str) -> list[tuple[str, str]]:
 
 def _clean(text: str) -> str:
     return " ".join(text.split())  # reports are hard-wrapped at ~80 columns
+
+
+def context_sections(text: str) -> dict[str, str]:
+    """The current study's context for ``--context``: its indication (else its history),
+    technique and comparison sections, the last of each name, cleaned; never findings."""
+    last = {name: _clean(body) for name, body in split_sections(text)}
+    return {"indication": last.get("indication") or last.get("history", ""),
+            "technique": last.get("technique", ""), "comparison": last.get("comparison", "")}
+
+
+def study_when(date: str, time: str) -> tuple[int, float] | None:
+    """``(day ordinal, seconds into the day)`` of MIMIC's StudyDate (``21800506``, shifted into the
+    future by the de-identification) and StudyTime (``213014.531``, ``74555.0``: HHMMSS.fff without
+    its leading zero); None when either is not such a value."""
+    try:
+        day = dt.date(int(date[:4]), int(date[4:6]), int(date[6:8])).toordinal() if len(date) == 8 else None
+        clock = float(time)
+    except ValueError:
+        return None
+    if day is None or not 0 <= clock < 240000:
+        return None
+    whole = int(clock)
+    return day, (whole // 10000) * 3600 + (whole // 100 % 100) * 60 + clock % 100
 
 
 def report_sections(text: str) -> tuple[str, str, str]:
@@ -260,8 +287,9 @@ class ImageIndex(Mapping):
         return sum(self.found.values())
 
 
-def read_report(path: str) -> tuple[str, str, str] | tuple[str, str]:
-    """``(findings, impression, impression source)`` of a report file, or ``(reason, detail)``."""
+def read_report(path: str, context: bool = False) -> tuple | tuple[str, str]:
+    """``(findings, impression, impression source)`` of a report file (with ``context``, its
+    ``context_sections`` dict as a fourth item), or ``(reason, detail)``."""
     name = path.rsplit("/", 1)[-1]
     try:
         st = os.stat(path)  # before opening: a FIFO in its place would block the open
@@ -279,7 +307,7 @@ def read_report(path: str) -> tuple[str, str, str] | tuple[str, str]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return "unreadable report", f"{name}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-    return report_sections(text)
+    return report_sections(text) + ((context_sections(text),) if context else ())
 
 
 def parse_views(text: str | None) -> frozenset[str] | None:
@@ -305,6 +333,8 @@ class Options(ReaderOptions):
     metadata_csv: str | None = flag("mimic_cxr: mimic-cxr-2.0.0-metadata.csv[.gz] (default: found in --input)")
     views: str | None = flag("mimic_cxr: keep only these ViewPositions, comma-separated (PA,AP), or frontal "
                              "(PA,AP) / lateral (LATERAL,LL); the others are listed skips (default: all)")
+    priors: bool = False  # the converter's --priors: read StudyDate/StudyTime (medswift.data.studies.link_priors)
+    context: bool = False  # the converter's --context: keep indication, technique and comparison
 
 
 add_args = Options.add_args
@@ -324,8 +354,13 @@ def read(options: Options) -> Reading:
     metadata_csv = find_csv(options.metadata_csv, root, METADATA_FILE, "--metadata_csv")
 
     view_of: dict[str, str] = {}  # dicom_id -> ViewPosition (a few distinct values, interned)
-    for dicom, _study, _subject, view in csv_rows(metadata_csv, METADATA_COLUMNS, METADATA_FILE):
+    when_of: dict[str, tuple[int, float] | None] = {}  # --priors: study_id -> its earliest (day, time)
+    columns = METADATA_COLUMNS + (DATE_COLUMNS if options.priors else ())
+    for dicom, study, _subject, view, *date_time in csv_rows(metadata_csv, columns, METADATA_FILE):
         view_of.setdefault(dicom, sys.intern(view.upper()))
+        if date_time:
+            when, known = study_when(*date_time), when_of.get(study)
+            when_of[study] = when if known is None or (when is not None and when < known) else known
 
     candidates: list[Candidate] = []
     # study -> (read_report's answer, "s<study>", "p<subject>"): read once, shared by its views
@@ -345,8 +380,8 @@ def read(options: Options) -> Reading:
         listed[name] = False
         known = studies.get(study)
         if known is None:
-            known = studies[study] = (read_report(f"{reports}/p{subject[:2]}/p{subject}/s{study}.txt"),
-                                      f"s{study}", f"p{subject}")
+            known = studies[study] = (read_report(f"{reports}/p{subject[:2]}/p{subject}/s{study}.txt",
+                                                  bool(options.context)), f"s{study}", f"p{subject}")
         report, study_key, patient = known
         split = official_split(split_name)
         problem = None if split else ("unknown split", f"{split_name[:40]!r} in {split_csv.name}")
@@ -357,14 +392,21 @@ def read(options: Options) -> Reading:
         if len(report) == 2:
             problem, findings, impression, source = problem or report, "", "", ""
         else:
-            findings, impression, source = report
+            findings, impression, source = report[:3]
+        when = when_of.get(study) if options.priors else None
+        if options.priors and when is None and not problem:  # its prior cannot be known: never guessed
+            problem = ("no study date", f"{study_key}: no valid StudyDate/StudyTime in {metadata_csv.name}")
         view = view_of.pop(dicom, "")
         if views is not None and not problem and view not in views:
             problem = ("view not selected", f"ViewPosition {view or '(none)'} not in --views {options.views}")
         meta = metas.get((view, source)) or metas.setdefault(
             (view, source), {"view_position": view, "impression_from": source})
-        candidates.append(Candidate(dicom, name, problem, group=patient, split=split, fields={
-            "findings": findings, "impression": impression, "study": study_key, "view": view, "meta": meta}))
+        fields = {"findings": findings, "impression": impression, "study": study_key, "view": view, "meta": meta}
+        if when is not None:
+            fields["study_day"], fields["study_time"] = when
+        if options.context and len(report) == 4:
+            fields.update(report[3])
+        candidates.append(Candidate(dicom, name, problem, group=patient, split=split, fields=fields))
     if studies and all(len(known[0]) == 2 and known[0][0] == "missing report" for known in studies.values()):
         # the usual slip: mimic-cxr-reports unpacked elsewhere; one line, not a skip per image
         raise UsageError(f"no report (files/pXX/p<subject>/s<study>.txt) found under {reports}; "
@@ -389,7 +431,7 @@ def read(options: Options) -> Reading:
         candidates.append(Candidate(dicom, "", ("not in the official split",
                                                 f"{dicom} is in {metadata_csv.name}, not in {split_csv.name}")))
     return Reading(candidates, [images], ImageIndex(images, listed), default_unit="study", studies=True,
-                   official=True, sections=True,
+                   official=True, sections=True, dates=bool(options.priors),
                    extra={"images_root": str(images.resolve()), "reports_root": str(reports.resolve()),
                           "split_csv": str(split_csv.resolve()), "metadata_csv": str(metadata_csv.resolve()),
                           "views": sorted(views) if views is not None else "all"})

@@ -23,6 +23,9 @@ patient never reaches training. ``--views`` keeps only some ViewPositions (``fro
 The report is cut into sections the way the MIMIC-CXR authors' ``section_parser.py`` does (see
 ``report_sections``); FINDINGS and IMPRESSION are the targets (``--section``).
 Images on disk or in the metadata file that the split file does not list are listed skips.
+With the converter's ``--priors`` the metadata's StudyDate/StudyTime date each study (a study without a valid
+date is a listed skip) and ``medswift.data.studies.link_priors`` gives each its prior; ``--context`` keeps
+the indication (else history), technique and comparison sections for the prompt. See docs/priors.md.
 
 For research only, not for diagnosis.
 """
@@ -341,6 +344,35 @@ add_args = Options.add_args
 
 
 # --------------------------------------------------------------------------- reader
+def read_metadata(metadata_csv: Path, dates: bool) -> tuple[dict[str, str], dict[str, tuple[int, float] | None]]:
+    """``(dicom_id -> ViewPosition, study_id -> its earliest (day, time) or None)``; the dates only
+    when asked (``--priors``), so a metadata copy without StudyDate/StudyTime still converts."""
+    view_of: dict[str, str] = {}  # a few distinct values, interned
+    when_of: dict[str, tuple[int, float] | None] = {}
+    columns = METADATA_COLUMNS + (DATE_COLUMNS if dates else ())
+    for dicom, study, _subject, view, *date_time in csv_rows(metadata_csv, columns, METADATA_FILE):
+        view_of.setdefault(dicom, sys.intern(view.upper()))
+        if date_time:
+            when, known = study_when(*date_time), when_of.get(study)
+            when_of[study] = when if known is None or (when is not None and when < known) else known
+    return view_of, when_of
+
+
+def longitudinal_fields(fields: dict, options: Options, when: tuple[int, float] | None, report: tuple,
+                        metadata_name: str) -> tuple[str, str] | None:
+    """Adds a view's ``study_day``/``study_time`` (--priors) and its study's context sections
+    (--context) to ``fields``; a study without a valid date under --priors is a listed skip (its
+    prior cannot be known, and is never guessed)."""
+    if options.context and len(report) == 4:
+        fields.update(report[3])
+    if not options.priors:
+        return None
+    if when is None:
+        return "no study date", f"{fields['study']}: no valid StudyDate/StudyTime in {metadata_name}"
+    fields["study_day"], fields["study_time"] = when
+    return None
+
+
 def read(options: Options) -> Reading:
     root = Path(options.input)
     if not root.exists():
@@ -352,16 +384,7 @@ def read(options: Options) -> Reading:
     reports = files_folder(Path(options.reports_dir or root), "reports")
     split_csv = find_csv(options.split_csv, root, SPLIT_FILE, "--split_csv")
     metadata_csv = find_csv(options.metadata_csv, root, METADATA_FILE, "--metadata_csv")
-
-    view_of: dict[str, str] = {}  # dicom_id -> ViewPosition (a few distinct values, interned)
-    when_of: dict[str, tuple[int, float] | None] = {}  # --priors: study_id -> its earliest (day, time)
-    columns = METADATA_COLUMNS + (DATE_COLUMNS if options.priors else ())
-    for dicom, study, _subject, view, *date_time in csv_rows(metadata_csv, columns, METADATA_FILE):
-        view_of.setdefault(dicom, sys.intern(view.upper()))
-        if date_time:
-            when, known = study_when(*date_time), when_of.get(study)
-            when_of[study] = when if known is None or (when is not None and when < known) else known
-
+    view_of, when_of = read_metadata(metadata_csv, bool(options.priors))  # when_of: --priors only
     candidates: list[Candidate] = []
     # study -> (read_report's answer, "s<study>", "p<subject>"): read once, shared by its views
     studies: dict[str, tuple] = {}
@@ -393,19 +416,13 @@ def read(options: Options) -> Reading:
             problem, findings, impression, source = problem or report, "", "", ""
         else:
             findings, impression, source = report[:3]
-        when = when_of.get(study) if options.priors else None
-        if options.priors and when is None and not problem:  # its prior cannot be known: never guessed
-            problem = ("no study date", f"{study_key}: no valid StudyDate/StudyTime in {metadata_csv.name}")
         view = view_of.pop(dicom, "")
         if views is not None and not problem and view not in views:
             problem = ("view not selected", f"ViewPosition {view or '(none)'} not in --views {options.views}")
         meta = metas.get((view, source)) or metas.setdefault(
             (view, source), {"view_position": view, "impression_from": source})
         fields = {"findings": findings, "impression": impression, "study": study_key, "view": view, "meta": meta}
-        if when is not None:
-            fields["study_day"], fields["study_time"] = when
-        if options.context and len(report) == 4:
-            fields.update(report[3])
+        problem = problem or longitudinal_fields(fields, options, when_of.get(study), report, metadata_csv.name)
         candidates.append(Candidate(dicom, name, problem, group=patient, split=split, fields=fields))
     if studies and all(len(known[0]) == 2 and known[0][0] == "missing report" for known in studies.values()):
         # the usual slip: mimic-cxr-reports unpacked elsewhere; one line, not a skip per image

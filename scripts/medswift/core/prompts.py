@@ -186,15 +186,19 @@ def prior_template(lang: str, index: int, count: int, positions: list | None, da
 
 
 def marked_sections(lang: str, prior: dict | None, context: dict | None) -> str:
-    """The text after the request: the prior's findings and impression in a marked section, then
-    the current study's indication, technique and comparison (``context``); "" when neither."""
+    """The text after the request: the prior's findings and impression (or its whole ``report``, as a
+    user typed it) in a marked section, then the current study's indication, technique and
+    comparison (``context``); "" when neither."""
     titles = SECTION_TITLES[lang]
     colon = ": " if lang == "en" else "："
     parts = []
     if prior is not None:
         lines = [f"{titles[k]}{colon}{prior[k].strip()}" for k in ("findings", "impression")
                  if (prior.get(k) or "").strip()]
-        parts.append("\n".join([f"[{titles['prior']}]", *lines, f"[{titles['prior_end']}]"]))
+        if not lines and (prior.get("report") or "").strip():  # a whole report as a user gave it (demo, CLI)
+            lines = [prior["report"].strip()]
+        if lines:  # a prior image alone: the request names it, no empty section
+            parts.append("\n".join([f"[{titles['prior']}]", *lines, f"[{titles['prior_end']}]"]))
     context_lines = [f"{titles[k]}{colon}{context[k].strip()}" for k in CONTEXT_FIELDS
                      if context and (context.get(k) or "").strip()]
     if context_lines:

@@ -172,7 +172,8 @@ def current_views_phrase(lang: str, count: int, positions: list | None = None) -
 def prior_phrase(lang: str, days: int | None) -> str:
     """The prior's frontal view, the last image, and how long before the current study it was taken."""
     if lang == "en":
-        when = "" if days is None else " from the same day" if days == 0 else             f" from {days} day{'s' if days != 1 else ''} earlier"
+        plural = "s" if days != 1 else ""
+        when = "" if days is None else ", taken the same day" if days == 0 else f", taken {days} day{plural} earlier"
         return f"the prior study's frontal chest radiograph (the last image{when})"
     when = "" if days is None else "，同日拍摄" if days == 0 else f"，{days}天前拍摄"
     return f"前次检查的胸部正位X光片（最后一张图像{when}）"

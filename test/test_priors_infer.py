@@ -12,8 +12,8 @@ import secrets
 
 import pytest
 
-from helpers import (BUNDLED_IMAGES, NO_PROXY, PYTHON, ROOT, SERVER_ENV, free_port, read_jsonl, run,
-                     running_server, write_mimic_cxr)
+from helpers import (BUNDLED_IMAGES, PYTHON, ROOT, SERVER_ENV, free_port, read_jsonl, run, running_server,
+                     write_mimic_cxr)
 from medswift.data import reports as converter
 from medswift.infer import batch
 from medswift.infer.inputs import collect_items
@@ -125,4 +125,3 @@ def test_server_answers_a_request_with_the_prior(tiny_model, tmp_path):
     assert PRIOR_REPORT in row["prompt"]
     log = (tmp_path / "server.log").read_text()
     assert "Moderate left pleural effusion" not in log and key not in log
-    assert NO_PROXY  # the helpers' requests bypass any proxy

@@ -18,6 +18,14 @@ it has one (the default then), ``seeded`` splits studies or patients with --val_
 --test_ratio and --seed. ``--section findings|impression|both`` picks the target for readers
 with report sections.
 
+``--priors`` (readers with study dates: MIMIC-CXR; IU-Xray/OpenI have none and say so) makes
+longitudinal samples: each study's prior is the latest study of the same patient from a strictly
+earlier date (Libra's rule; one day's studies share one prior); the images are the current views,
+then the prior's frontal view; the prior's findings and impression follow the request in a marked
+section; records carry ``prior_study_id`` (null without a prior) and ``days_since_prior``.
+``--context`` adds the current report's indication, technique and comparison (never its findings).
+See docs/priors.md.
+
 Outputs in ``--output_dir``: ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` (ms-swift's
 ``{"messages": [...], "images": [...]}``, one ``<image>`` tag per view), ``skipped.tsv`` (every
 record not written, with its reason), ``warnings.tsv`` (records written that deserve a look),

@@ -67,6 +67,13 @@ def test_prior_flags_make_the_prior_the_last_image_with_its_report(tmp_path):
     assert plain.images == [current] and not plain.prior_given
 
 
+def test_vllm_gets_its_image_limit_raised_to_the_most_images(longitudinal):
+    items = collect_items(parse("--dataset", str(longitudinal / "test.jsonl")))
+    assert max(len(it.images) for it in items) == 3  # two current views and the prior's frontal view
+    assert batch.vllm_image_limit("vllm", items) == {"limit_mm_per_prompt": {"image": 3}}
+    assert batch.vllm_image_limit("transformers", items) == {}
+
+
 def test_prior_flags_refuse_what_they_cannot_mean(tmp_path, longitudinal, capsys):
     report = tmp_path / "prior.txt"
     report.write_bytes(b"caf\xe9")

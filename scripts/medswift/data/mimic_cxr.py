@@ -336,8 +336,6 @@ class Options(ReaderOptions):
     metadata_csv: str | None = flag("mimic_cxr: mimic-cxr-2.0.0-metadata.csv[.gz] (default: found in --input)")
     views: str | None = flag("mimic_cxr: keep only these ViewPositions, comma-separated (PA,AP), or frontal "
                              "(PA,AP) / lateral (LATERAL,LL); the others are listed skips (default: all)")
-    priors: bool = False  # the converter's --priors: read StudyDate/StudyTime (medswift.data.studies.link_priors)
-    context: bool = False  # the converter's --context: keep indication, technique and comparison
 
 
 add_args = Options.add_args

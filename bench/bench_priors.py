@@ -19,6 +19,7 @@ run is printed, not judged.
 """
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import subprocess
@@ -45,7 +46,7 @@ def date_the_studies(root: Path) -> None:
     before, every fifth on the same day as the one before (later that day)."""
     path = root / "mimic-cxr-2.0.0-metadata.csv.gz"
     with gzip.open(path, "rt", newline="") as fh:
-        rows = list(__import__("csv").reader(fh))
+        rows = list(csv.reader(fh))
     header, body = rows[0], rows[1:]
     date_col, time_col, study_col = header.index("StudyDate"), header.index("StudyTime"), header.index("study_id")
     when: dict[str, tuple[str, str]] = {}
@@ -58,7 +59,7 @@ def date_the_studies(root: Path) -> None:
             when[row[study_col]] = (stamp, "183000.5" if same_day else "91500.0")
         row[date_col], row[time_col] = when[row[study_col]]
     with gzip.open(path, "wt", newline="") as fh:
-        __import__("csv").writer(fh).writerows([header, *body])
+        csv.writer(fh).writerows([header, *body])
 
 
 def child(root: str, out: str, workers: str, *extra: str) -> int:

@@ -145,6 +145,21 @@ def test_context_adds_indication_technique_comparison_never_findings(mimic, tmp_
     assert json.loads((tmp_path / "ctx" / "summary.json").read_text())["priors"]["context"] is True
 
 
+def test_a_seeded_split_keeps_patients_and_their_priors_together(mimic, tmp_path):
+    root, reports = mimic
+    rc, _, stderr = convert(root, reports, tmp_path / "seeded", "--priors", "--split", "seeded", "--val_ratio", "0.3",
+                            "--test_ratio", "0.3", "--seed", "3")
+    assert rc == 0, stderr
+    written = rows(tmp_path / "seeded")
+    split_of = {rid: split for rid, (split, _) in written.items()}
+    assert {s["prior_study_id"] for _, s in written.values()} - {None} <= set(split_of) | {"s51000001"}
+    for rid, (split, sample) in written.items():
+        prior = sample["prior_study_id"]
+        assert prior is None or split_of.get(prior, split) == split, (rid, prior)
+    assert len({split_of[f"s5000000{k}"] for k in range(1, 5)}) == 1  # one patient, one split
+    assert len(set(split_of.values())) > 1
+
+
 def test_prior_prompts_in_both_languages_name_views_and_prior():
     for lang in prompts.LANGUAGES:
         assert len(prompts.PRIOR_TEMPLATES[lang]) == 12

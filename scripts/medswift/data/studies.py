@@ -94,8 +94,9 @@ def link_priors(records: list[Candidate], images: dict[str, list[str]], warnings
     """Libra's rule over the checked studies: order each patient's studies by date and time; a study's
     prior is the latest usable study of the same patient from a strictly earlier date, so studies of
     one day share one prior. Usable: a findings or impression section, a checked frontal view and the
-    same split. Returns the prior (None: none) of every record and a warning for each study whose
-    latest earlier study could not serve (its later-dated usable predecessor, or none, was used).
+    same split; when the latest earlier study is not usable, the latest usable one before it serves.
+    Returns the prior (None: none) of every record, and a warning for each study whose latest
+    earlier study could not serve (naming the one used instead, or "no prior").
 
     Written here: no maintained library selects priors; one sort per patient (O(n log n))."""
     refused = {(rid, note[len("view "):].split(" refused", 1)[0]) for rid, note in warnings

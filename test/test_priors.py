@@ -164,8 +164,8 @@ def test_prior_prompts_in_both_languages_name_views_and_prior():
     for lang in prompts.LANGUAGES:
         assert len(prompts.PRIOR_TEMPLATES[lang]) == 12
         for k in range(12):
-            text = prompts.longitudinal_prompt(lang, k, 2, ["PA", "LATERAL"], prior={"findings": "A.", "impression": ""},
-                                               days=3)
+            prior = {"findings": "A.", "impression": ""}
+            text = prompts.longitudinal_prompt(lang, k, 2, ["PA", "LATERAL"], prior=prior, days=3)
             assert ("frontal and lateral chest radiographs" if lang == "en" else "正位和侧位") in text
             assert ("prior study's frontal" if lang == "en" else "前次检查的胸部正位") in text
             assert ("3 days earlier" if lang == "en" else "3天前") in text

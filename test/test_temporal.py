@@ -58,7 +58,8 @@ def test_report_card_writes_the_temporal_section(tmp_path):
     rows = [
         {"key": "a", "response": "The right effusion has increased.", "reference": "Right effusion, increased.",
          "prior_given": True},
-        {"key": "b", "response": "Stable cardiomegaly.", "reference": "Cardiomegaly is unchanged.", "prior_given": True},
+        {"key": "b", "response": "Stable cardiomegaly.", "reference": "Cardiomegaly is unchanged.",
+         "prior_given": True},
         {"key": "c", "response": "New left opacity.", "reference": "Left opacity.", "prior_given": False},
         {"key": "d", "response": "心影较前无明显变化。", "reference": "心影大小同前。", "prior_given": False},
     ]

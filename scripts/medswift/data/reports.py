@@ -146,7 +146,8 @@ def convert(args) -> dict:
         input_records=len(reading.candidates), format=module.NAME, unit=unit, split=split, section=section if reading.sections else None,
         max_views=args.max_views if unit == "study" else 1, images_per_record=dict(sorted(views.items())),
         input=str(Path(args.input).resolve()), images_dirs=[str(d.resolve()) for d in reading.images_dirs],
-        val_ratio=args.val_ratio, test_ratio=args.test_ratio, **reading.extra, **priors_summary(args, prior_of, conv.kept),
+        val_ratio=args.val_ratio, test_ratio=args.test_ratio, **reading.extra,
+        **priors_summary(args, prior_of, conv.kept),
         normalised_copies=sum(1 for paths in conv.images.values() for v in paths if Path(v).parent == copy_root),
         templates_used={str(k): template_use[k] for k in sorted(template_use)},
         content_sha256=hashlib.sha256("".join(json_line(r) + "\n" for s in ("train", "val", "test")

@@ -143,6 +143,15 @@ def test_context_adds_indication_technique_comparison_never_findings(mimic, tmp_
     lone = written["s57000001"][1]["messages"][0]["content"]
     assert "[PRIOR REPORT]" not in lone and "[CURRENT STUDY]\nIndication:" in lone
     assert json.loads((tmp_path / "ctx" / "summary.json").read_text())["priors"]["context"] is True
+    # --context alone: today's request and the current context, no prior fields
+    rc, _, stderr = convert(root, reports, tmp_path / "ctx_only", "--context")
+    assert rc == 0, stderr
+    only = rows(tmp_path / "ctx_only")["s50000002"][1]
+    assert "prior_study_id" not in only and len(only["images"]) == 1
+    assert only["messages"][0]["content"] == "<image>" + prompts.longitudinal_prompt(
+        "en", prompts.pick_index("s50000002", 42, "en"), 1, ["AP"],
+        context={"indication": "___M, portable, line placement.", "technique": "Chest PA and lateral.",
+                 "comparison": "___."})
 
 
 def test_a_seeded_split_keeps_patients_and_their_priors_together(mimic, tmp_path):

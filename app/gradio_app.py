@@ -119,16 +119,32 @@ def load_image(upload: str | None, example: str | None, settings: Settings):
     return image, label, warnings
 
 
-def load_second_view(upload: str | None, settings: Settings):
-    """The optional second view of the same study (the lateral, say): (RGB image, warnings), or
-    (None, []) when none was given."""
+def load_second_view(upload: str | None, settings: Settings, label: str = "second view"):
+    """An optional image: the second view of the same study (the lateral, say) or the prior study's
+    view: (RGB image, warnings), or (None, []) when none was given."""
     if not upload:
         return None, []
     path = Path(upload)
     size_mb = path.stat().st_size / 2**20 if path.exists() else 0
     if size_mb > settings.max_upload_mb:
-        raise UsageError(f"The second view is {size_mb:.1f} MB; the limit is {settings.max_upload_mb:g} MB.")
-    return decode(path, "second view")
+        raise UsageError(f"The {label} is {size_mb:.1f} MB; the limit is {settings.max_upload_mb:g} MB.")
+    return decode(path, label)
+
+
+MAX_PRIOR_REPORT_CHARS = 5000  # a report is 1-3 K characters; the box keeps what fits
+
+
+def study_prompt(lang: str, prompt: str, views: int, prior: bool, prior_report: str) -> str:
+    """The request for the current views (and the prior study's view, sent last): a template speaks
+    of the views it shows and, with a prior, is its prior-aware variant followed by the prior's report
+    in its marked section (docs/priors.md); a free-text prompt gets that section appended."""
+    if prompt in prompts.TEMPLATES[lang]:
+        index = prompts.TEMPLATES[lang].index(prompt)
+        if prior:
+            return prompts.longitudinal_prompt(lang, index, views, prior={"report": prior_report})
+        return prompts.study_template(lang, index, views) if views > 1 else prompt
+    sections = prompts.marked_sections(lang, {"report": prior_report}, None) if prior else ""
+    return f"{prompt}\n\n{sections}" if sections else prompt
 
 
 def decode(path: Path, label: str):
@@ -264,22 +280,31 @@ class ReportChat:
                  sum(m["role"] == "user" for m in state["messages"]))
         yield history, state, ""
 
-    def new_report(self, upload, example, lang, template, free_text, max_tokens, temperature, second_view=None):
-        """Start a conversation about one study: an image, and optionally a second view of it.
-        Yields (history, state, status, preview, info)."""
+    def new_report(self, upload, example, lang, template, free_text, max_tokens, temperature, second_view=None,
+                   prior_view=None, prior_report=None):
+        """Start a conversation about one study: an image, optionally a second view of it, and optionally
+        the prior study's view with its report (sent last, as --priors trains). Yields (history, state,
+        status, preview, info)."""
         max_tokens, temperature = clamp_settings(max_tokens, temperature)
+        prior_report = (prior_report or "").strip()[:MAX_PRIOR_REPORT_CHARS]
         try:
             image, label, warnings = load_image(upload, example, self.settings)
             second, second_warnings = load_second_view(second_view, self.settings)
+            prior, prior_warnings = load_second_view(prior_view, self.settings, "prior study's view")
             prompt = resolve_prompt(lang, template, free_text)
+            if prior_report and prior is None:
+                raise UsageError("Upload the prior study's view with its report: the report is compared "
+                                 "through that image.")
         except UsageError as exc:
             yield [], None, f"⚠️ {exc}", None, self.info()
             return
         images = [image] + ([second] if second is not None else [])
-        if len(images) > 1 and prompt in prompts.TEMPLATES[lang]:  # a template speaks of the views it shows
-            prompt = prompts.study_template(lang, prompts.TEMPLATES[lang].index(prompt), len(images))
-        warnings += second_warnings
+        prompt = study_prompt(lang if lang in prompts.TEMPLATES else "en", prompt, len(images), prior is not None,
+                              prior_report)
+        images += [prior] if prior is not None else []
+        warnings += second_warnings + prior_warnings
         label += " and its second view" if second is not None else ""
+        label += ", compared with the prior study" if prior is not None else ""
         image = side_by_side(images)
         # one <image> tag per view, as the converter writes studies for training
         state = {"images": images, "label": label, "warnings": warnings,
@@ -324,6 +349,10 @@ def build_demo(chat: ReportChat):
                                       elem_id="example")
                 second_view = gr.File(label="second view of the same study (optional, e.g. the lateral)",
                                       file_types=UPLOAD_TYPES, type="filepath", elem_id="second_view")
+                prior_view = gr.File(label="prior study of the same patient (optional: its frontal view, sent last)",
+                                     file_types=UPLOAD_TYPES, type="filepath", elem_id="prior_view")
+                prior_report = gr.Textbox(label="prior study's report (optional, with the prior view)", lines=3,
+                                          max_length=MAX_PRIOR_REPORT_CHARS, elem_id="prior_report")
                 lang = gr.Radio(["zh", "en"], value="en", label="language of the prompt", elem_id="lang")
                 template = gr.Dropdown(template_choices("en"), value=prompts.template("en", 0),
                                        label="prompt (twelve templates, or free text)", elem_id="template")
@@ -347,14 +376,16 @@ def build_demo(chat: ReportChat):
         state = gr.State(None)
 
         lang.change(lambda lg: gr.update(choices=template_choices(lg), value=prompts.template(lg, 0)), lang, template)
-        submit.click(chat.new_report, [upload, example, lang, template, free_text, max_tokens, temperature, second_view],
+        submit.click(chat.new_report, [upload, example, lang, template, free_text, max_tokens, temperature, second_view,
+                                       prior_view, prior_report],
                      [chatbot, state, status, preview, info]).then(answer_boxes, state, boxes_view)
         ask.click(chat.follow_up, [question, chatbot, state, max_tokens, temperature],
                   [chatbot, state, status, question]).then(answer_boxes, state, boxes_view)
         question.submit(chat.follow_up, [question, chatbot, state, max_tokens, temperature],
                         [chatbot, state, status, question]).then(answer_boxes, state, boxes_view)
-        clear.click(lambda: ([], None, "", None, None, None, None, "", None), None,
-                    [chatbot, state, status, preview, upload, example, second_view, question, boxes_view])
+        clear.click(lambda: ([], None, "", None, None, None, None, "", None, None, ""), None,
+                    [chatbot, state, status, preview, upload, example, second_view, question, boxes_view,
+                     prior_view, prior_report])
     return demo
 
 

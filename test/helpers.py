@@ -404,3 +404,49 @@ def dry(name: str, env: dict, *args: str) -> tuple[dict, list[str]]:
         key, value = words.pop(0).split("=", 1)
         assigns[key] = value
     return assigns, words
+
+
+MIMIC_SPLIT_COLUMNS = ["dicom_id", "study_id", "subject_id", "split"]
+MIMIC_METADATA_COLUMNS = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
+                          "Rows", "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
+                          "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning"]
+
+
+def mimic_dicom_id(label: str) -> str:
+    """An id shaped like MIMIC-CXR's dicom_id (five dash-joined groups of 8 hex digits)."""
+    import hashlib
+
+    digest = hashlib.sha1(label.encode()).hexdigest()
+    return "-".join(digest[k:k + 8] for k in range(0, 40, 8))
+
+
+def write_mimic_cxr(base: Path, studies: list[dict]) -> tuple[Path, Path]:
+    """A MIMIC-CXR-JPG miniature in PhysioNet's layout, with dates: ``(jpg root, reports root)``.
+    Each study: subject, study, split, views (ViewPositions; view k's dicom_id is
+    ``mimic_dicom_id(f"{study}/{k}")``), date (StudyDate ``YYYYMMDD``), time (StudyTime, MIMIC's
+    ``HHMMSS.fff`` without its leading zero) and report (text). Metadata rows are written newest
+    first, as no reader may rely on the file's order."""
+    import gzip
+
+    jpg, reports = base / "mimic-cxr-jpg" / "2.0.0", base / "mimic-cxr-reports"
+    split_rows, meta_rows = [], []
+    for k, st in enumerate(studies):
+        subject, study = st["subject"], st["study"]
+        for v, position in enumerate(st["views"]):
+            dicom = mimic_dicom_id(f"{study}/{v}")
+            path = jpg / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.linear_gradient("L").resize((24, 24)).rotate(13 * k + 5 * v).save(path, format="JPEG")
+            split_rows.append([dicom, study, subject, st["split"]])
+            meta_rows.append([dicom, subject, study, "CHEST (PA AND LAT)", position, "3056", "2544", st["date"],
+                              st["time"], "CHEST (PA AND LAT)", "lateral" if "L" in position else "frontal", "Erect"])
+        txt = reports / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
+        txt.parent.mkdir(parents=True, exist_ok=True)
+        txt.write_text(st["report"])
+    for name, header, rows in (("split", MIMIC_SPLIT_COLUMNS, split_rows),
+                               ("metadata", MIMIC_METADATA_COLUMNS, meta_rows[::-1])):
+        with gzip.open(jpg / f"mimic-cxr-2.0.0-{name}.csv.gz", "wt", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(rows)
+    return jpg, reports

@@ -290,7 +290,8 @@ def test_every_registered_reader_keeps_the_reader_contract():
         own = argparse.ArgumentParser()
         reader.add_args(own)
         flags = {a.dest for a in own._actions} - common
-        extra = {f.name for f in dataclasses.fields(reader.Options)} - {"input", "images_dir", "unit"}
+        extra = {f.name for f in dataclasses.fields(reader.Options)} - {"input", "images_dir", "unit", "priors",
+                                                                         "context"}  # the converter's own
         assert flags == extra, f"{name}: its flags fill its options"
         assert flags <= converter_flags, f"{name}: the converter offers its flags"
         assert all(h.startswith(f"{name}: ") for a in own._actions if a.dest in flags for h in [a.help])

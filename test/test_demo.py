@@ -432,7 +432,7 @@ def test_burst_and_hostile_values_over_a_tiny_queue(tiny_model, tmp_path):
     try:
         config = json.loads(urllib.request.urlopen(url + "config", timeout=10).read())
         (fn_index,) = [d["id"] for d in config["dependencies"] if d.get("api_name") == "new_report"]
-        good = [None, "2_1.png", "en", None, "", 16, 0, None]
+        good = [None, "2_1.png", "en", None, "", 16, 0, None, None, ""]  # ..., second view, prior view, prior report
         with ThreadPoolExecutor(max_workers=30) as pool:
             burst = list(pool.map(lambda _: queue_event(url, fn_index, good), range(30)))
         answered = [m for kind, m in burst if kind == "completed" and m["success"]]

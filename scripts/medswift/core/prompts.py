@@ -107,6 +107,117 @@ def study_template(lang: str, index: int, count: int, positions: list | None = N
         return TEMPLATES[lang][index]
     return STUDY_TEMPLATES[lang][index].format(views=views_phrase(lang, count, positions))
 
+# Longitudinal samples (--priors): the same twelve requests, asked against the prior study. {views} names
+# the current views (current_views_phrase), {prior} the prior's frontal view and its age (prior_phrase); the
+# images are the current views first, then the prior's frontal view (MAIRA-2's order), and the prior's
+# report follows in its own marked section (prior_sections).
+PRIOR_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "zh": (
+        "请根据本次{views}写出影像学报告，包括所见和印象，并与{prior}对比。",
+        "与{prior}相比，本次{views}显示了什么？请给出完整的放射科报告。",
+        "作为放射科医生，请对照{prior}描述本次{views}的表现并给出诊断印象。",
+        "请结合{prior}阅读本次{views}，写出检查所见与结论，说明变化。",
+        "请分析本次{views}，说明心脏、纵隔、肺野、胸膜和骨骼的情况，并与{prior}比较。",
+        "根据本次{views}和{prior}，请生成一份简明的胸部影像报告。",
+        "请仔细观察本次{views}，列出异常发现及其与{prior}相比的变化；如无异常，请说明。",
+        "这是本次检查的{views}和{prior}，请写出所见和印象两部分。",
+        "请对照{prior}对本次{views}进行解读，并给出影像学印象。",
+        "与{prior}相比，本次{views}能得出哪些影像学发现？",
+        "请用规范的放射学术语描述本次{views}，并与{prior}比较。",
+        "请为本次{views}撰写诊断报告，并与{prior}对比（仅供科研使用）。",
+    ),
+    "en": (
+        "Write a radiology report for the current {views}, with findings and impression, compared with {prior}.",
+        "Compared with {prior}, what is seen on the current {views}? Give a complete report.",
+        "As a radiologist, describe the findings on the current {views} against {prior} and state your impression.",
+        "Read the current {views} together with {prior} and write the findings and conclusion, noting any change.",
+        "Assess the heart, mediastinum, lungs, pleura and bones on the current {views}, compared with {prior}.",
+        "Generate a concise chest imaging report for the current {views}, compared with {prior}.",
+        "Look carefully at the current {views} and list any abnormality and its change since {prior}; "
+        "say so if there is none.",
+        "These are the current {views} and {prior}. Write the findings and the impression.",
+        "Interpret the current {views} against {prior} and give your radiological impression.",
+        "Which radiological findings, and which changes since {prior}, can you see on the current {views}?",
+        "Describe the current {views} in standard radiological terms, compared with {prior}.",
+        "Draft a diagnostic report for the current {views}, compared with {prior} (for research use).",
+    ),
+}
+assert all(len(t) == 12 for t in PRIOR_TEMPLATES.values()), "twelve prior-aware templates per language"
+
+# Marked sections of a longitudinal user turn (MAIRA-2's inputs: prior report; indication, technique,
+# comparison of the current study). Names stay fixed so a model learns where each part starts.
+SECTION_TITLES = {
+    "en": {"prior": "PRIOR REPORT", "prior_end": "END OF PRIOR REPORT", "current": "CURRENT STUDY",
+           "findings": "Findings", "impression": "Impression", "indication": "Indication",
+           "technique": "Technique", "comparison": "Comparison"},
+    "zh": {"prior": "既往报告", "prior_end": "既往报告结束", "current": "本次检查",
+           "findings": "所见", "impression": "印象", "indication": "临床指征",
+           "technique": "检查技术", "comparison": "对比"},
+}
+CONTEXT_FIELDS = ("indication", "technique", "comparison")  # never the current findings or impression
+
+
+def current_views_phrase(lang: str, count: int, positions: list | None = None) -> str:
+    """The current study's views for PRIOR_TEMPLATES, one view included ("frontal chest radiograph",
+    "胸部正位X光片"); several as views_phrase says them."""
+    if count >= 2:
+        return views_phrase(lang, count, positions)
+    text = str((positions or [None])[0] or "").strip().upper() if positions and len(positions) == 1 else ""
+    kind = "frontal" if text in FRONTAL else "lateral" if text in LATERAL else None
+    if lang == "en":
+        return f"{kind} chest radiograph" if kind else "chest radiograph"
+    return f"胸部{_KIND['zh'][kind]}X光片" if kind else "胸部X光片"
+
+
+def prior_phrase(lang: str, days: int | None) -> str:
+    """The prior's frontal view, the last image, and how long before the current study it was taken."""
+    if lang == "en":
+        plural = "s" if days != 1 else ""
+        when = "" if days is None else ", taken the same day" if days == 0 else f", taken {days} day{plural} earlier"
+        return f"the prior study's frontal chest radiograph (the last image{when})"
+    when = "" if days is None else "，同日拍摄" if days == 0 else f"，{days}天前拍摄"
+    return f"前次检查的胸部正位X光片（最后一张图像{when}）"
+
+
+def prior_template(lang: str, index: int, count: int, positions: list | None, days: int | None) -> str:
+    """Prior-aware template ``index`` for ``count`` current views and the prior's frontal view."""
+    template(lang, index)  # the same checks of language and index
+    views = current_views_phrase(lang, count, positions)
+    return PRIOR_TEMPLATES[lang][index].format(views=views, prior=prior_phrase(lang, days))
+
+
+def marked_sections(lang: str, prior: dict | None, context: dict | None) -> str:
+    """The text after the request: the prior's findings and impression (or its whole ``report``, as a
+    user typed it) in a marked section, then the current study's indication, technique and
+    comparison (``context``); "" when neither."""
+    titles = SECTION_TITLES[lang]
+    colon = ": " if lang == "en" else "："
+    parts = []
+    if prior is not None:
+        lines = [f"{titles[k]}{colon}{prior[k].strip()}" for k in ("findings", "impression")
+                 if (prior.get(k) or "").strip()]
+        if not lines and (prior.get("report") or "").strip():  # a whole report as a user gave it (demo, CLI)
+            lines = [prior["report"].strip()]
+        if lines:  # a prior image alone: the request names it, no empty section
+            parts.append("\n".join([f"[{titles['prior']}]", *lines, f"[{titles['prior_end']}]"]))
+    context_lines = [f"{titles[k]}{colon}{context[k].strip()}" for k in CONTEXT_FIELDS
+                     if context and (context.get(k) or "").strip()]
+    if context_lines:
+        parts.append("\n".join([f"[{titles['current']}]", *context_lines]))
+    return "\n\n".join(parts)
+
+
+def longitudinal_prompt(lang: str, index: int, count: int, positions: list | None = None, *,
+                        prior: dict | None = None, days: int | None = None, context: dict | None = None) -> str:
+    """The user turn of a study sample: with a ``prior`` ({"findings", "impression"}; its frontal view
+    is the last image, not counted in ``count``) the prior-aware template and the marked prior report,
+    else today's study template; ``context`` adds the current indication, technique and comparison."""
+    request = prior_template(lang, index, count, positions, days) if prior is not None \
+        else study_template(lang, index, count, positions)
+    sections = marked_sections(lang, prior, context)
+    return f"{request}\n\n{sections}" if sections else request
+
+
 # The sibling jobs: a smaller set each, same deterministic choice per record.
 TASK_TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
     "report": TEMPLATES,

@@ -27,6 +27,9 @@ What it measures:
   * a 95% percentile-bootstrap interval over records for every headline number
     (``--bootstrap``, ``--seed``; medswift/eval/bootstrap.py);
   * share of predictions vs references that say "no acute abnormality";
+  * temporal: change words in five families (new, worsened, improved, stable, resolved), negation-aware,
+    English and Chinese, as a micro F1 over (record, family) pairs, and how many predictions describe
+    change although their row says no prior study was given (medswift/eval/temporal.py; docs/priors.md);
   * box answers (every reference is Qwen3-VL box JSON, from scripts/convert_grounding.py): the
     box card instead, mAP@0.5 and mAP@[.5:.95] with pycocotools, mean IoU, invalid-JSON share
     (medswift/eval/box_card.py);
@@ -47,7 +50,7 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import read_jsonl, write_atomic, write_json
-from medswift.eval import bootstrap, findings, provenance, r2gen_cleaning, scorer_workers, text_metrics
+from medswift.eval import bootstrap, findings, provenance, r2gen_cleaning, scorer_workers, temporal, text_metrics
 from medswift.eval import box_card
 from medswift.eval.charts import plot_findings, plot_text
 
@@ -297,7 +300,8 @@ def write_report(m: dict, worst: list[dict], out: Path) -> None:
         lines.append(f"| {name} | {fmt(v['precision'])} | {fmt(v['recall'])} | {fmt(v['f1'])} | {v['support']} | "
                      f"{v['predicted']} |")
     abl = m["ablation"]
-    lines += ["", "![per-finding F1](findings_f1.png)", "", "## Does the model read the image?", "",
+    lines += ["", "![per-finding F1](findings_f1.png)", ""] + temporal_lines(m["temporal"])
+    lines += ["## Does the model read the image?", "",
               f"- distinct reports: {abl['distinct_predictions']} of {abl['n']} ({fmt(abl['distinct_share'], True)})",
               f"- identical to the blank-image report: {fmt(abl['identical_to_blank_share'], True)} "
               f"({abl['compared_with_blank']} compared)",
@@ -312,6 +316,20 @@ def write_report(m: dict, worst: list[dict], out: Path) -> None:
         lines += ["", "## Lines not scored", ""] + [f"- {p}" for p in m["problems"]]
     lines += ["", f"_{NOTICE}_", ""]
     write_atomic(out / "report.md", "\n".join(lines))
+
+
+def temporal_lines(t: dict) -> list[str]:
+    """report.md's section on change language (medswift/eval/temporal.py)."""
+    without = (f"{t['change_without_prior']} of {t['rows_without_prior']} predictions made without a prior study "
+               f"describe change ({fmt(t['change_without_prior_share'], True)})" if t["rows_without_prior"]
+               else "no row says it was made without a prior study")
+    lines = ["## Change over time (temporal, rule-based)", "", t["note"], "",
+             f"temporal F1 {fmt(t['f1'])}; references stating change {t['references_with_change']}, "
+             f"predictions {t['predictions_with_change']}; {without}", "",
+             "| family | precision | recall | F1 | in references | in predictions |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {fmt(v['precision'])} | {fmt(v['recall'])} | {fmt(v['f1'])} | {v['in_references']} | "
+              f"{v['in_predictions']} |" for name, v in t["per_family"].items()]
+    return lines + [""]
 
 
 NOTES = {"zh": "Chinese scored on characters (primary: every CJK character a token, punctuation dropped) and on "
@@ -434,6 +452,8 @@ def score(predictions: Path, loaded: tuple, lang: str | None, worst_n: int, *, p
         "bootstrap": {"resamples": n_boot, "seed": seed, "method": "percentile", "level": 0.95,
                       "unit": "record (one row: one study or image)"},
         "normal_share": normal, "ablation": ablation(scored, controls), "problems": problems,
+        "temporal": temporal.scores(ref_texts, pred_texts, [r.get("prior_given") for r in scored],
+                                    [langs[k] for k in keys]),
         "cut_for_scoring": {"limit_chars": MAX_SCORED_CHARS,
                             "rows": {r["key"]: r["cut_for_scoring"] for r in scored if r.get("cut_for_scoring")}},
     }
@@ -512,6 +532,9 @@ def report(args) -> int:
     if m["meteor_sampled"]:
         print("METEOR on a seeded sample: " + ", ".join(f"{n} of {m['text_n'][s]} records ({s})"
                                                         for s, n in m["meteor_sample_size"].items() if n is not None))
+    tm = m["temporal"]
+    print(f"temporal F1 (change words, rule-based) {fmt(tm['f1'])}; predictions describing change without a prior: "
+          f"{tm['change_without_prior']} of {tm['rows_without_prior']}")
     print(verdict(m["ablation"]).replace("**", ""))
     if m["problems"]:
         print(f"{len(m['problems'])} lines not scored (listed in report.md)")

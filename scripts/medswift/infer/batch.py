@@ -109,7 +109,7 @@ def run(args) -> dict | None:
         t0 = time.perf_counter()
         engine = models.load_engine(choice, max_batch_size=args.batch_size, dtype=args.dtype,
                                     device_map=world.device_map(), tensor_parallel_size=args.tensor_parallel_size,
-                                    distributed=world.distributed)
+                                    distributed=world.distributed, **vllm_image_limit(choice.backend, items))
         config = models.request_config(args.max_new_tokens, args.temperature, args.top_p, args.repetition_penalty,
                                        seed=args.seed)
         t1 = time.perf_counter()
@@ -128,6 +128,14 @@ def run(args) -> dict | None:
             "skipped": [s for r in ranks for s in r["skipped"]], "warnings": [w for r in ranks for w in r["warnings"]],
             "load_seconds": max(r["load_seconds"] for r in ranks), "seconds": max(r["seconds"] for r in ranks),
             "output_file": str(out), "ranks": world.size}
+
+
+def vllm_image_limit(backend: str, items: list) -> dict:
+    """vLLM takes a fixed number of images per prompt: raise it to the most images one input holds
+    (a study's views plus its prior's view: 3 with the converter's --max_views 2 --priors), as
+    ms-swift's VllmEngine(limit_mm_per_prompt=...) passes it to vLLM. Nothing for transformers."""
+    most = max((len(it.images) for it in items), default=1)
+    return {"limit_mm_per_prompt": {"image": most}} if backend == "vllm" and most > 1 else {}
 
 
 def infer_isolating(engine, requests: list, config) -> list:

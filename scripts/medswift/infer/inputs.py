@@ -14,7 +14,7 @@ from pathlib import Path
 from medswift.core import prompts
 from medswift.core.constants import IMAGE_SUFFIXES, LANGUAGES, MAX_NEW_TOKENS
 from medswift.core.errors import UsageError
-from medswift.core.files import read_jsonl
+from medswift.core.files import read_jsonl, read_text_utf8
 from medswift.core.images import ImageRejected, open_checked
 
 CONTROLS = ("blank", "noise")
@@ -32,6 +32,8 @@ class Item:
     system: str | None = None  # the record's own system prompt (the converter's --system)
     row: dict = field(default_factory=dict)  # the dataset record (the classifier reads its label)
     dataset: str | None = None  # the converter JSONL it came from (its summary.json is the provenance)
+    prior_given: bool = False  # the last image is a prior study's view (converter --priors, --prior_image)
+    prior_study_id: str | None = None  # the converter's prior_study_id, when the record has one
 
     @property
     def image(self) -> str:
@@ -67,10 +69,15 @@ def item_from_record(row, where: str, prompt_override: str | None) -> Item:
     if rid is not None and (not isinstance(rid, (str, int)) or isinstance(rid, bool)):
         raise UsageError(f"{where}: 'id' must be a string or a number")
     rid = str(rid) if rid is not None else None
+    prior = row.get("prior_study_id")
+    if prior is not None and prompt_override:
+        raise UsageError(f"{where} has a prior study whose report is in its prompt; --prompt/--template would "
+                         "drop it (leave them out for a --priors dataset)")
     prompt = prompt_override or user.replace(IMAGE_TAG, "").strip()
     return Item(key=rid or "|".join(canonical(p) for p in images), images=images, prompt=prompt,
                 reference=reference if isinstance(reference, str) else None, record_id=rid,
-                system=system if isinstance(system, str) else None, row=row)
+                system=system if isinstance(system, str) else None, row=row,
+                prior_given=prior is not None, prior_study_id=str(prior) if prior is not None else None)
 
 
 def items_from_dataset(path: Path, prompt_override: str | None) -> list[Item]:
@@ -161,6 +168,11 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", type=int, help="prompt template id 0-11 in --lang (default 0)")
     p.add_argument("--lang", choices=LANGUAGES, default="zh")
     p.add_argument("--system", help="optional system prompt (default: the dataset record's own, if any)")
+    p.add_argument("--prior_image", help="with --test_images/--images_dir: the prior study's frontal view, sent "
+                                         "after each image (a --dataset converted with --priors carries its own)")
+    p.add_argument("--prior_report_file", help="with --prior_image: a UTF-8 text file holding the prior study's "
+                                               "report (a file, so the report never shows in the process list)")
+    p.add_argument("--prior_days", type=int, help="with --prior_image: days between the prior and the current study")
     p.add_argument("--max_new_tokens", type=int, default=MAX_NEW_TOKENS)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top_p", type=float)
@@ -170,6 +182,45 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hide_reasoning", action="store_true",
                    help="Thinking models: keep only the report in 'response' (the reasoning stays in 'reasoning')")
     p.add_argument("--ablation", action="store_true", help="also run blank and noise images with each prompt")
+
+
+MAX_PRIOR_REPORT_CHARS = 20_000  # a report is 1-3 K characters; more is not a report
+
+
+def prior_inputs(args) -> tuple[str, str] | None:
+    """``(prior image path, prior report text)`` from --prior_image/--prior_report_file, checked; None
+    when no prior was given."""
+    image, report_file = getattr(args, "prior_image", None), getattr(args, "prior_report_file", None)
+    if (report_file or getattr(args, "prior_days", None) is not None) and not image:
+        raise UsageError("--prior_report_file and --prior_days describe a prior study: give its --prior_image too")
+    if not image:
+        return None
+    if args.dataset:
+        raise UsageError("--prior_image applies to --test_images/--images_dir; a --dataset record carries its own "
+                         "prior (convert it with --priors)")
+    if not Path(image).is_file():
+        raise UsageError(f"--prior_image not found: {image}")
+    if args.prior_days is not None and args.prior_days < 0:
+        raise UsageError("--prior_days must be 0 or more")
+    report = read_text_utf8(Path(report_file), "--prior_report_file").strip() if report_file else ""
+    if len(report) > MAX_PRIOR_REPORT_CHARS:
+        raise UsageError(f"--prior_report_file holds {len(report):,} characters; a report has at most "
+                         f"{MAX_PRIOR_REPORT_CHARS:,}")
+    return image, report
+
+
+def with_prior(items: list[Item], args, image: str, report: str) -> None:
+    """Each item gets the prior's view as its last image and the prior-aware prompt (the chosen
+    template's prior-aware variant, or --prompt followed by the marked prior report)."""
+    sections = prompts.marked_sections(args.lang, {"report": report}, None)
+    for it in items:
+        it.images = [*it.images, image]
+        if args.prompt:
+            it.prompt = f"{args.prompt}\n\n{sections}" if sections else args.prompt
+        else:
+            it.prompt = prompts.longitudinal_prompt(args.lang, args.template or 0, 1, None, prior={"report": report},
+                                                    days=args.prior_days)
+        it.prior_given = True
 
 
 def check_generation_args(args) -> None:
@@ -189,12 +240,15 @@ def collect_items(args) -> list[Item]:
         prompt = prompts.template(args.lang, args.template) if args.template is not None else args.prompt
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    prior = prior_inputs(args)
     if args.dataset:
         items = items_from_dataset(Path(args.dataset), prompt)
     else:
         files = args.test_images if args.test_images else sample_folder(Path(args.images_dir), args.num_samples,
                                                                           args.seed)
         items = items_from_files(files, prompt or prompts.template(args.lang, 0))
+        if prior:
+            with_prior(items, args, *prior)
     seen: set[str] = set()
     for it in items:
         if it.key in seen:

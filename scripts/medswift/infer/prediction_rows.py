@@ -10,7 +10,8 @@ from medswift.core.boxes import parse_boxes
 from medswift.infer.inputs import Item
 
 REPORT_ROW_FIELDS = ("key", "id", "image", "images", "control", "prompt", "response", "reasoning", "reference",
-                     "model", "adapter", "backend", "generation", "dataset", "seconds", "warnings", "boxes")
+                     "model", "adapter", "backend", "generation", "dataset", "seconds", "warnings", "boxes",
+                     "prior_given", "prior_study_id")
 
 
 def report_row(item: Item, text: str | None, *, model: str, adapter: str | None, backend: str, generation: dict,
@@ -23,7 +24,9 @@ def report_row(item: Item, text: str | None, *, model: str, adapter: str | None,
            "control": item.control, "prompt": item.prompt, "response": report if hide_reasoning else (text or ""),
            "reasoning": reasoning, "reference": item.reference, "model": model, "adapter": adapter,
            "backend": backend, "generation": generation, "dataset": item.dataset, "seconds": round(seconds, 4),
-           "warnings": list(warnings or []), "boxes": parsed_boxes(text)}
+           "warnings": list(warnings or []), "boxes": parsed_boxes(text),
+           # the report card counts change described without a prior (medswift/eval/temporal.py)
+           "prior_given": item.prior_given, "prior_study_id": item.prior_study_id}
     return row
 
 

@@ -185,6 +185,7 @@ class Reading:
     official: bool = False  # candidates carry the dataset's own split
     sections: bool = False  # fields carry "findings" and "impression" instead of "report"
     own_prompts: bool = False  # fields["prompt"] is the dataset's own question (instruction data)
+    dates: bool = False  # study candidates carry fields["study_day"] / ["study_time"] (--priors)
     extra: dict = field(default_factory=dict)  # what the summary should say about the input
 
 

@@ -12,6 +12,9 @@ A reader is a module of ``medswift.data`` holding, at module level:
     help text that starts ``NAME:``, ``None`` when not given) or ``switch(help)`` (a yes/no flag);
 ``add_args(parser)``
     adds the reader's own flags to the converter's parser (``add_args = Options.add_args``);
+``DATES``, ``CONTEXT`` (optional, default false)
+    whether it knows study dates (``--priors``: its study candidates carry ``fields["study_day"]``
+    and ``["study_time"]``) and the current report's indication/technique/comparison (``--context``);
 ``detect(path) -> bool``
     whether ``--input`` is in its format (cheap: a name, a folder layout, a file's first bytes);
 ``read(options) -> Reading``
@@ -36,10 +39,14 @@ from medswift.data.pipeline.records import Reading
 @dataclass(frozen=True)
 class ReaderOptions:
     """What every reader is given: ``--input``, ``--images_dir`` and the ``--unit`` asked for
-    (a reader whose records are no studies refuses ``study``)."""
+    (a reader whose records are no studies refuses ``study``); ``priors`` and ``context``, the
+    converter's --priors/--context, which only a reader declaring ``DATES``/``CONTEXT`` is given
+    true (it then reads study dates / the current report's context sections)."""
     input: str
     images_dir: str | None = None
     unit: str | None = None
+    priors: bool = False
+    context: bool = False
 
     @classmethod
     def add_args(cls, parser: argparse.ArgumentParser) -> None:

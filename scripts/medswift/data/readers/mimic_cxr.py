@@ -23,11 +23,15 @@ patient never reaches training. ``--views`` keeps only some ViewPositions (``fro
 The report is cut into sections the way the MIMIC-CXR authors' ``section_parser.py`` does (see
 ``report_sections``); FINDINGS and IMPRESSION are the targets (``--section``).
 Images on disk or in the metadata file that the split file does not list are listed skips.
+With the converter's ``--priors`` the metadata's StudyDate/StudyTime date each study (a study without a valid
+date is a listed skip) and ``medswift.data.pipeline.studies.link_priors`` gives each its prior; ``--context`` keeps
+the indication (else history), technique and comparison sections for the prompt. See docs/priors.md.
 
 For research only, not for diagnosis.
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import stat
@@ -51,6 +55,9 @@ MAX_REPORT_BYTES = 1 << 20  # real reports are a few KB; a bigger file is not a 
 NUMERIC_ID = re.compile(r"[0-9]{1,12}")
 DICOM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 VIEWS = True  # the converter's --views applies to this reader (it knows each image's ViewPosition)
+DATES = True  # --priors applies: the metadata gives each study's StudyDate and StudyTime
+CONTEXT = True  # --context applies: reports have indication, technique and comparison sections
+DATE_COLUMNS = ("StudyDate", "StudyTime")
 VIEW_GROUPS = {"FRONTAL": ("PA", "AP"), "LATERAL": ("LATERAL", "LL")}
 PROTECTION = {"test": 2, "val": 1, "train": 0}  # a patient found in two splits stays in the highest
 
@@ -147,6 +154,29 @@ def split_sections(text: str) -> list[tuple[str, str]]:
 
 def _clean(text: str) -> str:
     return " ".join(text.split())  # reports are hard-wrapped at ~80 columns
+
+
+def context_sections(text: str) -> dict[str, str]:
+    """The current study's context for ``--context``: its indication (else its history),
+    technique and comparison sections, the last of each name, cleaned; never findings."""
+    last = {name: _clean(body) for name, body in split_sections(text)}
+    return {"indication": last.get("indication") or last.get("history", ""),
+            "technique": last.get("technique", ""), "comparison": last.get("comparison", "")}
+
+
+def study_when(date: str, time: str) -> tuple[int, float] | None:
+    """``(day ordinal, seconds into the day)`` of MIMIC's StudyDate (``21800506``, shifted into the
+    future by the de-identification) and StudyTime (``213014.531``, ``74555.0``: HHMMSS.fff without
+    its leading zero); None when either is not such a value."""
+    try:
+        day = dt.date(int(date[:4]), int(date[4:6]), int(date[6:8])).toordinal() if len(date) == 8 else None
+        clock = float(time)
+    except ValueError:
+        return None
+    if day is None or not 0 <= clock < 240000:
+        return None
+    whole = int(clock)
+    return day, (whole // 10000) * 3600 + (whole // 100 % 100) * 60 + clock % 100
 
 
 def report_sections(text: str) -> tuple[str, str, str]:
@@ -260,8 +290,9 @@ class ImageIndex(Mapping):
         return sum(self.found.values())
 
 
-def read_report(path: str) -> tuple[str, str, str] | tuple[str, str]:
-    """``(findings, impression, impression source)`` of a report file, or ``(reason, detail)``."""
+def read_report(path: str, context: bool = False) -> tuple | tuple[str, str]:
+    """``(findings, impression, impression source)`` of a report file (with ``context``, its
+    ``context_sections`` dict as a fourth item), or ``(reason, detail)``."""
     name = path.rsplit("/", 1)[-1]
     try:
         st = os.stat(path)  # before opening: a FIFO in its place would block the open
@@ -279,7 +310,7 @@ def read_report(path: str) -> tuple[str, str, str] | tuple[str, str]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return "unreadable report", f"{name}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-    return report_sections(text)
+    return report_sections(text) + ((context_sections(text),) if context else ())
 
 
 def parse_views(text: str | None) -> frozenset[str] | None:
@@ -335,6 +366,35 @@ def _list_unlisted_images(candidates: list[Candidate], images: Path, listed: dic
 
 
 # --------------------------------------------------------------------------- reader
+def read_metadata(metadata_csv: Path, dates: bool) -> tuple[dict[str, str], dict[str, tuple[int, float] | None]]:
+    """``(dicom_id -> ViewPosition, study_id -> its earliest (day, time) or None)``; the dates only
+    when asked (``--priors``), so a metadata copy without StudyDate/StudyTime still converts."""
+    view_of: dict[str, str] = {}  # a few distinct values, interned
+    when_of: dict[str, tuple[int, float] | None] = {}
+    columns = METADATA_COLUMNS + (DATE_COLUMNS if dates else ())
+    for dicom, study, _subject, view, *date_time in csv_rows(metadata_csv, columns, METADATA_FILE):
+        view_of.setdefault(dicom, sys.intern(view.upper()))
+        if date_time:
+            when, known = study_when(*date_time), when_of.get(study)
+            when_of[study] = when if known is None or (when is not None and when < known) else known
+    return view_of, when_of
+
+
+def longitudinal_fields(fields: dict, options: Options, when: tuple[int, float] | None, report: tuple,
+                        metadata_name: str) -> tuple[str, str] | None:
+    """Adds a view's ``study_day``/``study_time`` (--priors) and its study's context sections
+    (--context) to ``fields``; a study without a valid date under --priors is a listed skip (its
+    prior cannot be known, and is never guessed)."""
+    if options.context and len(report) == 4:
+        fields.update(report[3])
+    if not options.priors:
+        return None
+    if when is None:
+        return "no study date", f"{fields['study']}: no valid StudyDate/StudyTime in {metadata_name}"
+    fields["study_day"], fields["study_time"] = when
+    return None
+
+
 def read(options: Options) -> Reading:
     root = Path(options.input)
     if not root.exists():
@@ -346,11 +406,7 @@ def read(options: Options) -> Reading:
     reports = files_folder(Path(options.reports_dir or root), "reports")
     split_csv = find_csv(options.split_csv, root, SPLIT_FILE, "--split_csv")
     metadata_csv = find_csv(options.metadata_csv, root, METADATA_FILE, "--metadata_csv")
-
-    view_of: dict[str, str] = {}  # dicom_id -> ViewPosition (a few distinct values, interned)
-    for dicom, _study, _subject, view in csv_rows(metadata_csv, METADATA_COLUMNS, METADATA_FILE):
-        view_of.setdefault(dicom, sys.intern(view.upper()))
-
+    view_of, when_of = read_metadata(metadata_csv, bool(options.priors))  # when_of: --priors only
     candidates: list[Candidate] = []
     # study -> (read_report's answer, "s<study>", "p<subject>"): read once, shared by its views
     studies: dict[str, tuple] = {}
@@ -369,8 +425,8 @@ def read(options: Options) -> Reading:
         listed[name] = False
         known = studies.get(study)
         if known is None:
-            known = studies[study] = (read_report(f"{reports}/p{subject[:2]}/p{subject}/s{study}.txt"),
-                                      f"s{study}", f"p{subject}")
+            known = studies[study] = (read_report(f"{reports}/p{subject[:2]}/p{subject}/s{study}.txt",
+                                                  bool(options.context)), f"s{study}", f"p{subject}")
         report, study_key, patient = known
         split = official_split(split_name)
         problem = None if split else ("unknown split", f"{split_name[:40]!r} in {split_csv.name}")
@@ -381,14 +437,15 @@ def read(options: Options) -> Reading:
         if len(report) == 2:
             problem, findings, impression, source = problem or report, "", "", ""
         else:
-            findings, impression, source = report
+            findings, impression, source = report[:3]
         view = view_of.pop(dicom, "")
         if views is not None and not problem and view not in views:
             problem = ("view not selected", f"ViewPosition {view or '(none)'} not in --views {options.views}")
         meta = metas.get((view, source)) or metas.setdefault(
             (view, source), {"view_position": view, "impression_from": source})
-        candidates.append(Candidate(dicom, name, problem, group=patient, split=split, fields={
-            "findings": findings, "impression": impression, "study": study_key, "view": view, "meta": meta}))
+        fields = {"findings": findings, "impression": impression, "study": study_key, "view": view, "meta": meta}
+        problem = problem or longitudinal_fields(fields, options, when_of.get(study), report, metadata_csv.name)
+        candidates.append(Candidate(dicom, name, problem, group=patient, split=split, fields=fields))
     if studies and all(len(known[0]) == 2 and known[0][0] == "missing report" for known in studies.values()):
         # the usual slip: mimic-cxr-reports unpacked elsewhere; one line, not a skip per image
         raise UsageError(f"no report (files/pXX/p<subject>/s<study>.txt) found under {reports}; "
@@ -397,7 +454,7 @@ def read(options: Options) -> Reading:
     _keep_most_protected_split(candidates, patient_split, split_csv)
     _list_unlisted_images(candidates, images, listed, view_of, split_csv, metadata_csv)
     return Reading(candidates, [images], ImageIndex(images, listed), default_unit="study", studies=True,
-                   official=True, sections=True,
+                   official=True, sections=True, dates=bool(options.priors),
                    extra={"images_root": str(images.resolve()), "reports_root": str(reports.resolve()),
                           "split_csv": str(split_csv.resolve()), "metadata_csv": str(metadata_csv.resolve()),
                           "views": sorted(views) if views is not None else "all"})

@@ -55,7 +55,8 @@ EN_CASES = [
     ("There is no focal consolidation, however there is a small right pleural effusion.", {CO: N, PE: P}),
     ("The lungs are clear except for a left midlung opacity.", {LO: P}),
     ("There is mild cardiomegaly and pulmonary edema, without pleural effusion.", {CM: P, ED: P, PE: N}),
-    ("The heart is not enlarged and the lungs are clear with no pleural effusion.", {CM: N, PE: N, NF: P}),
+    # "the lungs are clear" states the lungs carry no opacity
+    ("The heart is not enlarged and the lungs are clear with no pleural effusion.", {CM: N, LO: N, PE: N, NF: P}),
     # positives
     ("The heart is enlarged.", {CM: P}),
     ("The heart is slightly enlarged and the lungs show interstitial edema.", {CM: P, ED: P}),
@@ -63,7 +64,8 @@ EN_CASES = [
     ("There is no mediastinal widening.", {EC: N}),
     ("Central pulmonary vascular congestion.", {ED: P}),
     ("Right lower lobe consolidation consistent with pneumonia.", {CO: P, PN: P}),
-    ("Blunting of the left costophrenic angle.", {PO: P}),
+    # blunting of a costophrenic angle is the plain film's sign of a small effusion
+    ("Blunting of the left costophrenic angle.", {PE: P}),
     ("Apical pleural thickening is noted.", {PO: P}),
     ("There is an old healed fracture of the left 6th rib.", {FR: P}),
     ("A calcified granuloma is present in the right upper lobe.", {GR: P, NF: None}),
@@ -103,7 +105,7 @@ ZH_CASES = [
     ("无胸腔积液。", {PE: N}),
     ("未发现局灶性实变。", {CO: N}),
     ("没有任何病灶巩固，胸腔积液或气孔。", {CO: N, PE: N}),
-    ("肺部清晰，没有急性局灶性固结或胸腔积液的迹象。", {CO: N, PE: N}),
+    ("肺部清晰，没有急性局灶性固结或胸腔积液的迹象。", {LO: N, CO: N, PE: N}),
     ("没有迹象表明存在胸腔积液、气胸或肺炎。", {PE: N, PX: N, PN: N}),
     ("心脏大小正常，没有证据表明有任何病灶性的空隙疾病、气胸或胸腔积液。", {CM: N, LO: N, PX: N, PE: N}),
     ("没有局灶性空隙巩固、可疑的肺不张、气胸或胸腔积液的证据。", {CO: N, AT: N, PX: N, PE: N}),
@@ -138,7 +140,7 @@ ZH_CASES = [
     ("左肺下叶可见斑片状阴影。", {LO: P}),
     ("双侧肺门浸润。", {LO: P}),
     ("右肺上叶见一结节。", {LL: P}),
-    ("左侧肋膈角变钝。", {PO: P}),
+    ("左侧肋膈角变钝。", {PE: P}),
     ("左上肺叶出现稳定的瘢痕，胸膜增厚。", {PO: P}),
     ("左侧第6肋骨陈旧性骨折。", {FR: P}),
     ("左上肺显示一个稳定的钙化肉芽肿。", {GR: P, NF: None}),

@@ -102,15 +102,18 @@ def test_correct_above_missed_above_flipped_and_negated(lang):
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_negative_statements_of_the_reference_must_be_matched(lang):
-    """'No effusion' in the reference is matched by 'no effusion', not by silence or 'effusion'."""
+def test_negative_statements_earn_nothing_but_a_wrong_finding_costs(lang):
+    """Issue 25 reversed the first round's rule that each 'no X' of the reference must be matched:
+    that paid for listing negatives. A normal report earns full reward without repeating every
+    negative; calling a finding present on a normal study still costs."""
     ref = NORMAL[lang]
     says_effusion = {"en": "Heart size is normal. The lungs are clear. Effusion. No pneumothorax.",
                      "zh": "心脏大小正常。肺部清晰。有积液。没有气胸。"}[lang]
     silent = {"en": "Heart size is normal. The lungs are clear. No pneumothorax.",
               "zh": "心脏大小正常。肺部清晰。没有气胸。"}[lang]
     full = score(CORRECT_NORMAL[lang], ref)
-    assert full > score(silent, ref) > score(says_effusion, ref)
+    assert full == pytest.approx(score(silent, ref)) == pytest.approx(1.0)
+    assert score(says_effusion, ref) < 0.3
 
 
 @pytest.mark.parametrize("lang", LANGS)

@@ -505,14 +505,21 @@ def _read_clause(clause: str, lang: str) -> tuple[tuple[str, int, str | None, in
     sides = _qualifier_words(_SIDE[lang], clause, mentions)
     grades = _qualifier_words(_GRADE[lang], clause, mentions)
 
+    ends = sorted(e for _, e, _, _ in mentions)
+    starts = sorted(s for s, _, _, _ in mentions)
     out = []
     for start, end, finding, preset in mentions:
         i = bisect.bisect_left(breaks, start)
         left = breaks[i - 1] if i else 0
         j = bisect.bisect_left(breaks, end)
         right = breaks[j] if j < len(breaks) else len(clause)
-        side = _qualifier(sides, start, end, left, right, lang)
-        grade = _qualifier(grades, start, end, left, right, lang)
+        # a qualifier belongs to the nearest mention: none may stand between them
+        k = bisect.bisect_right(ends, start)
+        q_left = max(left, ends[k - 1]) if k else left
+        k = bisect.bisect_left(starts, end)
+        q_right = min(right, starts[k]) if k < len(starts) else right
+        side = _qualifier(sides, start, end, q_left, q_right, lang)
+        grade = _qualifier(grades, start, end, q_left, q_right, lang)
         out.append((finding, _status(start, end, preset, left, right, unc_pre, unc_post, neg_pre,
                                      neg_post, weak), side, grade))
     return tuple(out)

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from medswift.core.errors import UsageError
 from medswift.eval import findings
 
 NORMAL_TERM = "normal"
@@ -82,7 +83,10 @@ def in_split(study: str, split: str) -> bool:
 def load_coding(path: Path = DEFAULT_CODING) -> dict[str, set[str] | None]:
     """study -> coded observations (see code_terms) from a ``study,mesh`` CSV."""
     with Path(path).open(newline="", encoding="utf-8") as fh:
-        return {row["study"]: code_terms(row["mesh"]) for row in csv.DictReader(fh)}
+        reader = csv.DictReader(fh)
+        if not {"study", "mesh"} <= set(reader.fieldnames or ()):
+            raise UsageError(f"{path}: expected a CSV with the columns study,mesh")
+        return {row["study"]: code_terms(row["mesh"]) for row in reader}
 
 
 def studies(reports_json: Path, coding: Mapping[str, set[str] | None], split: str = "all"

@@ -69,7 +69,7 @@ CRITICAL_FACTOR = 0.5
 # nothing (as a wrong one) and the whole reward is halved, so contradiction never beats an error.
 CONTRADICTION_FACTOR = 0.5
 # The right finding on the wrong side, or bilateral for one side; severity one or two grades off.
-SIDE_FACTOR = {"opposite": 0.5, "bilateral": 0.75}
+SIDE_FACTOR = {"opposite": 0.2, "bilateral": 0.75}
 GRADE_FACTOR = {0: 1.0, 1: 0.75, 2: 0.5}
 # Completions are cut here before labelling (a report is a few hundred characters).
 MAX_CHARS = 20000
@@ -234,12 +234,17 @@ def _qualifier_factor(ref: Analysis, comp: Analysis, finding: str) -> float:
 def _pair_credit(ref: Analysis, comp: Analysis, finding: str, r: int | None, c: int | None) -> float:
     """Credit for one observation called present (POSITIVE), uncertain or not present (None) by
     the reference (r) and the completion (c). Uncertain against anything else earns half (only
-    the partial policy keeps UNCERTAIN). Asserting and denying it earns nothing, unless the
+    the partial policy keeps UNCERTAIN), except an uncertain finding the reference does not
+    report. Asserting and denying it earns nothing, unless the
     reference reads both ways too (then the labeller cannot tell)."""
     if finding in comp.contradicted and finding not in ref.contradicted:
         return 0.0
     if r == c:
         base = 1.0
+    elif c == UNCERTAIN and (r is None or finding == NO_FINDING):
+        # "possible X" on a study without X is a false alarm: a hedge over findings nobody saw
+        # would otherwise earn half of each on every study
+        return 0.0
     elif UNCERTAIN in (r, c):
         base = 0.5
     else:

@@ -340,3 +340,134 @@ def test_openi_labels_have_plausible_prevalence():
     assert sum(lab[NF] == P for lab in en_labels) / len(en_labels) > 0.5
     assert sum(lab[PX] == N for lab in en_labels) > 10 * sum(lab[PX] == P for lab in en_labels)
     assert sum(lab[GR] == P for lab in en_labels) > 50
+
+
+# ----------------------------------------------------------------------------- issue 25: labeller
+def _cpu_seconds(fn) -> float:
+    import time
+
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+@pytest.mark.parametrize("text", [
+    "The heart is enlarged. Small left pleural effusion" + " " * 50000 + "and no pneumothorax.",
+    "No effusion" + " \t" * 25000 + "no pneumothorax.",
+    "心脏增大。左侧少量胸腔积液" + " " * 50000 + "没有气胸。",
+])
+def test_labelling_is_linear_on_runs_of_blanks(text):
+    """Issue 24 defect 1: 50,000 spaces took 39-61 s (each cue starting with \\s* rescanned the
+    run). The labels are those of the text with one blank, and CPU time stays far under a second
+    (ceiling 2 CPU s, generous for a loaded machine; the old code needed 40)."""
+    short = " ".join(text.split())
+    lang = findings.detect_lang(text)
+    assert findings.label_report(text, lang) == findings.label_report(short, lang)
+    findings._read_clause.cache_clear()
+    assert _cpu_seconds(lambda: findings.read_clauses(text, lang)) < 2.0
+
+
+def test_labelling_work_grows_linearly():
+    """One long clause, a long run of one letter, and ten times as much of each: ten times the
+    work at most (with a margin for timer noise), never a hundred."""
+    for unit in ("no effusion and the left effusion, right pneumothorax ", "a", "左侧少量胸腔积液，"):
+        small, large = unit * 500, unit * 5000
+        findings._read_clause.cache_clear()
+        t_small = max(_cpu_seconds(lambda: findings.label_report(small)), 0.005)
+        findings._read_clause.cache_clear()
+        assert _cpu_seconds(lambda: findings.label_report(large)) < 30 * t_small, unit
+
+
+@pytest.mark.parametrize("text, lang, finding, side, grade", [
+    ("Small left pleural effusion.", "en", PE, "left", 1),
+    ("Large right pneumothorax.", "en", PX, "right", 3),
+    ("Bilateral pleural effusions.", "en", PE, "bilateral", None),
+    ("Collapse of the left lower lobe.", "en", AT, "left", None),
+    ("The heart is mildly enlarged.", "en", CM, None, 1),
+    ("There is moderate cardiomegaly without interstitial edema.", "en", CM, None, 2),
+    ("Pleural effusion on the right.", "en", PE, "right", None),
+    ("右侧少量胸腔积液。", "zh", PE, "right", 1),
+    ("左侧大量气胸。", "zh", PX, "left", 3),
+    ("双侧胸腔积液。", "zh", PE, "bilateral", None),
+    ("左下叶塌陷。", "zh", AT, "left", None),
+    ("心脏轻度增大。", "zh", CM, None, 1),
+])
+def test_side_and_severity_of_a_mention(text, lang, finding, side, grade):
+    mentions = [m for _, ms in findings.read_clauses(text, lang) for m in ms if m[0] == finding]
+    assert mentions and mentions[0][2:] == (side, grade), mentions
+
+
+def test_a_qualifier_belongs_to_the_nearest_mention():
+    """'moderate' is the cardiomegaly's, not the edema's after it; 'left' is the effusion's."""
+    (_, mentions), = findings.read_clauses("Moderate cardiomegaly without edema", "en")
+    assert dict((f, g) for f, _, _, g in mentions) == {CM: 2, ED: None}
+    (_, mentions), = findings.read_clauses("Right pneumothorax, small left effusion", "en")
+    assert {f: s for f, _, s, _ in mentions} == {PX: "right", PE: "left"}
+
+
+@pytest.mark.parametrize("text, lang, expected", [
+    # CheXpert/NegBio mention phrases and the radiologists' synonyms issue 25 lists
+    ("Increased cardiothoracic ratio.", "en", {CM: P}),
+    ("Kerley B lines.", "en", {ED: P}),
+    ("Blunting of the costophrenic angles.", "en", {PE: P}),
+    ("Collapse of the right middle lobe.", "en", {AT: P}),
+    ("No vertebral body collapse.", "en", {}),
+    ("Patchy air-space disease at the right base.", "en", {LO: P}),
+    ("Increased interstitial markings.", "en", {LO: P}),
+    ("Small pericardial effusion.", "en", {}),
+    ("Free air under the right hemidiaphragm.", "en", {}),  # pneumoperitoneum: not one of the 14
+    ("心胸比增大。", "zh", {CM: P}),
+    ("可见克氏B线。", "zh", {ED: P}),
+    ("双侧肋膈角变钝。", "zh", {PE: P}),
+    ("右中叶塌陷。", "zh", {AT: P}),
+    ("双肺间质纹理增多。", "zh", {LO: P}),
+    ("少量心包积液。", "zh", {}),
+])
+def test_vocabulary_of_issue_25(text, lang, expected):
+    labels = findings.label_report(text, lang)
+    stated = {f: v for f, v in labels.items() if v is not None and f != NF}
+    assert stated == expected
+
+
+def test_critical_findings_outside_the_14_are_read_for_the_reward():
+    reads = {f for _, ms in findings.read_clauses("Free air under the diaphragm. Pneumomediastinum.", "en")
+             for f, *_ in ms}
+    assert reads == {"Pneumoperitoneum", "Pneumomediastinum"}
+    reads = {f for _, ms in findings.read_clauses("膈下游离气体。纵隔气肿。", "zh") for f, *_ in ms}
+    assert reads == {"Pneumoperitoneum", "Pneumomediastinum"}
+
+
+def test_uncertainty_policies_binarise_uncertain_mentions():
+    labels = findings.label_report("Possible left pleural effusion. Cardiomegaly.")
+    assert findings.to_binary(labels, "positive")[PE] == findings.to_binary(labels, "partial")[PE] == 1
+    assert findings.to_binary(labels, "negative")[PE] == 0
+    assert findings.to_binary(labels, "negative")[CM] == 1
+    with pytest.raises(ValueError):
+        findings.to_binary(labels, "U-Twos")
+
+
+# Expert coding: the NLM indexers' MeSH terms of the bundled studies (data/openi/openi-mesh.csv).
+# Before issue 25 the labeller scored micro-F1 0.850 (en) and 0.830 (zh) on the held-out fifth;
+# the rules were changed looking at the other four fifths only.
+MIN_HELDOUT_F1 = {"en": 0.86, "zh": 0.835}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_labeller_against_expert_coding_on_the_held_out_studies(lang):
+    from medswift.eval import expert_coding
+
+    coding = expert_coding.load_coding(ROOT / "data" / "openi" / "openi-mesh.csv")
+    rows = list(expert_coding.studies(OPENI[lang], coding, "heldout"))
+    assert len(rows) > 500
+    assert all(int(study) % 5 == 0 for study, _, _ in rows)
+    assert expert_coding.labeller_scores(rows, lang)["micro_f1"] >= MIN_HELDOUT_F1[lang]
+
+
+def test_mesh_terms_map_to_observations():
+    from medswift.eval import expert_coding
+
+    assert expert_coding.code_terms("normal") == {NF}
+    assert expert_coding.code_terms("Cardiomegaly/borderline;Pulmonary Artery/enlarged") == {CM}
+    assert expert_coding.code_terms("Costophrenic Angle/right/blunted/mild;Density/lung/base") == {PE, LO}
+    assert expert_coding.code_terms("Cardiac Shadow/enlarged;Thickening/pleura/apex") == {CM, PO}
+    assert expert_coding.code_terms("Spine/degenerative;Calcinosis") is None

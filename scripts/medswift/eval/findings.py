@@ -51,9 +51,12 @@ recognisable Chinese counterpart.
 from __future__ import annotations
 
 import bisect
+import os
 import re
 from functools import lru_cache
 from typing import Iterable, Iterator, Mapping
+
+from medswift.core.errors import UsageError
 
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 
@@ -70,10 +73,21 @@ EXTRA_FINDINGS: tuple[str, ...] = ("Pneumoperitoneum", "Pneumomediastinum")
 # ("possible effusion") counts. U-Ones: as present; U-Zeros: as absent; partial: half (the
 # reward's half credit; for the card's binary F1 it counts as present, as U-Ones does).
 UNCERTAINTY_POLICIES: dict[str, str] = {
-    "partial": "uncertain earns half credit (reward); counted present in binary F1 (card)",
-    "positive": "U-Ones: uncertain counts as present",
-    "negative": "U-Zeros: uncertain counts as absent",
+    "partial": "partial: an uncertain finding earns half credit in the reward and counts as present in "
+               "the card's binary F1",
+    "positive": "U-Ones: an uncertain finding counts as present",
+    "negative": "U-Zeros: an uncertain finding counts as absent",
 }
+# The one knob both read (the GRPO reward plugin and evaluate.py), default partial.
+UNCERTAINTY_ENV = "MEDSWIFT_REWARD_UNCERTAIN"
+
+
+def uncertainty_policy(value: str | None = None) -> str:
+    """The policy named by ``value`` or, when None, by MEDSWIFT_REWARD_UNCERTAIN (default partial)."""
+    policy = (value if value is not None else os.environ.get(UNCERTAINTY_ENV, "partial")).strip().lower()
+    if policy not in UNCERTAINTY_POLICIES:
+        raise UsageError(f"{UNCERTAINTY_ENV}={policy!r}: must be one of {', '.join(UNCERTAINTY_POLICIES)}")
+    return policy
 
 # ---------------------------------------------------------------------------
 # Synonym tables. Each entry is a regex; if it has a group named "m", only that
@@ -653,6 +667,6 @@ def is_normal_report(text: str, lang: str | None = None) -> bool:
 
 
 __all__ = [
-    "EXTRA_FINDINGS", "UNCERTAINTY_POLICIES", "lower_text", "normalize_space", "read_clauses", "FINDINGS", "POSITIVE", "NEGATIVE", "UNCERTAIN", "NO_FINDING", "aggregate", "detect_lang",
+    "EXTRA_FINDINGS", "UNCERTAINTY_ENV", "UNCERTAINTY_POLICIES", "uncertainty_policy", "lower_text", "normalize_space", "read_clauses", "FINDINGS", "POSITIVE", "NEGATIVE", "UNCERTAIN", "NO_FINDING", "aggregate", "detect_lang",
     "is_normal_report", "label_report", "labelled_clauses", "to_binary",
 ]

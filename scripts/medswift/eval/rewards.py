@@ -55,7 +55,7 @@ from medswift.eval.findings import FINDINGS, NEGATIVE, NO_FINDING, POSITIVE, UNC
 REWARD_NAMES = ("medswift_findings", "medswift_format", "medswift_repetition", "medswift_think_format",
                 "medswift_boxes")  # medswift_boxes: medswift.eval.boxes.box_reward
 UNCERTAIN_POLICIES = tuple(findings.UNCERTAINTY_POLICIES)  # partial, positive (U-Ones), negative (U-Zeros)
-UNCERTAIN_ENV = "MEDSWIFT_REWARD_UNCERTAIN"
+UNCERTAIN_ENV = findings.UNCERTAINTY_ENV
 # Findings whose presence makes a study abnormal (devices do not).
 ABNORMAL = tuple(f for f in FINDINGS if f not in (NO_FINDING, "Support Devices")) + findings.EXTRA_FINDINGS
 # Critical findings: each needs action within hours (the ACR's "critical results" list names
@@ -89,10 +89,11 @@ LANG_RAMP = (0.7, 0.88)         # share of words in the reference's script
 # report-like as its reference is padded with something else.
 REPORT_RAMP = (0.25, 0.5)
 DISTINCT_RAMP = (0.45, 0.75)    # share of distinct n-grams
-# Share of the completion's words that reports use (medswift.eval.report_vocabulary). Of 3,812
-# original IU-Xray reports (another text than the bundled one the list is built from) the lowest
-# share is 0.857 and 99% have at least 0.94; "Effusion banana banana." has 1/3.
-VOCAB_RAMP = (0.6, 0.85)
+# Share of the completion's words that reports use (medswift.eval.report_vocabulary), relative to
+# the reference's share (capped at 1). Of 3,812 original IU-Xray reports (another text than the
+# bundled one the list is built from) 95% have a share of at least 0.97, 99% at least 0.94, the
+# lowest 0.857; "Effusion banana banana." has 1/3, and each junk word in a report lowers it.
+VOCAB_RAMP = (0.6, 0.95)
 NGRAM = {"en": 3, "zh": 4}
 # Words of one clause credited per statement in it: a long clause with one finding word in a
 # sea of other words is not report language.
@@ -112,11 +113,9 @@ def _ramp(value: float, lo: float, hi: float) -> float:
 
 
 def uncertain_policy(value: str | None = None) -> str:
-    """The policy named by ``value`` or, when None, by MEDSWIFT_REWARD_UNCERTAIN (default partial)."""
-    policy = (value if value is not None else os.environ.get(UNCERTAIN_ENV, "partial")).strip().lower()
-    if policy not in UNCERTAIN_POLICIES:
-        raise UsageError(f"{UNCERTAIN_ENV}={policy!r}: must be one of {', '.join(UNCERTAIN_POLICIES)}")
-    return policy
+    """The policy named by ``value`` or, when None, by MEDSWIFT_REWARD_UNCERTAIN (default partial);
+    the report card reads the same knob (findings.uncertainty_policy)."""
+    return findings.uncertainty_policy(value)
 
 
 def units(text: str) -> list[str]:
@@ -304,7 +303,7 @@ def label_gates(comp: Analysis, ref: Analysis) -> dict[str, float]:
     and hedging."""
     extra = comp.abnormal_count - max(ref.abnormal_count, HEDGE_BASE)
     return {"report": _ramp(comp.report_share / ref.report_share, *REPORT_RAMP),
-            "vocabulary": _ramp(comp.vocab_share, *VOCAB_RAMP),
+            "vocabulary": _ramp(min(1.0, comp.vocab_share / max(ref.vocab_share, 1e-9)), *VOCAB_RAMP),
             "hedge": 1.0 - _ramp(extra, 0, HEDGE_SPAN)}
 
 

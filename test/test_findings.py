@@ -471,3 +471,31 @@ def test_mesh_terms_map_to_observations():
     assert expert_coding.code_terms("Costophrenic Angle/right/blunted/mild;Density/lung/base") == {PE, LO}
     assert expert_coding.code_terms("Cardiac Shadow/enlarged;Thickening/pleura/apex") == {CM, PO}
     assert expert_coding.code_terms("Spine/degenerative;Calcinosis") is None
+
+
+def test_report_card_names_the_shared_uncertainty_policy(tmp_path):
+    """The card binarises uncertain mentions under the reward's policy knob and says which in its
+    header; a bad value is one line before anything is scored."""
+    import os
+    import subprocess
+    import sys
+
+    rows = [{"response": "Cardiomegaly. Possible small left effusion.",
+             "reference": "The heart is enlarged. Small left pleural effusion."},
+            {"response": "Heart size is normal. The lungs are clear.", "reference": "No acute cardiopulmonary abnormality."}]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    for value, named in (("negative", "U-Zeros"), ("bogus", None)):
+        env = dict(os.environ, MEDSWIFT_REWARD_UNCERTAIN=value)
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--predictions",
+                               str(tmp_path / "p.jsonl"), "--output_dir", str(tmp_path / value)],
+                              capture_output=True, text=True, timeout=900, env=env)
+        if named is None:
+            assert proc.returncode == 2 and proc.stderr.strip() == (
+                "error: MEDSWIFT_REWARD_UNCERTAIN='bogus': must be one of partial, positive, negative")
+            continue
+        assert proc.returncode == 0, proc.stderr
+        header = (tmp_path / value / "report.md").read_text(encoding="utf-8").split("## Provenance")[0]
+        assert f"uncertainty policy (MEDSWIFT_REWARD_UNCERTAIN, shared with the GRPO findings reward): {named}" in header
+        metrics = json.loads((tmp_path / value / "metrics.json").read_text(encoding="utf-8"))
+        per = metrics["findings"]["per_finding"]["Pleural Effusion"]
+        assert per["predicted"] == (0 if value == "negative" else 1)

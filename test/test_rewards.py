@@ -617,3 +617,68 @@ def test_stored_report_vocabulary_is_what_the_build_gives():
     assert stored == built
     assert {"cardiothoracic", "kerley", "blunting", "collapse"} <= set(built["en"])
     assert "banana" not in built["en"] and "蕉" not in built["zh"]
+
+
+# ----------------------------------------------------------------------------- reward audit
+AUDIT = ROOT / "scripts" / "audit_reward.py"
+
+
+def _audit(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(AUDIT), *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
+def test_audit_on_a_converter_jsonl_and_folder(tmp_path):
+    """The converter's layout (messages with the reference as the assistant turn) and the GRPO
+    view (a solution column); every row scored, blind completions beside the self-score."""
+    refs = [a["caption"] for a in json.loads((ROOT / "data" / "openi" / "openi-en.json").read_text())["annotations"]][:400:2]
+    rows = [{"messages": [{"role": "user", "content": "<image>Report."}, {"role": "assistant", "content": r}],
+             "images": ["x.png"]} for r in refs[:150]] + [{"solution": r} for r in refs[150:]]
+    rows.append({"messages": [{"role": "user", "content": "no answer"}]})
+    (tmp_path / "val.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    for target in (tmp_path / "val.jsonl", tmp_path):
+        proc = _audit("--data", str(target))
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout
+        assert f"on {len(refs)} references" in out and "1 rows skipped (first: line 201: no reference" in out
+        for name in ("references (self-score) [en]", "normal report [en]", "negation list [en]", "hedge [en]",
+                     "most common reference [en]"):
+            line = next(l for l in out.splitlines() if l.startswith(name))
+            assert line.split()[-1] in ("ok", "reference"), line
+        assert "For research only" in out
+
+
+def test_audit_says_gameable_and_exits_one_above_the_threshold(tmp_path):
+    refs = [{"solution": "The heart is enlarged. No pneumothorax."}, {"solution": "心脏增大。没有气胸。"},
+            {"solution": "Heart size is normal. The lungs are clear."}]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in refs), encoding="utf-8")
+    proc = _audit("--data", str(tmp_path / "d.jsonl"), "--threshold", "-1")
+    assert proc.returncode == 1
+    assert "GAMEABLE: earns" in proc.stdout and "[zh]" in proc.stdout
+
+
+def test_audit_with_expert_coding_and_bad_input(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n", encoding="utf-8")
+    for args, message in (((str(bad),), "no reference report found"), ((str(tmp_path / "missing"),), "no such file"),
+                          ((str(tmp_path),), "no val.jsonl, test.jsonl, train.jsonl"),
+                          ((str(bad), "--coding", str(ROOT / "data" / "openi" / "openi-mesh.csv")),
+                           "no reference report found")):
+        proc = _audit("--data", *args)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_audit_library_groups_by_expert_coding():
+    from medswift.eval import expert_coding, reward_audit
+
+    refs, problems, _ = reward_audit.load_references(ROOT / "data" / "openi" / "openi-zh.json")
+    assert not problems and len(refs) == 3313
+    coding = expert_coding.load_coding(ROOT / "data" / "openi" / "openi-mesh.csv")
+    result = reward_audit.audit(refs[::6], coding)
+    table = result["table"]
+    assert table["references (self-score) [zh]"]["all"] == pytest.approx(1.0)
+    assert table["normal report [zh]"]["normal"] >= 0.9 and table["normal report [zh]"]["abnormal"] <= 0.15
+    assert all(row["verdict"] in ("ok", "reference") for row in table.values())

@@ -505,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(args) -> int:
+    findings.uncertainty_policy()  # a bad MEDSWIFT_REWARD_UNCERTAIN stops here, before any scoring
     m = evaluate(Path(args.predictions), Path(args.output_dir), args.lang, args.worst, protocol=args.protocol,
                  dataset_style=args.dataset_style, reference_max_tokens=args.reference_max_tokens,
                  n_boot=args.bootstrap, seed=args.seed, meteor_sample=args.meteor_sample, workers=args.workers)

@@ -19,7 +19,12 @@ reference, so the bench measures three ways, side by side:
   warm      the same pairs again with the caches full.
 Each in one process (ms-swift scores rewards in each training process) and in --workers
 processes sharing the pairs (total pairs/s). It prints pairs/s for each and whether the
-uncached rate meets the target of 2,000 pairs/s on 2 cores. Research only, not diagnosis.
+uncached rate meets the target of 2,000 pairs/s on 2 cores.
+
+Then adversarial completions, uncached, one process: runs of blanks (the 50,000 spaces of issue 24,
+tabs and spaces, newlines), one endless clause of findings, a long run of one character, long
+mixed-script noise and report sentences padded with junk words. It prints their pairs/s and the
+slowest single pair (target: under 0.5 s). Research only, not diagnosis.
 """
 from __future__ import annotations
 
@@ -92,6 +97,39 @@ def make_pairs(n: int, seed: int, kinds: list[int] | None = None) -> list[tuple[
     return [pairs[i] for i in order]
 
 
+ADVERSARIAL = {
+    "50,000 spaces": lambda r: "The heart is enlarged. Small left pleural effusion" + " " * 50000 + "and no pneumothorax.",
+    "tabs and spaces": lambda r: "No effusion" + " \t" * 25000 + "no pneumothorax.",
+    "newlines": lambda r: "Cardiomegaly." + "\n \n" * 10000 + "No pneumothorax.",
+    "one endless clause": lambda r: "no effusion and the left effusion, right pneumothorax " * 800,
+    "one character": lambda r: "a" * 50000,
+    "Chinese run": lambda r: "左侧少量胸腔积液，" * 2000,
+    "mixed noise": lambda r: "".join(chr(0x20 + (i * 7919) % 0x4e00) for i in range(20000)),
+    "junk words": lambda r: " banana ".join(r.split(". ")),
+}
+
+
+def adversarial(n: int, seed: int) -> tuple[float, float, str]:
+    """(pairs/s, slowest pair in seconds, its kind) for ``n`` adversarial pairs, caches emptied
+    before each pair."""
+    rng = random.Random(seed)
+    refs = load_reports("en")
+    kinds = list(ADVERSARIAL)
+    total, slowest, slow_kind = 0.0, 0.0, ""
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        ref = rng.choice(refs)
+        completion = ADVERSARIAL[kind](ref)
+        rewards.clear_caches()
+        start = time.perf_counter()
+        rewards.findings_reward(completion, ref)
+        took = time.perf_counter() - start
+        total += took
+        if took > slowest:
+            slowest, slow_kind = took, kind
+    return n / total, slowest, slow_kind
+
+
 def score(pairs: list[tuple[str, str]], mode: str) -> tuple[float, float]:
     """(wall seconds, CPU seconds) to score ``pairs`` in this process in ``mode`` (uncached | cold | warm)."""
     rewards.clear_caches()
@@ -126,6 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", type=int, default=20000, help="pairs to score, half English, half Chinese")
     parser.add_argument("--workers", type=int, default=2, help="processes for the parallel run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adversarial", type=int, default=200, help="adversarial pairs to score (0: none)")
     args = parser.parse_args(argv)
     if args.pairs < 2 or args.workers < 1:
         parser.error("--pairs must be at least 2 and --workers at least 1")
@@ -152,6 +191,11 @@ def main(argv=None) -> int:
                         ("2 idle cores (2 x per-CPU-second rate)", cpu_rate * 2)):
         print(f"target {TARGET} pairs/s on 2 cores, uncached, {label}: {rate:.0f} "
               f"({'meets' if rate >= TARGET else 'misses'})")
+    if args.adversarial:
+        rate, slowest, kind = adversarial(args.adversarial, args.seed)
+        print(f"adversarial: {args.adversarial} pairs ({', '.join(ADVERSARIAL)}), uncached, 1 process: "
+              f"{rate:.0f} pairs/s; slowest pair {slowest:.3f} s ({kind}; target under 0.5 s: "
+              f"{'meets' if slowest < 0.5 else 'misses'})")
     return 0
 
 

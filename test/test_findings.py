@@ -55,7 +55,8 @@ EN_CASES = [
     ("There is no focal consolidation, however there is a small right pleural effusion.", {CO: N, PE: P}),
     ("The lungs are clear except for a left midlung opacity.", {LO: P}),
     ("There is mild cardiomegaly and pulmonary edema, without pleural effusion.", {CM: P, ED: P, PE: N}),
-    ("The heart is not enlarged and the lungs are clear with no pleural effusion.", {CM: N, PE: N, NF: P}),
+    # "the lungs are clear" states the lungs carry no opacity
+    ("The heart is not enlarged and the lungs are clear with no pleural effusion.", {CM: N, LO: N, PE: N, NF: P}),
     # positives
     ("The heart is enlarged.", {CM: P}),
     ("The heart is slightly enlarged and the lungs show interstitial edema.", {CM: P, ED: P}),
@@ -63,7 +64,8 @@ EN_CASES = [
     ("There is no mediastinal widening.", {EC: N}),
     ("Central pulmonary vascular congestion.", {ED: P}),
     ("Right lower lobe consolidation consistent with pneumonia.", {CO: P, PN: P}),
-    ("Blunting of the left costophrenic angle.", {PO: P}),
+    # blunting of a costophrenic angle is the plain film's sign of a small effusion
+    ("Blunting of the left costophrenic angle.", {PE: P}),
     ("Apical pleural thickening is noted.", {PO: P}),
     ("There is an old healed fracture of the left 6th rib.", {FR: P}),
     ("A calcified granuloma is present in the right upper lobe.", {GR: P, NF: None}),
@@ -103,7 +105,7 @@ ZH_CASES = [
     ("无胸腔积液。", {PE: N}),
     ("未发现局灶性实变。", {CO: N}),
     ("没有任何病灶巩固，胸腔积液或气孔。", {CO: N, PE: N}),
-    ("肺部清晰，没有急性局灶性固结或胸腔积液的迹象。", {CO: N, PE: N}),
+    ("肺部清晰，没有急性局灶性固结或胸腔积液的迹象。", {LO: N, CO: N, PE: N}),
     ("没有迹象表明存在胸腔积液、气胸或肺炎。", {PE: N, PX: N, PN: N}),
     ("心脏大小正常，没有证据表明有任何病灶性的空隙疾病、气胸或胸腔积液。", {CM: N, LO: N, PX: N, PE: N}),
     ("没有局灶性空隙巩固、可疑的肺不张、气胸或胸腔积液的证据。", {CO: N, AT: N, PX: N, PE: N}),
@@ -138,7 +140,7 @@ ZH_CASES = [
     ("左肺下叶可见斑片状阴影。", {LO: P}),
     ("双侧肺门浸润。", {LO: P}),
     ("右肺上叶见一结节。", {LL: P}),
-    ("左侧肋膈角变钝。", {PO: P}),
+    ("左侧肋膈角变钝。", {PE: P}),
     ("左上肺叶出现稳定的瘢痕，胸膜增厚。", {PO: P}),
     ("左侧第6肋骨陈旧性骨折。", {FR: P}),
     ("左上肺显示一个稳定的钙化肉芽肿。", {GR: P, NF: None}),
@@ -338,3 +340,162 @@ def test_openi_labels_have_plausible_prevalence():
     assert sum(lab[NF] == P for lab in en_labels) / len(en_labels) > 0.5
     assert sum(lab[PX] == N for lab in en_labels) > 10 * sum(lab[PX] == P for lab in en_labels)
     assert sum(lab[GR] == P for lab in en_labels) > 50
+
+
+# ----------------------------------------------------------------------------- issue 25: labeller
+def _cpu_seconds(fn) -> float:
+    import time
+
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+@pytest.mark.parametrize("text", [
+    "The heart is enlarged. Small left pleural effusion" + " " * 50000 + "and no pneumothorax.",
+    "No effusion" + " \t" * 25000 + "no pneumothorax.",
+    "心脏增大。左侧少量胸腔积液" + " " * 50000 + "没有气胸。",
+])
+def test_labelling_is_linear_on_runs_of_blanks(text):
+    """Issue 24 defect 1: 50,000 spaces took 39-61 s (each cue starting with \\s* rescanned the
+    run). The labels are those of the text with one blank, and CPU time stays far under a second
+    (ceiling 2 CPU s, generous for a loaded machine; the old code needed 40)."""
+    short = " ".join(text.split())
+    lang = findings.detect_lang(text)
+    assert findings.label_report(text, lang) == findings.label_report(short, lang)
+    findings._read_clause.cache_clear()
+    assert _cpu_seconds(lambda: findings.read_clauses(text, lang)) < 2.0
+
+
+def test_labelling_work_grows_linearly():
+    """One long clause, a long run of one letter, and ten times as much of each: ten times the
+    work at most (with a margin for timer noise), never a hundred."""
+    for unit in ("no effusion and the left effusion, right pneumothorax ", "a", "左侧少量胸腔积液，"):
+        small, large = unit * 500, unit * 5000
+        findings._read_clause.cache_clear()
+        t_small = max(_cpu_seconds(lambda: findings.label_report(small)), 0.005)
+        findings._read_clause.cache_clear()
+        assert _cpu_seconds(lambda: findings.label_report(large)) < 30 * t_small, unit
+
+
+@pytest.mark.parametrize("text, lang, finding, side, grade", [
+    ("Small left pleural effusion.", "en", PE, "left", 1),
+    ("Large right pneumothorax.", "en", PX, "right", 3),
+    ("Bilateral pleural effusions.", "en", PE, "bilateral", None),
+    ("Collapse of the left lower lobe.", "en", AT, "left", None),
+    ("The heart is mildly enlarged.", "en", CM, None, 1),
+    ("There is moderate cardiomegaly without interstitial edema.", "en", CM, None, 2),
+    ("Pleural effusion on the right.", "en", PE, "right", None),
+    ("右侧少量胸腔积液。", "zh", PE, "right", 1),
+    ("左侧大量气胸。", "zh", PX, "left", 3),
+    ("双侧胸腔积液。", "zh", PE, "bilateral", None),
+    ("左下叶塌陷。", "zh", AT, "left", None),
+    ("心脏轻度增大。", "zh", CM, None, 1),
+])
+def test_side_and_severity_of_a_mention(text, lang, finding, side, grade):
+    mentions = [m for _, ms in findings.read_clauses(text, lang) for m in ms if m[0] == finding]
+    assert mentions and mentions[0][2:] == (side, grade), mentions
+
+
+def test_a_qualifier_belongs_to_the_nearest_mention():
+    """'moderate' is the cardiomegaly's, not the edema's after it; 'left' is the effusion's."""
+    (_, mentions), = findings.read_clauses("Moderate cardiomegaly without edema", "en")
+    assert dict((f, g) for f, _, _, g in mentions) == {CM: 2, ED: None}
+    (_, mentions), = findings.read_clauses("Right pneumothorax, small left effusion", "en")
+    assert {f: s for f, _, s, _ in mentions} == {PX: "right", PE: "left"}
+
+
+@pytest.mark.parametrize("text, lang, expected", [
+    # CheXpert/NegBio mention phrases and the radiologists' synonyms issue 25 lists
+    ("Increased cardiothoracic ratio.", "en", {CM: P}),
+    ("Kerley B lines.", "en", {ED: P}),
+    ("Blunting of the costophrenic angles.", "en", {PE: P}),
+    ("Collapse of the right middle lobe.", "en", {AT: P}),
+    ("No vertebral body collapse.", "en", {}),
+    ("Patchy air-space disease at the right base.", "en", {LO: P}),
+    ("Increased interstitial markings.", "en", {LO: P}),
+    ("Small pericardial effusion.", "en", {}),
+    ("Free air under the right hemidiaphragm.", "en", {}),  # pneumoperitoneum: not one of the 14
+    ("心胸比增大。", "zh", {CM: P}),
+    ("可见克氏B线。", "zh", {ED: P}),
+    ("双侧肋膈角变钝。", "zh", {PE: P}),
+    ("右中叶塌陷。", "zh", {AT: P}),
+    ("双肺间质纹理增多。", "zh", {LO: P}),
+    ("少量心包积液。", "zh", {}),
+])
+def test_vocabulary_of_issue_25(text, lang, expected):
+    labels = findings.label_report(text, lang)
+    stated = {f: v for f, v in labels.items() if v is not None and f != NF}
+    assert stated == expected
+
+
+def test_critical_findings_outside_the_14_are_read_for_the_reward():
+    reads = {f for _, ms in findings.read_clauses("Free air under the diaphragm. Pneumomediastinum.", "en")
+             for f, *_ in ms}
+    assert reads == {"Pneumoperitoneum", "Pneumomediastinum"}
+    reads = {f for _, ms in findings.read_clauses("膈下游离气体。纵隔气肿。", "zh") for f, *_ in ms}
+    assert reads == {"Pneumoperitoneum", "Pneumomediastinum"}
+
+
+def test_uncertainty_policies_binarise_uncertain_mentions():
+    labels = findings.label_report("Possible left pleural effusion. Cardiomegaly.")
+    assert findings.to_binary(labels, "positive")[PE] == findings.to_binary(labels, "partial")[PE] == 1
+    assert findings.to_binary(labels, "negative")[PE] == 0
+    assert findings.to_binary(labels, "negative")[CM] == 1
+    with pytest.raises(ValueError):
+        findings.to_binary(labels, "U-Twos")
+
+
+# Expert coding: the NLM indexers' MeSH terms of the bundled studies (data/openi/openi-mesh.csv).
+# Before issue 25 the labeller scored micro-F1 0.850 (en) and 0.830 (zh) on the held-out fifth;
+# the rules were changed looking at the other four fifths only.
+MIN_HELDOUT_F1 = {"en": 0.86, "zh": 0.835}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_labeller_against_expert_coding_on_the_held_out_studies(lang):
+    from medswift.eval import expert_coding
+
+    coding = expert_coding.load_coding(ROOT / "data" / "openi" / "openi-mesh.csv")
+    rows = list(expert_coding.studies(OPENI[lang], coding, "heldout"))
+    assert len(rows) > 500
+    assert all(int(study) % 5 == 0 for study, _, _ in rows)
+    assert expert_coding.labeller_scores(rows, lang)["micro_f1"] >= MIN_HELDOUT_F1[lang]
+
+
+def test_mesh_terms_map_to_observations():
+    from medswift.eval import expert_coding
+
+    assert expert_coding.code_terms("normal") == {NF}
+    assert expert_coding.code_terms("Cardiomegaly/borderline;Pulmonary Artery/enlarged") == {CM}
+    assert expert_coding.code_terms("Costophrenic Angle/right/blunted/mild;Density/lung/base") == {PE, LO}
+    assert expert_coding.code_terms("Cardiac Shadow/enlarged;Thickening/pleura/apex") == {CM, PO}
+    assert expert_coding.code_terms("Spine/degenerative;Calcinosis") is None
+
+
+def test_report_card_names_the_shared_uncertainty_policy(tmp_path):
+    """The card binarises uncertain mentions under the reward's policy knob and says which in its
+    header; a bad value is one line before anything is scored."""
+    import os
+    import subprocess
+    import sys
+
+    rows = [{"response": "Cardiomegaly. Possible small left effusion.",
+             "reference": "The heart is enlarged. Small left pleural effusion."},
+            {"response": "Heart size is normal. The lungs are clear.", "reference": "No acute cardiopulmonary abnormality."}]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    for value, named in (("negative", "U-Zeros"), ("bogus", None)):
+        env = dict(os.environ, MEDSWIFT_REWARD_UNCERTAIN=value)
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--predictions",
+                               str(tmp_path / "p.jsonl"), "--output_dir", str(tmp_path / value)],
+                              capture_output=True, text=True, timeout=900, env=env)
+        if named is None:
+            assert proc.returncode == 2 and proc.stderr.strip() == (
+                "error: MEDSWIFT_REWARD_UNCERTAIN='bogus': must be one of partial, positive, negative")
+            continue
+        assert proc.returncode == 0, proc.stderr
+        header = (tmp_path / value / "report.md").read_text(encoding="utf-8").split("## Provenance")[0]
+        assert f"uncertainty policy (MEDSWIFT_REWARD_UNCERTAIN, shared with the GRPO findings reward): {named}" in header
+        metrics = json.loads((tmp_path / value / "metrics.json").read_text(encoding="utf-8"))
+        per = metrics["findings"]["per_finding"]["Pleural Effusion"]
+        assert per["predicted"] == (0 if value == "negative" else 1)

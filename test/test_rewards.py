@@ -5,6 +5,7 @@ policy optimiser would find first against a plain findings-F1 reward.
 """
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -102,15 +103,18 @@ def test_correct_above_missed_above_flipped_and_negated(lang):
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_negative_statements_of_the_reference_must_be_matched(lang):
-    """'No effusion' in the reference is matched by 'no effusion', not by silence or 'effusion'."""
+def test_negative_statements_earn_nothing_but_a_wrong_finding_costs(lang):
+    """Issue 25 reversed the first round's rule that each 'no X' of the reference must be matched:
+    that paid for listing negatives. A normal report earns full reward without repeating every
+    negative; calling a finding present on a normal study still costs."""
     ref = NORMAL[lang]
     says_effusion = {"en": "Heart size is normal. The lungs are clear. Effusion. No pneumothorax.",
                      "zh": "心脏大小正常。肺部清晰。有积液。没有气胸。"}[lang]
     silent = {"en": "Heart size is normal. The lungs are clear. No pneumothorax.",
               "zh": "心脏大小正常。肺部清晰。没有气胸。"}[lang]
     full = score(CORRECT_NORMAL[lang], ref)
-    assert full > score(silent, ref) > score(says_effusion, ref)
+    assert full == pytest.approx(score(silent, ref)) == pytest.approx(1.0)
+    assert score(says_effusion, ref) < 0.3
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -434,3 +438,248 @@ def test_plugin_finds_its_library_when_medswift_is_not_installed(tmp_path):
                          cwd=tmp_path, check=True).stdout.splitlines()
     assert out[-2] == str(ROOT / "scripts" / "medswift" / "posttrain" / "rewards.py")
     assert out[-1] == "[1.0]"
+
+
+# ----------------------------------------------------------------------------- issue 25: attacks
+# Each class of issue 25, in English and Chinese; every one scored 0.83-1.0 before it.
+CONCISE_NORMAL = {"en": "Heart size is normal. The lungs are clear. No pleural effusion or pneumothorax.",
+                  "zh": "心脏大小正常。肺部清晰。没有胸腔积液或气胸。"}
+NEGATION_LIST = {"en": "No cardiomegaly. No pleural effusion. No pneumothorax. No consolidation. No edema. "
+                       "No pneumonia. No atelectasis. No nodule. No mass. No fracture.",
+                 "zh": "没有心脏增大。没有胸腔积液。没有气胸。没有实变。没有水肿。没有肺炎。没有肺不张。没有结节。没有肿块。没有骨折。"}
+BRIEF_NORMAL = {"en": "No acute cardiopulmonary abnormality.", "zh": "没有急性心肺异常。"}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_attack_listing_negatives_earns_nothing_extra(lang):
+    """A concise normal report, and a one-line one, earn full reward on a normal study; ten
+    negations earn no more."""
+    for ref in (NORMAL[lang], EVERY_NORMAL_PHRASE[lang]):
+        normal = score(CONCISE_NORMAL[lang], ref)
+        assert normal == pytest.approx(1.0)
+        assert score(BRIEF_NORMAL[lang], ref) == pytest.approx(1.0)
+        assert score(NEGATION_LIST[lang], ref) <= normal + 0.02
+
+
+def _expert_coded(lang: str, group: str, every: int = 4) -> list[str]:
+    from medswift.eval import expert_coding
+
+    coding = expert_coding.load_coding(ROOT / "data" / "openi" / "openi-mesh.csv")
+    keep = expert_coding.is_coded_abnormal if group == "abnormal" else expert_coding.is_coded_normal
+    path = ROOT / "data" / "openi" / f"openi-{lang}.json"
+    return [ref for _, ref, coded in expert_coding.studies(path, coding, "all") if keep(coded)][::every]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_attack_normal_templates_on_expert_coded_studies(lang):
+    """Issue 25's "done when", on a quarter of the bundled studies by their MeSH coding: a normal
+    report earns >= 0.9 on coded-normal studies, the negation list no more than it, and both at
+    most 0.15 on studies coded with a finding (before: 0.83 / 0.93 and 0.29 / 0.33)."""
+    means = {}
+    for group in ("normal", "abnormal"):
+        refs = _expert_coded(lang, group)
+        assert len(refs) > 250
+        for name, text in (("normal", CONCISE_NORMAL[lang]), ("negations", NEGATION_LIST[lang])):
+            values = [v for v in rewards.findings_reward_batch([text] * len(refs), refs) if v is not None]
+            means[group, name] = sum(values) / len(values)
+    assert means["normal", "normal"] >= 0.9
+    assert means["normal", "negations"] <= means["normal", "normal"] + 0.02
+    assert means["abnormal", "normal"] <= 0.15 and means["abnormal", "negations"] <= 0.15
+
+
+CONTRADICTION = {"en": " The heart size is normal and there is no pleural effusion.",
+                 "zh": "心脏大小正常，没有胸腔积液。"}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_attack_self_contradiction_costs_at_least_being_wrong(lang):
+    contradictory = score(CORRECT[lang] + CONTRADICTION[lang], ABNORMAL[lang])
+    assert contradictory <= score(FLIPPED[lang], ABNORMAL[lang])
+    assert contradictory <= score(NEGATED[lang], ABNORMAL[lang])
+    assert contradictory < 0.3
+    # "no large effusion" beside a small one, and "no left effusion" beside a right one, are not contradictions
+    consistent = {"en": "Cardiomegaly. Small left pleural effusion, no large effusion. No pneumothorax.",
+                  "zh": "心脏增大。左侧少量胸腔积液，没有大量积液。没有气胸。"}[lang]
+    assert score(consistent, ABNORMAL[lang]) == pytest.approx(1.0)
+
+
+INVENTED_PTX = {"en": " Large right pneumothorax.", "zh": "右侧大量气胸。"}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_attack_critical_findings_invented_or_missed_cost_half(lang):
+    correct = score(CORRECT[lang], ABNORMAL[lang])
+    assert score(CORRECT[lang].replace({"en": "No pneumothorax.", "zh": "无气胸。"}[lang], "")
+                 + INVENTED_PTX[lang], ABNORMAL[lang]) <= correct / 2
+    assert score(CONCISE_NORMAL[lang] + INVENTED_PTX[lang], NORMAL[lang]) <= 0.5
+    with_ptx = {"en": "The heart is enlarged. Moderate right pneumothorax.", "zh": "心脏增大。右侧中等量气胸。"}[lang]
+    missed = {"en": "The heart is enlarged. No pneumothorax.", "zh": "心脏增大。没有气胸。"}[lang]
+    assert score(with_ptx, with_ptx) == pytest.approx(1.0)
+    assert score(missed, with_ptx) <= 0.5
+    free_air = {"en": "Free air under the right hemidiaphragm.", "zh": "右膈下游离气体。"}[lang]
+    assert score(CONCISE_NORMAL[lang] + " " + free_air, NORMAL[lang]) <= 0.5
+    large = {"en": "The heart is enlarged. Large left pleural effusion. No pneumothorax.",
+             "zh": "心脏增大。左侧大量胸腔积液。没有气胸。"}[lang]
+    assert score(MISSED[lang], large) <= score(MISSED[lang], ABNORMAL[lang]) / 2 + 1e-9
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_attack_wrong_side_and_wrong_severity(lang):
+    right_ptx = {"en": "Right pneumothorax.", "zh": "右侧气胸。"}[lang]
+    left_ptx = {"en": "Left pneumothorax.", "zh": "左侧气胸。"}[lang]
+    assert score(right_ptx, right_ptx) == pytest.approx(1.0)
+    assert score(left_ptx, right_ptx) <= 0.6
+    right_eff = {"en": "The heart is enlarged. There is a small right pleural effusion. No pneumothorax.",
+                 "zh": "心脏增大。右侧少量胸腔积液。没有气胸。"}[lang]
+    assert score(right_eff, ABNORMAL[lang]) <= 0.6
+    both = {"en": "The heart is enlarged. There are small bilateral pleural effusions. No pneumothorax.",
+            "zh": "心脏增大。双侧少量胸腔积液。没有气胸。"}[lang]
+    assert score(right_eff, ABNORMAL[lang]) < score(both, ABNORMAL[lang]) < 1.0
+    large = {"en": "The heart is enlarged. There is a large left pleural effusion. No pneumothorax.",
+             "zh": "心脏增大。左侧大量胸腔积液。没有气胸。"}[lang]
+    moderate = {"en": "The heart is enlarged. There is a moderate left pleural effusion. No pneumothorax.",
+                "zh": "心脏增大。左侧中等量胸腔积液。没有气胸。"}[lang]
+    assert score(large, ABNORMAL[lang]) < score(moderate, ABNORMAL[lang]) < 1.0
+    # a side or severity one report leaves unsaid is not a disagreement
+    assert score(MISSED[lang] + {"en": " Pleural effusion.", "zh": "胸腔积液。"}[lang], ABNORMAL[lang]) == \
+        pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_attack_faithful_report_in_radiologists_words(lang):
+    ref = {"en": "Cardiomegaly with pulmonary edema. Small bilateral pleural effusions. Left lower lobe atelectasis.",
+           "zh": "心脏增大伴肺水肿。双侧少量胸腔积液。左下叶肺不张。"}[lang]
+    synonyms = {"en": "Increased cardiothoracic ratio. Kerley B lines. Blunting of both costophrenic angles. "
+                      "Collapse of the left lower lobe.",
+                "zh": "心胸比增大。可见克氏B线。双侧肋膈角变钝。左下叶塌陷。"}[lang]
+    assert score(synonyms, ref) >= 0.8
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_attack_junk_words_inside_clauses(lang):
+    junk = {"en": "Heart enlarged banana. Effusion banana banana. No pneumothorax banana.",
+            "zh": "心脏增大香蕉。积液香蕉香蕉。没有气胸香蕉。"}[lang]
+    assert score(junk, ABNORMAL[lang]) <= 0.2
+    one_junk = {"en": "Cardiomegaly. Small left pleural effusion banana. No pneumothorax.",
+                "zh": "心脏增大，左侧胸腔少量积液香蕉，无气胸。"}[lang]
+    assert score(one_junk, ABNORMAL[lang]) < score(CORRECT[lang], ABNORMAL[lang])
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_attack_hedging_does_not_pay_on_a_normal_study(lang):
+    hedge = {"en": "Possible mild cardiomegaly. Possible small pleural effusion. Cannot exclude pneumonia.",
+             "zh": "可能轻度心脏增大。可能少量胸腔积液。不能排除肺炎。"}[lang]
+    assert score(hedge, NORMAL[lang]) <= 0.1
+
+
+def test_attack_fifty_thousand_spaces_in_linear_time():
+    """Issue 24 defect 1 through the reward: same value as with one space, far under a second of
+    CPU (ceiling 2 s for a loaded machine; it took 39-61 s)."""
+    import time
+
+    text = "The heart is enlarged. Small left pleural effusion" + " " * 50000 + "and no pneumothorax."
+    rewards.clear_caches()
+    start = time.process_time()
+    value = score(text, ABNORMAL["en"])
+    assert time.process_time() - start < 2.0
+    assert value == pytest.approx(score(" ".join(text.split()), ABNORMAL["en"]))
+
+
+# Held-out hard cases: written after the rules were set and not used to tune them.
+HELD_OUT = [
+    # (completion, reference, lo, hi)
+    ("Mild cardiomegaly. No focal consolidation, effusion or pneumothorax.",
+     "The heart is mildly enlarged. The lungs are clear. No pleural effusion or pneumothorax.", 0.9, 1.0),
+    ("Tension pneumothorax on the left with mediastinal shift.", "Large left pneumothorax.", 0.8, 1.0),
+    ("Tension pneumothorax on the right with mediastinal shift.", "Large left pneumothorax.", 0.0, 0.3),
+    ("No acute cardiopulmonary process.", "Right lower lobe pneumonia.", 0.0, 0.1),
+    ("Right lower lobe pneumonia. No pneumothorax.", "Right lower lobe pneumonia.", 0.9, 1.0),
+    ("Left lower lobe pneumonia. No pneumothorax.", "Right lower lobe pneumonia.", 0.0, 0.6),
+    ("右下叶肺炎。", "右下叶肺炎。没有气胸。", 0.9, 1.0),
+    ("左下叶肺炎。", "右下叶肺炎。没有气胸。", 0.0, 0.6),
+    ("没有急性心肺异常。", "右下叶肺炎。", 0.0, 0.1),
+    ("心脏大小正常。双肺清晰。右侧气胸。", "心脏大小正常。双肺清晰。没有气胸。", 0.0, 0.5),
+    ("Heart size normal. Lungs clear. Pleural effusion. No pleural effusion.",
+     "Heart size normal. Lungs clear. No pleural effusion.", 0.0, 0.3),
+]
+
+
+@pytest.mark.parametrize("completion, reference, lo, hi", HELD_OUT)
+def test_held_out_hard_cases(completion, reference, lo, hi):
+    assert lo <= score(completion, reference) <= hi
+
+
+def test_stored_report_vocabulary_is_what_the_build_gives():
+    from medswift.eval import report_vocabulary
+
+    built = report_vocabulary.build(ROOT / "data" / "openi" / "openi-en.json", ROOT / "data" / "openi" / "openi-zh.json")
+    stored = json.loads(report_vocabulary.VOCAB_FILE.read_text(encoding="utf-8"))
+    assert stored == built
+    assert {"cardiothoracic", "kerley", "blunting", "collapse"} <= set(built["en"])
+    assert "banana" not in built["en"] and "蕉" not in built["zh"]
+
+
+# ----------------------------------------------------------------------------- reward audit
+AUDIT = ROOT / "scripts" / "audit_reward.py"
+
+
+def _audit(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(AUDIT), *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
+def test_audit_on_a_converter_jsonl_and_folder(tmp_path):
+    """The converter's layout (messages with the reference as the assistant turn) and the GRPO
+    view (a solution column); every row scored, blind completions beside the self-score."""
+    refs = [a["caption"] for a in json.loads((ROOT / "data" / "openi" / "openi-en.json").read_text())["annotations"]][:400:2]
+    rows = [{"messages": [{"role": "user", "content": "<image>Report."}, {"role": "assistant", "content": r}],
+             "images": ["x.png"]} for r in refs[:150]] + [{"solution": r} for r in refs[150:]]
+    rows.append({"messages": [{"role": "user", "content": "no answer"}]})
+    (tmp_path / "val.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    for target in (tmp_path / "val.jsonl", tmp_path):
+        proc = _audit("--data", str(target))
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout
+        assert f"on {len(refs)} references" in out and "1 rows skipped (first: line 201: no reference" in out
+        for name in ("references (self-score) [en]", "normal report [en]", "negation list [en]", "hedge [en]",
+                     "most common reference [en]"):
+            line = next(l for l in out.splitlines() if l.startswith(name))
+            assert line.split()[-1] in ("ok", "reference"), line
+        assert "For research only" in out
+
+
+def test_audit_says_gameable_and_exits_one_above_the_threshold(tmp_path):
+    refs = [{"solution": "The heart is enlarged. No pneumothorax."}, {"solution": "心脏增大。没有气胸。"},
+            {"solution": "Heart size is normal. The lungs are clear."}]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in refs), encoding="utf-8")
+    proc = _audit("--data", str(tmp_path / "d.jsonl"), "--threshold", "-1")
+    assert proc.returncode == 1
+    assert "GAMEABLE: earns" in proc.stdout and "[zh]" in proc.stdout
+
+
+def test_audit_with_expert_coding_and_bad_input(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n", encoding="utf-8")
+    for args, message in (((str(bad),), "no reference report found"), ((str(tmp_path / "missing"),), "no such file"),
+                          ((str(tmp_path),), "no val.jsonl, test.jsonl, train.jsonl"),
+                          ((str(bad), "--coding", str(ROOT / "data" / "openi" / "openi-mesh.csv")),
+                           "no reference report found")):
+        proc = _audit("--data", *args)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_audit_library_groups_by_expert_coding():
+    from medswift.eval import expert_coding
+    from medswift.posttrain import reward_audit
+
+    refs, problems, _ = reward_audit.load_references(ROOT / "data" / "openi" / "openi-zh.json")
+    assert not problems and len(refs) == 3313
+    coding = expert_coding.load_coding(ROOT / "data" / "openi" / "openi-mesh.csv")
+    result = reward_audit.audit(refs[::6], coding)
+    table = result["table"]
+    assert table["references (self-score) [zh]"]["all"] == pytest.approx(1.0)
+    assert table["normal report [zh]"]["normal"] >= 0.9 and table["normal report [zh]"]["abnormal"] <= 0.15
+    assert all(row["verdict"] in ("ok", "reference") for row in table.values())

@@ -50,9 +50,13 @@ recognisable Chinese counterpart.
 """
 from __future__ import annotations
 
+import bisect
+import os
 import re
 from functools import lru_cache
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
+
+from medswift.core.errors import UsageError
 
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 
@@ -62,6 +66,28 @@ FINDINGS: tuple[str, ...] = (
     "Pleural Other", "Fracture", "Support Devices", "Granuloma", "No Finding",
 )
 NO_FINDING = "No Finding"
+# Observations outside CheXpert's 14 that the labeller also reads, for the clinical reward's
+# critical findings; label_report (and so the report card) leaves them out.
+EXTRA_FINDINGS: tuple[str, ...] = ("Pneumoperitoneum", "Pneumomediastinum")
+# Uncertainty policies, shared by the reward and the report card: how an "uncertain" mention
+# ("possible effusion") counts. U-Ones: as present; U-Zeros: as absent; partial: half (the
+# reward's half credit; for the card's binary F1 it counts as present, as U-Ones does).
+UNCERTAINTY_POLICIES: dict[str, str] = {
+    "partial": "partial: an uncertain finding earns half credit in the reward and counts as present in "
+               "the card's binary F1",
+    "positive": "U-Ones: an uncertain finding counts as present",
+    "negative": "U-Zeros: an uncertain finding counts as absent",
+}
+# The one knob both read (the GRPO reward plugin and evaluate.py), default partial.
+UNCERTAINTY_ENV = "MEDSWIFT_REWARD_UNCERTAIN"
+
+
+def uncertainty_policy(value: str | None = None) -> str:
+    """The policy named by ``value`` or, when None, by MEDSWIFT_REWARD_UNCERTAIN (default partial)."""
+    policy = (value if value is not None else os.environ.get(UNCERTAINTY_ENV, "partial")).strip().lower()
+    if policy not in UNCERTAINTY_POLICIES:
+        raise UsageError(f"{UNCERTAINTY_ENV}={policy!r}: must be one of {', '.join(UNCERTAINTY_POLICIES)}")
+    return policy
 
 # ---------------------------------------------------------------------------
 # Synonym tables. Each entry is a regex; if it has a group named "m", only that
@@ -80,6 +106,8 @@ MENTIONS_EN: dict[str, list[str]] = {
     "Cardiomegaly": [
         r"\bcardiomegaly\b",
         r"\bcardiac enlargement\b",
+        r"\b(?:increased|enlarged|elevated|high) cardio-?thoracic ratio\b",
+        r"\bcardio-?thoracic ratio\b[^.;,]{0,25}?\b(?P<m>increased|enlarged|elevated|greater than|above|exceeds?)\b",
         _HEART_EN + _NOT_ACROSS + r"{0,30}?\b(?P<m>enlarged|enlargement|large)\b",
         r"\b(?P<m>enlarged|large)\s+(?:heart|cardiac silhouette)\b",
         r"\b(?P<m>enlargement) of (?:the )?(?:heart|cardiac silhouette)\b",
@@ -89,25 +117,41 @@ MENTIONS_EN: dict[str, list[str]] = {
         r"\bair[- ]?space (?:disease|process)\b", r"\bairspace\b(?= opacit)",
         r"\binfiltrat(?:e|es|ion|ive)\b",
         r"\bincreased (?:lung |pulmonary )?densit(?:y|ies)\b",
+        # CheXpert phrases/mention/lung_opacity.txt
+        r"\bdecreased translucency\b", r"\binterstitial (?:markings?|pattern|lung disease|prominence)\b",
+        r"\breticular (?:pattern|markings?|opacit)", r"\breticulation\b", r"\bparenchymal scarring\b",
+        r"\bperibronchial (?:thickening|cuffing)\b", r"\bground[- ]glass\b",
     ],
     "Lung Lesion": [
         r"\b(?:reticulo|fibro|micro)?nodul(?:e|es|ar)\b", r"\bmass(?:es)?\b",
-        r"(?<!lytic )(?<!osseous )(?<!bony )(?<!sclerotic )\blesions?\b",
+        # the literal first, its exclusions after it: a pattern that opens with a lookbehind cannot
+        # use the regex engine's fast literal search
+        r"\blesion(?<!lytic lesion)(?<!osseous lesion)(?<!bony lesion)(?<!sclerotic lesion)s?\b",
         r"\b(?:tumou?rs?|neoplasms?|carcinoma|malignancy|metastas[ie]s|metastatic)\b",
-        r"\bcavitary\b",
+        r"\bcavitary\b", r"\bnodular (?:densit(?:y|ies)|opacit(?:y|ies)|opacification)\b", r"\blumps?\b",
     ],
     "Edema": [
         r"\bo?edema\b", r"\b(?:vascular|pulmonary|venous) congestion\b", r"\bcongestion\b",
+        # CheXpert phrases/mention/edema.txt, and the signs radiologists name for it
+        r"\b(?:congestive )?heart failure\b", r"\bchf\b", r"\bkerley (?:a |b |c )?lines?\b",
+        r"\bseptal lines\b", r"\bcephali[sz]ation\b", r"\bvascular (?:prominence|indistinctness)\b",
+        r"\bperihilar haze\b",
     ],
     "Consolidation": [r"\bconsolidat(?:ion|ions|ive|ed)\b"],
     "Pneumonia": [r"\bpneumonias?\b", r"\bpneumonitis\b", r"\binfect(?:ion|ions|ious)\b"],
+    # CheXpert phrases/mention/atelectasis.txt: "atelecta", "collapse" (not of a vertebra)
     "Atelectasis": [r"\batelecta(?:sis|ses|tic)\b", r"\b(?:lung|lobar|lobe) collapse\b",
-                    r"\bcollapsed lung\b"],
+                    r"\bcollapsed lung\b",
+                    r"\bcollapse(?<!vertebral collapse)(?<!vertebra collapse)(?<!body collapse)(?<!compression collapse)d?\b"
+                    r"(?! of (?:the |a )?(?:\w+ )?vertebr)"],
     "Pneumothorax": [r"\b(?:hydro)?pneumothora(?:x|ces|xes)\b"],
-    "Pleural Effusion": [r"\beffusions?\b", r"\bpleural fluid\b", r"\bhydro(?:pneumo)?thorax\b"],
+    # "pericardial effusion" is not pleural (CheXpert phrases/unmention/pleural_effusion.txt)
+    "Pleural Effusion": [r"\beffusion(?<!pericardial effusion)s?\b", r"\bpleural fluid\b", r"\bhydro(?:pneumo)?thorax\b",
+                         # blunting of a costophrenic angle is the plain film's sign of a small effusion
+                         r"\bblunt(?:ing|ed)\b", r"\bmeniscus sign\b"],
     "Pleural Other": [
-        r"\bpleural (?:thickening|scarring|scar|plaques?|calcifications?)\b",
-        r"\bblunt(?:ing|ed)\b", r"\bfibrothorax\b",
+        r"\bpleural (?:thickening|scarring|scar|plaques?|calcifications?)\b", r"\bpleuro-?parenchymal scar",
+        r"\bfibrothorax\b",
     ],
     "Fracture": [r"\bfractur(?:e|es|ed)\b"],
     "Support Devices": [
@@ -120,8 +164,16 @@ MENTIONS_EN: dict[str, list[str]] = {
         r"\b(?:prosthetic|mechanical|replaced)\s+(?:\w+\s+)?valve\b", r"\bvalve replacement\b",
         r"\b(?:cardiac|electronic|monitoring|closure|implantable|retention|orthopedic) devices?\b",
         r"\boccluder\b", r"\bstimulator\b", r"\b(?:monitor|generator) leads\b",
+        # CheXpert phrases/mention/support_devices.txt
+        r"\bhardware\b", r"\barthroplast(?:y|ies)\b", r"\bcannulas?\b", r"\bmediport\b", r"\bdrains?\b",
+        r"\b(?:surgical |orthopedic |fixation )?(?:plates?|screws?)\b(?= (?:in|of|and|over|across|transfix))",
+        r"\b(?:embolization )?coils?\b(?= (?:in|of|over|project))",
     ],
     "Granuloma": [r"\bgranulom(?:a|as|ata|atous)\b"],
+    # Not CheXpert observations: critical findings the reward must see (EXTRA_FINDINGS).
+    "Pneumoperitoneum": [r"\bpneumoperitoneum\b",
+                         r"\bfree (?:intra-?peritoneal |intra-?abdominal |sub-?diaphragmatic )?air\b"],
+    "Pneumomediastinum": [r"\bpneumomediastinum\b", r"\bmediastinal emphysema\b"],
 }
 
 MENTIONS_ZH: dict[str, list[str]] = {
@@ -130,30 +182,31 @@ MENTIONS_ZH: dict[str, list[str]] = {
         r"心(?:脏)?纵[隔膈](?:轮廓|影|廓形)?(?:[^，。；]{0,4}?)(?P<m>增宽|扩大|增大|肿大)",
     ],
     "Cardiomegaly": [
-        r"心脏(?:肿大|增大|扩大|肥大)", r"心影(?:增大|扩大)", r"心肌(?:肿大|肥大)",
+        r"心脏(?:肿大|增大|扩大|肥大)", r"心胸比(?:率|例)?[^，。；]{0,4}?(?P<m>增大|增加|升高|增高|大于|超过)", r"心影(?:增大|扩大)", r"心肌(?:肿大|肥大)",
         r"(?:心脏|心影)(?:大小|尺寸)?[^，。；]{0,4}?(?P<m>略大|较大|很大|偏大)",
         r"(?:心脏|心影|心脏轮廓)(?:[^，。；纵]{0,8}?)(?P<m>肿大|增大|扩大|变大|肥大)",
     ],
     "Lung Opacity": [
-        r"不透明", r"[混浑]浊", r"阴影", r"(?<!膈肌的)(?<!膈肌有)浸润",
+        r"不透明", r"[混浑]浊", r"阴影", r"浸润(?<!膈肌的浸润)(?<!膈肌有浸润)",
         r"(?:气隙|空隙|空域|气腔|气室|空气空间|气囊)(?:疾病|病变?|不透明)",
-        r"密度[^，。；]{0,3}?(?:增高|增加)",
+        r"密度[^，。；]{0,3}?(?:增高|增加)", r"磨玻璃", r"间质(?:纹理|标记|性?改变|性?病变)", r"网状(?:影|纹理|改变)",
     ],
     "Lung Lesion": [
         # 病灶 is left out: the translations use it for "focal" (病灶性不透明).
         r"结节", r"肿块(?!切除)", r"肿瘤(?!切除)", r"(?:空洞性|块状?|肺部?)病变", r"转移", r"恶性",
         r"占位",
     ],
-    "Edema": [r"水肿", r"充血(?!性心)", r"淤血", r"瘀血"],
+    "Edema": [r"水肿", r"充血(?!性心)", r"淤血", r"瘀血", r"(?:充血性)?心力衰竭", r"心衰",
+              r"(?:克氏|Kerley ?)[ABC]?线", r"间隔线", r"血管(?:纹理)?(?:模糊|重新分布)"],
     "Consolidation": [r"实变", r"巩固", r"固结", r"固化", r"合并(?!了)", r"整合"],
     "Pneumonia": [r"肺炎", r"感染"],
     # The OpenI Chinese reports are machine translated; atelectasis often comes out
     # as 无气症/无气肿/漏气/无渗漏 (never with those meanings elsewhere in the set).
-    "Atelectasis": [r"肺?不张", r"膨胀不全", r"萎陷", r"塌陷", r"无气(?:症|肿|孔|隙)", r"无气(?=[或的区])",
+    "Atelectasis": [r"肺?不张", r"(?:肺|叶|段)(?:部分)?(?:塌陷|萎陷|萎缩)", r"膨胀不全", r"萎陷", r"塌陷", r"无气(?:症|肿|孔|隙)", r"无气(?=[或的区])",
                     r"漏气", r"无渗漏", r"无脑症"],
     "Pneumothorax": [r"气胸"],
-    "Pleural Effusion": [r"水气胸", r"积液", r"胸水", r"积水", r"渗出物?"],
-    "Pleural Other": [r"胸膜(?:增厚|瘢痕|疤痕|斑块|钙化)", r"钝化", r"变钝", r"纤维胸"],
+    "Pleural Effusion": [r"水气胸", r"积液(?<!心包积液)", r"胸水", r"积水", r"渗出物?", r"(?:肋膈角|肋隔角)?(?:钝化|变钝)"],
+    "Pleural Other": [r"胸膜(?:增厚|瘢痕|疤痕|斑块|钙化)", r"纤维胸"],
     "Fracture": [r"骨折"],
     "Support Devices": [
         r"起搏器", r"除颤器", r"导管", r"插管", r"(?:胸|胃|引流|分流|气管内|鼻胃|喂养)管", r"PICC",
@@ -162,6 +215,8 @@ MENTIONS_ZH: dict[str, list[str]] = {
         r"分流器", r"封堵器", r"闭塞器", r"人工瓣膜", r"瓣膜置换", r"(?:心脏|电子|监测|起搏)装置",
     ],
     "Granuloma": [r"肉芽肿", r"肉芽"],
+    "Pneumoperitoneum": [r"气腹", r"(?:膈下|腹腔内?)游离气体", r"游离气体"],
+    "Pneumomediastinum": [r"纵[隔膈]气肿", r"纵[隔膈]积气"],
 }
 
 # Phrases that directly state an observation is normal (a NEGATIVE mention).
@@ -172,6 +227,8 @@ NORMAL_EN: dict[str, list[str]] = {
         r"\bheart size and [a-z ]{1,40}? (?:are |appear |remain )?(?:normal|within normal limits)\b",
         r"\bheart is normal in size\b",
     ],
+    "Lung Opacity": [r"\blungs? (?:are |is |appears? |remains? )?(?:well[- ]expanded and )?(?:clear|normal)\b(?! (?:of|from|without|except))",
+                     r"\bclear lungs\b"],
     "Enlarged Cardiomediastinum": [
         r"\b(?:normal|unremarkable) (?:cardio)?mediastinal (?:silhouette|contours?)\b",
         r"\b(?:cardio)?mediastinal (?:silhouette|contours?) (?:is |are |appears? |remains? )?(?:normal|within normal limits|unremarkable)\b",
@@ -182,6 +239,7 @@ NORMAL_ZH: dict[str, list[str]] = {
         r"心脏(?:的)?大小(?:是|在|均|都|也)?(?:正常|在正常范围内)", r"心脏(?:的)?大小和[^，。；]{1,12}?(?:都|均)?(?:很)?正常",
         r"心影(?:大小)?正常", r"正常大小的心脏",
     ],
+    "Lung Opacity": [r"(?:双肺|两肺|肺部?|肺野)(?:是|都|均|也)?(?:很)?(?:清晰|清楚|清澈|正常)"],
     "Enlarged Cardiomediastinum": [
         r"(?:心脏)?纵[隔膈](?:轮廓|影|廓形)?(?:是|在|均|都|也)?(?:很)?(?:正常|在正常范围内|不明显)",
         r"心胸廓[形貌](?:是|在|均|都|也)?(?:正常|在正常范围内)",
@@ -293,15 +351,23 @@ NORMAL_REPORT = {
 _NOT_OVERALL = re.compile(r"osseous|bony|bone|skeletal|fractur|spine|骨|脊")
 
 
+def _lower_pattern(pattern: str) -> str:
+    """A pattern for lower-cased text: its letters lower-cased, its escapes (\\S, \\B) and
+    named groups kept."""
+    return re.sub(r"(\\.|\(\?P<)|([A-Z])", lambda m: m.group(1) or m.group(2).lower(), pattern)
+
+
 def _compile(table: Mapping[str, list[str]], flags: int) -> dict[str, list[re.Pattern]]:
-    return {k: [re.compile(p, flags) for p in v] for k, v in table.items()}
+    return {k: [re.compile(_lower_pattern(p), flags) for p in v] for k, v in table.items()}
 
 
 def _compile_list(pats: Iterable[str], flags: int) -> re.Pattern:
-    return re.compile("|".join(f"(?:{p})" for p in pats), flags)
+    return re.compile("|".join(f"(?:{_lower_pattern(p)})" for p in pats), flags)
 
 
-_F = {"en": re.IGNORECASE, "zh": re.IGNORECASE}
+# The labeller reads lower-cased text (lower_text) with case-sensitive patterns: IGNORECASE
+# makes Python's regex engine give up its fast literal search (about 1.7 times slower here).
+_F = {"en": 0, "zh": 0}
 _MENTIONS = {"en": _compile(MENTIONS_EN, _F["en"]), "zh": _compile(MENTIONS_ZH, _F["zh"])}
 _NORMALS = {"en": _compile(NORMAL_EN, _F["en"]), "zh": _compile(NORMAL_ZH, _F["zh"])}
 _BORDERLINE = {"en": _compile(BORDERLINE_EN, _F["en"]), "zh": _compile(BORDERLINE_ZH, _F["zh"])}
@@ -404,10 +470,48 @@ def _mask(text: str, spans: Iterable[tuple[int, int]]) -> str:
     return "".join(chars)
 
 
+# Laterality and severity words a mention takes from its neighbourhood (the nearest one before
+# it, else one right after it, inside its negation scope). Chinese 左右 means "about", not a side.
+SIDE_WORDS = {
+    "en": [(r"\b(?:bilateral(?:ly)?|both|bibasilar|bibasal|biapical|bilaterally)\b", "bilateral"),
+           (r"\bleft(?:-sided)?\b", "left"), (r"\bright(?:-sided)?\b", "right")],
+    "zh": [(r"双侧|两侧|双肺|两肺|双下|双上|双", "bilateral"), (r"左(?!右)", "left"), (r"(?<!左)右", "right")],
+}
+GRADE_WORDS = {  # 1 small/mild, 2 moderate, 3 large/severe
+    "en": [(r"\b(?:small|tiny|trace|minimal(?:ly)?|mild(?:ly)?|slight(?:ly)?|subtle)\b", 1),
+           (r"\bmoderate(?:ly)?\b", 2),
+           (r"\b(?:large|massive|severe(?:ly)?|marked(?:ly)?|extensive|huge|tension)\b", 3)],
+    "zh": [(r"少量|微量|少许|轻度|轻微|微小|小量|细小|小", 1), (r"中等|中度|中量", 2),
+           (r"大量|重度|严重|广泛|巨大|大面积|张力性", 3)],
+}
+_SIDE = {lang: [(re.compile(p), v) for p, v in pats] for lang, pats in SIDE_WORDS.items()}
+_GRADE = {lang: [(re.compile(p), v) for p, v in pats] for lang, pats in GRADE_WORDS.items()}
+# How far (characters) a side or severity word may stand before / after its mention.
+_REACH = {"en": (40, 20), "zh": (8, 3)}
+
+
+def _qualifier(words: list[tuple[int, int, object]], start: int, end: int, left: int, right: int,
+               lang: str) -> object | None:
+    """The value of the nearest qualifier word before the mention (within reach and scope), else
+    of the first one right after it; None when there is none."""
+    before, after = _REACH[lang]
+    prior = [(e, v) for s, e, v in words if left <= s and e <= start and start - e <= before]
+    if prior:
+        return max(prior, key=lambda t: t[0])[1]
+    nxt = [(s, v) for s, e, v in words if s >= end and s < right and s - end <= after]
+    return min(nxt, key=lambda t: t[0])[1] if nxt else None
+
+
+def _qualifier_words(table, clause: str, mentions) -> list[tuple[int, int, object]]:
+    masked = _mask(clause, [(s, e) for s, e, _, _ in mentions])
+    return [(m.start(), m.end(), value) for pat, value in table for m in pat.finditer(masked)]
+
+
 # Radiology reports repeat their sentences ("The lungs are clear."), and a clause's labels depend
 # on the clause alone: cached, a 100,000-report file labels each distinct clause once.
 @lru_cache(maxsize=1 << 17)
-def _label_clause(clause: str, lang: str) -> tuple[tuple[str, int], ...]:
+def _read_clause(clause: str, lang: str) -> tuple[tuple[str, int, str | None, int | None], ...]:
+    """(observation, status, side, severity grade) for each mention in one clause."""
     mentions = _find_mentions(clause, lang)
     if not mentions:
         return ()
@@ -422,30 +526,50 @@ def _label_clause(clause: str, lang: str) -> tuple[tuple[str, int], ...]:
     neg_pre = _spans(cues["neg_pre"], masked_neg)
     weak = set(_spans(cues["weak_unc"], masked))
     neg_post = _spans(cues["neg_post"], masked_neg)
-    breaks = [s for s, _ in _spans(cues["break"], masked_neg)]
+    breaks = sorted(s for s, _ in _spans(cues["break"], masked_neg))
+    sides = _qualifier_words(_SIDE[lang], clause, mentions)
+    grades = _qualifier_words(_GRADE[lang], clause, mentions)
 
+    ends = sorted(e for _, e, _, _ in mentions)
+    starts = sorted(s for s, _, _, _ in mentions)
     out = []
     for start, end, finding, preset in mentions:
-        if preset is not None:
-            out.append((finding, preset))
-            continue
-        left = max([b for b in breaks if b < start], default=0)
-        right = min([b for b in breaks if b >= end], default=len(clause))
-        if any(end <= s < right for s, _ in unc_post):
-            out.append((finding, UNCERTAIN))
-            continue
-        negs = [e for s, e in neg_pre if left <= s and e <= start]
-        uncs = [e for s, e in unc_pre if left <= s and e <= start]
-        strong_uncs = [e for s, e in unc_pre if left <= s and e <= start and (s, e) not in weak]
-        if negs and (not uncs or max(negs) > max(uncs) or not strong_uncs or max(negs) > max(strong_uncs)):
-            out.append((finding, NEGATIVE))  # the nearest cue is a negation (weak modifiers ignored)
-        elif uncs:
-            out.append((finding, UNCERTAIN))
-        elif any(end <= s < right for s, _ in neg_post):
-            out.append((finding, NEGATIVE))
-        else:
-            out.append((finding, POSITIVE))
+        i = bisect.bisect_left(breaks, start)
+        left = breaks[i - 1] if i else 0
+        j = bisect.bisect_left(breaks, end)
+        right = breaks[j] if j < len(breaks) else len(clause)
+        # a qualifier belongs to the nearest mention: none may stand between them
+        k = bisect.bisect_right(ends, start)
+        q_left = max(left, ends[k - 1]) if k else left
+        k = bisect.bisect_left(starts, end)
+        q_right = min(right, starts[k]) if k < len(starts) else right
+        side = _qualifier(sides, start, end, q_left, q_right, lang)
+        grade = _qualifier(grades, start, end, q_left, q_right, lang)
+        out.append((finding, _status(start, end, preset, left, right, unc_pre, unc_post, neg_pre,
+                                     neg_post, weak), side, grade))
     return tuple(out)
+
+
+def _status(start, end, preset, left, right, unc_pre, unc_post, neg_pre, neg_post, weak) -> int:
+    """One mention's status from the cues around it (see the module docstring, step 3)."""
+    if preset is not None:
+        return preset
+    if any(end <= s < right for s, _ in unc_post):
+        return UNCERTAIN
+    negs = [e for s, e in neg_pre if left <= s and e <= start]
+    uncs = [e for s, e in unc_pre if left <= s and e <= start]
+    strong_uncs = [e for s, e in unc_pre if left <= s and e <= start and (s, e) not in weak]
+    if negs and (not uncs or max(negs) > max(uncs) or not strong_uncs or max(negs) > max(strong_uncs)):
+        return NEGATIVE  # the nearest cue is a negation (weak modifiers ignored)
+    if uncs:
+        return UNCERTAIN
+    if any(end <= s < right for s, _ in neg_post):
+        return NEGATIVE
+    return POSITIVE
+
+
+def _label_clause(clause: str, lang: str) -> tuple[tuple[str, int], ...]:
+    return tuple((finding, status) for finding, status, _, _ in _read_clause(clause, lang))
 
 
 def aggregate(statuses: Iterable[int]) -> int | None:
@@ -457,29 +581,66 @@ def aggregate(statuses: Iterable[int]) -> int | None:
     return None
 
 
-def labelled_clauses(text: str, lang: str) -> list[tuple[str, tuple[tuple[str, int], ...]]]:
-    """Every clause the labeller reads, with its (observation, status) mentions (empty when the
-    clause states no observation); label_report aggregates these. The clinical reward uses it to
-    tell report language from text that merely contains a finding word."""
+_UNUSUAL_SPACE = re.compile(r"\s\s|[^\S ]")  # two blanks in a row, or a blank other than " "
+# No report clause is this long; cutting longer runs bounds the work per clause, so labelling
+# is linear in the text's length whatever it holds.
+CLAUSE_MAX_CHARS = 600
+
+
+def normalize_space(text: str) -> str:
+    """Each run of whitespace as one space (one newline when it holds one). Several cue patterns
+    start with ``\\s*``; on a long run of blanks each start position rescans the run, which made
+    labelling quadratic (50,000 spaces took 40-60 s)."""
+    text = text or ""
+    if not _UNUSUAL_SPACE.search(text):
+        return text
+    # str.split() runs in C, in linear time (a regex callback per blank run cost more)
+    return "\n".join(" ".join(line.split()) for line in text.split("\n"))
+
+
+def lower_text(text: str) -> str:
+    """``text`` lower-cased with its length kept (a few characters, such as U+0130, lower-case to
+    two; they keep the first), so match offsets stay valid."""
+    low = text.lower()
+    return low if len(low) == len(text) else "".join(ch.lower()[:1] for ch in text)
+
+
+def _pieces(text: str, lang: str) -> Iterator[str]:
+    for clause in _clauses(lower_text(normalize_space(text)), lang):
+        for piece in (_zh_subclauses(clause) if lang == "zh" else [clause]):
+            for at in range(0, len(piece), CLAUSE_MAX_CHARS):
+                yield piece[at:at + CLAUSE_MAX_CHARS]
+
+
+def _check_lang(lang: str) -> None:
     if lang not in ("en", "zh"):
         raise ValueError(f"unsupported language: {lang!r}")
-    out = []
-    for clause in _clauses(text or "", lang):
-        for piece in (_zh_subclauses(clause) if lang == "zh" else [clause]):
-            out.append((piece, _label_clause(piece, lang)))
-    return out
+
+
+def labelled_clauses(text: str, lang: str) -> list[tuple[str, tuple[tuple[str, int], ...]]]:
+    """Every clause the labeller reads (lower-cased), with its (observation, status) mentions
+    (empty when the clause states no observation); label_report aggregates these."""
+    _check_lang(lang)
+    return [(piece, _label_clause(piece, lang)) for piece in _pieces(text, lang)]
+
+
+def read_clauses(text: str, lang: str) -> list[tuple[str, tuple[tuple[str, int, str | None, int | None], ...]]]:
+    """As labelled_clauses, each mention with its side ("left" | "right" | "bilateral" | None) and
+    severity grade (1 small/mild, 2 moderate, 3 large/severe, None): the clinical reward's view."""
+    _check_lang(lang)
+    return [(piece, _read_clause(piece, lang)) for piece in _pieces(text, lang)]
 
 
 def label_report(text: str, lang: str | None = None) -> dict[str, int | None]:
     """Label one report; returns {observation: 1 | 0 | -1 | None} for every FINDINGS key."""
     text = text or ""
     lang = lang or detect_lang(text)
-    if lang not in ("en", "zh"):
-        raise ValueError(f"unsupported language: {lang!r}")
+    _check_lang(lang)
     per_finding: dict[str, list[int]] = {f: [] for f in FINDINGS}
     for _, mentions in labelled_clauses(text, lang):
         for finding, status in mentions:
-            per_finding[finding].append(status)
+            if finding in per_finding:  # not EXTRA_FINDINGS
+                per_finding[finding].append(status)
     labels = {f: aggregate(per_finding[f]) for f in FINDINGS if f != NO_FINDING}
     abnormal = any(v in (POSITIVE, UNCERTAIN) for f, v in labels.items() if f != "Support Devices")
     # An empty report states nothing, not a normal chest: No Finding stays absent.
@@ -487,19 +648,25 @@ def label_report(text: str, lang: str | None = None) -> dict[str, int | None]:
     return {f: labels[f] for f in FINDINGS}
 
 
-def to_binary(labels: Mapping[str, int | None]) -> dict[str, int]:
-    """U-Ones policy: positive and uncertain -> 1; negative and absent -> 0."""
-    return {f: 1 if labels.get(f) in (POSITIVE, UNCERTAIN) else 0 for f in FINDINGS}
+def to_binary(labels: Mapping[str, int | None], policy: str = "positive") -> dict[str, int]:
+    """Binary labels under an uncertainty policy (UNCERTAINTY_POLICIES): positive -> 1 and
+    negative/absent -> 0; uncertain -> 1 under "positive" (U-Ones) and "partial", 0 under
+    "negative" (U-Zeros)."""
+    if policy not in UNCERTAINTY_POLICIES:
+        raise ValueError(f"unknown uncertainty policy: {policy!r}")
+    present = (POSITIVE,) if policy == "negative" else (POSITIVE, UNCERTAIN)
+    return {f: 1 if labels.get(f) in present else 0 for f in FINDINGS}
 
 
 def is_normal_report(text: str, lang: str | None = None) -> bool:
     """True when the report states an overall normal chest / no acute abnormality."""
     text = text or ""
     lang = lang or detect_lang(text)
-    return any(not _NOT_OVERALL.search(m.group()) for m in _NORMAL_REPORT[lang].finditer(text.lower()))
+    text = lower_text(normalize_space(text))
+    return any(not _NOT_OVERALL.search(m.group()) for m in _NORMAL_REPORT[lang].finditer(text))
 
 
 __all__ = [
-    "FINDINGS", "POSITIVE", "NEGATIVE", "UNCERTAIN", "NO_FINDING", "aggregate", "detect_lang",
+    "EXTRA_FINDINGS", "UNCERTAINTY_ENV", "UNCERTAINTY_POLICIES", "uncertainty_policy", "lower_text", "normalize_space", "read_clauses", "FINDINGS", "POSITIVE", "NEGATIVE", "UNCERTAIN", "NO_FINDING", "aggregate", "detect_lang",
     "is_normal_report", "label_report", "labelled_clauses", "to_binary",
 ]

@@ -122,10 +122,12 @@ FINDING_NAMES = list(findings.FINDINGS)
 
 
 def label_texts(items: list[tuple[str, str | None]]) -> list[tuple[tuple[int, ...], bool]]:
-    """(U-Ones labels in FINDINGS order, says "no acute abnormality") per (text, lang); a worker task."""
+    """(binary labels in FINDINGS order under the shared uncertainty policy, says "no acute
+    abnormality") per (text, lang); a worker task."""
     out = []
+    policy = findings.uncertainty_policy()
     for text, lang in items:
-        binary = findings.to_binary(findings.label_report(text, lang))
+        binary = findings.to_binary(findings.label_report(text, lang), policy)
         out.append((tuple(binary[f] for f in FINDING_NAMES), findings.is_normal_report(text, lang)))
     return out
 
@@ -160,7 +162,7 @@ def findings_from_labels(y_true, y_pred) -> dict:
                      "f1": float(f1[k]) if defined else None, "support": int(support[k]), "predicted": predicted}
     _, _, micro, _ = precision_recall_fscore_support(y_true, y_pred, average="micro", zero_division=0)
     defined_f1 = [v["f1"] for v in per.values() if v["f1"] is not None]
-    return {"name": "finding F1 (rule-based)", "policy": "uncertain counts as positive (U-Ones)",
+    return {"name": "finding F1 (rule-based)", "policy": findings.UNCERTAINTY_POLICIES[findings.uncertainty_policy()],
             "per_finding": per, "micro_f1": float(micro),
             "macro_f1": float(np.mean(defined_f1)) if defined_f1 else None,
             "macro_over": len(defined_f1)}
@@ -277,7 +279,9 @@ def write_report(m: dict, worst: list[dict], out: Path) -> None:
              + (", " + ", ".join(f"{lg} {n}" for lg, n in m["records_per_lang"].items()) if m["lang"] == "mixed"
                 else "") + f"); problems skipped: {len(m['problems'])}",
              f"- say \"no acute abnormality\": predictions {fmt(m['normal_share']['predictions'], True)}, "
-             f"references {fmt(m['normal_share']['references'], True)}", "", "## Provenance", ""]
+             f"references {fmt(m['normal_share']['references'], True)}",
+             f"- uncertainty policy ({findings.UNCERTAINTY_ENV}, shared with the GRPO findings reward): "
+             f"{m['findings'].get('policy', '-')}", "", "## Provenance", ""]
     lines += provenance.markdown(m["provenance"])
     lines += ["", "## Text metrics", ""] + protocol_lines(m) + [""] + interval_lines(m) + [""]
     schemes = list(m["text"])
@@ -290,7 +294,7 @@ def write_report(m: dict, worst: list[dict], out: Path) -> None:
     fci = (m["ci95"] or {}).get("findings", {})
     lines += ["", "![text metrics](text_metrics.png)", "", "## Findings: finding F1 (rule-based)", "",
               "Observations labelled by `medswift/eval/findings.py`, a rule-based labeller with negation and uncertainty "
-              "rules for English and Chinese; uncertain mentions count as positive. It is a proxy for clinical "
+              f"rules for English and Chinese; uncertainty policy: {m['findings'].get('policy', '-')}. It is a proxy for clinical "
               "correctness, not CheXbert and not a radiologist.", "",
               f"micro F1 {with_ci(m['findings']['micro_f1'], fci.get('micro_f1'))}, macro F1 "
               f"{with_ci(m['findings']['macro_f1'], fci.get('macro_f1'))} "
@@ -513,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(args) -> int:
+    findings.uncertainty_policy()  # a bad MEDSWIFT_REWARD_UNCERTAIN stops here, before any scoring
     m = evaluate(Path(args.predictions), Path(args.output_dir), args.lang, args.worst, protocol=args.protocol,
                  dataset_style=args.dataset_style, reference_max_tokens=args.reference_max_tokens,
                  n_boot=args.bootstrap, seed=args.seed, meteor_sample=args.meteor_sample, workers=args.workers)

@@ -48,17 +48,32 @@ from typing import Iterable, Sequence
 from medswift.core import thinking
 from medswift.core.boxes import parse_boxes, soft_f1
 from medswift.core.errors import UsageError
-from medswift.eval import findings
+from medswift.eval import findings, report_vocabulary
 from medswift.eval.findings import FINDINGS, NEGATIVE, NO_FINDING, POSITIVE, UNCERTAIN
 
 # The names scripts/swift_plugins/medswift_rewards.py registers with ms-swift (test_rewards.py
 # checks they agree), for launchers that check --reward_funcs without importing ms-swift.
 REWARD_NAMES = ("medswift_findings", "medswift_format", "medswift_repetition", "medswift_think_format",
                 "medswift_boxes")  # medswift_boxes: box_reward below
-UNCERTAIN_POLICIES = ("partial", "positive", "negative")
-UNCERTAIN_ENV = "MEDSWIFT_REWARD_UNCERTAIN"
+UNCERTAIN_POLICIES = tuple(findings.UNCERTAINTY_POLICIES)  # partial, positive (U-Ones), negative (U-Zeros)
+UNCERTAIN_ENV = findings.UNCERTAINTY_ENV
 # Findings whose presence makes a study abnormal (devices do not).
-ABNORMAL = tuple(f for f in FINDINGS if f not in (NO_FINDING, "Support Devices"))
+ABNORMAL = tuple(f for f in FINDINGS if f not in (NO_FINDING, "Support Devices")) + findings.EXTRA_FINDINGS
+# Critical findings: each needs action within hours (the ACR's "critical results" list names
+# pneumothorax, free intraperitoneal air and pneumomediastinum among chest radiograph findings); a
+# large effusion (GRADED_CRITICAL with severity "large") may need drainage. Missing, inventing or
+# misplacing one costs CRITICAL_FACTOR of the reward on top of the F1.
+CRITICAL = ("Pneumothorax", "Pneumoperitoneum", "Pneumomediastinum")
+GRADED_CRITICAL = ("Pleural Effusion",)
+CRITICAL_FACTOR = 0.5
+# A completion that asserts and denies one finding ("effusion ... no effusion"): the finding earns
+# nothing (as a wrong one) and the whole reward is halved, so contradiction never beats an error.
+CONTRADICTION_FACTOR = 0.5
+# The right finding on the wrong side, or bilateral for one side; severity one or two grades off.
+SIDE_FACTOR = {"opposite": 0.2, "bilateral": 0.75}
+GRADE_FACTOR = {0: 1.0, 1: 0.75, 2: 0.5}
+# Completions are cut here before labelling (a report is a few hundred characters).
+MAX_CHARS = 20000
 
 # Word units: a CJK ideograph, a run of Latin letters, or a run of letters of any other script.
 _UNITS = re.compile(r"[\u4e00-\u9fff]|[A-Za-z]+|[^\W\d_A-Za-z\u4e00-\u9fff]+")
@@ -75,6 +90,11 @@ LANG_RAMP = (0.7, 0.88)         # share of words in the reference's script
 # report-like as its reference is padded with something else.
 REPORT_RAMP = (0.25, 0.5)
 DISTINCT_RAMP = (0.45, 0.75)    # share of distinct n-grams
+# Share of the completion's words that reports use (medswift.eval.report_vocabulary), relative to
+# the reference's share (capped at 1). Of 3,812 original IU-Xray reports (another text than the
+# bundled one the list is built from) 95% have a share of at least 0.97, 99% at least 0.94, the
+# lowest 0.857; "Effusion banana banana." has 1/3, and each junk word in a report lowers it.
+VOCAB_RAMP = (0.6, 0.95)
 NGRAM = {"en": 3, "zh": 4}
 # Words of one clause credited per statement in it: a long clause with one finding word in a
 # sea of other words is not report language.
@@ -94,26 +114,9 @@ def _ramp(value: float, lo: float, hi: float) -> float:
 
 
 def uncertain_policy(value: str | None = None) -> str:
-    """The policy named by ``value`` or, when None, by MEDSWIFT_REWARD_UNCERTAIN (default partial)."""
-    policy = (value if value is not None else os.environ.get(UNCERTAIN_ENV, "partial")).strip().lower()
-    if policy not in UNCERTAIN_POLICIES:
-        raise UsageError(f"{UNCERTAIN_ENV}={policy!r}: must be one of {', '.join(UNCERTAIN_POLICIES)}")
-    return policy
-
-
-def _credit(ref: int, comp: int | None, policy: str) -> float:
-    """Credit for the completion's status ``comp`` (None: not stated) of an observation the
-    reference states as ``ref``."""
-    if comp is None:
-        return 0.0
-    if policy != "partial":
-        as_status = POSITIVE if policy == "positive" else NEGATIVE
-        ref = as_status if ref == UNCERTAIN else ref
-        comp = as_status if comp == UNCERTAIN else comp
-        return float(ref == comp)
-    if ref == comp:
-        return 1.0
-    return 0.5 if UNCERTAIN in (ref, comp) else 0.0
+    """The policy named by ``value`` or, when None, by MEDSWIFT_REWARD_UNCERTAIN (default partial);
+    the report card reads the same knob (findings.uncertainty_policy)."""
+    return findings.uncertainty_policy(value)
 
 
 def units(text: str) -> list[str]:
@@ -138,51 +141,145 @@ def distinct_share(text: str, lang: str) -> float:
 
 
 class Analysis:
-    """What the labeller reads in one text: its observation statuses and its report share."""
+    """What the labeller reads in one text: each observation's status, side and severity, the
+    findings it both asserts and denies, its report share and its share of report words."""
 
-    __slots__ = ("labels", "normal_stated", "report_share", "n_units", "abnormal_count")
+    __slots__ = ("labels", "sides", "grades", "denied", "contradicted", "normal_stated", "report_share",
+                 "vocab_share", "n_units", "abnormal_count")
 
     def __init__(self, text: str, lang: str):
-        clauses = findings.labelled_clauses(text, lang)
-        per: dict[str, list[int]] = {}
+        text = findings.normalize_space(text)[:MAX_CHARS]
+        per: dict[str, list[tuple[int, str | None, int | None]]] = {}
         covered = 0
         cap = WORDS_PER_STATEMENT[lang]
         normal_stated = False
         # the whole text first: most texts state no overall normal impression at all
         maybe_normal = findings.is_normal_report(text, lang)
-        for clause, mentions in clauses:
+        for clause, mentions in findings.read_clauses(text, lang):
             statements = len(mentions)
             if maybe_normal and findings.is_normal_report(clause, lang):
                 statements += 1
                 normal_stated = True
             if statements:
                 covered += min(len(_UNITS.findall(clause)), cap * statements)
-            for finding, status in mentions:
-                per.setdefault(finding, []).append(status)
-        labels = {f: findings.aggregate(s) for f, s in per.items()}
+            for finding, status, side, grade in mentions:
+                per.setdefault(finding, []).append((status, side, grade))
+        labels = {f: findings.aggregate(s for s, _, _ in ms) for f, ms in per.items()}
         self.labels = {f: s for f, s in labels.items() if s is not None}
+        said = {f: [(side, grade) for s, side, grade in ms if s in (POSITIVE, UNCERTAIN)] for f, ms in per.items()}
+        self.sides = {f: _side(side for side, _ in v) for f, v in said.items()}
+        self.grades = {f: max((g for _, g in v if g), default=None) for f, v in said.items()}
+        self.denied = {f for f, ms in per.items() if any(_denies(m, said[f]) for m in ms if m[0] == NEGATIVE)}
+        self.contradicted = {f for f in self.denied if self.labels.get(f) == POSITIVE}
         self.normal_stated = normal_stated
-        self.n_units = len(_UNITS.findall(text))
+        words = units(text)
+        self.n_units = len(words)
         self.report_share = covered / self.n_units if self.n_units else 0.0
+        known = report_vocabulary.vocabulary(lang)
+        self.vocab_share = sum(w in known for w in words) / len(words) if words else 0.0
         self.abnormal_count = sum(1 for f in ABNORMAL if self.labels.get(f) in (POSITIVE, UNCERTAIN))
 
-    def observations(self, policy: str) -> dict[str, int]:
-        """Stated observations plus No Finding, which is stated once the text states anything:
-        negative when a finding is present, positive (a normal study) when none is present or
-        uncertain; when the only abnormal findings are uncertain it follows the policy."""
-        out = dict(self.labels)
-        abnormal = {self.labels.get(f) for f in ABNORMAL}
-        if POSITIVE in abnormal:
-            out[NO_FINDING] = NEGATIVE
-        elif UNCERTAIN in abnormal:
-            out[NO_FINDING] = {"partial": UNCERTAIN, "positive": NEGATIVE, "negative": POSITIVE}[policy]
-        elif out or self.normal_stated:
+    def present(self, policy: str) -> dict[str, int]:
+        """Observations called present (POSITIVE) or uncertain (UNCERTAIN, partial policy only;
+        U-Ones reads it as present, U-Zeros drops it), with No Finding for a study called normal:
+        once the text states anything and calls no abnormal finding present."""
+        out = {}
+        for f, status in self.labels.items():
+            if status == UNCERTAIN and policy != "partial":
+                status = POSITIVE if policy == "positive" else None
+            if status in (POSITIVE, UNCERTAIN):
+                out[f] = status
+        abnormal = [out[f] for f in ABNORMAL if f in out]
+        if not abnormal and (self.labels or self.normal_stated):
             out[NO_FINDING] = POSITIVE
+        elif abnormal and POSITIVE not in abnormal:  # only uncertain findings (partial policy)
+            out[NO_FINDING] = UNCERTAIN
         return out
 
 
-def _weight(finding: str, status: int) -> float:
-    return FINDING_WEIGHT if finding != NO_FINDING and status in (POSITIVE, UNCERTAIN) else 1.0
+def _side(sides: Iterable[str | None]) -> str | None:
+    """One side for a finding's mentions: left and right together are bilateral."""
+    named = {s for s in sides if s}
+    if "bilateral" in named or {"left", "right"} <= named:
+        return "bilateral"
+    return named.pop() if named else None
+
+
+def _denies(negative: tuple[int, str | None, int | None], asserted: list[tuple[str | None, int | None]]) -> bool:
+    """Whether a negative mention denies what the positive mentions assert: "no effusion" does,
+    "no large effusion" beside a small one and "no left effusion" beside a right one do not."""
+    _, side, grade = negative
+    if not asserted:
+        return True
+    return any((side is None or a_side in (None, side, "bilateral")) and (grade is None or grade == a_grade)
+               for a_side, a_grade in asserted)
+
+
+def _weight(finding: str) -> float:
+    return 1.0 if finding == "Support Devices" else FINDING_WEIGHT
+
+
+def _qualifier_factor(ref: Analysis, comp: Analysis, finding: str) -> float:
+    """Laterality and severity agreement of a finding both call present."""
+    factor = 1.0
+    r_side, c_side = ref.sides.get(finding), comp.sides.get(finding)
+    if r_side and c_side and r_side != c_side:
+        factor *= SIDE_FACTOR["bilateral" if "bilateral" in (r_side, c_side) else "opposite"]
+    r_grade, c_grade = ref.grades.get(finding), comp.grades.get(finding)
+    if r_grade and c_grade:
+        factor *= GRADE_FACTOR[abs(r_grade - c_grade)]
+    return factor
+
+
+def _pair_credit(ref: Analysis, comp: Analysis, finding: str, r: int | None, c: int | None) -> float:
+    """Credit for one observation called present (POSITIVE), uncertain or not present (None) by
+    the reference (r) and the completion (c). Uncertain against anything else earns half (only
+    the partial policy keeps UNCERTAIN), except an uncertain finding the reference does not
+    report. Asserting and denying it earns nothing, unless the
+    reference reads both ways too (then the labeller cannot tell)."""
+    if finding in comp.contradicted and finding not in ref.contradicted:
+        return 0.0
+    if r == c:
+        base = 1.0
+    elif c == UNCERTAIN and (r is None or finding == NO_FINDING):
+        # "possible X" on a study without X is a false alarm: a hedge over findings nobody saw
+        # would otherwise earn half of each on every study
+        return 0.0
+    elif UNCERTAIN in (r, c):
+        base = 0.5
+    else:
+        return 0.0
+    if finding == NO_FINDING or r is None or c is None:
+        return base
+    return base * _qualifier_factor(ref, comp, finding)
+
+
+def _is_critical(ref: Analysis, comp: Analysis, finding: str) -> bool:
+    if finding in CRITICAL:
+        return True
+    return finding in GRADED_CRITICAL and 3 in (ref.grades.get(finding), comp.grades.get(finding))
+
+
+def agreement_parts(ref: Analysis, comp: Analysis, policy: str = "partial") -> dict[str, float]:
+    """F1 of what the reference calls present (recall) against what the completion calls present
+    (precision), No Finding included; statements of absence earn nothing, but a completion that
+    denies a finding the reference reports makes a false statement (a precision error). With it
+    the multipliers: critical findings missed, invented or misplaced, and self-contradiction."""
+    ref_pos, comp_pos = ref.present(policy), comp.present(policy)
+    if not ref_pos or not (comp_pos or comp.labels):
+        return {"f1": 0.0, "critical": 1.0, "coherence": 1.0}
+    credit = {f: _pair_credit(ref, comp, f, ref_pos.get(f), comp_pos.get(f)) for f in set(ref_pos) | set(comp_pos)}
+    recall = _weighted((credit[f], _weight(f)) for f in ref_pos)
+    judged = [(credit[f], _weight(f)) for f in comp_pos]
+    judged += [(0.0, _weight(f)) for f in ref_pos if f in comp.denied and f not in comp_pos]
+    precision = _weighted(judged) if judged else 0.0
+    f1 = 0.0 if recall + precision == 0 else 2 * recall * precision / (recall + precision)
+    critical = 1.0
+    for f, value in credit.items():
+        if value < 1.0 and f != NO_FINDING and _is_critical(ref, comp, f):
+            critical *= CRITICAL_FACTOR
+    coherence = CONTRADICTION_FACTOR if comp.contradicted - ref.contradicted else 1.0
+    return {"f1": f1, "critical": critical, "coherence": coherence}
 
 
 def _weighted(pairs: Iterable[tuple[float, float]]) -> float:
@@ -191,24 +288,9 @@ def _weighted(pairs: Iterable[tuple[float, float]]) -> float:
 
 
 def agreement(ref: Analysis, comp: Analysis, policy: str = "partial") -> float:
-    """F1 of the reference's stated observations (recall) against the completion's (precision)."""
-    ref_obs, comp_obs = ref.observations(policy), comp.observations(policy)
-    if not ref_obs or not comp_obs:
-        return 0.0
-    recall = _weighted((_credit(s, comp_obs.get(f), policy), _weight(f, s)) for f, s in ref_obs.items())
-    judged = []
-    for f, s in comp_obs.items():
-        if f in ref_obs:
-            judged.append((_credit(ref_obs[f], s, policy), _weight(f, ref_obs[f])))
-        elif s != NEGATIVE:
-            # Present or uncertain where the reference says nothing: the reference lists what it
-            # saw, so this is an unsupported finding (partial policy: half for uncertain).
-            judged.append((_credit(NEGATIVE, s, policy), _weight(f, s)))
-        # "no X" where the reference says nothing: agrees with an unmentioned X, not credited.
-    if not judged:
-        return 0.0
-    precision = _weighted(judged)
-    return 0.0 if recall + precision == 0 else 2 * recall * precision / (recall + precision)
+    """Clinical agreement in [0, 1]: agreement_parts' F1 times its critical and coherence factors."""
+    parts = agreement_parts(ref, comp, policy)
+    return parts["f1"] * parts["critical"] * parts["coherence"]
 
 
 def text_gates(text: str, lang: str) -> dict[str, float]:
@@ -218,9 +300,11 @@ def text_gates(text: str, lang: str) -> dict[str, float]:
 
 
 def label_gates(comp: Analysis, ref: Analysis) -> dict[str, float]:
-    """The gates read from the labels: report share (relative to the reference's) and hedging."""
+    """The gates read from the labels: report share (relative to the reference's), report words
+    and hedging."""
     extra = comp.abnormal_count - max(ref.abnormal_count, HEDGE_BASE)
     return {"report": _ramp(comp.report_share / ref.report_share, *REPORT_RAMP),
+            "vocabulary": _ramp(min(1.0, comp.vocab_share / max(ref.vocab_share, 1e-9)), *VOCAB_RAMP),
             "hedge": 1.0 - _ramp(extra, 0, HEDGE_SPAN)}
 
 
@@ -242,12 +326,13 @@ def findings_details(completion: str, reference: str, uncertain: str | None = No
     if not parts or 0.0 in parts.values():  # empty, wrong language or degenerate: no need to label
         return {"reward": 0.0, "agreement": None, "gates": parts, "lang": lang}
     comp = Analysis(text, lang)
-    agree = agreement(ref, comp, policy)
+    agree = agreement_parts(ref, comp, policy)
     parts.update(label_gates(comp, ref))
-    reward = agree
+    reward = agree["f1"] * agree["critical"] * agree["coherence"]
     for value in parts.values():
         reward *= value
-    return {"reward": reward, "agreement": agree, "gates": parts, "lang": lang}
+    return {"reward": reward, "agreement": agree["f1"], "critical": agree["critical"],
+            "coherence": agree["coherence"], "gates": parts, "lang": lang}
 
 
 def findings_reward(completion: str, reference: str, uncertain: str | None = None) -> float | None:
@@ -285,7 +370,7 @@ def _reference(reference: str, lang: str) -> Analysis:
 def clear_caches() -> None:
     """Forget analysed references and the labeller's clause cache (for a cold benchmark)."""
     _REF_CACHE.clear()
-    findings._label_clause.cache_clear()
+    findings._read_clause.cache_clear()
 
 
 # ----------------------------------------------------------------------------- small rewards
@@ -374,7 +459,8 @@ def box_reward(completion: str, reference: str) -> float | None:
 
 
 __all__ = [
-    "REWARD_NAMES", "UNCERTAIN_POLICIES", "UNCERTAIN_ENV", "LENGTH_BAND_ENV", "Analysis", "agreement", "box_reward",
+    "REWARD_NAMES", "UNCERTAIN_POLICIES", "UNCERTAIN_ENV", "LENGTH_BAND_ENV", "Analysis", "agreement",
+    "agreement_parts", "CRITICAL", "box_reward",
     "clear_caches", "distinct_share", "findings_details", "findings_reward", "findings_reward_batch",
     "format_reward", "label_gates", "language_share", "length_band", "repetition_reward", "report_of",
     "text_gates", "think_format_reward", "uncertain_policy", "units",

@@ -112,9 +112,10 @@ def convert(args) -> dict:
     for cand in candidates:  # the target text of each sample (a study once, not per view), or why none
         if not cand.problem:
             cand.fields["target"], problem = target_text(cand.fields, reading, section)
-            # --priors: a study without the chosen section is still a prior; it is listed after linking
-            cand.fields["target_problem"] = problem if args.priors else None
-            cand.problem = None if args.priors else problem
+            if args.priors:  # a study without the chosen section may still be a prior: listed after linking
+                cand.fields["target_problem"] = problem
+            else:
+                cand.problem = problem
     out_dir = Path(args.output_dir)
     prepare_output_dir(out_dir)
     conv = check_and_split(candidates, reading.index, out_dir, args, images_dirs=reading.images_dirs,

@@ -35,9 +35,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from medswift.core.cli import command_parser
-from medswift.core.constants import ROOT
-from medswift.data.converters import reports as conv
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # this checkout's medswift, not an installed copy
+
+from medswift.core.cli import command_parser  # noqa: E402
+from medswift.core.constants import ROOT  # noqa: E402
+from medswift.data.converters import reports as conv  # noqa: E402
 
 BUNDLED = ROOT / "data" / "openi" / "images"
 

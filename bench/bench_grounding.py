@@ -26,8 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from medswift.core.cli import command_parser
-from medswift.core.constants import ROOT
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # this checkout's medswift, not an installed copy
+
+from medswift.core.cli import command_parser  # noqa: E402
+from medswift.core.constants import ROOT  # noqa: E402
 
 FINDINGS = ["Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Consolidation", "ILD",
             "Infiltration", "Lung Opacity", "Nodule/Mass", "Other lesion", "Pleural effusion", "Pleural thickening",

@@ -99,7 +99,7 @@ _NOT_ACROSS = r"[^.;,]"  # context window stays inside a comma-free span
 
 MENTIONS_EN: dict[str, list[str]] = {
     "Enlarged Cardiomediastinum": [
-        r"\b(?:mediastin(?:um|al)|cardiomediastinal(?: silhouette| contours?)?)\b" + _NOT_ACROSS
+        r"\b(?:mediastin(?:um|al)|cardiomediastin(?:al|um)(?: silhouette| contours?)?|pericardial silhouette)\b" + _NOT_ACROSS
         + r"{0,30}?\b(?P<m>widen(?:ed|ing)|enlarged|enlargement)\b",
         r"\b(?P<m>widen(?:ed|ing)|enlarged|enlargement of the)\s+(?:the\s+)?(?:mediastin(?:um|al)|cardiomediastinal)\b",
     ],
@@ -120,7 +120,8 @@ MENTIONS_EN: dict[str, list[str]] = {
         # CheXpert phrases/mention/lung_opacity.txt
         r"\bdecreased translucency\b", r"\binterstitial (?:markings?|pattern|lung disease|prominence)\b",
         r"\breticular (?:pattern|markings?|opacit)", r"\breticulation\b", r"\bparenchymal scarring\b",
-        r"\bperibronchial (?:thickening|cuffing)\b", r"\bground[- ]glass\b",
+        r"\bperibronchial (?:thickening|cuffing)\b", r"\bground[- ]glass\b", r"\b(?:bronchial )?wall thickening\b",
+        r"\bscar(?<!pleural scar)(?<!parenchymal scar)(?<!pericardial scar)(?:s|ring|red)?\b",
     ],
     "Lung Lesion": [
         r"\b(?:reticulo|fibro|micro)?nodul(?:e|es|ar)\b", r"\bmass(?:es)?\b",
@@ -135,6 +136,7 @@ MENTIONS_EN: dict[str, list[str]] = {
         # CheXpert phrases/mention/edema.txt, and the signs radiologists name for it
         r"\b(?:congestive )?heart failure\b", r"\bchf\b", r"\bkerley (?:a |b |c )?lines?\b",
         r"\bseptal lines\b", r"\bcephali[sz]ation\b", r"\bvascular (?:prominence|indistinctness)\b",
+        r"\bindistinctness\b",
         r"\bperihilar haze\b",
     ],
     "Consolidation": [r"\bconsolidat(?:ion|ions|ive|ed)\b"],
@@ -150,7 +152,8 @@ MENTIONS_EN: dict[str, list[str]] = {
                          # blunting of a costophrenic angle is the plain film's sign of a small effusion
                          r"\bblunt(?:ing|ed)\b", r"\bmeniscus sign\b"],
     "Pleural Other": [
-        r"\bpleural (?:thickening|scarring|scar|plaques?|calcifications?)\b", r"\bpleuro-?parenchymal scar",
+        r"\bpleural (?:thickening|scarring|scar|plaques?|calcifications?)\b",
+        r"\bpleur(?:al|o)[- ]?(?:parenchymal|pericardial) scar",
         r"\bfibrothorax\b",
     ],
     "Fracture": [r"\bfractur(?:e|es|ed)\b"],
@@ -165,7 +168,7 @@ MENTIONS_EN: dict[str, list[str]] = {
         r"\b(?:cardiac|electronic|monitoring|closure|implantable|retention|orthopedic) devices?\b",
         r"\boccluder\b", r"\bstimulator\b", r"\b(?:monitor|generator) leads\b",
         # CheXpert phrases/mention/support_devices.txt
-        r"\bhardware\b", r"\barthroplast(?:y|ies)\b", r"\bcannulas?\b", r"\bmediport\b", r"\bdrains?\b",
+        r"\bhardware\b", r"\barthroplast(?:y|ies)\b", r"\bdevices?\b", r"\bcannulas?\b", r"\bmediport\b", r"\bdrains?\b",
         r"\b(?:surgical |orthopedic |fixation )?(?:plates?|screws?)\b(?= (?:in|of|and|over|across|transfix))",
         r"\b(?:embolization )?coils?\b(?= (?:in|of|over|project))",
     ],
@@ -189,7 +192,7 @@ MENTIONS_ZH: dict[str, list[str]] = {
     "Lung Opacity": [
         r"不透明", r"[混浑]浊", r"阴影", r"浸润(?<!膈肌的浸润)(?<!膈肌有浸润)",
         r"(?:气隙|空隙|空域|气腔|气室|空气空间|气囊)(?:疾病|病变?|不透明)",
-        r"密度[^，。；]{0,3}?(?:增高|增加)", r"磨玻璃", r"间质(?:纹理|标记|性?改变|性?病变)", r"网状(?:影|纹理|改变)",
+        r"密度[^，。；]{0,3}?(?:增高|增加)", r"磨玻璃", r"[瘢疤]痕(?<!胸膜瘢痕)(?<!胸膜疤痕)", r"间质(?:纹理|标记|性?改变|性?病变)", r"网状(?:影|纹理|改变)",
     ],
     "Lung Lesion": [
         # 病灶 is left out: the translations use it for "focal" (病灶性不透明).

@@ -682,3 +682,27 @@ def test_audit_library_groups_by_expert_coding():
     assert table["references (self-score) [zh]"]["all"] == pytest.approx(1.0)
     assert table["normal report [zh]"]["normal"] >= 0.9 and table["normal report [zh]"]["abnormal"] <= 0.15
     assert all(row["verdict"] in ("ok", "reference") for row in table.values())
+
+
+def test_audit_reads_iu_xray_indiana_reports_csv(tmp_path):
+    """IU-Xray's indiana_reports.csv (uid, MeSH, ..., findings, impression): reports and expert coding in one file."""
+    import csv
+
+    from medswift.eval import expert_coding, reward_audit
+
+    path = tmp_path / "indiana_reports.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"])
+        writer.writerow(["1", "normal", "normal", "", "", "", "The heart is normal in size. The lungs are clear.",
+                         "No acute disease."])
+        writer.writerow(["2", "Pleural Effusion/left/small", "Pleural Effusion", "", "", "",
+                         "Small left pleural effusion.", "Left effusion."])
+        writer.writerow(["3", "normal", "normal", "", "", "", "", ""])
+    refs, problems, _ = reward_audit.load_references(path)
+    assert [s for s, _ in refs] == ["1", "2"] and problems == ["line 4: no findings or impression"]
+    coding = expert_coding.load_coding(path)
+    assert coding == {"1": {"No Finding"}, "2": {"Pleural Effusion"}, "3": {"No Finding"}}
+    table = reward_audit.audit(refs, coding)["table"]
+    assert table["normal report [en]"]["normal"] == pytest.approx(1.0)
+    assert table["normal report [en]"]["abnormal"] == 0.0

@@ -7,6 +7,7 @@ Usage:
     python scripts/audit_reward.py --data data/openi_swift/val.jsonl
     python scripts/audit_reward.py --data data/openi_swift
     python scripts/audit_reward.py --data data/openi/openi-en.json --coding data/openi/openi-mesh.csv
+    python scripts/audit_reward.py --data indiana_reports.csv --coding indiana_reports.csv
 
 Verdict per completion: "GAMEABLE" when its mean on abnormal studies (references the labeller,
 or with --coding the expert MeSH coding, calls abnormal) exceeds --threshold, or when the negation
@@ -16,6 +17,8 @@ Research only, not diagnosis.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import statistics
 from collections import Counter
@@ -85,9 +88,29 @@ def _openi_references(path: Path) -> tuple[list[tuple[str | None, str]], list[st
     return out, problems
 
 
+IU_COLUMNS = ("uid", "findings", "impression")
+
+
+def _iu_csv_references(path: Path) -> tuple[list[tuple[str | None, str]], list[str]]:
+    """IU-Xray's ``indiana_reports.csv``: the report is FINDINGS then IMPRESSION; the study is uid."""
+    text = read_text_utf8(path, "dataset")
+    reader = csv.DictReader(io.StringIO(text))
+    if not set(IU_COLUMNS) <= set(reader.fieldnames or ()):
+        raise UsageError(f"{path}: a CSV needs the columns {', '.join(IU_COLUMNS)} (IU-Xray's indiana_reports.csv)")
+    out, problems = [], []
+    for n, row in enumerate(reader, start=2):
+        report = " ".join(part.strip() for part in (row["findings"] or "", row["impression"] or "") if part.strip())
+        if report:
+            out.append((row["uid"], report))
+        else:
+            problems.append(f"line {n}: no findings or impression")
+    return out, problems
+
+
 def load_references(data: Path) -> tuple[list[tuple[str | None, str]], list[str], Path]:
     """([(study id or None, reference)], problems, file read) from a converter JSONL, a converter
-    output folder (its val, else test, else train split) or an OpenI annotations JSON."""
+    output folder (its val, else test, else train split), an OpenI annotations JSON or IU-Xray's
+    indiana_reports.csv."""
     if data.is_dir():
         found = [data / name for name in SPLIT_FILES if (data / name).is_file()]
         if not found:
@@ -95,7 +118,8 @@ def load_references(data: Path) -> tuple[list[tuple[str | None, str]], list[str]
         data = found[0]
     if not data.is_file():
         raise UsageError(f"{data}: no such file or folder")
-    refs, problems = (_openi_references if data.suffix == ".json" else _jsonl_references)(data)
+    reader = {".json": _openi_references, ".csv": _iu_csv_references}.get(data.suffix.lower(), _jsonl_references)
+    refs, problems = reader(data)
     if not refs:
         raise UsageError(f"{data}: no reference report found ({len(problems)} rows without one)")
     return refs, problems, data
@@ -186,10 +210,10 @@ def print_audit(result: dict, data: Path, n_refs: int, problems: list[str]) -> N
 
 def build_parser():
     parser = command_parser(__doc__)
-    parser.add_argument("--data", required=True, help="a converter JSONL, a converter output folder, or an "
-                        "OpenI annotations JSON (data/openi/openi-en.json)")
-    parser.add_argument("--coding", help="a study,mesh CSV (data/openi/openi-mesh.csv): group OpenI studies "
-                        "by expert coding instead of by the labeller")
+    parser.add_argument("--data", required=True, help="a converter JSONL, a converter output folder, an "
+                        "OpenI annotations JSON (data/openi/openi-en.json) or IU-Xray's indiana_reports.csv")
+    parser.add_argument("--coding", help="a study,mesh CSV (data/openi/openi-mesh.csv) or indiana_reports.csv: "
+                        "group the studies by expert MeSH coding instead of by the labeller")
     parser.add_argument("--threshold", type=float, default=THRESHOLD,
                         help="mean on abnormal studies above which a blind completion is GAMEABLE")
     parser.add_argument("--uncertain", choices=rewards.UNCERTAIN_POLICIES,
@@ -201,7 +225,7 @@ def run(args) -> int:
     refs, problems, data = load_references(Path(args.data))
     coding = expert_coding.load_coding(Path(args.coding)) if args.coding else None
     if coding is not None and all(study is None for study, _ in refs):
-        raise UsageError("--coding needs an OpenI annotations JSON (study ids); this file has none")
+        raise UsageError("--coding needs study ids (an OpenI annotations JSON or indiana_reports.csv); this file has none")
     result = audit(refs, coding, args.uncertain, args.threshold)
     print_audit(result, data, len(refs), problems)
     return 1 if any(row["verdict"].startswith("GAMEABLE") for row in result["table"].values()) else 0

@@ -191,7 +191,7 @@ def _fmt(value: float | None) -> str:
     return "  -  " if value is None else f"{value:.3f}"
 
 
-def print_audit(result: dict, data: Path, n_refs: int, problems: list[str]) -> None:
+def print_audit(result: dict, data: Path, n_refs: int, problems: list[str], labeller: str | None = None) -> None:
     print(f"reward audit of medswift_findings on {n_refs} references from {data} "
           f"(uncertain policy: {result['policy']}; normal/abnormal by {result['grouped_by']})")
     if problems:
@@ -205,7 +205,24 @@ def print_audit(result: dict, data: Path, n_refs: int, problems: list[str]) -> N
               f"{row['verdict']}")
     counts = next(iter(result["table"].values()))["n"]
     print(f"studies scored: {counts['all']} ({counts['normal']} normal, {counts['abnormal']} abnormal)")
+    if labeller:
+        print(labeller)
     print(NOTICE)
+
+
+def labeller_line(refs: list[tuple[str | None, str]], coding: dict) -> str:
+    """The labeller's micro-F1 against the expert coding, on the studies the rules were written
+    with (dev) and on the held-out fifth (study number divisible by 5)."""
+    parts = []
+    for split in ("dev", "heldout"):
+        rows = [(s, ref, coding[s]) for s, ref in refs if coding.get(s or "") and expert_coding.in_split(s, split)]
+        by_lang: dict[str, list] = {}
+        for row in rows:
+            by_lang.setdefault(findings.detect_lang(row[1]), []).append(row)
+        for lang, items in by_lang.items():
+            scores = expert_coding.labeller_scores(items, lang)
+            parts.append(f"{split} {scores['micro_f1']:.3f} ({lang}, {scores['studies']} studies)")
+    return "labeller micro-F1 against the expert coding: " + "; ".join(parts)
 
 
 def build_parser():
@@ -227,7 +244,7 @@ def run(args) -> int:
     if coding is not None and all(study is None for study, _ in refs):
         raise UsageError("--coding needs study ids (an OpenI annotations JSON or indiana_reports.csv); this file has none")
     result = audit(refs, coding, args.uncertain, args.threshold)
-    print_audit(result, data, len(refs), problems)
+    print_audit(result, data, len(refs), problems, labeller_line(refs, coding) if coding is not None else None)
     return 1 if any(row["verdict"].startswith("GAMEABLE") for row in result["table"].values()) else 0
 
 

@@ -11,30 +11,30 @@ Usage::
     rewards.findings_rewards(completions, references, uncertain="partial")   # a list, one per pair
     rewards.format_reward(text, reference); rewards.repetition_reward(text); rewards.think_format_reward(text)
 
-The findings reward, in [0, 1], is ``agreement x gates``:
+The findings reward, in [0, 1], is ``agreement x critical x coherence x gates`` (docs/reward.md
+has the rules as a radiologist would review them):
 
-* agreement: an F1 between the observations the reference states (recall: every positive,
-  uncertain *and negative* statement of the reference must be matched, so "no effusion" needs a
-  completion that also says no effusion) and those the completion states (precision: a finding
-  the completion calls present or uncertain that the reference denies or does not mention is
-  wrong). A negative statement about something the reference does not mention is neither credited
-  nor penalised, so padding a report with "no X" phrases cannot dilute a wrong finding.
-  Findings the reference calls present or uncertain weigh twice as much as negative statements.
-  "No Finding" (a normal study) is one more observation: stated when the text states any
-  observation and calls none present.
-* gates, each in [0, 1] and multiplied: the completion is in the reference's language (share of
-  its words in that script), reads as a report (share of its words in clauses that state an
-  observation or an overall normal impression, at least half the reference's), is not degenerate (share of distinct word
-  3-grams / character 4-grams) and is not a hedge (it may not call more findings present or
-  uncertain than any report plausibly does). Empty text, or a Thinking answer whose
+* agreement: an F1 between what the reference calls present (recall) and what the completion
+  calls present (precision), "No Finding" (a study called normal) included. Statements of absence
+  earn nothing: a correct normal report earns full reward however brief, and listing negatives
+  earns nothing more. Denying a finding the reference reports is a false statement (a precision
+  error). Laterality (left / right / bilateral) and severity (small-mild / moderate / large-severe)
+  scale the credit of a finding both call present (SIDE_FACTOR, GRADE_FACTOR).
+* critical: each critical finding (CRITICAL, and a large effusion) missed, invented, on the wrong
+  side or at the wrong severity halves the reward.
+* coherence: a completion that asserts and denies one finding earns nothing for it and half overall.
+* gates, each in [0, 1] and multiplied: the completion is in the reference's language, reads as a
+  report (share of its words in clauses that state an observation, relative to the reference's),
+  is written in report words (report_vocabulary; junk words inside a clause lower it), is not
+  degenerate (distinct n-grams) and is not a hedge. Empty text, or a Thinking answer whose
   ``<think>`` is never closed, scores 0.
 
-Uncertain mentions ("possible effusion") follow ``uncertain=`` (the ORM reads the environment
-variable MEDSWIFT_REWARD_UNCERTAIN): ``partial`` (default) gives half credit when one side is
-uncertain and the other positive or negative, full credit when both are uncertain; ``positive``
-reads uncertain as positive (the evaluation's U-Ones policy), ``negative`` as negative (U-Zeros).
-Half credit never makes hedging pay: for any belief, committing to the likelier answer earns at
-least as much in expectation.
+Uncertain mentions ("possible effusion") follow ``uncertain=`` (MEDSWIFT_REWARD_UNCERTAIN, the
+knob the report card reads too): ``partial`` (default) gives half credit when the reference is
+uncertain and the completion is not, or the reference calls present what the completion calls
+uncertain; an uncertain finding the reference does not report earns nothing (a false alarm, so a
+hedge pays on no study). ``positive`` reads uncertain as present (U-Ones), ``negative`` as absent
+(U-Zeros).
 
 A reference that states no observation at all cannot be scored: the reward is None there (the
 ms-swift plugin scores such a group 0, which gives it no advantage either way).

@@ -706,3 +706,11 @@ def test_audit_reads_iu_xray_indiana_reports_csv(tmp_path):
     table = reward_audit.audit(refs, coding)["table"]
     assert table["normal report [en]"]["normal"] == pytest.approx(1.0)
     assert table["normal report [en]"]["abnormal"] == 0.0
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_one_negation_alone_is_not_a_normal_report(lang):
+    """'No pneumothorax.' does not say the study is normal: half the credit of a brief impression."""
+    one = {"en": "No pneumothorax.", "zh": "没有气胸。"}[lang]
+    assert score(one, NORMAL[lang]) == pytest.approx(rewards.NARROW_NORMAL_CREDIT * score(BRIEF_NORMAL[lang], NORMAL[lang]))
+    assert score(one, one) == pytest.approx(1.0)

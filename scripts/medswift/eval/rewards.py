@@ -71,6 +71,8 @@ CONTRADICTION_FACTOR = 0.5
 # The right finding on the wrong side, or bilateral for one side; severity one or two grades off.
 SIDE_FACTOR = {"opposite": 0.2, "bilateral": 0.75}
 GRADE_FACTOR = {0: 1.0, 1: 0.75, 2: 0.5}
+# Credit for calling a normal study normal with a single statement and no overall impression.
+NARROW_NORMAL_CREDIT = 0.5
 # Completions are cut here before labelling (a report is a few hundred characters).
 MAX_CHARS = 20000
 
@@ -248,9 +250,20 @@ def _pair_credit(ref: Analysis, comp: Analysis, finding: str, r: int | None, c: 
         base = 0.5
     else:
         return 0.0
+    if finding == NO_FINDING and r == c == POSITIVE:
+        return base * _normal_breadth(ref, comp)
     if finding == NO_FINDING or r is None or c is None:
         return base
     return base * _qualifier_factor(ref, comp, finding)
+
+
+def _normal_breadth(ref: Analysis, comp: Analysis) -> float:
+    """A study called normal: in full by an overall impression ("no acute cardiopulmonary
+    abnormality") or by statements on two observations (heart and lungs, say); one statement alone
+    ("No pneumothorax.") says the study is normal only in part, unless the reference says no more."""
+    if comp.normal_stated or len(comp.labels) >= min(2, max(len(ref.labels), 1)):
+        return 1.0
+    return NARROW_NORMAL_CREDIT
 
 
 def _is_critical(ref: Analysis, comp: Analysis, finding: str) -> bool:

@@ -662,10 +662,18 @@ def test_audit_says_gameable_and_exits_one_above_the_threshold(tmp_path):
 def test_audit_with_expert_coding_and_bad_input(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n", encoding="utf-8")
+    binary = tmp_path / "coding.csv"
+    binary.write_bytes(b"\xff\xfe\x00study,mesh")
+    other = tmp_path / "other.csv"
+    other.write_text("study,mesh\n999999,normal\n", encoding="utf-8")
     for args, message in (((str(bad),), "no reference report found"), ((str(tmp_path / "missing"),), "no such file"),
                           ((str(tmp_path),), "no val.jsonl, test.jsonl, train.jsonl"),
                           ((str(bad), "--coding", str(ROOT / "data" / "openi" / "openi-mesh.csv")),
-                           "no reference report found")):
+                           "no reference report found"),
+                          ((str(ROOT / "data" / "openi" / "openi-en.json"), "--coding", str(binary)),
+                           "not a readable UTF-8 CSV"),
+                          ((str(ROOT / "data" / "openi" / "openi-en.json"), "--coding", str(other)),
+                           "codes none of the 3313 studies")):
         proc = _audit("--data", *args)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -83,14 +83,17 @@ def in_split(study: str, split: str) -> bool:
 def load_coding(path: Path = DEFAULT_CODING) -> dict[str, set[str] | None]:
     """study -> coded observations (see code_terms) from a ``study,mesh`` CSV or IU-Xray's
     ``indiana_reports.csv`` (``uid,MeSH,...``)."""
-    with Path(path).open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = set(reader.fieldnames or ())
-        # this project's study,mesh file, or IU-Xray's indiana_reports.csv (uid, MeSH, ...)
-        study, mesh = ("study", "mesh") if {"study", "mesh"} <= columns else ("uid", "MeSH")
-        if not {study, mesh} <= columns:
-            raise UsageError(f"{path}: expected a CSV with the columns study,mesh (or IU-Xray's uid,MeSH)")
-        return {row[study]: code_terms(row[mesh]) for row in reader}
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = set(reader.fieldnames or ())
+            # this project's study,mesh file, or IU-Xray's indiana_reports.csv (uid, MeSH, ...)
+            study, mesh = ("study", "mesh") if {"study", "mesh"} <= columns else ("uid", "MeSH")
+            if not {study, mesh} <= columns:
+                raise UsageError(f"{path}: expected a CSV with the columns study,mesh (or IU-Xray's uid,MeSH)")
+            return {row[study]: code_terms(row[mesh] or "") for row in reader}
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"{path}: not a readable UTF-8 CSV ({type(exc).__name__})") from None
 
 
 def studies(reports_json: Path, coding: Mapping[str, set[str] | None], split: str = "all"

@@ -243,6 +243,8 @@ def run(args) -> int:
     coding = expert_coding.load_coding(Path(args.coding)) if args.coding else None
     if coding is not None and all(study is None for study, _ in refs):
         raise UsageError("--coding needs study ids (an OpenI annotations JSON or indiana_reports.csv); this file has none")
+    if coding is not None and not any(coding.get(study or "") for study, _ in refs):
+        raise UsageError(f"{args.coding}: codes none of the {len(refs)} studies in {data}")
     result = audit(refs, coding, args.uncertain, args.threshold)
     print_audit(result, data, len(refs), problems, labeller_line(refs, coding) if coding is not None else None)
     return 1 if any(row["verdict"].startswith("GAMEABLE") for row in result["table"].values()) else 0

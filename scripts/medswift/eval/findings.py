@@ -584,21 +584,23 @@ def aggregate(statuses: Iterable[int]) -> int | None:
     return None
 
 
-_UNUSUAL_SPACE = re.compile(r"\s\s|[^\S ]")  # two blanks in a row, or a blank other than " "
+_UNUSUAL_SPACE = re.compile(r"\s\s|[^\S \n]|^\s|\s$")  # blanks in a row, at an end, or other than " " / "\n"
 # No report clause is this long; cutting longer runs bounds the work per clause, so labelling
 # is linear in the text's length whatever it holds.
 CLAUSE_MAX_CHARS = 600
 
 
 def normalize_space(text: str) -> str:
-    """Each run of whitespace as one space (one newline when it holds one). Several cue patterns
+    """Each run of whitespace as one space (one newline when it holds one), none at either end.
+    Several cue patterns
     start with ``\\s*``; on a long run of blanks each start position rescans the run, which made
     labelling quadratic (50,000 spaces took 40-60 s)."""
     text = text or ""
     if not _UNUSUAL_SPACE.search(text):
         return text
-    # str.split() runs in C, in linear time (a regex callback per blank run cost more)
-    return "\n".join(" ".join(line.split()) for line in text.split("\n"))
+    # str.split() runs in C, in linear time (a regex callback per blank run cost more); blank
+    # lines go, so the result has no two blanks in a row and a second call does nothing
+    return "\n".join(" ".join(line.split()) for line in text.split("\n") if line and not line.isspace())
 
 
 def lower_text(text: str) -> str:

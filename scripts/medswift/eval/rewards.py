@@ -73,8 +73,10 @@ SIDE_FACTOR = {"opposite": 0.2, "bilateral": 0.75}
 GRADE_FACTOR = {0: 1.0, 1: 0.75, 2: 0.5}
 # Credit for calling a normal study normal with a single statement and no overall impression.
 NARROW_NORMAL_CREDIT = 0.5
-# Completions are cut here before labelling (a report is a few hundred characters).
-MAX_CHARS = 20000
+# A completion is scored on its first MAX_CHARS characters once its blanks are collapsed: the
+# bundled and IU-Xray reports have at most 1,416 (99% under 750), and a cap bounds the work an
+# adversarial rollout costs. What lies beyond it is not scored; its padding costs in the gates.
+MAX_CHARS = 6000
 
 # Word units: a CJK ideograph, a run of Latin letters, or a run of letters of any other script.
 _UNITS = re.compile(r"[\u4e00-\u9fff]|[A-Za-z]+|[^\W\d_A-Za-z\u4e00-\u9fff]+")
@@ -333,7 +335,7 @@ def findings_details(completion: str, reference: str, uncertain: str | None = No
     ref = _reference(reference, lang)
     if not ref.labels and not ref.normal_stated:
         return None
-    text = report_of(completion)
+    text = findings.normalize_space(report_of(completion))[:MAX_CHARS]
     parts = text_gates(text, lang) if text.strip() else {}
     if not parts or 0.0 in parts.values():  # empty, wrong language or degenerate: no need to label
         return {"reward": 0.0, "agreement": None, "gates": parts, "lang": lang}

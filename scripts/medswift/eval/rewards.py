@@ -124,7 +124,7 @@ def uncertain_policy(value: str | None = None) -> str:
 
 def units(text: str) -> list[str]:
     """Word units of ``text``: CJK characters, Latin words (lower-cased), other-script words."""
-    return [u.lower() for u in _UNITS.findall(text or "")]
+    return _UNITS.findall((text or "").lower())
 
 
 def language_share(text: str, lang: str) -> float:

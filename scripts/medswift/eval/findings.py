@@ -36,6 +36,18 @@ Pipeline for one report:
  5. "No Finding" is positive when no observation other than Support Devices is
     positive or uncertain, and absent otherwise.
 
+For the clinical reward, ``read_clauses`` also gives each mention its side (left / right /
+bilateral: the nearest side word in its scope, no other mention between) and severity grade
+(1 small/mild, 2 moderate, 3 large/severe), and reads two critical findings outside the 14
+(EXTRA_FINDINGS: pneumoperitoneum, pneumomediastinum). The phrase tables include the CheXpert
+labeller's published mention phrases (github.com/stanfordmlgroup/chexpert-labeler,
+phrases/mention and phrases/unmention); expert_coding.py measures their coverage and the labels
+against the NLM's MeSH coding of the bundled studies (docs/reward.md).
+
+Linear time on any input: text is lower-cased and its blanks collapsed first (normalize_space;
+cue patterns starting with ``\\s*`` were quadratic on long blank runs), clauses are cut at
+CLAUSE_MAX_CHARS, and each regex has bounded repetition or a literal anchor.
+
 Sanity check: on the 6,423 OpenI report pairs (same report in English and in
 Chinese) the binary U-Ones labels of the two rule sets agree on 97.4-100% of
 reports per observation (Atelectasis lowest, 97.4%; No Finding 98.3%);

@@ -651,12 +651,22 @@ def test_audit_on_a_converter_jsonl_and_folder(tmp_path):
 
 
 def test_audit_says_gameable_and_exits_one_above_the_threshold(tmp_path):
-    refs = [{"solution": "The heart is enlarged. No pneumothorax."}, {"solution": "心脏增大。没有气胸。"},
-            {"solution": "Heart size is normal. The lungs are clear."}]
+    refs = [{"solution": "The heart is enlarged. No pneumothorax."}] * 20 + [{"solution": "心脏增大。没有气胸。"}] * 20 \
+        + [{"solution": "Heart size is normal. The lungs are clear."}]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in refs), encoding="utf-8")
     proc = _audit("--data", str(tmp_path / "d.jsonl"), "--threshold", "-1")
     assert proc.returncode == 1
     assert "GAMEABLE: earns" in proc.stdout and "[zh]" in proc.stdout
+
+
+def test_audit_gives_no_verdict_on_too_few_studies(tmp_path):
+    """Two abnormal references: no mean over them says whether the reward is gameable, and a
+    reference that occurs once is not offered as 'the most common reference'."""
+    refs = [{"solution": "The heart is enlarged. No pneumothorax."}, {"solution": "Small left pleural effusion."}]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in refs), encoding="utf-8")
+    proc = _audit("--data", str(tmp_path / "d.jsonl"), "--threshold", "-1")
+    assert proc.returncode == 0, proc.stdout
+    assert "no verdict: fewer than 20 abnormal studies" in proc.stdout and "most common reference" not in proc.stdout
 
 
 def test_audit_with_expert_coding_and_bad_input(tmp_path):

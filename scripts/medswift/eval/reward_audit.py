@@ -50,6 +50,7 @@ BLIND: dict[str, dict[str, str]] = {
 COMMON = "most common reference"
 THRESHOLD = 0.15      # mean on abnormal studies above which a blind completion games the reward
 NEGATION_MARGIN = 0.02
+MIN_STUDIES = 20      # abnormal studies a verdict needs (a mean over fewer says little)
 SPLIT_FILES = ("val.jsonl", "test.jsonl", "train.jsonl")
 
 
@@ -149,8 +150,9 @@ def audit(refs: list[tuple[str | None, str]], coding: dict | None = None, uncert
         by_lang.setdefault(findings.detect_lang(ref), []).append((study, ref))
     rows, unscorable = {}, 0
     for lang, items in by_lang.items():
-        common = Counter(ref for _, ref in items).most_common(1)[0][0]
-        blind = dict(BLIND[lang], **{COMMON: common})
+        common, times = Counter(ref for _, ref in items).most_common(1)[0]
+        # a reference that occurs once is no template: scored against itself it would look gameable
+        blind = dict(BLIND[lang], **({COMMON: common} if times > 1 else {}))
         groups = [_group(study, ref, lang, coding) for study, ref in items]
         for name, text in [("references (self-score)", None)] + list(blind.items()):
             scores = {"all": [], "normal": [], "abnormal": []}
@@ -176,6 +178,8 @@ def audit(refs: list[tuple[str | None, str]], coding: dict | None = None, uncert
 def _verdict(name: str, row: dict, table: dict, threshold: float) -> str:
     if name.startswith("references"):
         return "reference"
+    if row["n"]["abnormal"] < MIN_STUDIES:
+        return f"no verdict: fewer than {MIN_STUDIES} abnormal studies"
     abnormal = row["abnormal"]
     if abnormal is not None and abnormal > threshold:
         return f"GAMEABLE: earns {abnormal:.2f} > {threshold:.2f} on abnormal studies without reading the image"

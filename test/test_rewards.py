@@ -601,6 +601,21 @@ HELD_OUT = [
     ("心脏大小正常。双肺清晰。右侧气胸。", "心脏大小正常。双肺清晰。没有气胸。", 0.0, 0.5),
     ("Heart size normal. Lungs clear. Pleural effusion. No pleural effusion.",
      "Heart size normal. Lungs clear. No pleural effusion.", 0.0, 0.3),
+    ("心影增大。双肺纹理增多。右侧少量胸腔积液。没有气胸。", "心脏增大。右侧少量胸腔积液。没有气胸。", 0.8, 1.0),
+    ("心脏增大。左侧少量胸腔积液。没有气胸。", "心脏增大。右侧少量胸腔积液。没有气胸。", 0.0, 0.6),
+    ("心脏增大。右侧大量胸腔积液。没有气胸。", "心脏增大。右侧少量胸腔积液。没有气胸。", 0.0, 0.6),
+    ("心脏增大，右侧少量胸腔积液。心脏大小正常，没有积液。", "心脏增大。右侧少量胸腔积液。", 0.0, 0.3),
+    ("心脏大小正常。肺部清晰。没有胸腔积液或气胸。", "左侧气胸。", 0.0, 0.1),
+    ("心脏大小正常。肺部清晰。香蕉苹果。没有胸腔积液苹果。", "心脏大小正常。肺部清晰。没有胸腔积液。", 0.0, 0.7),
+    ("膈下可见游离气体。心肺未见异常。", "心肺未见异常。", 0.0, 0.5),
+    ("右上叶不张。", "右上叶肺不张。", 0.9, 1.0),
+    ("Marked cardiomegaly. Large bilateral pleural effusions.",
+     "Severe cardiomegaly. Large bilateral pleural effusions.", 0.9, 1.0),
+    ("Mild cardiomegaly. Large bilateral pleural effusions.",
+     "Severe cardiomegaly. Large bilateral pleural effusions.", 0.5, 0.95),
+    ("No focal consolidation. Heart size normal. No effusion.", "Heart size normal. Lungs clear.", 0.9, 1.0),
+    ("Right upper lobe collapse.", "Right upper lobe atelectasis.", 0.9, 1.0),
+    ("There is a small right apical pneumothorax.", "No pneumothorax. Normal heart size.", 0.0, 0.25),
 ]
 
 

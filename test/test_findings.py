@@ -141,7 +141,8 @@ ZH_CASES = [
     ("双侧肺门浸润。", {LO: P}),
     ("右肺上叶见一结节。", {LL: P}),
     ("左侧肋膈角变钝。", {PE: P}),
-    ("左上肺叶出现稳定的瘢痕，胸膜增厚。", {PO: P}),
+    # a lung scar is a lung opacity in CheXpert's phrase lists (phrases/mention/lung_opacity.txt)
+    ("左上肺叶出现稳定的瘢痕，胸膜增厚。", {LO: P, PO: P}),
     ("左侧第6肋骨陈旧性骨折。", {FR: P}),
     ("左上肺显示一个稳定的钙化肉芽肿。", {GR: P, NF: None}),
     ("右肺基底有肺不张。", {AT: P}),
@@ -415,6 +416,7 @@ def test_a_qualifier_belongs_to_the_nearest_mention():
     ("Patchy air-space disease at the right base.", "en", {LO: P}),
     ("Increased interstitial markings.", "en", {LO: P}),
     ("Small pericardial effusion.", "en", {}),
+    ("Stable scarring in the left apex. Apical pleural scarring.", "en", {LO: P, PO: P}),
     ("Free air under the right hemidiaphragm.", "en", {}),  # pneumoperitoneum: not one of the 14
     ("心胸比增大。", "zh", {CM: P}),
     ("可见克氏B线。", "zh", {ED: P}),
@@ -447,9 +449,10 @@ def test_uncertainty_policies_binarise_uncertain_mentions():
 
 
 # Expert coding: the NLM indexers' MeSH terms of the bundled studies (data/openi/openi-mesh.csv).
-# Before issue 25 the labeller scored micro-F1 0.850 (en) and 0.830 (zh) on the held-out fifth;
+# Before issue 25 the labeller scored micro-F1 0.850 (en) and 0.830 (zh) on the held-out fifth, 0.888
+# and 0.862 after;
 # the rules were changed looking at the other four fifths only.
-MIN_HELDOUT_F1 = {"en": 0.86, "zh": 0.835}
+MIN_HELDOUT_F1 = {"en": 0.88, "zh": 0.855}
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -499,3 +502,15 @@ def test_report_card_names_the_shared_uncertainty_policy(tmp_path):
         metrics = json.loads((tmp_path / value / "metrics.json").read_text(encoding="utf-8"))
         per = metrics["findings"]["per_finding"]["Pleural Effusion"]
         assert per["predicted"] == (0 if value == "negative" else 1)
+
+
+def test_coverage_of_the_chexpert_mention_phrases():
+    """Of the CheXpert labeller's published mention phrases, each said in a sentence, the labeller
+    reads at least 85% as their observation (82 of 94 when written; 74 before issue 25's rules).
+    Left out on purpose: bare "line(s)" (B-lines, midline), "valve", "marker", "support",
+    "equipment", "apparatus", and plate/screw/coil without context; "fibrosis" (lung, not pleura)."""
+    from medswift.eval import expert_coding
+
+    coverage = expert_coding.phrase_coverage()
+    read, total = sum(v[0] for v in coverage.values()), sum(v[1] for v in coverage.values())
+    assert total == 94 and read / total >= 0.85, {f: v[2] for f, v in coverage.items() if v[2]}

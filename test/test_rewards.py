@@ -601,6 +601,21 @@ HELD_OUT = [
     ("心脏大小正常。双肺清晰。右侧气胸。", "心脏大小正常。双肺清晰。没有气胸。", 0.0, 0.5),
     ("Heart size normal. Lungs clear. Pleural effusion. No pleural effusion.",
      "Heart size normal. Lungs clear. No pleural effusion.", 0.0, 0.3),
+    ("心影增大。双肺纹理增多。右侧少量胸腔积液。没有气胸。", "心脏增大。右侧少量胸腔积液。没有气胸。", 0.8, 1.0),
+    ("心脏增大。左侧少量胸腔积液。没有气胸。", "心脏增大。右侧少量胸腔积液。没有气胸。", 0.0, 0.6),
+    ("心脏增大。右侧大量胸腔积液。没有气胸。", "心脏增大。右侧少量胸腔积液。没有气胸。", 0.0, 0.6),
+    ("心脏增大，右侧少量胸腔积液。心脏大小正常，没有积液。", "心脏增大。右侧少量胸腔积液。", 0.0, 0.3),
+    ("心脏大小正常。肺部清晰。没有胸腔积液或气胸。", "左侧气胸。", 0.0, 0.1),
+    ("心脏大小正常。肺部清晰。香蕉苹果。没有胸腔积液苹果。", "心脏大小正常。肺部清晰。没有胸腔积液。", 0.0, 0.7),
+    ("膈下可见游离气体。心肺未见异常。", "心肺未见异常。", 0.0, 0.5),
+    ("右上叶不张。", "右上叶肺不张。", 0.9, 1.0),
+    ("Marked cardiomegaly. Large bilateral pleural effusions.",
+     "Severe cardiomegaly. Large bilateral pleural effusions.", 0.9, 1.0),
+    ("Mild cardiomegaly. Large bilateral pleural effusions.",
+     "Severe cardiomegaly. Large bilateral pleural effusions.", 0.5, 0.95),
+    ("No focal consolidation. Heart size normal. No effusion.", "Heart size normal. Lungs clear.", 0.9, 1.0),
+    ("Right upper lobe collapse.", "Right upper lobe atelectasis.", 0.9, 1.0),
+    ("There is a small right apical pneumothorax.", "No pneumothorax. Normal heart size.", 0.0, 0.25),
 ]
 
 
@@ -651,21 +666,39 @@ def test_audit_on_a_converter_jsonl_and_folder(tmp_path):
 
 
 def test_audit_says_gameable_and_exits_one_above_the_threshold(tmp_path):
-    refs = [{"solution": "The heart is enlarged. No pneumothorax."}, {"solution": "心脏增大。没有气胸。"},
-            {"solution": "Heart size is normal. The lungs are clear."}]
+    refs = [{"solution": "The heart is enlarged. No pneumothorax."}] * 20 + [{"solution": "心脏增大。没有气胸。"}] * 20 \
+        + [{"solution": "Heart size is normal. The lungs are clear."}]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in refs), encoding="utf-8")
     proc = _audit("--data", str(tmp_path / "d.jsonl"), "--threshold", "-1")
     assert proc.returncode == 1
     assert "GAMEABLE: earns" in proc.stdout and "[zh]" in proc.stdout
 
 
+def test_audit_gives_no_verdict_on_too_few_studies(tmp_path):
+    """Two abnormal references: no mean over them says whether the reward is gameable, and a
+    reference that occurs once is not offered as 'the most common reference'."""
+    refs = [{"solution": "The heart is enlarged. No pneumothorax."}, {"solution": "Small left pleural effusion."}]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in refs), encoding="utf-8")
+    proc = _audit("--data", str(tmp_path / "d.jsonl"), "--threshold", "-1")
+    assert proc.returncode == 0, proc.stdout
+    assert "no verdict: fewer than 20 abnormal studies" in proc.stdout and "most common reference" not in proc.stdout
+
+
 def test_audit_with_expert_coding_and_bad_input(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n", encoding="utf-8")
+    binary = tmp_path / "coding.csv"
+    binary.write_bytes(b"\xff\xfe\x00study,mesh")
+    other = tmp_path / "other.csv"
+    other.write_text("study,mesh\n999999,normal\n", encoding="utf-8")
     for args, message in (((str(bad),), "no reference report found"), ((str(tmp_path / "missing"),), "no such file"),
                           ((str(tmp_path),), "no val.jsonl, test.jsonl, train.jsonl"),
                           ((str(bad), "--coding", str(ROOT / "data" / "openi" / "openi-mesh.csv")),
-                           "no reference report found")):
+                           "no reference report found"),
+                          ((str(ROOT / "data" / "openi" / "openi-en.json"), "--coding", str(binary)),
+                           "not a readable UTF-8 CSV"),
+                          ((str(ROOT / "data" / "openi" / "openi-en.json"), "--coding", str(other)),
+                           "codes none of the 3313 studies")):
         proc = _audit("--data", *args)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -683,3 +716,35 @@ def test_audit_library_groups_by_expert_coding():
     assert table["references (self-score) [zh]"]["all"] == pytest.approx(1.0)
     assert table["normal report [zh]"]["normal"] >= 0.9 and table["normal report [zh]"]["abnormal"] <= 0.15
     assert all(row["verdict"] in ("ok", "reference") for row in table.values())
+
+
+def test_audit_reads_iu_xray_indiana_reports_csv(tmp_path):
+    """IU-Xray's indiana_reports.csv (uid, MeSH, ..., findings, impression): reports and expert coding in one file."""
+    import csv
+
+    from medswift.eval import expert_coding, reward_audit
+
+    path = tmp_path / "indiana_reports.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"])
+        writer.writerow(["1", "normal", "normal", "", "", "", "The heart is normal in size. The lungs are clear.",
+                         "No acute disease."])
+        writer.writerow(["2", "Pleural Effusion/left/small", "Pleural Effusion", "", "", "",
+                         "Small left pleural effusion.", "Left effusion."])
+        writer.writerow(["3", "normal", "normal", "", "", "", "", ""])
+    refs, problems, _ = reward_audit.load_references(path)
+    assert [s for s, _ in refs] == ["1", "2"] and problems == ["line 4: no findings or impression"]
+    coding = expert_coding.load_coding(path)
+    assert coding == {"1": {"No Finding"}, "2": {"Pleural Effusion"}, "3": {"No Finding"}}
+    table = reward_audit.audit(refs, coding)["table"]
+    assert table["normal report [en]"]["normal"] == pytest.approx(1.0)
+    assert table["normal report [en]"]["abnormal"] == 0.0
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_one_negation_alone_is_not_a_normal_report(lang):
+    """'No pneumothorax.' does not say the study is normal: half the credit of a brief impression."""
+    one = {"en": "No pneumothorax.", "zh": "没有气胸。"}[lang]
+    assert score(one, NORMAL[lang]) == pytest.approx(rewards.NARROW_NORMAL_CREDIT * score(BRIEF_NORMAL[lang], NORMAL[lang]))
+    assert score(one, one) == pytest.approx(1.0)

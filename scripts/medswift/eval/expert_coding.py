@@ -81,12 +81,19 @@ def in_split(study: str, split: str) -> bool:
 
 
 def load_coding(path: Path = DEFAULT_CODING) -> dict[str, set[str] | None]:
-    """study -> coded observations (see code_terms) from a ``study,mesh`` CSV."""
-    with Path(path).open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if not {"study", "mesh"} <= set(reader.fieldnames or ()):
-            raise UsageError(f"{path}: expected a CSV with the columns study,mesh")
-        return {row["study"]: code_terms(row["mesh"]) for row in reader}
+    """study -> coded observations (see code_terms) from a ``study,mesh`` CSV or IU-Xray's
+    ``indiana_reports.csv`` (``uid,MeSH,...``)."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = set(reader.fieldnames or ())
+            # this project's study,mesh file, or IU-Xray's indiana_reports.csv (uid, MeSH, ...)
+            study, mesh = ("study", "mesh") if {"study", "mesh"} <= columns else ("uid", "MeSH")
+            if not {study, mesh} <= columns:
+                raise UsageError(f"{path}: expected a CSV with the columns study,mesh (or IU-Xray's uid,MeSH)")
+            return {row[study]: code_terms(row[mesh] or "") for row in reader}
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"{path}: not a readable UTF-8 CSV ({type(exc).__name__})") from None
 
 
 def studies(reports_json: Path, coding: Mapping[str, set[str] | None], split: str = "all"
@@ -110,6 +117,56 @@ def is_coded_abnormal(coded: set[str]) -> bool:
     return bool(coded & set(ABNORMAL))
 
 
+# The CheXpert labeller's published mention phrases (github.com/stanfordmlgroup/chexpert-labeler,
+# phrases/mention/*.txt, commit 44ddeb3), stems completed to words ("atelecta" -> atelectasis).
+# Phrases that only name an organ ("the heart", "cardiac silhouette", "contour") are mentions
+# there because its rules then look for "enlarged": they are written here with it (ORGAN_PHRASES).
+CHEXPERT_PHRASES: dict[str, list[str]] = {
+    "Atelectasis": ["atelectasis", "collapse"],
+    "Cardiomegaly": ["cardiomegaly", "cardiac enlargement", "enlarged heart"],
+    "Consolidation": ["consolidation"],
+    "Edema": ["edema", "heart failure", "chf", "vascular congestion", "pulmonary congestion", "indistinctness",
+              "vascular prominence"],
+    "Fracture": ["fracture"],
+    "Lung Lesion": ["mass", "nodular density", "nodular densities", "nodular opacity", "nodular opacities",
+                    "nodular opacification", "nodule", "lump", "cavitary lesion", "carcinoma", "neoplasm", "tumor"],
+    "Lung Opacity": ["opacity", "decreased translucency", "increased density", "airspace disease", "air-space disease",
+                     "air space disease", "infiltrate", "infiltration", "interstitial marking", "interstitial pattern",
+                     "interstitial lung disease", "reticular pattern", "reticular marking", "reticulation",
+                     "parenchymal scarring", "peribronchial thickening", "wall thickening", "scar"],
+    "Pleural Effusion": ["pleural fluid", "effusion"],
+    "Pleural Other": ["pleural thickening", "fibrosis", "fibrothorax", "pleural scar", "pleural parenchymal scar",
+                      "pleuro-parenchymal scar", "pleuro-pericardial scar"],
+    "Pneumonia": ["pneumonia", "infection", "infectious process"],
+    "Pneumothorax": ["pneumothorax", "pneumothoraces"],
+    "Support Devices": ["pacer", "line", "lines", "picc", "tube", "valve", "catheter", "pacemaker", "hardware",
+                        "arthroplasty", "marker", "icd", "defibrillator", "device", "drain", "plate", "screw",
+                        "cannula", "apparatus", "coil", "support", "equipment", "mediport"],
+}
+ORGAN_PHRASES: dict[str, tuple[list[str], str]] = {
+    "Cardiomegaly": (["heart", "heart size", "cardiac size", "cardiac shadow", "cardiac contour",
+                      "cardiac silhouette"], "enlarged"),
+    "Enlarged Cardiomediastinum": (["mediastinum", "cardiomediastinum", "mediastinal contour",
+                                    "mediastinal configuration", "mediastinal silhouette", "pericardial silhouette",
+                                    "cardiac silhouette and vascularity"], "widened"),
+}
+
+
+def phrase_coverage() -> dict[str, tuple[int, int, list[str]]]:
+    """observation -> (phrases the labeller reads as that observation, phrases, those it misses),
+    each phrase said in a sentence ("There is {phrase}." / "The {organ} is enlarged.")."""
+    out = {}
+    sentences: dict[str, list[tuple[str, str]]] = {}
+    for finding, phrases in CHEXPERT_PHRASES.items():
+        sentences.setdefault(finding, []).extend((p, f"There is {p}.") for p in phrases)
+    for finding, (organs, state) in ORGAN_PHRASES.items():
+        sentences.setdefault(finding, []).extend((p, f"The {p} is {state}.") for p in organs)
+    for finding, items in sentences.items():
+        missed = [p for p, s in items if findings.label_report(s, "en")[finding] != findings.POSITIVE]
+        out[finding] = (len(items) - len(missed), len(items), missed)
+    return out
+
+
 def labeller_scores(rows: list[tuple[str, str, set[str]]], lang: str) -> dict:
     """Micro-F1 (and per-observation counts) of the labeller's U-Ones labels against the coding,
     over the 13 abnormal observations, Support Devices and No Finding."""
@@ -125,5 +182,5 @@ def labeller_scores(rows: list[tuple[str, str, set[str]]], lang: str) -> dict:
     return {"micro_f1": micro, "studies": len(rows), "counts": counts}
 
 
-__all__ = ["ABNORMAL", "DEFAULT_CODING", "code_terms", "in_split", "is_coded_abnormal", "is_coded_normal",
+__all__ = ["ABNORMAL", "CHEXPERT_PHRASES", "phrase_coverage", "DEFAULT_CODING", "code_terms", "in_split", "is_coded_abnormal", "is_coded_normal",
            "labeller_scores", "load_coding", "studies"]

@@ -36,6 +36,18 @@ Pipeline for one report:
  5. "No Finding" is positive when no observation other than Support Devices is
     positive or uncertain, and absent otherwise.
 
+For the clinical reward, ``read_clauses`` also gives each mention its side (left / right /
+bilateral: the nearest side word in its scope, no other mention between) and severity grade
+(1 small/mild, 2 moderate, 3 large/severe), and reads two critical findings outside the 14
+(EXTRA_FINDINGS: pneumoperitoneum, pneumomediastinum). The phrase tables include the CheXpert
+labeller's published mention phrases (github.com/stanfordmlgroup/chexpert-labeler,
+phrases/mention and phrases/unmention); expert_coding.py measures their coverage and the labels
+against the NLM's MeSH coding of the bundled studies (docs/reward.md).
+
+Linear time on any input: text is lower-cased and its blanks collapsed first (normalize_space;
+cue patterns starting with ``\\s*`` were quadratic on long blank runs), clauses are cut at
+CLAUSE_MAX_CHARS, and each regex has bounded repetition or a literal anchor.
+
 Sanity check: on the 6,423 OpenI report pairs (same report in English and in
 Chinese) the binary U-Ones labels of the two rule sets agree on 97.4-100% of
 reports per observation (Atelectasis lowest, 97.4%; No Finding 98.3%);
@@ -99,7 +111,7 @@ _NOT_ACROSS = r"[^.;,]"  # context window stays inside a comma-free span
 
 MENTIONS_EN: dict[str, list[str]] = {
     "Enlarged Cardiomediastinum": [
-        r"\b(?:mediastin(?:um|al)|cardiomediastinal(?: silhouette| contours?)?)\b" + _NOT_ACROSS
+        r"\b(?:mediastin(?:um|al)|cardiomediastin(?:al|um)(?: silhouette| contours?)?|pericardial silhouette)\b" + _NOT_ACROSS
         + r"{0,30}?\b(?P<m>widen(?:ed|ing)|enlarged|enlargement)\b",
         r"\b(?P<m>widen(?:ed|ing)|enlarged|enlargement of the)\s+(?:the\s+)?(?:mediastin(?:um|al)|cardiomediastinal)\b",
     ],
@@ -120,7 +132,8 @@ MENTIONS_EN: dict[str, list[str]] = {
         # CheXpert phrases/mention/lung_opacity.txt
         r"\bdecreased translucency\b", r"\binterstitial (?:markings?|pattern|lung disease|prominence)\b",
         r"\breticular (?:pattern|markings?|opacit)", r"\breticulation\b", r"\bparenchymal scarring\b",
-        r"\bperibronchial (?:thickening|cuffing)\b", r"\bground[- ]glass\b",
+        r"\bperibronchial (?:thickening|cuffing)\b", r"\bground[- ]glass\b", r"\b(?:bronchial )?wall thickening\b",
+        r"\bscar(?<!pleural scar)(?<!parenchymal scar)(?<!pericardial scar)(?:s|ring|red)?\b",
     ],
     "Lung Lesion": [
         r"\b(?:reticulo|fibro|micro)?nodul(?:e|es|ar)\b", r"\bmass(?:es)?\b",
@@ -135,6 +148,7 @@ MENTIONS_EN: dict[str, list[str]] = {
         # CheXpert phrases/mention/edema.txt, and the signs radiologists name for it
         r"\b(?:congestive )?heart failure\b", r"\bchf\b", r"\bkerley (?:a |b |c )?lines?\b",
         r"\bseptal lines\b", r"\bcephali[sz]ation\b", r"\bvascular (?:prominence|indistinctness)\b",
+        r"\bindistinctness\b",
         r"\bperihilar haze\b",
     ],
     "Consolidation": [r"\bconsolidat(?:ion|ions|ive|ed)\b"],
@@ -150,7 +164,8 @@ MENTIONS_EN: dict[str, list[str]] = {
                          # blunting of a costophrenic angle is the plain film's sign of a small effusion
                          r"\bblunt(?:ing|ed)\b", r"\bmeniscus sign\b"],
     "Pleural Other": [
-        r"\bpleural (?:thickening|scarring|scar|plaques?|calcifications?)\b", r"\bpleuro-?parenchymal scar",
+        r"\bpleural (?:thickening|scarring|scar|plaques?|calcifications?)\b",
+        r"\bpleur(?:al|o)[- ]?(?:parenchymal|pericardial) scar",
         r"\bfibrothorax\b",
     ],
     "Fracture": [r"\bfractur(?:e|es|ed)\b"],
@@ -165,7 +180,7 @@ MENTIONS_EN: dict[str, list[str]] = {
         r"\b(?:cardiac|electronic|monitoring|closure|implantable|retention|orthopedic) devices?\b",
         r"\boccluder\b", r"\bstimulator\b", r"\b(?:monitor|generator) leads\b",
         # CheXpert phrases/mention/support_devices.txt
-        r"\bhardware\b", r"\barthroplast(?:y|ies)\b", r"\bcannulas?\b", r"\bmediport\b", r"\bdrains?\b",
+        r"\bhardware\b", r"\barthroplast(?:y|ies)\b", r"\bdevices?\b", r"\bcannulas?\b", r"\bmediport\b", r"\bdrains?\b",
         r"\b(?:surgical |orthopedic |fixation )?(?:plates?|screws?)\b(?= (?:in|of|and|over|across|transfix))",
         r"\b(?:embolization )?coils?\b(?= (?:in|of|over|project))",
     ],
@@ -189,7 +204,7 @@ MENTIONS_ZH: dict[str, list[str]] = {
     "Lung Opacity": [
         r"不透明", r"[混浑]浊", r"阴影", r"浸润(?<!膈肌的浸润)(?<!膈肌有浸润)",
         r"(?:气隙|空隙|空域|气腔|气室|空气空间|气囊)(?:疾病|病变?|不透明)",
-        r"密度[^，。；]{0,3}?(?:增高|增加)", r"磨玻璃", r"间质(?:纹理|标记|性?改变|性?病变)", r"网状(?:影|纹理|改变)",
+        r"密度[^，。；]{0,3}?(?:增高|增加)", r"磨玻璃", r"[瘢疤]痕(?<!胸膜瘢痕)(?<!胸膜疤痕)", r"间质(?:纹理|标记|性?改变|性?病变)", r"网状(?:影|纹理|改变)",
     ],
     "Lung Lesion": [
         # 病灶 is left out: the translations use it for "focal" (病灶性不透明).
@@ -581,21 +596,23 @@ def aggregate(statuses: Iterable[int]) -> int | None:
     return None
 
 
-_UNUSUAL_SPACE = re.compile(r"\s\s|[^\S ]")  # two blanks in a row, or a blank other than " "
+_UNUSUAL_SPACE = re.compile(r"\s\s|[^\S \n]|^\s|\s$")  # blanks in a row, at an end, or other than " " / "\n"
 # No report clause is this long; cutting longer runs bounds the work per clause, so labelling
 # is linear in the text's length whatever it holds.
 CLAUSE_MAX_CHARS = 600
 
 
 def normalize_space(text: str) -> str:
-    """Each run of whitespace as one space (one newline when it holds one). Several cue patterns
+    """Each run of whitespace as one space (one newline when it holds one), none at either end.
+    Several cue patterns
     start with ``\\s*``; on a long run of blanks each start position rescans the run, which made
     labelling quadratic (50,000 spaces took 40-60 s)."""
     text = text or ""
     if not _UNUSUAL_SPACE.search(text):
         return text
-    # str.split() runs in C, in linear time (a regex callback per blank run cost more)
-    return "\n".join(" ".join(line.split()) for line in text.split("\n"))
+    # str.split() runs in C, in linear time (a regex callback per blank run cost more); blank
+    # lines go, so the result has no two blanks in a row and a second call does nothing
+    return "\n".join(" ".join(line.split()) for line in text.split("\n") if line and not line.isspace())
 
 
 def lower_text(text: str) -> str:

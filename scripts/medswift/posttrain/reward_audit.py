@@ -7,6 +7,7 @@ Usage:
     python scripts/audit_reward.py --data data/openi_swift/val.jsonl
     python scripts/audit_reward.py --data data/openi_swift
     python scripts/audit_reward.py --data data/openi/openi-en.json --coding data/openi/openi-mesh.csv
+    python scripts/audit_reward.py --data indiana_reports.csv --coding indiana_reports.csv
 
 Verdict per completion: "GAMEABLE" when its mean on abnormal studies (references the labeller,
 or with --coding the expert MeSH coding, calls abnormal) exceeds --threshold, or when the negation
@@ -16,6 +17,8 @@ Research only, not diagnosis.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import statistics
 from collections import Counter
@@ -48,6 +51,7 @@ BLIND: dict[str, dict[str, str]] = {
 COMMON = "most common reference"
 THRESHOLD = 0.15      # mean on abnormal studies above which a blind completion games the reward
 NEGATION_MARGIN = 0.02
+MIN_STUDIES = 20      # abnormal studies a verdict needs (a mean over fewer says little)
 SPLIT_FILES = ("val.jsonl", "test.jsonl", "train.jsonl")
 
 
@@ -86,9 +90,29 @@ def _openi_references(path: Path) -> tuple[list[tuple[str | None, str]], list[st
     return out, problems
 
 
+IU_COLUMNS = ("uid", "findings", "impression")
+
+
+def _iu_csv_references(path: Path) -> tuple[list[tuple[str | None, str]], list[str]]:
+    """IU-Xray's ``indiana_reports.csv``: the report is FINDINGS then IMPRESSION; the study is uid."""
+    text = read_text_utf8(path, "dataset")
+    reader = csv.DictReader(io.StringIO(text))
+    if not set(IU_COLUMNS) <= set(reader.fieldnames or ()):
+        raise UsageError(f"{path}: a CSV needs the columns {', '.join(IU_COLUMNS)} (IU-Xray's indiana_reports.csv)")
+    out, problems = [], []
+    for n, row in enumerate(reader, start=2):
+        report = " ".join(part.strip() for part in (row["findings"] or "", row["impression"] or "") if part.strip())
+        if report:
+            out.append((row["uid"], report))
+        else:
+            problems.append(f"line {n}: no findings or impression")
+    return out, problems
+
+
 def load_references(data: Path) -> tuple[list[tuple[str | None, str]], list[str], Path]:
     """([(study id or None, reference)], problems, file read) from a converter JSONL, a converter
-    output folder (its val, else test, else train split) or an OpenI annotations JSON."""
+    output folder (its val, else test, else train split), an OpenI annotations JSON or IU-Xray's
+    indiana_reports.csv."""
     if data.is_dir():
         found = [data / name for name in SPLIT_FILES if (data / name).is_file()]
         if not found:
@@ -96,7 +120,8 @@ def load_references(data: Path) -> tuple[list[tuple[str | None, str]], list[str]
         data = found[0]
     if not data.is_file():
         raise UsageError(f"{data}: no such file or folder")
-    refs, problems = (_openi_references if data.suffix == ".json" else _jsonl_references)(data)
+    reader = {".json": _openi_references, ".csv": _iu_csv_references}.get(data.suffix.lower(), _jsonl_references)
+    refs, problems = reader(data)
     if not refs:
         raise UsageError(f"{data}: no reference report found ({len(problems)} rows without one)")
     return refs, problems, data
@@ -126,8 +151,9 @@ def audit(refs: list[tuple[str | None, str]], coding: dict | None = None, uncert
         by_lang.setdefault(findings.detect_lang(ref), []).append((study, ref))
     rows, unscorable = {}, 0
     for lang, items in by_lang.items():
-        common = Counter(ref for _, ref in items).most_common(1)[0][0]
-        blind = dict(BLIND[lang], **{COMMON: common})
+        common, times = Counter(ref for _, ref in items).most_common(1)[0]
+        # a reference that occurs once is no template: scored against itself it would look gameable
+        blind = dict(BLIND[lang], **({COMMON: common} if times > 1 else {}))
         groups = [_group(study, ref, lang, coding) for study, ref in items]
         for name, text in [("references (self-score)", None)] + list(blind.items()):
             scores = {"all": [], "normal": [], "abnormal": []}
@@ -153,6 +179,8 @@ def audit(refs: list[tuple[str | None, str]], coding: dict | None = None, uncert
 def _verdict(name: str, row: dict, table: dict, threshold: float) -> str:
     if name.startswith("references"):
         return "reference"
+    if row["n"]["abnormal"] < MIN_STUDIES:
+        return f"no verdict: fewer than {MIN_STUDIES} abnormal studies"
     abnormal = row["abnormal"]
     if abnormal is not None and abnormal > threshold:
         return f"GAMEABLE: earns {abnormal:.2f} > {threshold:.2f} on abnormal studies without reading the image"
@@ -168,7 +196,7 @@ def _fmt(value: float | None) -> str:
     return "  -  " if value is None else f"{value:.3f}"
 
 
-def print_audit(result: dict, data: Path, n_refs: int, problems: list[str]) -> None:
+def print_audit(result: dict, data: Path, n_refs: int, problems: list[str], labeller: str | None = None) -> None:
     print(f"reward audit of medswift_findings on {n_refs} references from {data} "
           f"(uncertain policy: {result['policy']}; normal/abnormal by {result['grouped_by']})")
     if problems:
@@ -182,15 +210,32 @@ def print_audit(result: dict, data: Path, n_refs: int, problems: list[str]) -> N
               f"{row['verdict']}")
     counts = next(iter(result["table"].values()))["n"]
     print(f"studies scored: {counts['all']} ({counts['normal']} normal, {counts['abnormal']} abnormal)")
+    if labeller:
+        print(labeller)
     print(NOTICE)
+
+
+def labeller_line(refs: list[tuple[str | None, str]], coding: dict) -> str:
+    """The labeller's micro-F1 against the expert coding, on the studies the rules were written
+    with (dev) and on the held-out fifth (study number divisible by 5)."""
+    parts = []
+    for split in ("dev", "heldout"):
+        rows = [(s, ref, coding[s]) for s, ref in refs if coding.get(s or "") and expert_coding.in_split(s, split)]
+        by_lang: dict[str, list] = {}
+        for row in rows:
+            by_lang.setdefault(findings.detect_lang(row[1]), []).append(row)
+        for lang, items in by_lang.items():
+            scores = expert_coding.labeller_scores(items, lang)
+            parts.append(f"{split} {scores['micro_f1']:.3f} ({lang}, {scores['studies']} studies)")
+    return "labeller micro-F1 against the expert coding: " + "; ".join(parts)
 
 
 def build_parser():
     parser = command_parser(__doc__)
-    parser.add_argument("--data", required=True, help="a converter JSONL, a converter output folder, or an "
-                        "OpenI annotations JSON (data/openi/openi-en.json)")
-    parser.add_argument("--coding", help="a study,mesh CSV (data/openi/openi-mesh.csv): group OpenI studies "
-                        "by expert coding instead of by the labeller")
+    parser.add_argument("--data", required=True, help="a converter JSONL, a converter output folder, an "
+                        "OpenI annotations JSON (data/openi/openi-en.json) or IU-Xray's indiana_reports.csv")
+    parser.add_argument("--coding", help="a study,mesh CSV (data/openi/openi-mesh.csv) or indiana_reports.csv: "
+                        "group the studies by expert MeSH coding instead of by the labeller")
     parser.add_argument("--threshold", type=float, default=THRESHOLD,
                         help="mean on abnormal studies above which a blind completion is GAMEABLE")
     parser.add_argument("--uncertain", choices=rewards.UNCERTAIN_POLICIES,
@@ -202,9 +247,11 @@ def run(args) -> int:
     refs, problems, data = load_references(Path(args.data))
     coding = expert_coding.load_coding(Path(args.coding)) if args.coding else None
     if coding is not None and all(study is None for study, _ in refs):
-        raise UsageError("--coding needs an OpenI annotations JSON (study ids); this file has none")
+        raise UsageError("--coding needs study ids (an OpenI annotations JSON or indiana_reports.csv); this file has none")
+    if coding is not None and not any(coding.get(study or "") for study, _ in refs):
+        raise UsageError(f"{args.coding}: codes none of the {len(refs)} studies in {data}")
     result = audit(refs, coding, args.uncertain, args.threshold)
-    print_audit(result, data, len(refs), problems)
+    print_audit(result, data, len(refs), problems, labeller_line(refs, coding) if coding is not None else None)
     return 1 if any(row["verdict"].startswith("GAMEABLE") for row in result["table"].values()) else 0
 
 

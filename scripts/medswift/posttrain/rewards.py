@@ -11,30 +11,30 @@ Usage::
     rewards.findings_reward_batch(completions, references, uncertain="partial")   # a list, one per pair
     rewards.format_reward(text, reference); rewards.repetition_reward(text); rewards.think_format_reward(text)
 
-The findings reward, in [0, 1], is ``agreement x gates``:
+The findings reward, in [0, 1], is ``agreement x critical x coherence x gates`` (docs/reward.md
+has the rules as a radiologist would review them):
 
-* agreement: an F1 between the observations the reference states (recall: every positive,
-  uncertain *and negative* statement of the reference must be matched, so "no effusion" needs a
-  completion that also says no effusion) and those the completion states (precision: a finding
-  the completion calls present or uncertain that the reference denies or does not mention is
-  wrong). A negative statement about something the reference does not mention is neither credited
-  nor penalised, so padding a report with "no X" phrases cannot dilute a wrong finding.
-  Findings the reference calls present or uncertain weigh twice as much as negative statements.
-  "No Finding" (a normal study) is one more observation: stated when the text states any
-  observation and calls none present.
-* gates, each in [0, 1] and multiplied: the completion is in the reference's language (share of
-  its words in that script), reads as a report (share of its words in clauses that state an
-  observation or an overall normal impression, at least half the reference's), is not degenerate (share of distinct word
-  3-grams / character 4-grams) and is not a hedge (it may not call more findings present or
-  uncertain than any report plausibly does). Empty text, or a Thinking answer whose
+* agreement: an F1 between what the reference calls present (recall) and what the completion
+  calls present (precision), "No Finding" (a study called normal) included. Statements of absence
+  earn nothing: a correct normal report earns full reward however brief, and listing negatives
+  earns nothing more. Denying a finding the reference reports is a false statement (a precision
+  error). Laterality (left / right / bilateral) and severity (small-mild / moderate / large-severe)
+  scale the credit of a finding both call present (SIDE_FACTOR, GRADE_FACTOR).
+* critical: each critical finding (CRITICAL, and a large effusion) missed, invented, on the wrong
+  side or at the wrong severity halves the reward.
+* coherence: a completion that asserts and denies one finding earns nothing for it and half overall.
+* gates, each in [0, 1] and multiplied: the completion is in the reference's language, reads as a
+  report (share of its words in clauses that state an observation, relative to the reference's),
+  is written in report words (report_vocabulary; junk words inside a clause lower it), is not
+  degenerate (distinct n-grams) and is not a hedge. Empty text, or a Thinking answer whose
   ``<think>`` is never closed, scores 0.
 
-Uncertain mentions ("possible effusion") follow ``uncertain=`` (the ORM reads the environment
-variable MEDSWIFT_REWARD_UNCERTAIN): ``partial`` (default) gives half credit when one side is
-uncertain and the other positive or negative, full credit when both are uncertain; ``positive``
-reads uncertain as positive (the evaluation's U-Ones policy), ``negative`` as negative (U-Zeros).
-Half credit never makes hedging pay: for any belief, committing to the likelier answer earns at
-least as much in expectation.
+Uncertain mentions ("possible effusion") follow ``uncertain=`` (MEDSWIFT_REWARD_UNCERTAIN, the
+knob the report card reads too): ``partial`` (default) gives half credit when the reference is
+uncertain and the completion is not, or the reference calls present what the completion calls
+uncertain; an uncertain finding the reference does not report earns nothing (a false alarm, so a
+hedge pays on no study). ``positive`` reads uncertain as present (U-Ones), ``negative`` as absent
+(U-Zeros).
 
 A reference that states no observation at all cannot be scored: the reward is None there (the
 ms-swift plugin scores such a group 0, which gives it no advantage either way).
@@ -72,8 +72,12 @@ CONTRADICTION_FACTOR = 0.5
 # The right finding on the wrong side, or bilateral for one side; severity one or two grades off.
 SIDE_FACTOR = {"opposite": 0.2, "bilateral": 0.75}
 GRADE_FACTOR = {0: 1.0, 1: 0.75, 2: 0.5}
-# Completions are cut here before labelling (a report is a few hundred characters).
-MAX_CHARS = 20000
+# Credit for calling a normal study normal with a single statement and no overall impression.
+NARROW_NORMAL_CREDIT = 0.5
+# A completion is scored on its first MAX_CHARS characters once its blanks are collapsed: the
+# bundled and IU-Xray reports have at most 1,416 (99% under 750), and a cap bounds the work an
+# adversarial rollout costs. What lies beyond it is not scored; its padding costs in the gates.
+MAX_CHARS = 6000
 
 # Word units: a CJK ideograph, a run of Latin letters, or a run of letters of any other script.
 _UNITS = re.compile(r"[\u4e00-\u9fff]|[A-Za-z]+|[^\W\d_A-Za-z\u4e00-\u9fff]+")
@@ -121,7 +125,7 @@ def uncertain_policy(value: str | None = None) -> str:
 
 def units(text: str) -> list[str]:
     """Word units of ``text``: CJK characters, Latin words (lower-cased), other-script words."""
-    return [u.lower() for u in _UNITS.findall(text or "")]
+    return _UNITS.findall((text or "").lower())
 
 
 def language_share(text: str, lang: str) -> float:
@@ -249,9 +253,20 @@ def _pair_credit(ref: Analysis, comp: Analysis, finding: str, r: int | None, c: 
         base = 0.5
     else:
         return 0.0
+    if finding == NO_FINDING and r == c == POSITIVE:
+        return base * _normal_breadth(ref, comp)
     if finding == NO_FINDING or r is None or c is None:
         return base
     return base * _qualifier_factor(ref, comp, finding)
+
+
+def _normal_breadth(ref: Analysis, comp: Analysis) -> float:
+    """A study called normal: in full by an overall impression ("no acute cardiopulmonary
+    abnormality") or by statements on two observations (heart and lungs, say); one statement alone
+    ("No pneumothorax.") says the study is normal only in part, unless the reference says no more."""
+    if comp.normal_stated or len(comp.labels) >= min(2, max(len(ref.labels), 1)):
+        return 1.0
+    return NARROW_NORMAL_CREDIT
 
 
 def _is_critical(ref: Analysis, comp: Analysis, finding: str) -> bool:
@@ -321,7 +336,7 @@ def findings_details(completion: str, reference: str, uncertain: str | None = No
     ref = _reference(reference, lang)
     if not ref.labels and not ref.normal_stated:
         return None
-    text = report_of(completion)
+    text = findings.normalize_space(report_of(completion))[:MAX_CHARS]
     parts = text_gates(text, lang) if text.strip() else {}
     if not parts or 0.0 in parts.values():  # empty, wrong language or degenerate: no need to label
         return {"reward": 0.0, "agreement": None, "gates": parts, "lang": lang}

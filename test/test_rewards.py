@@ -625,7 +625,7 @@ def test_held_out_hard_cases(completion, reference, lo, hi):
 
 
 def test_stored_report_vocabulary_is_what_the_build_gives():
-    from medswift.eval import report_vocabulary
+    from medswift.posttrain import report_vocabulary
 
     built = report_vocabulary.build(ROOT / "data" / "openi" / "openi-en.json", ROOT / "data" / "openi" / "openi-zh.json")
     stored = json.loads(report_vocabulary.VOCAB_FILE.read_text(encoding="utf-8"))
@@ -722,7 +722,8 @@ def test_audit_reads_iu_xray_indiana_reports_csv(tmp_path):
     """IU-Xray's indiana_reports.csv (uid, MeSH, ..., findings, impression): reports and expert coding in one file."""
     import csv
 
-    from medswift.eval import expert_coding, reward_audit
+    from medswift.eval import expert_coding
+    from medswift.posttrain import reward_audit
 
     path = tmp_path / "indiana_reports.csv"
     with path.open("w", newline="", encoding="utf-8") as fh:

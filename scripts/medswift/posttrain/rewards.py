@@ -48,7 +48,8 @@ from typing import Iterable, Sequence
 from medswift.core import thinking
 from medswift.core.boxes import parse_boxes, soft_f1
 from medswift.core.errors import UsageError
-from medswift.eval import findings, report_vocabulary
+from medswift.eval import findings
+from medswift.posttrain import report_vocabulary
 from medswift.eval.findings import FINDINGS, NEGATIVE, NO_FINDING, POSITIVE, UNCERTAIN
 
 # The names scripts/swift_plugins/medswift_rewards.py registers with ms-swift (test_rewards.py
@@ -94,7 +95,7 @@ LANG_RAMP = (0.7, 0.88)         # share of words in the reference's script
 # report-like as its reference is padded with something else.
 REPORT_RAMP = (0.25, 0.5)
 DISTINCT_RAMP = (0.45, 0.75)    # share of distinct n-grams
-# Share of the completion's words that reports use (medswift.eval.report_vocabulary), relative to
+# Share of the completion's words that reports use (medswift.posttrain.report_vocabulary), relative to
 # the reference's share (capped at 1). Of 3,812 original IU-Xray reports (another text than the
 # bundled one the list is built from) 95% have a share of at least 0.97, 99% at least 0.94, the
 # lowest 0.857; "Effusion banana banana." has 1/3, and each junk word in a report lowers it.

@@ -7,7 +7,7 @@ English word, every Chinese character used in at least MIN_COUNT reports' texts)
 clinical terms the labeller reads (its English phrase tables, which include the CheXpert
 labeller's published mention phrases, and every Chinese character of its Chinese tables), so a
 synonym the labeller knows is never junk. It is stored in report_vocabulary.json beside this
-module; ``python -m medswift.eval.report_vocabulary`` rebuilds it (test_rewards.py checks the
+module; ``python -m medswift.posttrain.report_vocabulary`` rebuilds it (test_rewards.py checks the
 stored file is what the build gives).
 """
 from __future__ import annotations

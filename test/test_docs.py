@@ -150,3 +150,10 @@ def test_the_code_points_to_pages_that_exist():
         stale += [f"{source.relative_to(ROOT)}: {m}" for m in re.findall(r"README[:,] [A-Z][\w ,-]*", text)]
     assert not stale, f"README sections that moved to docs/: {stale}"
     assert named and all((ROOT / page).is_file() or page in PENDING_PAGES for page in named), sorted(named)
+
+
+def test_the_site_lists_every_page():
+    """mkdocs.yml's nav (`mkdocs build --strict` builds docs/ as a site) names every page in docs/."""
+    nav = set(re.findall(r"^\s*- [^:]+:\s*(\S+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(encoding="utf-8"), re.M))
+    pages = {p.removeprefix("docs/") for p in PAGES if p.startswith("docs/")}
+    assert nav == pages, f"mkdocs.yml nav: missing {sorted(pages - nav)}, no such page {sorted(nav - pages)}"

@@ -61,9 +61,10 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import LOOPBACK, MAX_NEW_TOKENS, NOTICE
 from medswift.core.errors import UsageError, one_line, run_cli
 from medswift.infer.request_guard import (
-    CHARS_PER_TOKEN, CLIENT_GONE, MAX_BODY_MB, MAX_IMAGES, MAX_REQUEST_CHARS, REQUEST_NOTE, RequestGuard,
-    RequestRefused, body_too_large, error_body, field_refusal, image_refusal, max_tokens_refusal, media_refusal,
-    normalise_token_field, parse_body, read_api_key, sequence_refusal, size_refusal,
+    BODY_TIMEOUT_S, CHARS_PER_TOKEN, CLIENT_GONE, MAX_BODY_MB, MAX_IMAGES, MAX_REQUEST_CHARS, REQUEST_NOTE,
+    RequestGuard, RequestRefused, body_timed_out, body_too_large, engine_failure_reason, error_body,
+    field_refusal, image_refusal, max_tokens_refusal, media_refusal, normalise_token_field, parse_body,
+    read_api_key, sequence_refusal, size_refusal, unicode_refusal,
 )
 
 
@@ -177,14 +178,14 @@ def cancellable_engine_class(logger):
 
 
 # --------------------------------------------------------------------------- responses (imports on call)
-def error(status: int, message: str, code: str | None = None, param: str | None = None):
+def error(status: int, message: str, code: str | None = None, param: str | None = None, headers=None):
     """OpenAI's error object as a response; the request's log note gets the message, never the client's text."""
     from fastapi.responses import JSONResponse
 
     note = REQUEST_NOTE.get()
     if note is not None:  # the model name a client sent is its own text: not echoed into the log
         note["error"] = "unknown model" if code == "model_not_found" else one_line(message, 200)
-    return JSONResponse(error_body(status, message, code, param), status_code=status)
+    return JSONResponse(error_body(status, message, code, param), status_code=status, headers=headers)
 
 def refused(exc: RequestRefused):
     return error(exc.status, exc.message, exc.code, exc.param)
@@ -243,7 +244,7 @@ def errors_as_events(response):
             async for chunk in chunks:
                 yield chunk
         except Exception as exc:  # noqa: BLE001 - any failure of the generation ends this one stream
-            message = one_line(exc) or type(exc).__name__
+            message = engine_failure_reason(exc)  # never the exception's text: it can quote the request
             logger.warning(f"[medswift] a streamed answer failed: {type(exc).__name__}: {message}")
             note = REQUEST_NOTE.get()
             if note is not None:
@@ -269,7 +270,7 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
 
     logger = get_logger()
     limits = {"max_body_bytes": MAX_BODY_MB << 20, "max_chars": None, "max_images": MAX_IMAGES,
-              "log_content": False, **(limits or {})}
+              "log_content": False, "body_timeout_s": BODY_TIMEOUT_S, **(limits or {})}
     logger.addFilter(ContentFilter(limits["log_content"]))
     args.verbose = limits["log_content"]  # ms-swift logs every request's prompt and answer when verbose
     CancellableTransformersEngine = cancellable_engine_class(logger)  # noqa: N806 - a class
@@ -289,7 +290,7 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
             logger.info(f"[medswift] text ceiling: {self.max_chars:,} characters per request "
                         f"(model max length {max_length})")
             self.app.add_middleware(RequestGuard, api_key=api_key, max_body_bytes=limits["max_body_bytes"],
-                                    log=logger.info)
+                                    log=logger.info, body_timeout_s=limits["body_timeout_s"])
             self.app.add_exception_handler(RequestValidationError, validation_error)
             self.app.add_exception_handler(Exception, server_error)
 
@@ -309,6 +310,16 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
         def create_error_response(status_code, message: str) -> JSONResponse:
             return error(int(status_code), message)  # ms-swift's own errors get OpenAI's `error` object too
 
+        async def infer_async(self, *args, **kwargs):
+            """ms-swift answers a failed request with its exception's text, which can quote the request:
+            the failure is raised again with a reason that names its kind only (engine_failure_reason)."""
+            try:
+                return await self.infer_engine.infer_async(*args, **kwargs)  # SwiftInfer delegates so
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any engine failure of this one request
+                raise ValueError(engine_failure_reason(exc)) from None  # ms-swift answers 400 with its text
+
         async def _checked(self, raw_request: Request, adapter: TypeAdapter):
             """The validated request, or the error response to send."""
             try:
@@ -322,7 +333,7 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
                            or sequence_refusal(body, can_stream_several=self.args.infer_backend != "transformers"))
                 if refusal:
                     raise RequestRefused(400, refusal)
-                failed = (field_refusal(body, token_field)
+                failed = (field_refusal(body, token_field) or unicode_refusal(body)
                           or size_refusal(body, self.max_chars, limits["max_images"])
                           or await asyncio.to_thread(image_refusal, body))
                 if failed:
@@ -333,7 +344,11 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
                     raise RequestRefused(400, refusal, "max_tokens_too_large", token_field)
             except RequestRefused as exc:
                 return None, refused(exc)
-            except ClientDisconnect:  # a half-sent body: nobody is left to answer
+            except ClientDisconnect:  # a half-sent body: nobody is left to answer, or it came too slowly
+                timeout = (REQUEST_NOTE.get() or {}).get("body_timeout")
+                if timeout:
+                    return None, error(408, body_timed_out(timeout), "request_timeout",
+                                       headers={"connection": "close"})
                 return None, error(400, "the client disconnected before sending the whole body",
                                    "client_disconnected")
             return request, None
@@ -367,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{CHARS_PER_TOKEN} per token of the model's max length)")
     p.add_argument("--max_images", type=int, default=MAX_IMAGES,
                    help=f"most images per request (default {MAX_IMAGES})")
+    p.add_argument("--body_timeout_s", type=float, default=BODY_TIMEOUT_S,
+                   help=f"seconds a request's whole body may take to arrive; a slower one is answered 408 "
+                        f"and its connection closed (default {BODY_TIMEOUT_S})")
     p.add_argument("--log_content", action="store_true",
                    help="debugging only: log every request's prompt and answer (patient text in the log)")
     return p
@@ -391,6 +409,8 @@ def deploy_arguments(ours, swift_argv: list[str]):
     for name in ("max_body_mb", "max_images"):
         if getattr(ours, name) < 1:
             raise UsageError(f"--{name} must be at least 1, got {getattr(ours, name)}")
+    if not 0 < ours.body_timeout_s < float("inf"):
+        raise UsageError(f"--body_timeout_s must be a positive number of seconds, got {ours.body_timeout_s}")
     if ours.max_request_chars < 0:
         raise UsageError(f"--max_request_chars must be 0 (automatic) or more, got {ours.max_request_chars}")
 
@@ -432,6 +452,7 @@ def serve(ours, swift_argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="medswift-no-media-") as no_media:
         os.environ["SWIFT_MEDIA_ALLOWED_DIRS"] = no_media
         limits = {"max_body_bytes": ours.max_body_mb << 20, "max_chars": ours.max_request_chars or None,
-                  "max_images": ours.max_images, "log_content": ours.log_content}
+                  "max_images": ours.max_images, "log_content": ours.log_content,
+                  "body_timeout_s": ours.body_timeout_s}
         build_deploy(args, api_key, ours.allow_remote_images, limits).main()
     return 0

@@ -226,6 +226,84 @@ def test_forced_format_names_the_missing_columns(tmp_path):
         in proc.stderr
 
 
+def test_boxes_under_one_unit_non_ascii_numbers_and_crowded_images_are_listed(tmp_path):
+    """A box under one unit of 1000 after rounding (it would be written as a line: IoU 0 for a perfect
+    answer), coordinates in Arabic-Indic digits or with underscores (float() reads both), and an image
+    with more box rows than --max_boxes_per_image: each listed, none written, nothing lost."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for patient in range(1, 5):
+        png(images / f"{patient:08d}_000.png", 4000, 64)
+    rows = [["00000001_000.png", "Mass", "100", "10", "1", "20", "", "", ""],  # 0.25 of a unit wide
+            ["00000001_000.png", "Nodule", "2000", "10", "400", "20", "", "", ""],
+            ["00000002_000.png", "Mass", "١٠٠", "10", "400", "20", "", "", ""],
+            ["00000002_000.png", "Mass", "1_000", "10", "400", "20", "", "", ""],
+            ["00000002_000.png", "Nodule", "2000", "10", "400", "20", "", "", ""],
+            *[["00000003_000.png", "Nodule", str(10 * k), "10", "400", "20", "", "", ""] for k in range(6)],
+            ["00000004_000.png", "Nodule", "2000", "10", "400", "20", "", "", ""]]
+    csv_path = write_csv(tmp_path / "BBox_List_2017.csv", CXR14_HEADER, rows)
+    out = tmp_path / "out"
+    proc = convert("--csv", csv_path, "--images_dir", images, "--output_dir", out, "--max_boxes_per_image", "5",
+                   "--val_ratio", "0", "--test_ratio", "0")
+    assert proc.returncode == 0, proc.stderr
+    written = {r["id"]: answer(r) for r in all_rows(out)}
+    assert written == {name: [{"bbox_2d": [500, 156, 600, 469], "label": "Nodule"}]
+                       for name in ("00000001_000.png", "00000002_000.png", "00000004_000.png")}
+    skipped_boxes = (out / "skipped_boxes.tsv").read_text()
+    assert "zero area at 0-1000" in skipped_boxes and skipped_boxes.count("coordinates not numbers") == 2
+    skipped = (out / "skipped.tsv").read_text()
+    assert "00000003_000.png\ttoo many boxes\t6 box rows; at most 5 per image (--max_boxes_per_image)" in skipped
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["boxes"]["read"] == 12 and summary["boxes"]["skipped"] == 3
+    assert summary["boxes"]["on_skipped_images"] == 6 and summary["boxes"]["written"] == 3
+
+
+BLANK_MB = 100
+
+
+def test_a_gzipped_csv_of_blank_lines_is_read_in_bounded_memory(tmp_path):
+    """A small .csv.gz that inflates to 100 MB of blank lines, then a real row: streamed, the blank lines
+    counted, the row written; the converter's peak memory stays far below the inflated size (and an
+    address-space ceiling keeps a regression from taking the machine's memory)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    png(images / "00000001_000.png", 1024, 1024)
+    csv_path = tmp_path / "BBox_List_2017.csv.gz"
+    with gzip.open(csv_path, "wb", compresslevel=9) as f:
+        f.write((CXR14_HEADER + "\n").encode())
+        for _ in range(BLANK_MB):
+            f.write(b"\n" * (1 << 20))
+        f.write(b"00000001_000.png,Mass,100,100,200,200,,,\n")
+    assert csv_path.stat().st_size < 1 << 20
+    out = tmp_path / "out"
+    probe = ("import resource, runpy, sys\n"
+             "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+             f"sys.path.insert(0, {str(ROOT / 'scripts')!r})  # this checkout's library, as the script itself gets\n"
+             f"sys.argv = ['convert_grounding.py', '--quiet', '--csv', {str(csv_path)!r}, '--images_dir', "
+             f"{str(images)!r}, '--output_dir', {str(out)!r}, '--val_ratio', '0', '--test_ratio', '0']\n"
+             "try:\n"
+             f"    runpy.run_path({CONVERT!r}, run_name='__main__')\n"
+             "finally:\n"
+             "    print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    proc = run([PYTHON, "-c", probe], check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak_mb = int(proc.stdout.split("peak_kb")[-1].split()[0]) / 1024
+    assert peak_mb < 400, peak_mb
+    assert [answer(r) for r in all_rows(out)] == [[{"bbox_2d": [98, 98, 293, 293], "label": "Mass"}]]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["csv_blank_lines"] == BLANK_MB << 20 and summary["csv_rows"] == 1
+
+
+def test_majority_fusion_of_many_boxes_matches_the_rule():
+    """Fusion keeps running means: the same clusters as the rule (each box joins the cluster whose mean
+    overlaps it most), for several readers and overlapping boxes."""
+    readers = ["R1", "R2", "R3"]
+    drawn = [(r, Box("N", 10 * k + j, 0, 10 * k + j + 8, 8)) for k in range(30) for j, r in enumerate(readers)]
+    fused, dropped = grounding.fuse(drawn, 3, "majority", 0.4)
+    assert dropped == 0 and len(fused) == 30
+    assert fused[0] == Box("N", 1.0, 0.0, 9.0, 8.0)
+
+
 def test_fusion_rule_by_hand():
     a, b, far = Box("N", 0, 0, 10, 10), Box("N", 1, 0, 11, 10), Box("N", 50, 50, 60, 60)
     fused, dropped = grounding.fuse([("R1", a), ("R2", b), ("R3", far)], 3, "majority", 0.4)

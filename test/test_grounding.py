@@ -455,6 +455,56 @@ def test_report_card_detects_box_rows_and_draws(tmp_path):
     assert "research only" in (tmp_path / "card" / "report.md").read_text().lower()
 
 
+def card_of(tmp_path: Path, rows: list[dict], name: str = "card") -> dict:
+    preds = tmp_path / f"{name}.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), "--predictions", str(preds), "--output_dir",
+                str(tmp_path / name), "--bootstrap", "20"], check=False)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return json.loads((tmp_path / name / "metrics.json").read_text())
+
+
+def test_box_card_is_decided_on_whole_rows_and_caps_boxes_by_count(tmp_path):
+    """A reference of 400 boxes (over 20,000 characters, the text card's cut) keeps the file on the box
+    card; the card scores each row's first MAX_SCORED_BOXES boxes and lists the rows it cut."""
+    many = [Box("Nodule/Mass", 2 * k % 990, 5, 2 * k % 990 + 10, 15) for k in range(400)]
+    one = [Box("Nodule/Mass", 100, 250, 500, 500)]
+    rows = [{"key": f"r{i}", "response": boxes.format_boxes(one), "reference": boxes.format_boxes(one)}
+            for i in range(3)]
+    rows.append({"key": "crowded", "response": boxes.format_boxes(many), "reference": boxes.format_boxes(many)})
+    assert len(rows[-1]["reference"]) > 20_000
+    m = card_of(tmp_path, rows)
+    assert m["task"] == "grounding" and m["n"] == 4 and m["invalid"] == 0, m.get("task")
+    cap = boxes.MAX_SCORED_BOXES
+    assert m["per_finding"]["Nodule/Mass"]["reference_boxes"] == 3 + cap
+    for field in ("reference", "response"):
+        assert f"crowded: {field} has more than {cap} boxes; the first {cap} were scored" in m["problems"]
+    assert "more than" in (tmp_path / "card" / "report.md").read_text()
+
+
+def test_box_card_lists_odd_images_fields_and_decompression_bombs(tmp_path):
+    """Rows whose ``images`` is an object or a number, and an image declaring 15000x15000 pixels: scored,
+    listed, no traceback; the grid draws the rest."""
+    from helpers import BUNDLED_IMAGES, png_declaring
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring((15000, 15000), BUNDLED_IMAGES / "2_1.png"))
+    good = png(tmp_path / "good.png", 320, 256)
+    ref = boxes.format_boxes([Box("Nodule/Mass", 100, 250, 500, 500)])
+    rows = [{"key": "object", "images": {"a": 1}, "response": ref, "reference": ref},
+            {"key": "number", "images": 5, "response": ref, "reference": ref},
+            {"key": "paths of numbers", "images": [7], "response": ref, "reference": ref},
+            {"key": "bomb", "images": [str(bomb)], "response": ref, "reference": ref},
+            {"key": "good", "images": [str(good)], "response": ref, "reference": ref}]
+    m = card_of(tmp_path, rows)
+    assert m["task"] == "grounding" and m["n"] == 5 and m["map50"] == pytest.approx(1.0)
+    problems = "\n".join(m["problems"])
+    for key, kind in (("object", "dict"), ("number", "int"), ("paths of numbers", "list")):
+        assert f"{key}: images is not a list of paths ({kind})" in problems, problems
+    assert "bomb: image not drawn (image too large)" in problems, problems
+    assert "![boxes](boxes_grid.png) (1 images" in (tmp_path / "card" / "report.md").read_text()
+
+
 def test_tiny_model_trains_infers_and_is_scored_on_a_grounding_split(tiny_model, tmp_path):
     """A grounding DATA_DIR through the unchanged launcher, batch_infer.py and evaluate.py."""
     csv_path = make_cxr14(tmp_path)

@@ -365,6 +365,32 @@ def _sorted(boxes: list[Box]) -> list[Box]:
     return sorted(boxes, key=lambda b: (label_key(b.label), b.y1, b.x1, b.y2, b.x2))
 
 
+def crowded_images(entries: dict[str, ImageBoxes], most: int) -> dict[str, tuple[str, str, str]]:
+    """The skip line of each image with more than ``most`` box rows. Such an image is listed whole, its boxes
+    not cut (a partial answer would teach the model to miss findings); fusion's work stays bounded too."""
+    return {e.image_id: (e.image_id, "too many boxes", f"{len(e.boxes):,} box rows; at most {most} per image "
+                                                       "(--max_boxes_per_image)")
+            for e in entries.values() if len(e.boxes) > most}
+
+
+def usable_boxes(entry: ImageBoxes, width: int, height: int, box_skips: list) -> list[tuple[str, Box]]:
+    """``(reader, box)`` of the entry's boxes that fit its ``width`` x ``height`` image and keep an area once
+    on the 0-1000 scale; each other box is appended to ``box_skips`` with its reason."""
+    usable = []
+    for raw in entry.boxes:
+        problem, box = raw.problem, raw.box
+        where = f"line {raw.row}: {box.label} [{box.x1:g}, {box.y1:g}, {box.x2:g}, {box.y2:g}]" if box else ""
+        if problem is None and (box.x1 < 0 or box.y1 < 0 or box.x2 > width or box.y2 > height):
+            problem = ("box outside the image", f"{where} in {width}x{height}")
+        if problem is None and not has_area(normalise_box(box, width, height)):
+            problem = ("zero area at 0-1000", f"{where} is under one unit of 1000 in {width}x{height}")
+        if problem:
+            box_skips.append((entry.image_id, *problem))
+        else:
+            usable.append((raw.reader, box))
+    return usable
+
+
 def image_size(path: str) -> tuple[int, int]:
     """The stored image's size (its header only; DICOMs were decoded into 8-bit copies by the checks)."""
     from PIL import Image
@@ -387,16 +413,10 @@ def convert(args) -> dict:
     out_dir = Path(args.output_dir)
     prepare_output_dir(out_dir)
     entries, bad_rows = read_images(fmt, header, table.rows())
-    # An image with more box rows than any real study has is listed whole (its boxes are not cut: a
-    # partial answer would teach the model to miss findings); fusion's work stays bounded too.
-    crowded = [(e.image_id, "too many boxes", f"{len(e.boxes):,} box rows; at most {args.max_boxes_per_image} "
-                "per image (--max_boxes_per_image)") for e in entries.values()
-               if len(e.boxes) > args.max_boxes_per_image]
-    crowded_ids = {image_id for image_id, *_ in crowded}
-
+    crowded = crowded_images(entries, args.max_boxes_per_image)
     candidates = []
     for entry in entries.values():
-        if entry.image_id in crowded_ids:
+        if entry.image_id in crowded:
             continue
         name = next((f for f in entry.file_names if f in index), entry.file_names[0])
         candidates.append(Candidate(entry.image_id, name, group=entry.group))
@@ -410,19 +430,7 @@ def convert(args) -> dict:
     for cand in conv.kept:
         entry = entries[cand.record_id]
         width, height = image_size(conv.images[cand.record_id][0])
-        usable: list[tuple[str, Box]] = []
-        for raw in entry.boxes:
-            problem = raw.problem
-            if problem is None and (raw.box.x1 < 0 or raw.box.y1 < 0 or raw.box.x2 > width or raw.box.y2 > height):
-                problem = ("box outside the image", f"line {raw.row}: {raw.box.label} "
-                           f"[{raw.box.x1:g}, {raw.box.y1:g}, {raw.box.x2:g}, {raw.box.y2:g}] in {width}x{height}")
-            if problem is None and not has_area(normalise_box(raw.box, width, height)):
-                problem = ("zero area at 0-1000", f"line {raw.row}: {raw.box.label} [{raw.box.x1:g}, {raw.box.y1:g}, "
-                           f"{raw.box.x2:g}, {raw.box.y2:g}] is under one unit of 1000 in {width}x{height}")
-            if problem:
-                box_skips.append((entry.image_id, *problem))
-            else:
-                usable.append((raw.reader, raw.box))
+        usable = usable_boxes(entry, width, height, box_skips)
         if entry.boxes and not usable:
             no_box.append(cand)  # it had findings, none usable: writing [] would call it normal
             continue
@@ -463,7 +471,7 @@ def convert(args) -> dict:
     write_splits(out_dir, written)
     write_skipped(out_dir / "skipped_boxes.tsv", box_skips, header=("image_id", "reason", "detail"))
     conv.validated.skipped.extend(bad_rows)
-    conv.validated.skipped.extend(crowded)
+    conv.validated.skipped.extend(crowded.values())
     kept_groups = {c.group for c in kept}
     conv_written = Conversion(kept, conv.images, {g: s for g, s in conv.split_of.items() if g in kept_groups},
                               conv.validated)

@@ -200,6 +200,29 @@ async def read_body(raw_request, limit: int) -> bytes:
         chunks.append(chunk)
     return b"".join(chunks)
 
+def half_sent_body_answer():
+    """408 (and the connection closed) for a body that did not arrive by RequestGuard's deadline; else the
+    client went away mid-body: 400, for the log line."""
+    timeout = (REQUEST_NOTE.get() or {}).get("body_timeout")
+    if timeout:
+        return error(408, body_timed_out(timeout), "request_timeout", headers={"connection": "close"})
+    return error(400, "the client disconnected before sending the whole body", "client_disconnected")
+
+
+class ContentFreeEngineFailures:
+    """Mixed into ms-swift's SwiftDeploy: ms-swift answers a failed request with its exception's text, which
+    can quote the request (``new_str: [...]``); the failure is raised again with a reason that names its
+    kind only (engine_failure_reason), which ms-swift then sends as its 400 and this server logs."""
+
+    async def infer_async(self, *args, **kwargs):
+        try:
+            return await self.infer_engine.infer_async(*args, **kwargs)  # what SwiftInfer's __getattr__ calls
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any engine failure of this one request
+            raise ValueError(engine_failure_reason(exc)) from None
+
+
 def validated(adapter, body: dict):
     """``body`` as ms-swift's request type (a pydantic ``TypeAdapter``), or RequestRefused naming the first bad
     field."""
@@ -277,7 +300,7 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
     chat_adapter = TypeAdapter(ChatCompletionRequest)
     completion_adapter = TypeAdapter(CompletionRequest)
 
-    class GuardedDeploy(SwiftDeploy):
+    class GuardedDeploy(ContentFreeEngineFailures, SwiftDeploy):
         def __init__(self, deploy_args):
             super().__init__(deploy_args)
             if deploy_args.infer_backend == "transformers":
@@ -310,15 +333,6 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
         def create_error_response(status_code, message: str) -> JSONResponse:
             return error(int(status_code), message)  # ms-swift's own errors get OpenAI's `error` object too
 
-        async def infer_async(self, *args, **kwargs):
-            """ms-swift answers a failed request with its exception's text, which can quote the request:
-            the failure is raised again with a reason that names its kind only (engine_failure_reason)."""
-            try:
-                return await self.infer_engine.infer_async(*args, **kwargs)  # SwiftInfer delegates so
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any engine failure of this one request
-                raise ValueError(engine_failure_reason(exc)) from None  # ms-swift answers 400 with its text
 
         async def _checked(self, raw_request: Request, adapter: TypeAdapter):
             """The validated request, or the error response to send."""
@@ -345,12 +359,7 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
             except RequestRefused as exc:
                 return None, refused(exc)
             except ClientDisconnect:  # a half-sent body: nobody is left to answer, or it came too slowly
-                timeout = (REQUEST_NOTE.get() or {}).get("body_timeout")
-                if timeout:
-                    return None, error(408, body_timed_out(timeout), "request_timeout",
-                                       headers={"connection": "close"})
-                return None, error(400, "the client disconnected before sending the whole body",
-                                   "client_disconnected")
+                return None, half_sent_body_answer()
             return request, None
 
         async def guarded_chat_completion(self, raw_request: Request):

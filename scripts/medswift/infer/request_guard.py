@@ -184,7 +184,7 @@ def engine_failure_reason(exc: BaseException) -> str:
     message = one_line(exc)
     if any(pattern.fullmatch(message) for pattern in CONTENT_FREE_ENGINE_MESSAGES):
         return message
-    return (f"the model's template could not encode this request ({type(exc).__name__}); check each message's "
+    return (f"the model could not process this request ({type(exc).__name__}); check each message's "
             "role and content parts (images in user messages, text elsewhere)")
 
 

@@ -235,8 +235,9 @@ def validated(adapter, body: dict):
         where = ".".join(str(part) for part in first["loc"]) or None
         raise RequestRefused(400, f"{where + ': ' if where else ''}{first['msg']}", "invalid_value",
                              where) from None
-    except (ValueError, TypeError, KeyError, AssertionError) as exc:
-        raise RequestRefused(400, one_line(exc)) from None
+    except (ValueError, TypeError, KeyError, AssertionError) as exc:  # ms-swift's checks quote the value
+        raise RequestRefused(400, f"the request does not fit ms-swift's request type ({type(exc).__name__}); "
+                                  "check its fields' types and names", "invalid_value") from None
 
 
 async def validation_error(request, exc):

@@ -312,6 +312,22 @@ def run_readme_command(command: str, checkout: Path) -> None:
 # --------------------------------------------------------------------------- servers and launchers
 SERVER_ENV = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "64"}
 
+# Waits on a condition (a server answering, a page element appearing) end as soon as it holds; their
+# ceilings only stop a wait that would never end, so they are generous: CI shares two cores with other
+# jobs, and a load-dependent budget is a flaky test. MEDSWIFT_TEST_WAIT_SCALE (default 1) multiplies them.
+WAIT_SCALE = float(os.environ.get("MEDSWIFT_TEST_WAIT_SCALE") or 1)
+WAIT_CEILING_S = 600  # for any one condition of a browser or server test
+
+
+def ceiling(seconds: float = WAIT_CEILING_S) -> float:
+    """A wait's ceiling in seconds, scaled by MEDSWIFT_TEST_WAIT_SCALE."""
+    return seconds * WAIT_SCALE
+
+
+def ceiling_ms(seconds: float = WAIT_CEILING_S) -> float:
+    """The same in milliseconds, as Playwright takes its timeouts."""
+    return ceiling(seconds) * 1000
+
 
 NO_PROXY = {"http": None, "https": None}
 
@@ -334,8 +350,8 @@ def running_server(cmd: list[str], env: dict, log_path: Path, url: str, start_ti
                     break
             except requests.RequestException:
                 pass
-            if time.monotonic() - t0 > start_timeout:
-                pytest.fail(f"server not up after {start_timeout} s:\n{log_path.read_text()[-4000:]}")
+            if time.monotonic() - t0 > ceiling(max(start_timeout, WAIT_CEILING_S)):
+                pytest.fail(f"server not up after {time.monotonic() - t0:.0f} s:\n{log_path.read_text()[-4000:]}")
             time.sleep(1)
         print(f"\n[serving] server up on {url} after {time.monotonic() - t0:.1f} s")
         yield proc

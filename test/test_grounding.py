@@ -228,6 +228,84 @@ def test_forced_format_names_the_missing_columns(tmp_path):
         in proc.stderr
 
 
+def test_boxes_under_one_unit_non_ascii_numbers_and_crowded_images_are_listed(tmp_path):
+    """A box under one unit of 1000 after rounding (it would be written as a line: IoU 0 for a perfect
+    answer), coordinates in Arabic-Indic digits or with underscores (float() reads both), and an image
+    with more box rows than --max_boxes_per_image: each listed, none written, nothing lost."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for patient in range(1, 5):
+        png(images / f"{patient:08d}_000.png", 4000, 64)
+    rows = [["00000001_000.png", "Mass", "100", "10", "1", "20", "", "", ""],  # 0.25 of a unit wide
+            ["00000001_000.png", "Nodule", "2000", "10", "400", "20", "", "", ""],
+            ["00000002_000.png", "Mass", "١٠٠", "10", "400", "20", "", "", ""],
+            ["00000002_000.png", "Mass", "1_000", "10", "400", "20", "", "", ""],
+            ["00000002_000.png", "Nodule", "2000", "10", "400", "20", "", "", ""],
+            *[["00000003_000.png", "Nodule", str(10 * k), "10", "400", "20", "", "", ""] for k in range(6)],
+            ["00000004_000.png", "Nodule", "2000", "10", "400", "20", "", "", ""]]
+    csv_path = write_csv(tmp_path / "BBox_List_2017.csv", CXR14_HEADER, rows)
+    out = tmp_path / "out"
+    proc = convert("--csv", csv_path, "--images_dir", images, "--output_dir", out, "--max_boxes_per_image", "5",
+                   "--val_ratio", "0", "--test_ratio", "0")
+    assert proc.returncode == 0, proc.stderr
+    written = {r["id"]: answer(r) for r in all_rows(out)}
+    assert written == {name: [{"bbox_2d": [500, 156, 600, 469], "label": "Nodule"}]
+                       for name in ("00000001_000.png", "00000002_000.png", "00000004_000.png")}
+    skipped_boxes = (out / "skipped_boxes.tsv").read_text()
+    assert "zero area at 0-1000" in skipped_boxes and skipped_boxes.count("coordinates not numbers") == 2
+    skipped = (out / "skipped.tsv").read_text()
+    assert "00000003_000.png\ttoo many boxes\t6 box rows; at most 5 per image (--max_boxes_per_image)" in skipped
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["boxes"]["read"] == 12 and summary["boxes"]["skipped"] == 3
+    assert summary["boxes"]["on_skipped_images"] == 6 and summary["boxes"]["written"] == 3
+
+
+BLANK_MB = 100
+
+
+def test_a_gzipped_csv_of_blank_lines_is_read_in_bounded_memory(tmp_path):
+    """A small .csv.gz that inflates to 100 MB of blank lines, then a real row: streamed, the blank lines
+    counted, the row written; the converter's peak memory stays far below the inflated size (and an
+    address-space ceiling keeps a regression from taking the machine's memory)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    png(images / "00000001_000.png", 1024, 1024)
+    csv_path = tmp_path / "BBox_List_2017.csv.gz"
+    with gzip.open(csv_path, "wb", compresslevel=9) as f:
+        f.write((CXR14_HEADER + "\n").encode())
+        for _ in range(BLANK_MB):
+            f.write(b"\n" * (1 << 20))
+        f.write(b"00000001_000.png,Mass,100,100,200,200,,,\n")
+    assert csv_path.stat().st_size < 1 << 20
+    out = tmp_path / "out"
+    probe = ("import resource, runpy, sys\n"
+             "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+             f"sys.path.insert(0, {str(ROOT / 'scripts')!r})  # this checkout's library, as the script itself gets\n"
+             f"sys.argv = ['convert_grounding.py', '--quiet', '--csv', {str(csv_path)!r}, '--images_dir', "
+             f"{str(images)!r}, '--output_dir', {str(out)!r}, '--val_ratio', '0', '--test_ratio', '0']\n"
+             "try:\n"
+             f"    runpy.run_path({CONVERT!r}, run_name='__main__')\n"
+             "finally:\n"
+             "    print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    proc = run([PYTHON, "-c", probe], check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak_mb = int(proc.stdout.split("peak_kb")[-1].split()[0]) / 1024
+    assert peak_mb < 400, peak_mb
+    assert [answer(r) for r in all_rows(out)] == [[{"bbox_2d": [98, 98, 293, 293], "label": "Mass"}]]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["csv_blank_lines"] == BLANK_MB << 20 and summary["csv_rows"] == 1
+
+
+def test_majority_fusion_of_many_boxes_matches_the_rule():
+    """Fusion keeps running means: the same clusters as the rule (each box joins the cluster whose mean
+    overlaps it most), for several readers and overlapping boxes."""
+    readers = ["R1", "R2", "R3"]
+    drawn = [(r, Box("N", 10 * k + j, 0, 10 * k + j + 8, 8)) for k in range(30) for j, r in enumerate(readers)]
+    fused, dropped = grounding.fuse(drawn, 3, "majority", 0.4)
+    assert dropped == 0 and len(fused) == 30
+    assert fused[0] == Box("N", 1.0, 0.0, 9.0, 8.0)
+
+
 def test_fusion_rule_by_hand():
     a, b, far = Box("N", 0, 0, 10, 10), Box("N", 1, 0, 11, 10), Box("N", 50, 50, 60, 60)
     fused, dropped = grounding.fuse([("R1", a), ("R2", b), ("R3", far)], 3, "majority", 0.4)
@@ -377,6 +455,56 @@ def test_report_card_detects_box_rows_and_draws(tmp_path):
     red = ((grid[:, 0] > 200) & (grid[:, 1] < 80)).sum()
     assert green > 100 and red > 100, "reference and predicted boxes drawn in two colours"
     assert "research only" in (tmp_path / "card" / "report.md").read_text().lower()
+
+
+def card_of(tmp_path: Path, rows: list[dict], name: str = "card") -> dict:
+    preds = tmp_path / f"{name}.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), "--predictions", str(preds), "--output_dir",
+                str(tmp_path / name), "--bootstrap", "20"], check=False)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return json.loads((tmp_path / name / "metrics.json").read_text())
+
+
+def test_box_card_is_decided_on_whole_rows_and_caps_boxes_by_count(tmp_path):
+    """A reference of 400 boxes (over 20,000 characters, the text card's cut) keeps the file on the box
+    card; the card scores each row's first MAX_SCORED_BOXES boxes and lists the rows it cut."""
+    many = [Box("Nodule/Mass", 2 * k % 990, 5, 2 * k % 990 + 10, 15) for k in range(400)]
+    one = [Box("Nodule/Mass", 100, 250, 500, 500)]
+    rows = [{"key": f"r{i}", "response": boxes.format_boxes(one), "reference": boxes.format_boxes(one)}
+            for i in range(3)]
+    rows.append({"key": "crowded", "response": boxes.format_boxes(many), "reference": boxes.format_boxes(many)})
+    assert len(rows[-1]["reference"]) > 20_000
+    m = card_of(tmp_path, rows)
+    assert m["task"] == "grounding" and m["n"] == 4 and m["invalid"] == 0, m.get("task")
+    cap = boxes.MAX_SCORED_BOXES
+    assert m["per_finding"]["Nodule/Mass"]["reference_boxes"] == 3 + cap
+    for field in ("reference", "response"):
+        assert f"crowded: {field} has more than {cap} boxes; the first {cap} were scored" in m["problems"]
+    assert "more than" in (tmp_path / "card" / "report.md").read_text()
+
+
+def test_box_card_lists_odd_images_fields_and_decompression_bombs(tmp_path):
+    """Rows whose ``images`` is an object or a number, and an image declaring 15000x15000 pixels: scored,
+    listed, no traceback; the grid draws the rest."""
+    from helpers import BUNDLED_IMAGES, png_declaring
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring((15000, 15000), BUNDLED_IMAGES / "2_1.png"))
+    good = png(tmp_path / "good.png", 320, 256)
+    ref = boxes.format_boxes([Box("Nodule/Mass", 100, 250, 500, 500)])
+    rows = [{"key": "object", "images": {"a": 1}, "response": ref, "reference": ref},
+            {"key": "number", "images": 5, "response": ref, "reference": ref},
+            {"key": "paths of numbers", "images": [7], "response": ref, "reference": ref},
+            {"key": "bomb", "images": [str(bomb)], "response": ref, "reference": ref},
+            {"key": "good", "images": [str(good)], "response": ref, "reference": ref}]
+    m = card_of(tmp_path, rows)
+    assert m["task"] == "grounding" and m["n"] == 5 and m["map50"] == pytest.approx(1.0)
+    problems = "\n".join(m["problems"])
+    for key, kind in (("object", "dict"), ("number", "int"), ("paths of numbers", "list")):
+        assert f"{key}: images is not a list of paths ({kind})" in problems, problems
+    assert "bomb: image not drawn (image too large)" in problems, problems
+    assert "![boxes](boxes_grid.png) (1 images" in (tmp_path / "card" / "report.md").read_text()
 
 
 def test_tiny_model_trains_infers_and_is_scored_on_a_grounding_split(tiny_model, tmp_path):

@@ -402,6 +402,74 @@ def test_plugin_errors_are_one_line():
         orms["medswift_findings"]()([CORRECT["en"]] * 2, solution=[ABNORMAL["en"]])
 
 
+BOXES = '[{"bbox_2d": [100, 100, 400, 400], "label": "nodule"}]'
+NOT_TEXT = [5, b"The heart is enlarged.", {"content": "x"}, [{"role": "user", "content": "x"}], [1, 2, 3]]
+
+
+def good_inputs(name: str) -> tuple[str, str]:
+    """A completion each reward scores above 0, and its reference."""
+    if name == "medswift_boxes":
+        return BOXES, BOXES
+    if name == "medswift_think_format":
+        return f"<think>x</think>{CORRECT['en']}", ABNORMAL["en"]
+    return CORRECT["en"], ABNORMAL["en"]
+
+
+@pytest.mark.parametrize("name", rewards.REWARD_NAMES)
+def test_every_reward_scores_non_text_zero_with_a_counted_warning(name, caplog):
+    """One rule for all rewards: an int, bytes, a dict, a chat ending with the user's turn or token ids,
+    as a completion or as a solution, scores 0 and is counted (by type, never content)."""
+    orms = load_plugin()
+    good, ref = good_inputs(name)
+    reward = orms[name]()
+    with caplog.at_level("WARNING", logger="medswift.rewards"):
+        values = reward([*NOT_TEXT, good], solution=[ref] * (len(NOT_TEXT) + 1))
+        assert values[:-1] == [0.0] * len(NOT_TEXT) and values[-1] > 0.5, values
+        assert reward([good, good], solution=[ref, 7]) [1] == 0.0
+    assert f"{len(NOT_TEXT)} completions ({len(NOT_TEXT)} so far)" in caplog.text, caplog.text
+    assert f"1 completions ({len(NOT_TEXT) + 1} so far)" in caplog.text
+    assert "heart" not in caplog.text and "bytes" in caplog.text
+
+
+@pytest.mark.parametrize("name", rewards.REWARD_NAMES)
+def test_every_reward_reads_chat_messages_and_content_parts_as_text(name):
+    """TRL passes a conversational completion as a list of messages ending with the assistant's; ms-swift
+    keeps a multimodal message's content as a list of parts: both are the same text as a string."""
+    orms = load_plugin()
+    good, ref = good_inputs(name)
+    reward = orms[name]()
+    as_chat = [{"role": "user", "content": "Describe."}, {"role": "assistant", "content": good}]
+    as_parts = [{"type": "text", "text": good}]
+    values = reward([good, as_chat, as_parts], solution=[ref, ref, [{"type": "text", "text": ref}]])
+    assert values[0] > 0.5 and values == [values[0]] * 3, values
+
+
+@pytest.mark.parametrize("name", rewards.REWARD_NAMES)
+def test_every_reward_refuses_mismatched_lengths_in_one_line(name):
+    orms = load_plugin()
+    good, ref = good_inputs(name)
+    with pytest.raises(ValueError, match=r"^" + name + r": 2 completions but 1 solutions; [^\n]+$"):
+        orms[name]()([good, good], solution=[ref])
+    with pytest.raises(ValueError, match="2 completions but 3 solutions"):
+        orms[name]()([good, good], solution=[ref] * 3)
+
+
+def test_ms_swift_multimodal_content_reaches_the_rewards_as_text():
+    """ms-swift 4.6's reward step passes ``messages[-1]["content"]``: a list of parts for a message written so."""
+    import torch
+    from swift.rl_core.data import GRPOSample
+    from swift.rl_core.grpo_algorithm import compute_rewards_per_func
+
+    orms = load_plugin()
+    funcs = [orms[name]() for name in ("medswift_findings", "medswift_format", "medswift_repetition")]
+    contents = [CORRECT["en"], [{"type": "text", "text": CORRECT["en"]}]]
+    samples = [GRPOSample.from_row({"messages": [{"role": "user", "content": PROMPT["en"]},
+                                                 {"role": "assistant", "content": c}],
+                                    "solution": ABNORMAL["en"]}) for c in contents]
+    out = compute_rewards_per_func(samples, funcs, None, torch.device("cpu"))
+    assert out[0, 0].item() == pytest.approx(1.0) and torch.equal(out[0], out[1]), out
+
+
 def test_bench_runs_and_prints_rates():
     """The bench's small run (its numbers are for the README, not asserted here)."""
     import subprocess

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PYTHON, ROOT, read_jsonl, run
+from helpers import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
 
 SWIFT_DIR = ROOT / "tools" / "swift"
 CPU = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": ""}
@@ -190,8 +190,21 @@ def test_dpo_dry_run_prints_the_pair_building_then_dpo(stubs, tmp_path):
     ("grpo_qwen3vl_lora.sh", {"TEMPERATURE": "0"}, "must be above 0"),
     ("dpo_qwen3vl_lora.sh", {"PAIRS_FILE": "{data}/train.jsonl"}, "not a preference pair"),
     ("dpo_qwen3vl_lora.sh", {"CHOSEN": "longest"}, "CHOSEN must be best or reference"),
+    *[("grpo_qwen3vl_lora.sh", {"REWARD_WEIGHTS": w, **dry}, f"REWARD_WEIGHTS must be finite numbers of 0 or more, got '{w}'")
+      for w in ("nan", "inf", "1e400", "-1") for dry in ({}, {"DRY_RUN": "1"})],
+    ("grpo_qwen3vl_lora.sh", {"REWARD_WEIGHTS": "0"}, "REWARD_WEIGHTS are all 0"),
+    ("grpo_qwen3vl_lora.sh", {"MEDSWIFT_REWARD_UNCERTAIN": "bogus"}, "MEDSWIFT_REWARD_UNCERTAIN='bogus'"),
+    ("grpo_qwen3vl_lora.sh", {"MEDSWIFT_REWARD_UNCERTAIN": "bogus", "DRY_RUN": "1"}, "must be one of partial"),
+    ("grpo_qwen3vl_lora.sh", {"MEDSWIFT_REWARD_LENGTH_BAND": "0.5,inf"}, "expected finite ratios 0 < lo < hi"),
+    ("grpo_qwen3vl_lora.sh", {"MEDSWIFT_REWARD_LENGTH_BAND": "2,1", "DRY_RUN": "1"}, "MEDSWIFT_REWARD_LENGTH_BAND='2,1'"),
+    ("grpo_qwen3vl_lora.sh", {"REWARD_FUNCS": "clinical_magic", "DRY_RUN": "1"}, "'clinical_magic' is not registered"),
+    ("dpo_qwen3vl_lora.sh", {"REWARD_WEIGHTS": "nan", "DRY_RUN": "1"}, "REWARD_WEIGHTS must be finite numbers"),
+    ("dpo_qwen3vl_lora.sh", {"PAIRS_FILE": "{root}/pairs/images_as_a_string.jsonl"},
+     "line 1: not a preference pair (images must be a list of file paths, got str)"),
+    ("dpo_qwen3vl_lora.sh", {"PAIRS_FILE": "{root}/pairs/chosen_equal_to_rejected.jsonl", "DRY_RUN": "1"},
+     "line 1: not a preference pair (the chosen and rejected answers are the same text"),
 ])
-def test_mistakes_stop_in_one_line_before_any_model_loads(stubs, name, env, message):
+def test_mistakes_stop_in_one_line_before_any_model_loads(stubs, pair_files, name, env, message):
     env = {k: v.format(**stubs) for k, v in env.items()}
     base = {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(stubs["data"]), "RL_OUTPUT_DIR": str(stubs["root"] / "out"),
             "SWIFT_BIN": "/nonexistent/swift"}
@@ -277,6 +290,97 @@ def test_compare_checkpoints_help_has_defaults_and_examples():
     proc = run([PYTHON, str(ROOT / "scripts" / "compare_checkpoints.py"), "--help"], timeout=60)
     assert "default:" in proc.stdout and "examples:" in proc.stdout and "scripts/compare_checkpoints.py" in proc.stdout
     assert "not for diagnosis" in proc.stdout
+
+
+IMAGE = str(BUNDLED_IMAGES / "2_1.png")
+GOOD_PAIR = {"messages": [{"role": "user", "content": "<image>Describe the chest X-ray."},
+                          {"role": "assistant", "content": "Small left pleural effusion."}],
+             "images": [IMAGE], "rejected_response": "The lungs are clear.", "id": "s1"}
+
+
+def hostile_pairs(missing_image: str) -> dict[str, tuple[dict, str]]:
+    """14 pair records ms-swift would fail on after loading the model, and the reason each is refused."""
+    def chosen(content) -> dict:
+        return {**GOOD_PAIR, "messages": [GOOD_PAIR["messages"][0], {"role": "assistant", "content": content}]}
+
+    user = GOOD_PAIR["messages"][0]
+    return {
+        "assistant_null": (chosen(None), "messages[1].content must be text, got NoneType"),
+        "assistant_dict": (chosen({"text": "x"}), "messages[1].content must be text, got dict"),
+        "missing_image": ({**GOOD_PAIR, "images": [missing_image]}, "images[0] is not a file"),
+        "three_tags_one_image": ({**GOOD_PAIR, "messages": [{**user, "content": "<image>" * 3 + "Describe."},
+                                                            GOOD_PAIR["messages"][1]]}, "3 <image> tags for 1 images"),
+        "a_thousand_images": ({**GOOD_PAIR, "images": [IMAGE] * 1000}, "1000 images; at most 8 per pair"),
+        "unknown_role": ({**GOOD_PAIR, "messages": [{"role": "doctor", "content": "x"}, *GOOD_PAIR["messages"]]},
+                         "messages[0] must have a role of system, user, assistant"),
+        "chosen_equal_to_rejected": ({**GOOD_PAIR, "rejected_response": " Small left pleural effusion. "},
+                                     "the chosen and rejected answers are the same text"),
+        "images_as_a_string": ({**GOOD_PAIR, "images": IMAGE}, "images must be a list of file paths, got str"),
+        "empty_rejected": ({**GOOD_PAIR, "rejected_response": "  "}, "rejected_response must be non-empty text"),
+        "rejected_as_a_list": ({**GOOD_PAIR, "rejected_response": ["x"]}, "rejected_response must be non-empty text"),
+        "ends_with_the_user": ({**GOOD_PAIR, "messages": [user]}, "the last message must be the chosen answer"),
+        "no_user_turn": ({**GOOD_PAIR, "messages": [GOOD_PAIR["messages"][1]]}, "no user message"),
+        "image_a_folder": ({**GOOD_PAIR, "images": [str(BUNDLED_IMAGES)]}, "images[0] is not a file"),
+        "a_list_not_a_record": ([GOOD_PAIR], "not a JSON object"),
+    }
+
+
+@pytest.fixture(scope="module")
+def pair_files(stubs) -> dict[str, tuple[Path, str]]:
+    folder = stubs["root"] / "pairs"
+    folder.mkdir(exist_ok=True)
+    files = {}
+    for name, (record, reason) in hostile_pairs(str(folder / "absent.png")).items():
+        files[name] = (folder / f"{name}.jsonl", reason)
+        files[name][0].write_text(json.dumps(GOOD_PAIR) + "\n" + json.dumps(record) + "\n")  # the bad one: line 2
+        if name in ("images_as_a_string", "chosen_equal_to_rejected"):  # line 1, for the launcher test above
+            files[name][0].write_text(json.dumps(record) + "\n")
+    return files
+
+
+@pytest.mark.parametrize("name", sorted(hostile_pairs("x")))
+def test_each_hostile_pairs_file_stops_in_one_line_naming_the_record(pair_files, name):
+    from medswift.core.errors import UsageError
+    from medswift.posttrain import datasets as rl
+
+    path, reason = pair_files[name]
+    line = 1 if name in ("images_as_a_string", "chosen_equal_to_rejected") else 2
+    with pytest.raises(UsageError) as caught:
+        rl.check_pairs(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path} line {line}: not a preference pair (") and reason in message, message
+    assert "\n" not in message and "pleural" not in message  # the kind of problem, never the text
+
+
+def test_a_good_pairs_file_passes_the_check(tmp_path):
+    from medswift.posttrain import datasets as rl
+
+    path = tmp_path / "pairs.jsonl"
+    untagged = {**GOOD_PAIR, "messages": [{"role": "system", "content": "You are a radiologist."},
+                                          {"role": "user", "content": "Describe."}, GOOD_PAIR["messages"][1]]}
+    path.write_text(json.dumps(GOOD_PAIR) + "\n" + json.dumps(untagged) + "\n")
+    assert rl.check_pairs(path) == 2
+
+
+def test_chosen_best_never_pairs_an_empty_sample(tmp_path):
+    """An empty (or blank) sample is dropped and counted: DPO learns nothing from preferring text to nothing."""
+    from medswift.posttrain import datasets as rl
+
+    effusion = "Small left pleural effusion. The heart size is normal. No pneumothorax."
+    normal = "The heart size is normal. The lungs are clear. No pleural effusion or pneumothorax."
+    rows = [{"id": f"a#{k}", "prompt": "Report.", "images": ["a.png"], "reference": effusion, "response": response}
+            for k, response in enumerate([effusion, "", normal, "   "])]
+    rows += [{"id": f"b#{k}", "prompt": "Report.", "images": ["b.png"], "reference": normal, "response": response}
+             for k, response in enumerate([normal, ""])]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    orms = rl.check_rewards(["medswift_findings"], [], ROOT / "scripts" / "swift_plugins" / "medswift_rewards.py")
+    for chosen in ("best", "reference"):
+        pairs, counts = rl.build_pairs(samples, ["medswift_findings"], [1.0], orms, chosen)
+        assert all(p["rejected"].strip() for p in pairs), pairs
+        assert counts["blank_samples_dropped"] == 3
+    pairs, counts = rl.build_pairs(samples, ["medswift_findings"], [1.0], orms, "best")
+    assert [(p["study"], p["rejected"]) for p in pairs] == [("a", normal)] and counts["single_sample_dropped"] == 1
 
 
 def test_pairs_rank_samples_with_the_reward_and_drop_ties(tmp_path):

@@ -27,6 +27,8 @@ MAX_BODY_MB = 2
 MAX_IMAGES = 3
 MARKER = "PATIENT-MARKER-7f3a9"  # in prompts; must never reach the log
 START_TIMEOUT = 180
+BODY_TIMEOUT_S = 5  # BODY_TIMEOUT_S: a half-sent body is answered 408 after this
+ANSWER_CEILING = 300  # generous: the machine may be loaded; a condition ends each wait, not this budget
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def server(tiny_model, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("serve-hostile") / "server.log"
     env = {**os.environ, **SERVER_ENV, "MODEL": str(tiny_model), "NO_ADAPTER": "1", "PORT": str(port),
            "MAX_NEW_TOKENS": str(CEILING), "INFER_BATCH": "4", "MAX_BODY_MB": str(MAX_BODY_MB),
-           "MAX_IMAGES": str(MAX_IMAGES)}
+           "MAX_IMAGES": str(MAX_IMAGES), "BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
     for name in ("DRY_RUN", "API_KEY", "API_KEY_FILE", "MAX_REQUEST_CHARS", "LOG_CONTENT"):
         env.pop(name, None)
     url = f"http://127.0.0.1:{port}"
@@ -195,6 +197,49 @@ def test_half_sent_bodies_are_one_line_each_without_traceback(server):
     while server["log"].read_text().count("client disconnected before sending") < 5 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert server["log"].read_text().count("client disconnected before sending the whole body") == 5
+
+
+def test_refusals_that_could_quote_the_request_name_only_the_kind_of_problem(server, image_url):
+    """ms-swift refuses a system message holding an image with ``new_str: [...]`` (the text and the image's
+    base64), and a lone surrogate with the tokenizer's message: the client and the log get the kind of
+    problem, never the request's content (the log is checked by the last test of this file)."""
+    system_with_image = {"role": "system", "content": [{"type": "text", "text": f"You are a radiologist. {MARKER}"},
+                                                       {"type": "image_url", "image_url": {"url": image_url}}]}
+    payload = body(with_image(image_url))
+    payload["messages"].insert(0, system_with_image)
+    resp = post(server, payload)
+    error = refused(server, resp, param="messages[0].content")
+    assert "system message" in error["message"] and "iVBORw0KGgo" not in resp.text, error
+    raw = json.dumps(body(with_image(image_url, f"Describe. {MARKER} \ud800 end")))  # ensure_ascii: "\\ud800"
+    resp = post(server, raw=raw.encode())
+    error = refused(server, resp, param="messages[0]")
+    assert "surrogate" in error["message"], error
+    # an engine failure whose text would quote the request: the assistant turn holds an image
+    assistant_with_image = {"role": "assistant", "content": [{"type": "text", "text": f"Seen. {MARKER}"},
+                                                             {"type": "image_url", "image_url": {"url": image_url}}]}
+    payload = body(with_image(image_url))
+    payload["messages"] += [assistant_with_image, {"role": "user", "content": f"And now? {MARKER}"}]
+    resp = post(server, payload)
+    if resp.status_code != 200:  # whatever ms-swift makes of it, its answer holds no content
+        refused(server, resp)
+        assert "iVBORw0KGgo" not in resp.text
+
+
+def test_a_half_sent_body_is_answered_408_once_the_body_timeout_passes(server):
+    """A client that sends the headers and half the body gets 408 after BODY_TIMEOUT_S and the connection is
+    closed (uvicorn alone would wait for ever). The wait is bounded by a generous ceiling, not a budget."""
+    with socket.create_connection(("127.0.0.1", server["port"]), timeout=ANSWER_CEILING) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 5000\r\n\r\n{\"model\": \"tiny")
+        t0 = time.monotonic()
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection (or the ceiling: an error)
+            answer += chunk
+    waited = time.monotonic() - t0
+    head, _, payload = answer.decode("latin-1").partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 408"), head[:200]
+    assert "BODY_TIMEOUT_S" in payload and waited >= BODY_TIMEOUT_S - 1, (payload[:300], waited)
+    server["refused"] += 1
 
 
 def test_the_log_holds_no_content_no_traceback_and_one_line_per_refusal(server, image_url):

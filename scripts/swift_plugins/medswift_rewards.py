@@ -17,6 +17,11 @@ turn). Registered names:
   completion's Qwen3-VL box JSON against the reference boxes, one-to-one (Hungarian) matching of
   same-label boxes as RadVLM-GRPO does; not box JSON scores 0, a correct ``[]`` scores 1.
 
+Every reward follows one input contract (medswift.posttrain.reward_inputs.text_inputs): completions and
+solutions are read as text (strings, TRL's chat messages, ms-swift's content parts); anything else
+scores 0 with a counted warning, and a solution list of another length than the completions' is
+refused with one error line.
+
 The logic lives in the library; this file only registers it.
 """
 import importlib.util
@@ -35,15 +40,14 @@ if importlib.util.find_spec("medswift") is None or _LIBRARY not in sys.path:
 
 from medswift.core.errors import UsageError  # noqa: E402
 from medswift.posttrain import rewards  # noqa: E402
+from medswift.posttrain.reward_inputs import text_inputs  # noqa: E402
 
 logger = logging.getLogger("medswift.rewards")
 
 
 def _references(name, completions, solution):
-    if solution is None:
+    if solution is None:  # text_inputs(needs_solution=True) says so first; kept for direct calls
         raise UsageError(f"{name} needs the reference in a 'solution' column of the dataset")
-    if len(solution) != len(completions):
-        raise ValueError(f"{name}: {len(completions)} completions but {len(solution)} solutions")
     return [s or "" for s in solution]
 
 
@@ -54,6 +58,7 @@ class MedSwiftFindings(ORM):
         self.uncertain = rewards.uncertain_policy()  # a wrong value stops here, before training
         self.unscorable = 0
 
+    @text_inputs("medswift_findings", needs_solution=True)
     def __call__(self, completions, solution=None, **kwargs):
         refs = _references("medswift_findings", completions, solution)
         values = rewards.findings_reward_batch([c or "" for c in completions], refs, uncertain=self.uncertain)
@@ -74,6 +79,7 @@ class MedSwiftFormat(ORM):
         super().__init__(args, **kwargs)
         self.band = rewards.length_band()
 
+    @text_inputs("medswift_format")
     def __call__(self, completions, solution=None, **kwargs):
         refs = solution if solution is not None else [None] * len(completions)
         return [rewards.format_reward(c or "", r, band=self.band) for c, r in zip(completions, refs)]
@@ -81,6 +87,7 @@ class MedSwiftFormat(ORM):
 
 class MedSwiftRepetition(ORM):
 
+    @text_inputs("medswift_repetition")
     def __call__(self, completions, solution=None, **kwargs):
         refs = solution if solution is not None else [None] * len(completions)
         return [rewards.repetition_reward(c or "", r) for c, r in zip(completions, refs)]
@@ -88,12 +95,14 @@ class MedSwiftRepetition(ORM):
 
 class MedSwiftThinkFormat(ORM):
 
+    @text_inputs("medswift_think_format")
     def __call__(self, completions, **kwargs):
         return [rewards.think_format_reward(c or "") for c in completions]
 
 
 class MedSwiftBoxes(ORM):
 
+    @text_inputs("medswift_boxes", needs_solution=True)
     def __call__(self, completions, solution=None, **kwargs):
         refs = _references("medswift_boxes", completions, solution)
         return [rewards.box_reward(c or "", r) for c, r in zip(completions, refs)]

@@ -548,9 +548,9 @@ run_sft() {
 }
 
 # The rewards of a post-training run (GRPO's, and DPO's pair scoring): REWARD_FUNCS with
-# REWARD_WEIGHTS, the plugin when its file exists. A real run imports ms-swift's registry and the
-# plugin to stop on an unknown name in one line before any model loads; a dry run may be written
-# for another machine and does not. Fills reward_names, reward_weights, plugin_args.
+# REWARD_WEIGHTS, the plugin when its file exists. The names, the weights and the rewards' own knobs
+# (MEDSWIFT_REWARD_UNCERTAIN, MEDSWIFT_REWARD_LENGTH_BAND) are checked in one line before any model
+# loads, dry run included (medswift.posttrain.datasets check_rewards). Fills reward_names, reward_weights, plugin_args.
 resolve_rewards() {
   read -r -a reward_names <<<"${REWARD_FUNCS//,/ }"
   # shellcheck disable=SC2034  # read by the launcher
@@ -558,10 +558,8 @@ resolve_rewards() {
   plugin_args=()
   [[ -f "$REWARD_PLUGIN" ]] && plugin_args=(--external_plugins "$REWARD_PLUGIN")
   ((${#reward_names[@]})) || die "REWARD_FUNCS is empty: name at least one reward"
-  if [[ "$DRY_RUN" != 1 ]]; then
-    medswift_python -m medswift.posttrain.datasets check_rewards "${reward_names[@]}" --weights "$REWARD_WEIGHTS" \
-      ${plugin_args[1]:+--plugin "${plugin_args[1]}"} || exit 2
-  fi
+  medswift_python -m medswift.posttrain.datasets check_rewards "${reward_names[@]}" --weights "$REWARD_WEIGHTS" \
+    ${plugin_args[1]:+--plugin "${plugin_args[1]}"} || exit 2
   # The reward plugin imports the medswift library of this checkout, in ms-swift's processes too.
   export PYTHONPATH="$ROOT/scripts:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 }

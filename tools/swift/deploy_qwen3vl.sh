@@ -26,6 +26,7 @@ launcher_knobs() {
   knob MAX_BODY_MB 32                             # a larger request body is refused with 413
   knob MAX_REQUEST_CHARS 0                        # 0: 100,000 characters per request, at most 4 per token of max length
   knob MAX_IMAGES 8                               # images per request
+  knob BODY_TIMEOUT_S 60                          # a body not all arrived after this many seconds is answered 408
   knob LOG_CONTENT 0                              # 1: log prompts and answers (debugging on test data only)
 }
 init_launcher infer "$@"
@@ -58,6 +59,7 @@ is_loopback "$HOST" || [[ -n "$API_KEY$API_KEY_FILE" ]] \
 [[ "$LOG_CONTENT" == 0 || "$LOG_CONTENT" == 1 ]] || die "LOG_CONTENT must be 0 or 1, got '$LOG_CONTENT'"
 is_positive_int "$MAX_BODY_MB" || die "MAX_BODY_MB must be a positive integer, got '$MAX_BODY_MB'"
 is_positive_int "$MAX_IMAGES" || die "MAX_IMAGES must be a positive integer, got '$MAX_IMAGES'"
+is_positive_int "$BODY_TIMEOUT_S" || die "BODY_TIMEOUT_S must be a positive integer (seconds), got '$BODY_TIMEOUT_S'"
 [[ "$MAX_REQUEST_CHARS" =~ ^[0-9]+$ ]] || die "MAX_REQUEST_CHARS must be 0 (automatic) or a positive integer, got '$MAX_REQUEST_CHARS'"
 [[ "$PORT" =~ ^[0-9]+$ ]] && ((PORT >= 1 && PORT <= 65535)) || die "PORT must be 1-65535, got '$PORT'"
 is_positive_int "$INFER_BATCH" || die "INFER_BATCH must be a positive integer, got '$INFER_BATCH'"
@@ -98,5 +100,6 @@ run_or_print "$PYTHON_BIN" "$ROOT/scripts/serve.py" \
   --max_batch_size "$INFER_BATCH" \
   --max_new_tokens "$MAX_NEW_TOKENS" --temperature "$TEMPERATURE" \
   --max_body_mb "$MAX_BODY_MB" --max_request_chars "$MAX_REQUEST_CHARS" --max_images "$MAX_IMAGES" \
+  --body_timeout_s "$BODY_TIMEOUT_S" \
   "${key_args[@]}" "${extra_args[@]}" \
   "${passthrough[@]}"

@@ -26,6 +26,7 @@ from medswift.core import thinking
 
 SCALE = 1000  # Qwen3-VL's relative coordinate range
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 @dataclass(frozen=True)
@@ -88,18 +89,49 @@ def parse_boxes(text) -> list[Box] | None:
     invalid; the reward scores them 0). ``[]`` is a valid answer: no finding. Text after a
     Thinking model's ``</think>`` is what is read. Coordinates are clamped to 0-1000 and each
     box's corners put in order."""
+    return parse_first_boxes(text, None)[0]
+
+
+def parse_first_boxes(text, limit: int | None) -> tuple[list[Box] | None, bool]:
+    """``(boxes, cut)``: ``parse_boxes`` reading at most ``limit`` boxes of the answer (None: all), and
+    whether more followed. The array is decoded item by item, so a huge answer costs ``limit`` items."""
     if not isinstance(text, str):
-        return None
+        return None, False
     text = thinking.split(text)[1] or ""
     for candidate in _json_candidates(text):
         try:
-            value = json.loads(candidate)
+            value, cut = _first_items(candidate, limit) if limit is not None else (json.loads(candidate), False)
         except (ValueError, RecursionError):
             continue
         boxes = _boxes_of(value)
         if boxes is not None:
-            return boxes
-    return None
+            return boxes, cut
+    return None, False
+
+
+def _first_items(text: str, limit: int) -> tuple[object, bool]:
+    """The first ``limit`` items of the JSON array ``text`` and whether more follow (what follows the
+    cut is not read); any other JSON value whole. Hand-written over json.JSONDecoder.raw_decode:
+    json has no incremental array reader."""
+    if not text.startswith("["):
+        return json.loads(text), False
+    decoder, items = json.JSONDecoder(), []
+    i = _JSON_SPACE.match(text, 1).end()
+    if text.startswith("]", i):
+        return json.loads(text), False  # [] (and anything after it is refused by json.loads)
+    while True:
+        item, i = decoder.raw_decode(text, i)
+        items.append(item)
+        i = _JSON_SPACE.match(text, i).end()
+        if text.startswith("]", i):
+            if text[i + 1:].strip():
+                raise ValueError("text after the array")
+            return items, False
+        if not text.startswith(",", i):
+            raise ValueError("expected , or ]")
+        if len(items) == limit:
+            return items, True
+        i = _JSON_SPACE.match(text, i + 1).end()
 
 
 def _number(v) -> float | None:

@@ -17,22 +17,56 @@ from pathlib import Path
 
 import numpy as np
 
-from medswift.core.boxes import Box, SCALE, label_key, parse_boxes, query_iou
+from medswift.core.boxes import Box, SCALE, label_key, parse_boxes, parse_first_boxes, query_iou
 from medswift.core.constants import NOTICE
 from medswift.core.files import write_atomic, write_json
 
 
+# The report card scores at most this many boxes of a row (reference or answer), the first ones, and
+# lists the row: a cut by count, never by characters (a cut JSON text is no longer box JSON).
+MAX_SCORED_BOXES = 200
+
+
 def grounding_rows(rows: list[dict]) -> bool:
-    """True when every scored row's reference is box JSON: a grounding predictions file."""
-    return bool(rows) and all(parse_boxes(r.get("reference")) is not None for r in rows)
+    """True when every scored row's reference is box JSON: a grounding predictions file. Read from the
+    whole rows (the text card cuts long texts after this decision, the box card cuts by box count)."""
+    return bool(rows) and all(scored_boxes(r.get("reference")) is not None for r in rows)
+
+
+def scored_boxes(text) -> list[Box] | None:
+    """The boxes the card scores of a row's text: its first MAX_SCORED_BOXES."""
+    return parse_first_boxes(text, MAX_SCORED_BOXES)[0]
 
 
 def _image_of(row: dict) -> str:
-    images = row.get("images") or []
-    first = images[0] if images else ""
+    """The row's image path (its ``image``, or the first of ``images``), else its key. An ``images``
+    field of another shape is listed by ``image_problems`` and reads as no image."""
+    images = row.get("images")
+    first = images[0] if isinstance(images, list) and images else ""
     if isinstance(first, dict):  # swift infer result files: {"path": ..., "bytes": ...}
         first = first.get("path") or ""
-    return str(row.get("image") or first or row["key"])
+    image = row.get("image")
+    return str(image if isinstance(image, str) and image else first if isinstance(first, str) and first
+               else row["key"])
+
+
+def row_problems(rows: list[dict]) -> list[str]:
+    """What the box card lists about rows it still scores: an ``image``/``images`` field it cannot read as a
+    path (grouped by the row's key instead, not drawn), boxes beyond MAX_SCORED_BOXES (the first scored)."""
+    problems = []
+    for row in rows:
+        images, image = row.get("images"), row.get("image")
+        first = images[0] if isinstance(images, list) and images else None
+        first = first.get("path") if isinstance(first, dict) else first
+        if (images is not None and (not isinstance(images, list) or (images and not isinstance(first, str)))) \
+                or (image is not None and not isinstance(image, str)):
+            shown = type(images).__name__ if images is not None else type(image).__name__
+            problems.append(f"{row['key']}: images is not a list of paths ({shown}); grouped by its key, not drawn")
+        for field in ("reference", "response"):
+            if parse_first_boxes(row.get(field), MAX_SCORED_BOXES)[1]:
+                problems.append(f"{row['key']}: {field} has more than {MAX_SCORED_BOXES} boxes; the first "
+                                f"{MAX_SCORED_BOXES} were scored")
+    return problems
 
 
 class CocoScores:
@@ -100,8 +134,8 @@ class CocoScores:
 def score_grounding(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
     """Every box number of the card, with 95% percentile-bootstrap intervals over images (all the
     queries of a drawn image come with it)."""
-    refs = [parse_boxes(r["reference"]) for r in rows]
-    preds = [parse_boxes(r["response"]) for r in rows]
+    refs = [scored_boxes(r["reference"]) for r in rows]
+    preds = [scored_boxes(r["response"]) for r in rows]
     categories: dict[str, str] = {}
     for ref in refs:
         for b in ref:
@@ -171,22 +205,25 @@ def draw_boxes(image, boxes: list[Box], colour: str, width: int = 3):
     return img
 
 
-def plot_grid(rows: list[dict], path: Path, limit: int = 12) -> int:
+def plot_grid(rows: list[dict], path: Path, limit: int = 12) -> tuple[int, list[str]]:
     """A grid of the first ``limit`` rows' images (by key) with reference boxes green and
-    predicted red; returns how many were drawn (images that cannot be opened are left out)."""
-    from PIL import Image
-
+    predicted red; returns how many were drawn and why the others tried were not (each image is
+    decoded by medswift.core.images: missing, broken, or over its pixel ceiling, a decompression bomb)."""
+    from medswift.core.images import ImageRejected, open_checked
     from medswift.eval.charts import pyplot, save_figure
 
     plt = pyplot()
-    chosen = []
+    chosen, not_drawn = [], []
     for row in sorted(rows, key=lambda r: r["key"]):
+        where = _image_of(row)
+        if where == row["key"] and not Path(where).is_file():
+            continue  # no image named: nothing to draw (listed by row_problems when the field was odd)
         try:
-            with Image.open(_image_of(row)) as im:
-                im.load()
-                chosen.append((row, im.copy()))
-        except (OSError, ValueError):
-            continue
+            chosen.append((row, open_checked(where).image))
+        except ImageRejected as exc:
+            not_drawn.append(f"{row['key']}: image not drawn ({exc.reason})")
+        except OSError as exc:  # missing or unreadable path
+            not_drawn.append(f"{row['key']}: image not drawn ({type(exc).__name__})")
         if len(chosen) == limit:
             break
     cols = min(4, max(1, len(chosen)))
@@ -196,14 +233,14 @@ def plot_grid(rows: list[dict], path: Path, limit: int = 12) -> int:
         ax.axis("off")
     for ax, (row, im) in zip(axes.ravel(), chosen):
         # the reference wider, so a prediction on top of it leaves a green rim
-        im = draw_boxes(im, parse_boxes(row["reference"]) or [], REFERENCE_COLOUR, width=max(4, im.width // 80))
-        im = draw_boxes(im, parse_boxes(row["response"]) or [], PREDICTED_COLOUR, width=max(2, im.width // 300))
+        im = draw_boxes(im, scored_boxes(row["reference"]) or [], REFERENCE_COLOUR, width=max(4, im.width // 80))
+        im = draw_boxes(im, scored_boxes(row["response"]) or [], PREDICTED_COLOUR, width=max(2, im.width // 300))
         ax.imshow(im)
         ax.set_title(str(row.get("id") or row["key"])[-28:], fontsize=7)
     fig.suptitle(f"reference (green) and predicted (red) boxes. {NOTICE}", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
-    return len(chosen)
+    return len(chosen), not_drawn
 
 
 def plot_ap(per_finding: dict, path: Path, ci: dict | None = None) -> None:
@@ -250,6 +287,7 @@ def evaluate_grounding(predictions: Path, out: Path, scored: list[dict], control
     from medswift.eval import provenance
     from medswift.core.errors import UsageError
 
+    problems = [*problems, *row_problems(scored)]
     scores = score_grounding(scored, n_boot, seed)
     prov = provenance.collect(scored, problems)
     prov.update(provenance.scoring(predictions, len(controls), java=False),
@@ -263,11 +301,12 @@ def evaluate_grounding(predictions: Path, out: Path, scored: list[dict], control
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create --output_dir {out}: {exc.strerror or exc}") from None
+    drawn, not_drawn = plot_grid(scored, out / "boxes_grid.png")
+    metrics["problems"] = problems = [*problems, *not_drawn]
     write_json(out / "metrics.json", metrics)
-    drawn = plot_grid(scored, out / "boxes_grid.png")
     plot_ap(scores["per_finding"], out / "ap_per_finding.png", (scores["ci95"] or {}).get("per_finding"))
     ci = scores["ci95"] or {}
-    worst = sorted(scored, key=lambda r: (query_iou(parse_boxes(r["response"]) or [], parse_boxes(r["reference"])),
+    worst = sorted(scored, key=lambda r: (query_iou(scored_boxes(r["response"]) or [], scored_boxes(r["reference"])),
                                           r["key"]))[:worst_n]
     lines = [f"# Box report card\n", f"> **{NOTICE}**\n",
              f"Predictions: `{predictions}` ({scores['n']} queries on {scores['images']} images; "
@@ -291,7 +330,7 @@ def evaluate_grounding(predictions: Path, out: Path, scored: list[dict], control
               "![AP per finding](ap_per_finding.png)", "", "## Lowest IoU", ""]
     lines += [f"- `{r['key']}`: predicted `{r['response'][:200]}`, reference `{r['reference'][:200]}`" for r in worst]
     if problems:
-        lines += ["", "## Lines not scored", ""] + [f"- {p}" for p in problems]
+        lines += ["", "## Lines not scored, and rows scored with a note", ""] + [f"- {p}" for p in problems]
     lines += ["", f"Scored {prov.get('evaluated_at', '')} with pycocotools {_version('pycocotools')}. {NOTICE}"]
     write_atomic(out / "report.md", "\n".join(lines) + "\n")
     return metrics

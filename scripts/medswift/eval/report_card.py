@@ -63,9 +63,11 @@ SAME_AS_BLANK_WARN = 0.5
 DISTINCT_WARN = 0.5
 
 
-def load_rows(path: Path) -> tuple[list[dict], list[dict], list[str]]:
+def load_rows(path: Path, cut: bool = True) -> tuple[list[dict], list[dict], list[str]]:
     """(scored rows, control rows, problems). Rows need a text response; scored rows a text
-    reference too. Anything else is a listed problem with its line number, never a traceback."""
+    reference too. Anything else is a listed problem with its line number, never a traceback.
+    ``cut``: texts longer than MAX_SCORED_CHARS are cut (``cut_for_scoring``); False keeps whole rows,
+    for deciding which card they get (a box answer cut by characters is no longer box JSON)."""
     if not path.is_file():
         raise UsageError(f"predictions file not found: {path}")
     lines, problems = read_jsonl(path, "predictions file")
@@ -83,10 +85,8 @@ def load_rows(path: Path) -> tuple[list[dict], list[dict], list[str]]:
             continue
         row["response"] = row["response"] or ""
         row.setdefault("reference", row.get("labels"))
-        for field in ("response", "reference"):
-            if isinstance(row.get(field), str) and len(row[field]) > MAX_SCORED_CHARS:
-                row.setdefault("cut_for_scoring", []).append(f"{field} of {len(row[field]):,} characters")
-                row[field] = row[field][:MAX_SCORED_CHARS]
+        if cut:
+            cut_for_scoring([row])
         key = row.get("key") or row.get("id") or f"line{n}"
         if not isinstance(key, (str, int, float)):
             problems.append(f"line {n}: key/id is not a string ({type(key).__name__})")
@@ -110,6 +110,15 @@ def load_rows(path: Path) -> tuple[list[dict], list[dict], list[str]]:
         raise UsageError(f"{path} has no prediction with a reference report "
                          "(run scripts/batch_infer.py with --dataset)")
     return scored, controls, problems
+
+
+def cut_for_scoring(rows: list[dict]) -> None:
+    """Texts over MAX_SCORED_CHARS cut to it, each cut noted in the row's ``cut_for_scoring``."""
+    for row in rows:
+        for field in ("response", "reference"):
+            if isinstance(row.get(field), str) and len(row[field]) > MAX_SCORED_CHARS:
+                row.setdefault("cut_for_scoring", []).append(f"{field} of {len(row[field]):,} characters")
+                row[field] = row[field][:MAX_SCORED_CHARS]
 
 
 def answer_text(text: str) -> str:
@@ -376,10 +385,13 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
     with PTB) instead of forcing one language's rules on the other's reports."""
     workers = check_settings(out, n_boot, meteor_sample, workers)
     t0 = time.perf_counter()
-    loaded = load_rows(predictions)
+    loaded = load_rows(predictions, cut=False)
     _lap(timings, "load rows", t0)
-    if box_card.grounding_rows(loaded[0]):  # every reference is box JSON: the box card (medswift/eval/box_card.py)
+    # Decided on whole rows: every reference is box JSON -> the box card (medswift/eval/box_card.py), which
+    # caps what it scores by box count; else the text card, on texts cut to MAX_SCORED_CHARS.
+    if box_card.grounding_rows(loaded[0]):
         return box_card.evaluate_grounding(predictions, out, *loaded, n_boot=n_boot, seed=seed, worst_n=worst_n)
+    cut_for_scoring(loaded[0] + loaded[1])
     metrics, worst_rows = score(predictions, loaded, lang, worst_n, protocol=protocol, dataset_style=dataset_style,
                                 reference_max_tokens=reference_max_tokens, n_boot=n_boot, seed=seed,
                                 meteor_sample=meteor_sample, workers=workers, timings=timings)

@@ -28,6 +28,12 @@ MAX_REQUEST_CHARS = 100_000  # text per request (also at most CHARS_PER_TOKEN x 
 CHARS_PER_TOKEN = 4
 MAX_IMAGES = 8  # images (media) per request
 MAX_JSON_DEPTH = 32  # a chat request is ~6 levels deep; deeper nesting only costs recursion
+BODY_TIMEOUT_S = 60  # the whole body must arrive within this many seconds of the request's start (408 after)
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON's "\\ud800" escapes: not characters, tokenizers fail on them
+# ms-swift's messages that hold only numbers, never request text: passed to the client as they are.
+CONTENT_FREE_ENGINE_MESSAGES = (
+    re.compile(r"Current length of row\(\d+\) is larger than the max_length\(\d+\)\."),
+)
 INTEGER_FIELDS = ("max_tokens", "max_completion_tokens", "n", "best_of", "num_beams", "top_k", "seed",
                   "top_logprobs", "prompt_logprobs")
 # Sampling values: finite numbers within these bounds (OpenAI's, where it has one).
@@ -138,10 +144,48 @@ def field_refusal(body: dict, token_field: str = "max_tokens") -> RequestRefused
             if part.get("type") == "text" and not isinstance(part.get("text"), str):
                 return RequestRefused(400, f"messages[{i}].content[{j}].text must be a string", "invalid_type",
                                       f"messages[{i}].content[{j}].text")
+        if message["role"] == "system" and isinstance(content, list) and any(
+                part.get("type") != "text" for part in content):  # ms-swift asserts, quoting the whole content
+            return RequestRefused(400, f"messages[{i}].content: a system message holds text only; put images "
+                                       "in a user message", "invalid_value", f"messages[{i}].content")
         if not isinstance(content, (str, list)) and not (content is None and message.get("tool_calls")):
             return RequestRefused(400, f"messages[{i}].content must be a string or a list of parts",
                                   "invalid_value", f"messages[{i}].content")
     return None
+
+
+def unicode_refusal(body: dict) -> RequestRefused | None:
+    """A lone UTF-16 surrogate (JSON ``"\\ud800"``) is valid JSON but no character: the tokenizer fails on it
+    with a message quoting the text around it. Refused naming the message (or "the request"), never the text
+    nor a key the client chose."""
+    messages = body.get("messages")
+    places = [(f"messages[{i}]", message) for i, message in enumerate(messages)] if isinstance(messages, list) else []
+    places.append(("the request", {key: value for key, value in body.items() if key != "messages"}))
+    for where, value in places:
+        stack = [value]
+        while stack:  # every string, keys included, without recursion
+            value = stack.pop()
+            if isinstance(value, str) and LONE_SURROGATE.search(value):
+                return RequestRefused(400, f"{where}: the text holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
+                                           "which is not a character; send valid Unicode", "invalid_text",
+                                      where if where.startswith("messages") else None)
+            if isinstance(value, dict):
+                stack.extend(value.keys())
+                stack.extend(value.values())
+            elif isinstance(value, list):
+                stack.extend(value)
+    return None
+
+
+def engine_failure_reason(exc: BaseException) -> str:
+    """What a client and the log are told when ms-swift's template, tokenizer or model fails a request: its
+    exception text can quote the request (an ``assert`` printing ``new_str: [...]`` with the text and the
+    image's base64), so only messages known to hold numbers alone are kept; the rest name the kind."""
+    message = one_line(exc)
+    if any(pattern.fullmatch(message) for pattern in CONTENT_FREE_ENGINE_MESSAGES):
+        return message
+    return (f"the model could not process this request ({type(exc).__name__}); check each message's "
+            "role and content parts (images in user messages, text elsewhere)")
 
 
 def media_items(body: dict) -> list[tuple[str, str, object]]:
@@ -316,11 +360,13 @@ class RequestGuard:
     and out, seconds and a refusal's reason: never the body (prompts, reports, images).
     """
 
-    def __init__(self, app, api_key: str | None, max_body_bytes: int = MAX_BODY_MB << 20, log=None):
+    def __init__(self, app, api_key: str | None, max_body_bytes: int = MAX_BODY_MB << 20, log=None,
+                 body_timeout_s: float = BODY_TIMEOUT_S):
         self.app = app
         self.api_key = api_key.encode("utf-8") if api_key else None
         self.max_body_bytes = max_body_bytes
         self.log = log
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -364,6 +410,16 @@ class RequestGuard:
         gone = threading.Event()
         disconnected = asyncio.Event()
         watcher: asyncio.Task | None = None
+        # uvicorn has no body read timeout: a client that sends headers and half a body would hold the
+        # connection (and its request slot) for ever. The whole body must arrive by this deadline.
+        body_deadline = time.monotonic() + self.body_timeout_s
+
+        async def body_message():
+            try:
+                return await asyncio.wait_for(receive(), max(body_deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                note["body_timeout"] = self.body_timeout_s  # the handler answers 408 and closes
+                return {"type": "http.disconnect"}
 
         async def watch():
             while (await receive())["type"] != "http.disconnect":
@@ -376,7 +432,7 @@ class RequestGuard:
             if watcher is not None:  # the body is read; the watcher owns the server's receive now
                 await disconnected.wait()
                 return {"type": "http.disconnect"}
-            message = await receive()
+            message = await body_message()
             if message["type"] == "http.disconnect":
                 gone.set()
                 disconnected.set()
@@ -395,6 +451,11 @@ class RequestGuard:
             REQUEST_NOTE.reset(note_token)
             if watcher is not None:
                 watcher.cancel()
+
+
+def body_timed_out(seconds: float) -> str:
+    return (f"the request body did not arrive within {seconds:g} s (BODY_TIMEOUT_S); send the whole body "
+            "at once")
 
 
 def body_too_large(limit: int) -> str:

@@ -62,9 +62,10 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import LOOPBACK, MAX_NEW_TOKENS, NOTICE
 from medswift.core.errors import UsageError, one_line, run_cli
 from medswift.infer.request_guard import (
-    CHARS_PER_TOKEN, CLIENT_GONE, MAX_BODY_MB, MAX_IMAGES, MAX_REQUEST_CHARS, REQUEST_NOTE, RequestGuard,
-    RequestRefused, body_too_large, error_body, field_refusal, image_refusal, max_tokens_refusal, media_refusal,
-    normalise_token_field, parse_body, read_api_key, sequence_refusal, size_refusal,
+    BODY_TIMEOUT_S, CHARS_PER_TOKEN, CLIENT_GONE, MAX_BODY_MB, MAX_IMAGES, MAX_REQUEST_CHARS, REQUEST_NOTE,
+    RequestGuard, RequestRefused, body_timed_out, body_too_large, engine_failure_reason, error_body,
+    field_refusal, image_refusal, max_tokens_refusal, media_refusal, normalise_token_field, parse_body,
+    read_api_key, sequence_refusal, size_refusal, unicode_refusal,
 )
 
 
@@ -186,14 +187,14 @@ def cancellable_engine_class(logger):
 
 
 # --------------------------------------------------------------------------- responses (imports on call)
-def error(status: int, message: str, code: str | None = None, param: str | None = None):
+def error(status: int, message: str, code: str | None = None, param: str | None = None, headers=None):
     """OpenAI's error object as a response; the request's log note gets the message, never the client's text."""
     from fastapi.responses import JSONResponse
 
     note = REQUEST_NOTE.get()
     if note is not None:  # the model name a client sent is its own text: not echoed into the log
         note["error"] = "unknown model" if code == "model_not_found" else one_line(message, 200)
-    return JSONResponse(error_body(status, message, code, param), status_code=status)
+    return JSONResponse(error_body(status, message, code, param), status_code=status, headers=headers)
 
 def refused(exc: RequestRefused):
     return error(exc.status, exc.message, exc.code, exc.param)
@@ -208,6 +209,29 @@ async def read_body(raw_request, limit: int) -> bytes:
         chunks.append(chunk)
     return b"".join(chunks)
 
+def half_sent_body_answer():
+    """408 (and the connection closed) for a body that did not arrive by RequestGuard's deadline; else the
+    client went away mid-body: 400, for the log line."""
+    timeout = (REQUEST_NOTE.get() or {}).get("body_timeout")
+    if timeout:
+        return error(408, body_timed_out(timeout), "request_timeout", headers={"connection": "close"})
+    return error(400, "the client disconnected before sending the whole body", "client_disconnected")
+
+
+class ContentFreeEngineFailures:
+    """Mixed into ms-swift's SwiftDeploy: ms-swift answers a failed request with its exception's text, which
+    can quote the request (``new_str: [...]``); the failure is raised again with a reason that names its
+    kind only (engine_failure_reason), which ms-swift then sends as its 400 and this server logs."""
+
+    async def infer_async(self, *args, **kwargs):
+        try:
+            return await self.infer_engine.infer_async(*args, **kwargs)  # what SwiftInfer's __getattr__ calls
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any engine failure of this one request
+            raise ValueError(engine_failure_reason(exc)) from None
+
+
 def validated(adapter, body: dict):
     """``body`` as ms-swift's request type (a pydantic ``TypeAdapter``), or RequestRefused naming the first bad
     field."""
@@ -220,8 +244,9 @@ def validated(adapter, body: dict):
         where = ".".join(str(part) for part in first["loc"]) or None
         raise RequestRefused(400, f"{where + ': ' if where else ''}{first['msg']}", "invalid_value",
                              where) from None
-    except (ValueError, TypeError, KeyError, AssertionError) as exc:
-        raise RequestRefused(400, one_line(exc)) from None
+    except (ValueError, TypeError, KeyError, AssertionError) as exc:  # ms-swift's checks quote the value
+        raise RequestRefused(400, f"the request does not fit ms-swift's request type ({type(exc).__name__}); "
+                                  "check its fields' types and names", "invalid_value") from None
 
 
 async def validation_error(request, exc):
@@ -252,7 +277,7 @@ def errors_as_events(response):
             async for chunk in chunks:
                 yield chunk
         except Exception as exc:  # noqa: BLE001 - any failure of the generation ends this one stream
-            message = one_line(exc) or type(exc).__name__
+            message = engine_failure_reason(exc)  # never the exception's text: it can quote the request
             logger.warning(f"[medswift] a streamed answer failed: {type(exc).__name__}: {message}")
             note = REQUEST_NOTE.get()
             if note is not None:
@@ -276,7 +301,7 @@ async def checked_request(body: dict, deploy, adapter, allow_remote: bool, max_i
                or sequence_refusal(body, can_stream_several=deploy.args.infer_backend != "transformers"))
     if refusal:
         raise RequestRefused(400, refusal)
-    failed = (field_refusal(body, token_field)
+    failed = (field_refusal(body, token_field) or unicode_refusal(body)
               or size_refusal(body, deploy.max_chars, max_images)
               or await asyncio.to_thread(image_refusal, body))
     if failed:
@@ -303,14 +328,14 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
 
     logger = get_logger()
     limits = {"max_body_bytes": MAX_BODY_MB << 20, "max_chars": None, "max_images": MAX_IMAGES,
-              "log_content": False, **(limits or {})}
+              "log_content": False, "body_timeout_s": BODY_TIMEOUT_S, **(limits or {})}
     logger.addFilter(ContentFilter(limits["log_content"]))
     args.verbose = limits["log_content"]  # ms-swift logs every request's prompt and answer when verbose
     CancellableTransformersEngine = cancellable_engine_class(logger)  # noqa: N806 - a class
     chat_adapter = TypeAdapter(ChatCompletionRequest)
     completion_adapter = TypeAdapter(CompletionRequest)
 
-    class GuardedDeploy(SwiftDeploy):
+    class GuardedDeploy(ContentFreeEngineFailures, SwiftDeploy):
         def __init__(self, deploy_args):
             super().__init__(deploy_args)
             if deploy_args.infer_backend == "transformers":
@@ -323,7 +348,7 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
             logger.info(f"[medswift] text ceiling: {self.max_chars:,} characters per request "
                         f"(model max length {max_length})")
             self.app.add_middleware(RequestGuard, api_key=api_key, max_body_bytes=limits["max_body_bytes"],
-                                    log=logger.info)
+                                    log=logger.info, body_timeout_s=limits["body_timeout_s"])
             self.app.add_exception_handler(RequestValidationError, validation_error)
             self.app.add_exception_handler(Exception, server_error)
 
@@ -343,6 +368,7 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
         def create_error_response(status_code, message: str) -> JSONResponse:
             return error(int(status_code), message)  # ms-swift's own errors get OpenAI's `error` object too
 
+
         async def _checked(self, raw_request: Request, adapter: TypeAdapter):
             """The validated request, or the error response to send."""
             try:
@@ -350,9 +376,8 @@ def build_deploy(args, api_key: str | None, allow_remote: bool, limits: dict | N
                 request = await checked_request(body, self, adapter, allow_remote, limits["max_images"])
             except RequestRefused as exc:
                 return None, refused(exc)
-            except ClientDisconnect:  # a half-sent body: nobody is left to answer
-                return None, error(400, "the client disconnected before sending the whole body",
-                                   "client_disconnected")
+            except ClientDisconnect:  # a half-sent body: nobody is left to answer, or it came too slowly
+                return None, half_sent_body_answer()
             return request, None
 
         async def guarded_chat_completion(self, raw_request: Request):
@@ -384,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{CHARS_PER_TOKEN} per token of the model's max length)")
     p.add_argument("--max_images", type=int, default=MAX_IMAGES,
                    help=f"most images per request (default {MAX_IMAGES})")
+    p.add_argument("--body_timeout_s", type=float, default=BODY_TIMEOUT_S,
+                   help=f"seconds a request's whole body may take to arrive; a slower one is answered 408 "
+                        f"and its connection closed (default {BODY_TIMEOUT_S})")
     p.add_argument("--log_content", action="store_true",
                    help="debugging only: log every request's prompt and answer (patient text in the log)")
     return p
@@ -408,6 +436,8 @@ def deploy_arguments(ours, swift_argv: list[str]):
     for name in ("max_body_mb", "max_images"):
         if getattr(ours, name) < 1:
             raise UsageError(f"--{name} must be at least 1, got {getattr(ours, name)}")
+    if not 0 < ours.body_timeout_s < float("inf"):
+        raise UsageError(f"--body_timeout_s must be a positive number of seconds, got {ours.body_timeout_s}")
     if ours.max_request_chars < 0:
         raise UsageError(f"--max_request_chars must be 0 (automatic) or more, got {ours.max_request_chars}")
 
@@ -449,6 +479,7 @@ def serve(ours, swift_argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="medswift-no-media-") as no_media:
         os.environ["SWIFT_MEDIA_ALLOWED_DIRS"] = no_media
         limits = {"max_body_bytes": ours.max_body_mb << 20, "max_chars": ours.max_request_chars or None,
-                  "max_images": ours.max_images, "log_content": ours.log_content}
+                  "max_images": ours.max_images, "log_content": ours.log_content,
+                  "body_timeout_s": ours.body_timeout_s}
         build_deploy(args, api_key, ours.allow_remote_images, limits).main()
     return 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -119,10 +120,17 @@ def check_rewards(names: list[str], weights: list[str], plugin: Path | None, reg
                          f"({' '.join(names)}): give one weight per reward, or none")
     for w in weights:
         try:
-            float(w)
+            value = float(w)
         except ValueError:
             raise UsageError(f"REWARD_WEIGHTS must be numbers, got '{w}'") from None
-    from medswift.posttrain.rewards import REWARD_NAMES
+        if not 0 <= value < math.inf:  # nan, inf (1e400 too) and negatives: a reward no one can read
+            raise UsageError(f"REWARD_WEIGHTS must be finite numbers of 0 or more, got '{w}'")
+    if weights and not any(float(w) > 0 for w in weights):
+        raise UsageError(f"REWARD_WEIGHTS are all 0 ({' '.join(weights)}): every completion would score the same")
+    from medswift.posttrain.rewards import REWARD_NAMES, length_band, uncertain_policy
+
+    uncertain_policy()  # MEDSWIFT_REWARD_UNCERTAIN and MEDSWIFT_REWARD_LENGTH_BAND: read by the rewards in
+    length_band()  # ms-swift's processes, after the model has loaded; checked here first
 
     if not registry and plugin is not None and plugin.name == "medswift_rewards.py" and plugin.is_file() \
             and set(names) <= set(REWARD_NAMES):
@@ -180,9 +188,12 @@ def build_pairs(samples: Path, names: list[str], weights: list[float], orms: dic
         r["_reward"] = value
     reference_reward = dict(zip(studies, score([g[0]["reference"] for g in studies.values()],
                                                [g[0]["reference"] for g in studies.values()], names, weights, orms)))
-    pairs, ties, single = [], 0, 0
+    pairs, ties, single, blank = [], 0, 0, 0
     for study, group in studies.items():
-        if len(group) < 2 and chosen == "best":
+        answered = [r for r in group if isinstance(r.get("response"), str) and r["response"].strip()]
+        blank += len(group) - len(answered)  # an empty answer teaches DPO nothing, as chosen or rejected
+        group = answered
+        if len(group) < (2 if chosen == "best" else 1):
             single += 1
             continue
         ranked = sorted(group, key=lambda r: r["_reward"])
@@ -197,7 +208,8 @@ def build_pairs(samples: Path, names: list[str], weights: list[float], orms: dic
         pairs.append({"study": study, "prompt": worst["prompt"], "images": worst["images"], "chosen": best_text,
                       "rejected": worst["response"], "chosen_reward": best_reward, "rejected_reward": worst["_reward"]})
     counts = {"studies": len(studies), "samples": len(flat), "pairs": len(pairs), "ties_dropped": ties,
-              "single_sample_dropped": single, "chosen": chosen, "reward_funcs": names, "reward_weights": weights,
+              "single_sample_dropped": single,
+              "blank_samples_dropped": blank, "chosen": chosen, "reward_funcs": names, "reward_weights": weights,
               "mean_sample_reward": sum(rewards) / len(rewards)}
     return pairs, counts
 
@@ -211,20 +223,62 @@ def dpo_records(pairs: list[dict]) -> list[dict]:
             for p in pairs]
 
 
+PAIR_ROLES = ("system", "user", "assistant")
+MAX_PAIR_IMAGES = 8  # images per pair, the converters' default ceiling (llamafactory --max_images)
+
+
+def pair_problem(row) -> str | None:
+    """Why one PAIRS_FILE record would fail in ms-swift (which drops it, or the whole file, with a
+    traceback after the model has loaded), or None. Content is never quoted: only its kind."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages must be a non-empty list"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in PAIR_ROLES:
+            return f"messages[{i}] must have a role of {', '.join(PAIR_ROLES)}"
+        if not isinstance(message.get("content"), str):
+            return f"messages[{i}].content must be text, got {type(message.get('content')).__name__}"
+    if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
+        return "the last message must be the chosen answer (role assistant, non-empty text)"
+    if not any(m["role"] == "user" for m in messages):
+        return "no user message"
+    rejected = row.get("rejected_response")
+    if not isinstance(rejected, str) or not rejected.strip():
+        return "rejected_response must be non-empty text"
+    if rejected.strip() == messages[-1]["content"].strip():
+        return "the chosen and rejected answers are the same text (no preference to learn)"
+    return images_problem(row.get("images", []), sum(m["content"].count("<image>") for m in messages))
+
+
+def images_problem(images, tags: int) -> str | None:
+    """Why a pair's ``images`` field does not fit its ``<image>`` tags or the disk, or None."""
+    if not isinstance(images, list) or not all(isinstance(image, str) and image for image in images):
+        return f"images must be a list of file paths, got {type(images).__name__}"
+    if len(images) > MAX_PAIR_IMAGES:
+        return f"{len(images)} images; at most {MAX_PAIR_IMAGES} per pair"
+    if tags and tags != len(images):
+        return f"{tags} <image> tags for {len(images)} images"
+    missing = next((k for k, image in enumerate(images) if not Path(image).is_file()), None)
+    if missing is not None:
+        return f"images[{missing}] is not a file (missing, or a folder)"
+    return None
+
+
 def check_pairs(path: Path) -> int:
-    """A user's PAIRS_FILE must be in the rejected_response form; stops at the first bad line."""
+    """A user's PAIRS_FILE must be in the rejected_response form, each record one ms-swift can train on:
+    stops at the first bad line, naming it and what is wrong, before any model loads."""
     rows, problems = read_jsonl(path, "pairs file")
     if problems:
         raise UsageError(f"{path} {problems[0]}")
     if not rows:
         raise UsageError(f"pairs file is empty: {path}")
     for n, row in rows:
-        ok = isinstance(row, dict) and isinstance(row.get("messages"), list) and row["messages"] \
-            and isinstance(row["messages"][-1], dict) and row["messages"][-1].get("role") == "assistant" \
-            and isinstance(row.get("rejected_response"), str) and row["rejected_response"].strip()
-        if not ok:
-            raise UsageError(f"{path} line {n}: not a preference pair (messages ending with the chosen assistant "
-                             "turn, images, and a non-empty rejected_response)")
+        problem = pair_problem(row)
+        if problem:
+            raise UsageError(f"{path} line {n}: not a preference pair ({problem}); each record needs messages "
+                             "ending with the chosen assistant turn, images, and a different rejected_response")
     return len(rows)
 
 

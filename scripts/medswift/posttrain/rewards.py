@@ -407,8 +407,8 @@ def length_band(value: str | None = None) -> tuple[float, float]:
         lo, hi = (float(x) for x in raw.split(","))
     except ValueError:
         raise UsageError(f"{LENGTH_BAND_ENV}={raw!r}: expected two ratios 'lo,hi', e.g. 0.5,2") from None
-    if not 0 < lo < hi:
-        raise UsageError(f"{LENGTH_BAND_ENV}={raw!r}: expected 0 < lo < hi")
+    if not 0 < lo < hi < float("inf"):  # nan fails every comparison; inf (1e400 too) is no band
+        raise UsageError(f"{LENGTH_BAND_ENV}={raw!r}: expected finite ratios 0 < lo < hi")
     return lo, hi
 
 

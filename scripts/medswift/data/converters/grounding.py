@@ -25,10 +25,14 @@ The answer is Qwen3-VL's grounding JSON with integer coordinates on its 0-1000 s
 stored (medswift/core/boxes.py); an image without finding answers ``[]``. Each sample repeats it in a
 ``solution`` column, where GRPO's box reward (``--reward_funcs medswift_boxes``) reads it.
 
-Every box is checked against its decoded image: coordinates that are not numbers, zero or negative
-area, an unknown label and a box outside the image are listed in ``skipped_boxes.tsv`` (the box, not
-the image); a missing or unreadable image, or an image none of whose boxes is usable, is listed in
-``skipped.tsv``. Writes train/val/test.jsonl, skipped.tsv, skipped_boxes.tsv, warnings.tsv, summary.json.
+Every box is checked against its decoded image: coordinates that are not numbers (ASCII decimals only:
+"١٠٠" and "1_000" are not), zero or negative area (in pixels, and again once rounded to 0-1000: a box
+under one unit would be written as a line and score IoU 0), an unknown label and a box outside the image
+are listed in ``skipped_boxes.tsv`` (the box, not the image); a missing or unreadable image, an image
+with more than ``--max_boxes_per_image`` box rows, or an image none of whose boxes is usable, is listed
+in ``skipped.tsv``. The CSV is read as a stream in bounded memory; blank lines are counted
+(``csv_blank_lines``). Writes train/val/test.jsonl, skipped.tsv, skipped_boxes.tsv, warnings.tsv,
+summary.json.
 
 For research only, not for diagnosis.
 """
@@ -38,6 +42,8 @@ import csv
 import gzip
 import io
 import math
+import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +80,10 @@ COLUMNS = {"chestxray14": ("Image Index", "Finding Label"),
            "vindr": ("image_id", "class_name", "rad_id", "x_min", "y_min", "x_max", "y_max"),
            "rsna": ("patientId", "x", "y", "width", "height", "Target")}
 FUSIONS = ("majority", "union")
+# Box rows per image, all readers together: VinDr-CXR's busiest image has a few dozen (3 readers);
+# more is a broken or hostile file. Also bounds majority fusion (boxes x clusters per image).
+MAX_BOXES_PER_IMAGE = 200
+MAX_BOXES_CEILING = 2000
 FUSION_RULES = {
     "majority": "boxes of one finding from different radiologists are clustered greedily (each box joins the "
                 "cluster whose mean box overlaps it most, at IoU >= {iou}, one box per radiologist per cluster); "
@@ -92,32 +102,90 @@ class RawBox:
 
 
 # --------------------------------------------------------------------------- reading the CSV
-def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of a CSV, gzipped or not (told by its first bytes, not its name); UTF-8 with
-    or without a BOM; anything else is one error line."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"box CSV not found: {path}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read box CSV {path}: {exc.strerror or exc}") from None
-    if data[:2] == b"\x1f\x8b":
+CHUNK_BYTES = 1 << 20  # the CSV is read in chunks of this many (decompressed) bytes: bounded memory
+MAX_LINE_BYTES = 16 << 20  # a longer line is no box CSV (NIH's lines are ~40 bytes)
+BLANK_RUN = re.compile(rb"(?m)^(?:[ \t\r]*\n)+")  # whole blank lines, a run in one match (a bomb is one run)
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class CsvTable:
+    """A box CSV, gzipped or not (told by its first bytes, not its name), read as a stream: ``header``,
+    then ``rows()`` yields ``(line number, cells)``; blank lines are skipped in C-speed runs and counted
+    (``blank_lines``), so a small .csv.gz that inflates to gigabytes of newlines costs seconds and a few
+    MB, not a MemoryError. UTF-8 with or without a BOM; anything else is one error line. Hand-written
+    over ``csv.reader`` because neither csv nor gzip bounds what a line or a file inflates to."""
+
+    def __init__(self, path: Path):
+        self.path, self.line, self.blank_lines, self.rows_read = path, 0, 0, 0
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise UsageError(f"{path} is a damaged gzip file: {exc}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                         "re-save it as UTF-8") from None
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        raise UsageError(f"{path} is not a readable CSV: {exc}") from None
-    if not rows:
-        raise UsageError(f"{path} is empty")
-    return [h.strip() for h in rows[0]], rows[1:]
+            with open(path, "rb") as probe:
+                gzipped = probe.read(2) == GZIP_MAGIC
+            self.stream = gzip.open(path, "rb") if gzipped else open(path, "rb")
+        except FileNotFoundError:
+            raise UsageError(f"box CSV not found: {path}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read box CSV {path}: {exc.strerror or exc}") from None
+        self.reader = csv.reader(self._lines())
+        self.header = [h.strip() for h in self._next_row() or []]
+        if not self.header:
+            raise UsageError(f"{path} is empty")
+
+    def _read(self) -> bytes:
+        try:
+            return self.stream.read(CHUNK_BYTES)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise UsageError(f"{self.path} is a damaged gzip file: {exc}") from None
+
+    def _decoded(self, data: bytes) -> io.StringIO:
+        try:
+            return io.StringIO(data.decode("utf-8"), newline="")
+        except UnicodeDecodeError as exc:
+            line = self.line + data[:exc.start].count(b"\n") + 1
+            raise UsageError(f"{self.path} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); "
+                             "re-save it as UTF-8") from None
+
+    def _text_lines(self, data: bytes):
+        for text in self._decoded(data):
+            self.line += 1
+            yield text
+
+    def _lines(self):
+        carry, first = b"", True
+        while chunk := self._read():
+            if first:
+                chunk, first = chunk.removeprefix(b"\xef\xbb\xbf"), False
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            data, carry = data[:cut], data[cut:]
+            if len(carry) > MAX_LINE_BYTES:
+                raise UsageError(f"{self.path} line {self.line + 1} is longer than {MAX_LINE_BYTES >> 20} MB: "
+                                 "not a box CSV")
+            pos = 0
+            for run in BLANK_RUN.finditer(data):
+                yield from self._text_lines(data[pos:run.start()])
+                blank = data.count(b"\n", run.start(), run.end())
+                self.blank_lines += blank
+                self.line += blank
+                pos = run.end()
+            yield from self._text_lines(data[pos:])
+        if carry.strip():
+            yield from self._text_lines(carry)
+        self.stream.close()
+
+    def _next_row(self) -> list[str] | None:
+        try:
+            return next(self.reader, None)
+        except csv.Error as exc:
+            raise UsageError(f"{self.path} is not a readable CSV (line {self.line}): {exc}") from None
+
+    def rows(self):
+        """``(line, cells)`` of every row after the header; rows of empty cells count as blank lines."""
+        while (row := self._next_row()) is not None:
+            if not any(cell.strip() for cell in row):
+                self.blank_lines += 1
+                continue
+            self.rows_read += 1
+            yield self.line, row
 
 
 def detect_format(header: list[str], wanted: str, path: Path) -> str:
@@ -135,11 +203,15 @@ def detect_format(header: list[str], wanted: str, path: Path) -> str:
     return found[0]
 
 
+# A coordinate as CSV files write one: ASCII digits only (float() also takes "١٠٠" and "1_000").
+NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
 def _float(text) -> float | None:
-    try:
-        value = float(str(text).strip())
-    except ValueError:
+    text = str(text).strip()
+    if not NUMBER.fullmatch(text):
         return None
+    value = float(text)
     return value if math.isfinite(value) else None
 
 
@@ -172,8 +244,9 @@ class ImageBoxes:
         self.readers: set[str] = set()
 
 
-def read_images(fmt: str, header: list[str], rows: list[list[str]]) -> tuple[dict[str, ImageBoxes], list]:
-    """Images in CSV order with their raw boxes; rows that name no image are returned as problems."""
+def read_images(fmt: str, header: list[str], rows) -> tuple[dict[str, ImageBoxes], list]:
+    """Images in CSV order with their raw boxes (``rows``: ``(line, cells)``, CsvTable.rows()); rows that
+    name no image are returned as problems."""
     col = {name: header.index(name) for name in header if name}
     images: dict[str, ImageBoxes] = {}
     bad_rows = []
@@ -182,9 +255,7 @@ def read_images(fmt: str, header: list[str], rows: list[list[str]]) -> tuple[dic
         i = col.get(name)
         return r[i].strip() if i is not None and i < len(r) else ""
 
-    for n, r in enumerate(rows, 2):
-        if not any(c.strip() for c in r):
-            continue
+    for n, r in rows:
         if fmt == "chestxray14":
             # NIH's header is "Image Index,Finding Label,Bbox [x,y,w,h],,," unquoted: the four numbers sit in
             # the four columns after the label whatever the header calls them.
@@ -244,31 +315,40 @@ def fuse(boxes: list[tuple[str, Box]], readers: int, rule: str, min_iou: float) 
     need = readers // 2 + 1
     out, dropped = [], 0
     for key in sorted({label_key(b.label) for _, b in boxes}):
-        clusters: list[list[tuple[str, Box]]] = []
+        clusters: list[Cluster] = []
         for reader, box in sorted(((r, b) for r, b in boxes if label_key(b.label) == key),
                                   key=lambda rb: (rb[0], rb[1].x1, rb[1].y1, rb[1].x2, rb[1].y2)):
             best, best_iou = None, min_iou
-            for cluster in clusters:
-                if any(r == reader for r, _ in cluster):
+            for cluster in clusters:  # O(boxes x clusters): bounded by --max_boxes_per_image
+                if reader in cluster.readers:
                     continue
-                overlap = iou(box, _mean_box(cluster))
+                overlap = iou(box, cluster.mean)
                 if overlap >= best_iou:
                     best, best_iou = cluster, overlap
             if best is None:
-                clusters.append([(reader, box)])
-            else:
-                best.append((reader, box))
+                best = Cluster(box.label)
+                clusters.append(best)
+            best.add(reader, box)
         for cluster in clusters:
-            if len({r for r, _ in cluster}) >= need:
-                out.append(_mean_box(cluster))
+            if len(cluster.readers) >= need:
+                out.append(cluster.mean)
             else:
-                dropped += len(cluster)
+                dropped += cluster.size
     return out, dropped
 
 
-def _mean_box(cluster: list[tuple[str, Box]]) -> Box:
-    n = len(cluster)
-    return Box(cluster[0][1].label, *(sum(getattr(b, k) for _, b in cluster) / n for k in ("x1", "y1", "x2", "y2")))
+class Cluster:
+    """Boxes of one finding from different readers, with their running mean (no re-summing per box)."""
+
+    def __init__(self, label: str):
+        self.label, self.readers, self.size, self.sums = label, set(), 0, [0, 0, 0, 0]
+        self.mean: Box | None = None
+
+    def add(self, reader: str, box: Box) -> None:
+        self.readers.add(reader)
+        self.size += 1
+        self.sums = [total + value for total, value in zip(self.sums, (box.x1, box.y1, box.x2, box.y2))]
+        self.mean = Box(self.label, *(total / self.size for total in self.sums))
 
 
 # --------------------------------------------------------------------------- samples
@@ -276,8 +356,38 @@ def finding_word(label: str, lang: str) -> str:
     return FINDINGS_ZH.get(label, label) if lang == "zh" else label
 
 
+def has_area(box: Box) -> bool:
+    return box.x2 > box.x1 and box.y2 > box.y1
+
+
 def _sorted(boxes: list[Box]) -> list[Box]:
     return sorted(boxes, key=lambda b: (label_key(b.label), b.y1, b.x1, b.y2, b.x2))
+
+
+def crowded_images(entries: dict[str, ImageBoxes], most: int) -> dict[str, tuple[str, str, str]]:
+    """The skip line of each image with more than ``most`` box rows. Such an image is listed whole, its boxes
+    not cut (a partial answer would teach the model to miss findings); fusion's work stays bounded too."""
+    return {e.image_id: (e.image_id, "too many boxes", f"{len(e.boxes):,} box rows; at most {most} per image "
+                                                       "(--max_boxes_per_image)")
+            for e in entries.values() if len(e.boxes) > most}
+
+
+def usable_boxes(entry: ImageBoxes, width: int, height: int, box_skips: list) -> list[tuple[str, Box]]:
+    """``(reader, box)`` of the entry's boxes that fit its ``width`` x ``height`` image and keep an area once
+    on the 0-1000 scale; each other box is appended to ``box_skips`` with its reason."""
+    usable = []
+    for raw in entry.boxes:
+        problem, box = raw.problem, raw.box
+        where = f"line {raw.row}: {box.label} [{box.x1:g}, {box.y1:g}, {box.x2:g}, {box.y2:g}]" if box else ""
+        if problem is None and (box.x1 < 0 or box.y1 < 0 or box.x2 > width or box.y2 > height):
+            problem = ("box outside the image", f"{where} in {width}x{height}")
+        if problem is None and not has_area(normalise_box(box, width, height)):
+            problem = ("zero area at 0-1000", f"{where} is under one unit of 1000 in {width}x{height}")
+        if problem:
+            box_skips.append((entry.image_id, *problem))
+        else:
+            usable.append((raw.reader, box))
+    return usable
 
 
 def image_size(path: str) -> tuple[int, int]:
@@ -299,22 +409,16 @@ def checked_answers(conv: Conversion, entries: dict, args) -> tuple[dict[str, li
     for cand in conv.kept:
         entry = entries[cand.record_id]
         width, height = image_size(conv.images[cand.record_id][0])
-        usable: list[tuple[str, Box]] = []
-        for raw in entry.boxes:
-            problem = raw.problem
-            if problem is None and (raw.box.x1 < 0 or raw.box.y1 < 0 or raw.box.x2 > width or raw.box.y2 > height):
-                problem = ("box outside the image", f"line {raw.row}: {raw.box.label} "
-                           f"[{raw.box.x1:g}, {raw.box.y1:g}, {raw.box.x2:g}, {raw.box.y2:g}] in {width}x{height}")
-            if problem:
-                box_skips.append((entry.image_id, *problem))
-            else:
-                usable.append((raw.reader, raw.box))
+        usable = usable_boxes(entry, width, height, box_skips)
         if entry.boxes and not usable:
             no_box.append(cand)  # it had findings, none usable: writing [] would call it normal
             continue
         fused, dropped = fuse(usable, len(entry.readers), args.fusion, args.fusion_iou)
         fused_away += dropped
-        answers[cand.record_id] = _sorted([normalise_box(b, width, height) for b in fused])
+        scaled = [normalise_box(b, width, height) for b in fused]
+        box_skips += [(entry.image_id, "zero area at 0-1000", f"a fused {b.label} box is under one unit of 1000")
+                      for b in scaled if not has_area(b)]  # a mean of thin boxes can round to a line
+        answers[cand.record_id] = _sorted([b for b in scaled if has_area(b)])
     return answers, box_skips, no_box, fused_away
 
 
@@ -368,17 +472,22 @@ def boxes_summary(entries: dict, conv: Conversion, answers: dict, box_skips: lis
 def convert(args) -> dict:
     if not 0 < args.fusion_iou <= 1:
         raise UsageError(f"--fusion_iou must be in (0, 1], got {args.fusion_iou}")
+    if not 1 <= args.max_boxes_per_image <= MAX_BOXES_CEILING:
+        raise UsageError(f"--max_boxes_per_image must be 1-{MAX_BOXES_CEILING}, got {args.max_boxes_per_image}")
     csv_path = Path(args.csv)
-    header, rows = read_table(csv_path)
+    table = CsvTable(csv_path)
+    header = table.header
     fmt = detect_format(header, args.format, csv_path)
     images_dirs = [Path(d) for d in args.images_dir]
     index = index_images(images_dirs)
     out_dir = Path(args.output_dir)
     prepare_output_dir(out_dir)
-    entries, bad_rows = read_images(fmt, header, rows)
-
+    entries, bad_rows = read_images(fmt, header, table.rows())
+    crowded = crowded_images(entries, args.max_boxes_per_image)
     candidates = []
     for entry in entries.values():
+        if entry.image_id in crowded:
+            continue
         name = next((f for f in entry.file_names if f in index), entry.file_names[0])
         candidates.append(Candidate(entry.image_id, name, group=entry.group))
     conv = check_and_split(candidates, index, out_dir, args, images_dirs=images_dirs)
@@ -392,6 +501,7 @@ def convert(args) -> dict:
     write_splits(out_dir, written)
     write_skipped(out_dir / "skipped_boxes.tsv", box_skips, header=("image_id", "reason", "detail"))
     conv.validated.skipped.extend(bad_rows)
+    conv.validated.skipped.extend(crowded.values())
     kept_groups = {c.group for c in kept}
     conv_written = Conversion(kept, conv.images, {g: s for g, s in conv.split_of.items() if g in kept_groups},
                               conv.validated)
@@ -399,7 +509,8 @@ def convert(args) -> dict:
     lists = write_lists(out_dir, conv.validated)
     return summarise("grounding", len(entries) + len(bad_rows), images_per_split, conv_written, lists, args,
                      "patients" if fmt != "vindr" else "images",
-                     format=fmt, grounding_task=args.task, csv_rows=len(rows),
+                     format=fmt, grounding_task=args.task, csv_rows=table.rows_read,
+                     csv_blank_lines=table.blank_lines,
                      samples_per_split={s: len(written[s]) for s in SPLITS}, boxes=summary_of_boxes,
                      no_finding_images=no_finding_images,
                      fusion={"rule": args.fusion if fmt == "vindr" else "none (one reader per image)",
@@ -423,6 +534,9 @@ def build_parser():
     p.add_argument("--fusion", choices=FUSIONS, default="majority",
                    help="VinDr-CXR: how several radiologists' boxes become one answer (docs/grounding.md)")
     p.add_argument("--fusion_iou", type=float, default=0.4, help="majority fusion: IoU that joins two boxes")
+    p.add_argument("--max_boxes_per_image", type=int, default=MAX_BOXES_PER_IMAGE,
+                   help=f"an image with more box rows (all readers) is listed in skipped.tsv, not written "
+                        f"(default {MAX_BOXES_PER_IMAGE}; at most {MAX_BOXES_CEILING})")
     add_common_args(p, "grounding_swift", val_ratio=0.1, test_ratio=0.1, lang="en")
     return p
 

@@ -88,7 +88,28 @@ def write_chexbert(root: Path, seed: int, head_scale: float = 40.0) -> None:
     torch.save({"epoch": 0, "model_state_dict": state}, root / "chexbert.pth")
 
 
-BUILDERS = {"chexbert": write_chexbert}
+def write_distilroberta(root: Path, seed: int) -> None:
+    """``distilroberta-base/``: RoBERTa's format (byte-level BPE vocab.json + merges.txt, trained on the
+    reports) with distilroberta-base's 6 layers but a small width; random weights."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
+
+    folder = root / "distilroberta-base"
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(reports(), vocab_size=2000, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                            show_progress=False)
+    bpe.save_model(str(folder))
+    RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = RobertaConfig(vocab_size=bpe.get_vocab_size(), hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                           bos_token_id=0, eos_token_id=2)
+    RobertaModel(config).save_pretrained(folder)
+
+
+BUILDERS = {"chexbert": write_chexbert, "bertscore": write_distilroberta}
 
 
 def main(argv: list[str] | None = None) -> int:

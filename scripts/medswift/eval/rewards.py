@@ -53,7 +53,8 @@ from medswift.eval.findings import FINDINGS, NEGATIVE, NO_FINDING, POSITIVE, UNC
 # The names scripts/swift_plugins/medswift_rewards.py registers with ms-swift (test_rewards.py
 # checks they agree), for launchers that check --reward_funcs without importing ms-swift.
 REWARD_NAMES = ("medswift_findings", "medswift_format", "medswift_repetition", "medswift_think_format",
-                "medswift_boxes")  # medswift_boxes: medswift.eval.boxes.box_reward
+                "medswift_boxes",  # medswift_boxes: medswift.eval.boxes.box_reward
+                "chexbert_f1")  # medswift.eval.field_rewards (needs CheXbert's weights: docs/metrics.md)
 UNCERTAIN_POLICIES = ("partial", "positive", "negative")
 UNCERTAIN_ENV = "MEDSWIFT_REWARD_UNCERTAIN"
 # Findings whose presence makes a study abnormal (devices do not).

@@ -80,7 +80,7 @@ class CheXbert:
         self.batch_size = batch_size
         self.tokenizer = BertTokenizer.from_pretrained(str(bert), local_files_only=True)
         self.model = build_labeller(BertConfig.from_pretrained(str(bert), local_files_only=True))
-        self.model.load_state_dict(read_state(checkpoint), strict=True)
+        load_strictly(self.model, read_state(checkpoint), checkpoint)
         self.model.to(self.device).eval()
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -138,6 +138,19 @@ def read_state(path: Path) -> dict:
         raise UsageError(f"{path} has no model_state_dict: not a CheXbert checkpoint")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in saved["model_state_dict"].items()}
     return {k: v for k, v in state.items() if k not in NOT_WEIGHTS}
+
+
+def load_strictly(model, state: dict, path: Path) -> None:
+    """Every parameter from the file, nothing left over, every shape right; else one line."""
+    expected = model.state_dict()
+    lacking = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    for problem, keys in (("lacks", lacking), ("has unexpected", extra), ("has wrongly shaped", wrong)):
+        if keys:
+            raise UsageError(f"{path} {problem} weights ({len(keys)}: {', '.join(keys[:3])}"
+                             f"{', ...' if len(keys) > 3 else ''}): not CheXbert's checkpoint over bert-base-uncased")
+    model.load_state_dict(state, strict=True)
 
 
 def f1_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:

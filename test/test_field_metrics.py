@@ -169,7 +169,7 @@ def test_metric_names_are_checked_before_any_work():
 def test_bertscore_is_rexranks_configuration_of_the_package(weights_dir):
     """Rescaled with bert-score's shipped distilroberta-base baseline at layer 5, IDF off; the
     transformers-5 fixes (max length, empty sentence) give bert-score's own numbers."""
-    from bert_score import score as reference_score
+    from bert_score import BERTScorer
 
     from medswift.eval.field.bertscore import LAYER, BertScore, baseline_file
 
@@ -180,8 +180,9 @@ def test_bertscore_is_rexranks_configuration_of_the_package(weights_dir):
     got = scorer.f1(refs, preds)
     baseline = np.loadtxt(baseline_file(), delimiter=",", skiprows=1)
     b = baseline[baseline[:, 0] == LAYER][0, 3]  # column F
-    _, _, raw = reference_score(preds[:2], [" ".join(r.split()) for r in refs[:2]], model_type=str(folder),
-                                num_layers=LAYER, idf=False, device="cpu")
+    reference = BERTScorer(model_type=str(folder), num_layers=LAYER, idf=False, device="cpu")
+    reference._tokenizer.model_max_length = 512  # unset in the folder, as in distilroberta-base's own
+    _, _, raw = reference.score(preds[:2], [" ".join(r.split()) for r in refs[:2]])
     assert np.allclose(got[:2], (raw.numpy() - b) / (1 - b), atol=1e-6)
     assert got[1] == pytest.approx(1.0, abs=1e-6)  # identical reports
     assert got[2] == pytest.approx(-b / (1 - b), abs=1e-6)  # an empty report: raw 0, rescaled

@@ -77,7 +77,7 @@ def missing(name: str, root: Path | None, what: str = "") -> UsageError:
     pub = PUBLISHED[name]
     where = f"in {root}" if root else f"(no --metrics_dir or {ENV})"
     return UsageError(f"{name}{what} not found {where} nor in the Hugging Face cache: it is published at "
-                      f"{pub.url} under {pub.licence}; place it there (docs/metrics.md)")
+                      f"{pub.url}, licence: {pub.licence}; place it there (docs/metrics.md)")
 
 
 def _cached(pub: Published) -> Path | None:

@@ -126,6 +126,11 @@ def test_chexbert_figures_equal_f1chexbert_offline(weights_dir, pairs, tmp_path,
     assert "ReXrank-style line" in card and "For research only, not for diagnosis." in card
     assert f"CheXbert micro-F1 (14) {m['chexbert']['micro_f1_14']:.3f}" in proc.stdout
     assert m["field_metrics"]["weights"]["chexbert.pth"] == str(weights_dir / "chexbert.pth")
+    # what the SFT-vs-RL comparison reads from a card
+    assert field.headline(m) == {"CheXbert micro-F1 (14)": m["chexbert"]["micro_f1_14"],
+                                 "CheXbert macro-F1 (14)": m["chexbert"]["macro_f1_14"],
+                                 "CheXbert micro-F1 (5)": m["chexbert"]["micro_f1_5"],
+                                 "CheXbert macro-F1 (5)": m["chexbert"]["macro_f1_5"], "SembScore": m["semb"]["mean"]}
 
 
 def test_a_folder_without_chexbert_is_one_line_naming_it(pairs, tmp_path):

@@ -369,6 +369,8 @@ def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int
     t0 = time.perf_counter()
     loaded = load_rows(predictions)
     _lap(timings, "load rows", t0)
+    if boxes.grounding_rows(loaded[0]) and field_names:
+        raise UsageError("--clinical_metrics scores report text; these references are box answers (the box card)")
     if boxes.grounding_rows(loaded[0]):  # every reference is box JSON: the box card (medswift/eval/boxes.py)
         return boxes.evaluate_grounding(predictions, out, *loaded, n_boot=n_boot, seed=seed, worst_n=worst_n)
     metrics, worst_rows = score(predictions, loaded, lang, worst_n, protocol=protocol, dataset_style=dataset_style,

@@ -179,7 +179,7 @@ def card_lines(m: dict, fmt_ci) -> list[str]:
     if not any(name in m for name in METRICS):
         return []
     lines = ["", "## Field metrics", "",
-             "Scored with the published models' weights from " + (m["field_metrics"]["metrics_dir"] or
+             "Model-based metrics from the weights in " + (m["field_metrics"]["metrics_dir"] or
                                                                   "the Hugging Face cache")
              + ", offline (docs/metrics.md). In brackets: the same 95% bootstrap intervals as above.", "",
              "| metric | value |", "|---|---|"]

@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from build_metric_weights import main as build_weights  # scripts/ is on pytest's pythonpath
 from helpers import PYTHON, ROOT, one_error_line, shuffled_rows, write_rows
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from build_metric_weights import main as build_weights  # noqa: E402
-from medswift.core.errors import UsageError  # noqa: E402
-from medswift.eval import field  # noqa: E402
+from medswift.core.errors import UsageError
+from medswift.eval import field
 
 # Any connection but loopback is logged and refused: the scorers must never reach a network.
 NO_NETWORK = '''

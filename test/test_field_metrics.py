@@ -202,3 +202,12 @@ def test_chexbert_f1_reward_labels_once_and_scores_pairs(weights_dir):
     expected = [f1_score(labels[8 + i], labels[i], zero_division=1.0) for i in range(8)]
     assert values[:8] == pytest.approx(expected)
     assert values[8:] == [1.0, 1.0] and all(0 <= v <= 1 for v in values)
+
+
+def test_box_answers_are_not_scored_as_reports(weights_dir, tmp_path):
+    boxes = json.dumps([{"bbox_2d": [100, 120, 400, 380], "label": "Cardiomegaly"}])
+    path = tmp_path / "grounding.jsonl"
+    write_rows(path, [{"key": f"g{i}", "response": boxes, "reference": boxes} for i in range(3)])
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(tmp_path / "card"), "--clinical_metrics",
+                     "chexbert", "--metrics_dir", str(weights_dir)], offline_env(tmp_path), check=False)
+    assert proc.returncode == 2 and "box answers" in one_error_line(proc.stderr)

@@ -477,7 +477,7 @@ def test_box_card_is_decided_on_whole_rows_and_caps_boxes_by_count(tmp_path):
     assert len(rows[-1]["reference"]) > 20_000
     m = card_of(tmp_path, rows)
     assert m["task"] == "grounding" and m["n"] == 4 and m["invalid"] == 0, m.get("task")
-    cap = boxes.MAX_SCORED_BOXES
+    cap = box_card.MAX_SCORED_BOXES
     assert m["per_finding"]["Nodule/Mass"]["reference_boxes"] == 3 + cap
     for field in ("reference", "response"):
         assert f"crowded: {field} has more than {cap} boxes; the first {cap} were scored" in m["problems"]

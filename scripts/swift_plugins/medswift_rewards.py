@@ -16,6 +16,8 @@ turn). Registered names:
 * ``medswift_boxes``: for grounding data (scripts/convert_grounding.py), IoU-matched soft F1 of the
   completion's Qwen3-VL box JSON against the reference boxes, one-to-one (Hungarian) matching of
   same-label boxes as RadVLM-GRPO does; not box JSON scores 0, a correct ``[]`` scores 1.
+* ``chexbert_f1``: F1 of the completion's and the reference's CheXbert labels (medswift.posttrain.field_rewards),
+  from the weights in MEDSWIFT_METRICS_DIR (or the Hugging Face cache), loaded once per run.
 
 Every reward follows one input contract (medswift.posttrain.reward_inputs.text_inputs): completions and
 solutions are read as text (strings, TRL's chat messages, ms-swift's content parts); anything else
@@ -108,8 +110,23 @@ class MedSwiftBoxes(ORM):
         return [rewards.box_reward(c or "", r) for c, r in zip(completions, refs)]
 
 
+class ChexbertF1(ORM):
+
+    def __init__(self, args=None, **kwargs):
+        super().__init__(args, **kwargs)
+        from medswift.posttrain.field_rewards import ChexbertF1 as Scorer
+
+        self.scorer = Scorer()  # a missing chexbert.pth stops here, before training, in one line
+
+    @text_inputs("chexbert_f1", needs_solution=True)
+    def __call__(self, completions, solution=None, **kwargs):
+        refs = _references("chexbert_f1", completions, solution)
+        return self.scorer([c or "" for c in completions], refs)
+
+
 orms["medswift_findings"] = MedSwiftFindings
 orms["medswift_format"] = MedSwiftFormat
 orms["medswift_repetition"] = MedSwiftRepetition
 orms["medswift_think_format"] = MedSwiftThinkFormat
 orms["medswift_boxes"] = MedSwiftBoxes
+orms["chexbert_f1"] = ChexbertF1

@@ -42,6 +42,7 @@ For research only, not for diagnosis.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -52,6 +53,7 @@ from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import read_jsonl, write_atomic, write_json
 from medswift.eval import bootstrap, findings, provenance, r2gen_cleaning, scorer_workers, temporal, text_metrics
 from medswift.eval import box_card
+from medswift.eval import field as field_metrics
 from medswift.eval.charts import plot_findings, plot_text
 
 # Responses and references are scored on their first MAX_SCORED_CHARS characters (a report is 1-3 K): one
@@ -312,6 +314,7 @@ def write_report(m: dict, worst: list[dict], out: Path) -> None:
     for name, v in m["findings"]["per_finding"].items():
         lines.append(f"| {name} | {fmt(v['precision'])} | {fmt(v['recall'])} | {fmt(v['f1'])} | {v['support']} | "
                      f"{v['predicted']} |")
+    lines += field_metrics.card_lines(m, with_ci)  # --clinical_metrics: the field's metrics (medswift/eval/field)
     abl = m["ablation"]
     lines += ["", "![per-finding F1](findings_f1.png)", ""] + temporal_lines(m["temporal"])
     lines += ["## Does the model read the image?", "",
@@ -378,24 +381,35 @@ def choose_protocol(protocol: str, dataset_style: str | None, max_tokens: int | 
 def evaluate(predictions: Path, out: Path, lang: str | None = None, worst_n: int = 10, *,
              protocol: str = "default", dataset_style: str | None = None, reference_max_tokens: int | None = None,
              n_boot: int = 1000, seed: int = 0, meteor_sample: int = 5000, workers: int | None = None,
-             timings: dict | None = None) -> dict:
+             timings: dict | None = None, clinical_metrics: str | None = None, metrics_dir: str | None = None) -> dict:
     """Score ``predictions`` and write the report card into ``out`` (metrics.json, report.md, two
     charts); returns the metrics. ``lang`` None: each record's language is its reference's, so a
     mixed file is scored per language (Chinese with the character/jieba tokenisations, English
     with PTB) instead of forcing one language's rules on the other's reports."""
     workers = check_settings(out, n_boot, meteor_sample, workers)
+    field_names = field_metrics.parse(clinical_metrics)
+    located = field_metrics.locate(field_names, metrics_dir)  # a missing weight stops here, before any scoring
     t0 = time.perf_counter()
     loaded = load_rows(predictions, cut=False)
     _lap(timings, "load rows", t0)
     # Decided on whole rows: every reference is box JSON -> the box card (medswift/eval/box_card.py), which
     # caps what it scores by box count; else the text card, on texts cut to MAX_SCORED_CHARS.
     if box_card.grounding_rows(loaded[0]):
+        if field_names:
+            raise UsageError("--clinical_metrics scores report text; these references are box answers (the box card)")
         return box_card.evaluate_grounding(predictions, out, *loaded, n_boot=n_boot, seed=seed, worst_n=worst_n)
     cut_for_scoring(loaded[0] + loaded[1])
     metrics, worst_rows = score(predictions, loaded, lang, worst_n, protocol=protocol, dataset_style=dataset_style,
                                 reference_max_tokens=reference_max_tokens, n_boot=n_boot, seed=seed,
                                 meteor_sample=meteor_sample, workers=workers, timings=timings)
-    write_card(metrics, worst_rows, out, timings)
+    field_rows = None
+    if field_names:
+        t0 = time.perf_counter()
+        refs, preds = [r["reference"] for r in loaded[0]], [answer_text(r["response"]) for r in loaded[0]]
+        field_rows = field_metrics.add_to(metrics, refs, preds, field_names, located, n_boot, seed)
+        field_rows = [{"key": r["key"], **row} for r, row in zip(loaded[0], field_rows)]
+        _lap(timings, "field metrics", t0)
+    write_card(metrics, worst_rows, out, timings, field_rows)
     return metrics
 
 
@@ -479,7 +493,8 @@ def score(predictions: Path, loaded: tuple, lang: str | None, worst_n: int, *, p
     return metrics, worst_rows
 
 
-def write_card(metrics: dict, worst_rows: list[dict], out: Path, timings: dict | None = None) -> None:
+def write_card(metrics: dict, worst_rows: list[dict], out: Path, timings: dict | None = None,
+               field_rows: list[dict] | None = None) -> None:
     """metrics.json, the two charts and report.md, each written atomically (a reader, or a run
     killed mid-write, never sees half a file)."""
     t0 = time.perf_counter()
@@ -488,6 +503,8 @@ def write_card(metrics: dict, worst_rows: list[dict], out: Path, timings: dict |
     except OSError as exc:
         raise UsageError(f"cannot create --output_dir {out}: {exc.strerror or exc}") from None
     write_json(out / "metrics.json", metrics)
+    if field_rows is not None:  # per-report labels and scores of --clinical_metrics, keyed like the predictions
+        write_atomic(out / "field_scores.jsonl", "".join(json.dumps(r) + "\n" for r in field_rows))
     plot_findings(metrics["findings"]["per_finding"], out / "findings_f1.png")
     plot_text(metrics["text"], out / "text_metrics.png")
     write_report(metrics, worst_rows, out)
@@ -521,6 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score METEOR (the slow Java jar) on a seeded sample of N records when there are more "
                         "(0: all records); the card says so")
     p.add_argument("--workers", type=int, help="worker processes for files of 2,000+ records (default: up to 2 cores)")
+    p.add_argument("--clinical_metrics", metavar="LIST",
+                   help="the field's model-based metrics, comma-separated, from local weights, offline: "
+                        f"{','.join(field_metrics.BUILT)} (docs/metrics.md)")
+    p.add_argument("--metrics_dir", metavar="DIR",
+                   help=f"their weights by upstream name (chexbert.pth, bert-base-uncased/, distilroberta-base/...); "
+                        f"default ${field_metrics.weights.ENV}, else the Hugging Face cache")
     return p
 
 
@@ -532,7 +555,8 @@ def report(args) -> int:
     findings.uncertainty_policy()  # a bad MEDSWIFT_REWARD_UNCERTAIN stops here, before any scoring
     m = evaluate(Path(args.predictions), Path(args.output_dir), args.lang, args.worst, protocol=args.protocol,
                  dataset_style=args.dataset_style, reference_max_tokens=args.reference_max_tokens,
-                 n_boot=args.bootstrap, seed=args.seed, meteor_sample=args.meteor_sample, workers=args.workers)
+                 n_boot=args.bootstrap, seed=args.seed, meteor_sample=args.meteor_sample, workers=args.workers,
+                 clinical_metrics=args.clinical_metrics, metrics_dir=args.metrics_dir)
     if m.get("task") == "grounding":
         print("\n".join(box_card.summary_lines(m)))
         print(f"report: {Path(args.output_dir) / 'report.md'}")
@@ -546,6 +570,8 @@ def report(args) -> int:
     fci = (m["ci95"] or {}).get("findings", {})
     print(f"finding F1 (rule-based) micro {with_ci(m['findings']['micro_f1'], fci.get('micro_f1'))} "
           f"over {m['n']} reports")
+    for label, value in field_metrics.headline(m).items():
+        print(f"{label} {fmt(value)}")
     if m["meteor_sampled"]:
         print("METEOR on a seeded sample: " + ", ".join(f"{n} of {m['text_n'][s]} records ({s})"
                                                         for s, n in m["meteor_sample_size"].items() if n is not None))

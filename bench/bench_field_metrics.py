@@ -1,0 +1,86 @@
+"""CheXbert's speed: reports labelled per second, batched (the toolkit) vs one at a time (f1chexbert's way).
+
+Usage:
+    python bench/bench_field_metrics.py [--reports 128] [--batch_size 32] [--metrics_dir DIR]
+
+Without --metrics_dir the bench builds random weights of CheXbert's published shape
+(scripts/build_metric_weights.py: bert-base-uncased, 110 M parameters) into a temporary folder:
+the speed is the architecture's, whatever the weights. Reports are the first --reports distinct
+bundled OpenI reports (data/openi/openi-en.json), real lengths. Each way labels the same reports
+with a fresh labeller (no cache between them), on the GPU when there is one; the bench prints
+reports/s for each, their ratio, whether the batched rate meets the target of 20 reports/s on
+2 CPU cores, and the chexbert_f1 reward's pairs/s (completions and references labelled in one pass).
+Research only, not diagnosis.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+TARGET = 20.0  # reports/s on 2 CPU cores (issue 27)
+
+
+def reports(n: int) -> list[str]:
+    annotations = json.loads((ROOT / "data" / "openi" / "openi-en.json").read_text(encoding="utf-8"))["annotations"]
+    return list(dict.fromkeys(a["caption"] for a in annotations))[:n]
+
+
+def rate(root: Path, texts: list[str], batch_size: int) -> float:
+    from medswift.eval.field.chexbert import CheXbert
+
+    labeller = CheXbert(root, batch_size=batch_size)
+    start = time.perf_counter()
+    if batch_size == 1:  # f1chexbert's get_label: one report per forward pass
+        for text in texts:
+            labeller.labels([text])
+    else:
+        labeller.labels(texts)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def reward_rate(root: Path, texts: list[str]) -> float:
+    from medswift.posttrain.field_rewards import ChexbertF1
+
+    reward = ChexbertF1(str(root))
+    half = len(texts) // 2
+    start = time.perf_counter()
+    reward(texts[:half], texts[half:2 * half])
+    return half / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reports", type=int, default=128)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--metrics_dir", help="real weights (default: random weights of the published shape)")
+    args = p.parse_args(argv)
+    import torch
+
+    texts = reports(args.reports)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.metrics_dir) if args.metrics_dir else Path(tmp)
+        if not args.metrics_dir:
+            from build_metric_weights import main as build
+
+            build(["--output_dir", tmp, "--only", "chexbert"])
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+        single = rate(root, texts, 1)
+        batched = rate(root, texts, args.batch_size)
+        pairs = reward_rate(root, texts)
+    print(f"CheXbert on {len(texts)} OpenI reports ({device}, torch threads {torch.get_num_threads()}):")
+    print(f"  one at a time (f1chexbert's way): {single:8.1f} reports/s")
+    print(f"  batched, --batch_size {args.batch_size}:      {batched:8.1f} reports/s  ({batched / single:.1f}x)")
+    print(f"  chexbert_f1 reward:               {pairs:8.1f} pairs/s (each pair: two reports)")
+    print(f"target {TARGET:.0f} reports/s batched: {'met' if batched >= TARGET else 'NOT met'} on this machine")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

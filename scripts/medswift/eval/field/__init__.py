@@ -1,0 +1,204 @@
+"""The field's report-generation metrics from locally supplied weights, offline.
+
+``scripts/evaluate.py --clinical_metrics chexbert,semb,bertscore --metrics_dir DIR`` (or
+``MEDSWIFT_METRICS_DIR``) adds them to the report card; the layout of DIR, where each weight is
+published and under which licence: medswift/eval/field/weights.py and docs/metrics.md.
+
+* ``chexbert``: CheXbert F1, micro and macro over 14 and over 5 observations, uncertain counted
+  positive, exactly as f1chexbert 0.0.2 computes them (field/chexbert.py);
+* ``semb``: SembScore, the cosine of the two reports' CheXbert embeddings (CXR-Report-Metric);
+* ``bertscore``: BERTScore F1 as ReXrank configures it: distilroberta-base, layer 5, baseline
+  rescaling, IDF off, through the ``bert-score`` package (field/bertscore.py).
+
+Each headline has a 95% percentile-bootstrap interval over records (eval/bootstrap.py, the same
+resampling as the rule-based card). ``radgraph``, ``radcliq``, ``ratescore`` and ``green`` are
+named by the flag but not built yet: asking for one is one error line saying so.
+Research only, not diagnosis.
+"""
+from __future__ import annotations
+
+
+import numpy as np
+
+from medswift.core.errors import UsageError
+from medswift.eval import bootstrap
+from medswift.eval.field import weights
+
+METRICS = ("chexbert", "semb", "radgraph", "bertscore", "ratescore", "green", "radcliq")
+BUILT = ("chexbert", "semb", "bertscore")
+# What each metric needs in DIR (checked before any scoring starts).
+NEEDS = {"chexbert": ("chexbert.pth", "bert-base-uncased"), "semb": ("chexbert.pth", "bert-base-uncased"),
+         "bertscore": ("distilroberta-base",)}
+TITLES = {"chexbert": "CheXbert F1 (f1chexbert 0.0.2, uncertain = positive)",
+          "semb": "SembScore (cosine of CheXbert embeddings)",
+          "bertscore": "BERTScore F1 (distilroberta-base, layer 5, baseline-rescaled, no IDF)"}
+
+
+def parse(spec: str | None) -> list[str]:
+    """``--clinical_metrics`` as a list in METRICS order; [] for none."""
+    names = [n.strip().lower() for n in (spec or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise UsageError(f"--clinical_metrics: unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+    later = [n for n in names if n not in BUILT]
+    if later:
+        raise UsageError(f"--clinical_metrics {','.join(later)}: not available in this version of the toolkit "
+                         f"(available: {', '.join(BUILT)}; docs/metrics.md)")
+    return [n for n in METRICS if n in names]
+
+
+def locate(names: list[str], flag: str | None) -> dict:
+    """Resolve DIR and every file the metrics need, before any scoring: a missing one is one
+    ``error:`` line naming it. Returns {"root": DIR or None, "files": {upstream name: path}}."""
+    if not names:
+        return {"root": None, "files": {}}
+    weights.go_offline()
+    root = weights.metrics_dir(flag)
+    files = {}
+    for name in dict.fromkeys(n for m in names for n in NEEDS[m]):
+        if name.endswith(".pth"):
+            files[name] = weights.model_file(root, name)
+        elif name == "bert-base-uncased":
+            files[name] = weights.model_folder(root, name, ("config.json", "vocab.txt"))
+        else:
+            files[name] = weights.model_folder(root, name)
+    return {"root": root, "files": files}
+
+
+def mean_interval(values: np.ndarray, n_boot: int, seed: int) -> list[float | None] | None:
+    if not n_boot:
+        return None
+    per = np.asarray(values, dtype=np.float64).reshape(-1, 1)
+    return bootstrap.intervals({"v": per}, {"v": (["mean"], lambda sums, n: sums / n)}, n_boot, seed)["mean"]
+
+
+def score(refs: list[str], preds: list[str], names: list[str], located: dict, n_boot: int = 1000,
+          seed: int = 0) -> tuple[dict, list[dict]]:
+    """({metric: section of metrics.json}, one dict of per-report labels and scores per pair)."""
+    sections: dict = {}
+    rows: list[dict] = [{} for _ in refs]
+    if {"chexbert", "semb"} & set(names):
+        from medswift.eval.field.chexbert import CheXbert
+
+        labeller = CheXbert(located["root"])
+        if "chexbert" in names:
+            sections["chexbert"] = chexbert_section(labeller, refs, preds, rows, n_boot, seed)
+        if "semb" in names:
+            from medswift.eval.field.chexbert import cosine
+
+            values = cosine(labeller.embeddings(refs), labeller.embeddings(preds))
+            sections["semb"] = {"name": TITLES["semb"], "mean": float(values.mean()),
+                                "ci95": mean_interval(values, n_boot, seed)}
+            for row, v in zip(rows, values):
+                row["semb"] = float(v)
+    if "bertscore" in names:
+        from medswift.eval.field.bertscore import BertScore
+
+        values = BertScore(located["files"]["distilroberta-base"]).f1(refs, preds)
+        sections["bertscore"] = {"name": TITLES["bertscore"], "mean": float(values.mean()),
+                                 "ci95": mean_interval(values, n_boot, seed)}
+        for row, v in zip(rows, values):
+            row["bertscore"] = float(v)
+    return sections, rows
+
+
+def prep_words(text: str) -> list[str]:
+    """CXR-Report-Metric's prep_reports: lower-case, a space before each full stop, split on spaces."""
+    return [w for w in str(text).lower().replace(".", " .").split(" ") if w != ""]
+
+
+def bleu2(refs: list[str], preds: list[str]) -> np.ndarray | None:
+    """ReXrank's BLEU-2 per report (fast_bleu, weights 1/2, 1/2, CXR-Report-Metric's words);
+    None when fast_bleu is not installed (the metrics extra installs it)."""
+    try:
+        from fast_bleu import BLEU
+    except ImportError:
+        return None
+    return np.array([BLEU([prep_words(r)], {"bigram": (0.5, 0.5)}).get_score([prep_words(p)])["bigram"][0]
+                     for r, p in zip(refs, preds)], dtype=np.float64)
+
+
+def add_to(metrics: dict, refs: list[str], preds: list[str], names: list[str], located: dict,
+           n_boot: int, seed: int) -> list[dict]:
+    """Score the field metrics into ``metrics`` (one section each, plus ``field_metrics``: where
+    the weights came from and the packages' versions); returns the per-report rows."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    sections, rows = score(refs, preds, names, located, n_boot, seed)
+    values = bleu2(refs, preds)
+    if values is not None:
+        sections["bleu2_rexrank"] = {"name": "BLEU-2 (ReXrank: fast_bleu per report)", "mean": float(values.mean()),
+                                     "ci95": mean_interval(values, n_boot, seed)}
+        for row, v in zip(rows, values):
+            row["bleu2_rexrank"] = float(v)
+    packages = {}
+    for package in ("f1chexbert", "bert-score", "fast-bleu", "transformers", "torch", "scikit-learn"):
+        try:
+            packages[package] = version(package)
+        except PackageNotFoundError:
+            packages[package] = None
+    metrics.update(sections)
+    metrics["field_metrics"] = {"asked": names, "metrics_dir": str(located["root"]) if located["root"] else None,
+                                "weights": {k: str(v) for k, v in located["files"].items()},
+                                "packages": packages, "per_report_file": "field_scores.jsonl"}
+    return rows
+
+
+def chexbert_section(labeller, refs, preds, rows, n_boot, seed) -> dict:
+    from medswift.eval.field import chexbert as cx
+
+    y_true, y_pred = labeller.labels(refs), labeller.labels(preds)
+    section = {"name": TITLES["chexbert"], **cx.f1_scores(y_true, y_pred), "n": len(refs),
+               "observations": list(cx.OBSERVATIONS), "five": list(cx.FIVE),
+               "in_references": dict(zip(cx.OBSERVATIONS, map(int, y_true.sum(0)))),
+               "in_predictions": dict(zip(cx.OBSERVATIONS, map(int, y_pred.sum(0))))}
+    section["ci95"] = bootstrap.intervals({"f1": cx.counts(y_true, y_pred)},
+                                          {"f1": (cx.F1_NAMES, cx.f1_from_sums)}, n_boot, seed) if n_boot else None
+    for row, t, p in zip(rows, y_true, y_pred):
+        row["chexbert_reference"], row["chexbert_prediction"] = t.tolist(), p.tolist()
+    return section
+
+
+def headline(metrics: dict) -> dict[str, float]:
+    """The field metrics of a metrics.json as flat {label: value}, for tables that set runs side by
+    side (the SFT-vs-RL comparison); {} when the card has none."""
+    out = {}
+    if "chexbert" in metrics:
+        c = metrics["chexbert"]
+        out.update({"CheXbert micro-F1 (14)": c["micro_f1_14"], "CheXbert macro-F1 (14)": c["macro_f1_14"],
+                    "CheXbert micro-F1 (5)": c["micro_f1_5"], "CheXbert macro-F1 (5)": c["macro_f1_5"]})
+    for name, label in (("semb", "SembScore"), ("bertscore", "BERTScore")):
+        if name in metrics:
+            out[label] = metrics[name]["mean"]
+    return out
+
+
+def card_lines(m: dict, fmt_ci) -> list[str]:
+    """The report card's "Field metrics" section ([] when none was asked); ``fmt_ci(value, ci)``
+    is the card's own number format."""
+    if not any(name in m for name in METRICS):
+        return []
+    lines = ["", "## Field metrics", "",
+             "Model-based metrics from the weights in " + (m["field_metrics"]["metrics_dir"] or
+                                                                  "the Hugging Face cache")
+             + ", offline (docs/metrics.md). In brackets: the same 95% bootstrap intervals as above.", "",
+             "| metric | value |", "|---|---|"]
+    if "chexbert" in m:
+        c, ci = m["chexbert"], m["chexbert"].get("ci95") or {}
+        for key, label in (("micro_f1_14", "CheXbert micro-F1, 14 observations"),
+                           ("macro_f1_14", "CheXbert macro-F1, 14 observations"),
+                           ("micro_f1_5", "CheXbert micro-F1, 5 observations"),
+                           ("macro_f1_5", "CheXbert macro-F1, 5 observations")):
+            lines.append(f"| {label} | {fmt_ci(c[key], ci.get(key))} |")
+    for name in ("semb", "bertscore", "bleu2_rexrank"):
+        if name in m:
+            lines.append(f"| {m[name]['name']} | {fmt_ci(m[name]['mean'], m[name].get('ci95'))} |")
+    rex = {"BLEU-2": (m.get("bleu2_rexrank") or {}).get("mean"), "BERTScore": (m.get("bertscore") or {}).get("mean"),
+           "SembScore": (m.get("semb") or {}).get("mean"), "RadGraph": None, "1/RadCliQ-v1": None,
+           "RaTEScore": None, "GREEN": None}
+    lines += ["", "ReXrank-style line (ReXrank's seven metrics; n/a: not scored here): "
+              + " | ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in rex.items()), ""]
+    return lines
+
+
+__all__ = ["METRICS", "BUILT", "parse", "locate", "score", "add_to", "headline", "card_lines"]

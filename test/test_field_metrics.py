@@ -1,0 +1,213 @@
+"""The field's metrics (medswift/eval/field) on random weights of the published shapes, offline,
+cross-checked against the reference packages run on the same weights (docs/metrics.md).
+
+CheXbert is bert-base-uncased's real shape (110 M parameters, built by scripts/build_metric_weights.py):
+this file's first test is the slowest of it on a loaded machine."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from build_metric_weights import main as build_weights  # scripts/ is on pytest's pythonpath
+from helpers import PYTHON, ROOT, one_error_line, shuffled_rows, write_rows
+from medswift.core.errors import UsageError
+from medswift.eval import field
+
+# Any connection but loopback is logged and refused: the scorers must never reach a network.
+NO_NETWORK = '''
+import os, socket
+_connect = socket.socket.connect
+def _guard(self, address):
+    host = address[0] if isinstance(address, tuple) else str(address)
+    if host not in ("127.0.0.1", "::1", "localhost") and not str(host).startswith("/"):
+        with open(os.environ["NETWORK_LOG"], "a") as log:
+            log.write(repr(address) + "\\n")
+        raise OSError("network blocked by the test")
+    return _connect(self, address)
+socket.socket.connect = _guard
+'''
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("metrics")
+    assert build_weights(["--output_dir", str(root), "--only", "chexbert,bertscore"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> tuple[Path, list[dict]]:
+    rows = shuffled_rows("en", 40)  # 40 real OpenI references, predictions of real report sentences
+    path = tmp_path_factory.mktemp("preds") / "predictions.jsonl"
+    write_rows(path, rows)
+    return path, rows
+
+
+def offline_env(tmp: Path) -> dict:
+    """An empty home, hub variables saying "online", an endpoint nobody answers, sockets guarded."""
+    (tmp / "home").mkdir(exist_ok=True)
+    (tmp / "site").mkdir(exist_ok=True)
+    (tmp / "site" / "sitecustomize.py").write_text(NO_NETWORK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "MEDSWIFT_"))}
+    env.update(HOME=str(tmp / "home"), XDG_CACHE_HOME=str(tmp / "home" / ".cache"), HF_HUB_OFFLINE="0",
+               TRANSFORMERS_OFFLINE="0", HF_ENDPOINT="http://10.255.255.1", PYTHONPATH=str(tmp / "site"),
+               NETWORK_LOG=str(tmp / "network.log"))
+    return env
+
+
+def evaluate(args: list[str], env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), *args], env=env, cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=3600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def f1chexbert_reference(weights_dir: Path, preds: list[str], refs: list[str], monkeypatch):
+    """f1chexbert 0.0.2's own forward() on the same weights, patching only its two broken calls:
+    BertTokenizer.encode_plus (gone in transformers 5; it returned [CLS] ids [SEP] for word pieces)
+    and scikit-learn's _check_targets (five values in scikit-learn 1.9; forward() unpacks three).
+    It reads bert-base-uncased by hub name: run from the weights folder, that name is the local folder.
+    Returns (its classification reports, the [CLS] embeddings its model computed, refs then preds)."""
+    import f1chexbert.f1chexbert as reference
+    from transformers import BertTokenizer
+
+    check_targets = reference._check_targets
+    monkeypatch.setattr(reference, "_check_targets", lambda a, b: (lambda r: (r[0], r[2], r[3]))(check_targets(a, b)))
+    monkeypatch.setattr(BertTokenizer, "encode_plus", lambda self, pieces: {
+        "input_ids": [self.cls_token_id] + self.convert_tokens_to_ids(pieces) + [self.sep_token_id]}, raising=False)
+    monkeypatch.setattr(reference, "CACHE_DIR", str(weights_dir))
+    monkeypatch.chdir(weights_dir)
+    scorer = reference.F1CheXbert(device="cpu")
+    embeddings = []
+    scorer.model.bert.register_forward_hook(lambda mod, inp, out: embeddings.append(out[0][:, 0, :].numpy()[0]))
+    _, _, report_14, report_5 = scorer.forward(preds, refs)
+    return report_14, report_5, np.array(embeddings)
+
+
+def test_chexbert_figures_equal_f1chexbert_offline(weights_dir, pairs, tmp_path, monkeypatch):
+    path, rows = pairs
+    env = offline_env(tmp_path)
+    out = tmp_path / "card"
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(out), "--bootstrap", "200",
+                     "--clinical_metrics", "chexbert,semb", "--metrics_dir", str(weights_dir)], env)
+    assert not (tmp_path / "network.log").exists()
+    assert not any((tmp_path / "home").rglob("*.pth"))  # nothing fetched or cached into the home folder
+    m = json.loads((out / "metrics.json").read_text())
+    refs, preds = [r["reference"] for r in rows], [r["response"] for r in rows]
+    report_14, report_5, embeddings = f1chexbert_reference(weights_dir, preds, refs, monkeypatch)
+    expected = {"micro_f1_14": report_14["micro avg"]["f1-score"], "macro_f1_14": report_14["macro avg"]["f1-score"],
+                "micro_f1_5": report_5["micro avg"]["f1-score"], "macro_f1_5": report_5["macro avg"]["f1-score"]}
+    for name, value in expected.items():
+        assert m["chexbert"][name] == pytest.approx(value, abs=1e-6), name
+    assert 0 < m["chexbert"]["micro_f1_14"] < 1  # the random labeller's labels vary: a real comparison
+    for name in expected:  # the intervals hold the value
+        lo, hi = m["chexbert"]["ci95"][name]
+        assert lo <= m["chexbert"][name] <= hi
+    # SembScore: cosine of the [CLS] states f1chexbert's model computed one report at a time
+    ref_emb, pred_emb = embeddings[:40], embeddings[40:]
+    semb = (ref_emb * pred_emb).sum(1) / (np.linalg.norm(ref_emb, axis=1) * np.linalg.norm(pred_emb, axis=1))
+    scored = [json.loads(line) for line in (out / "field_scores.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in scored] == [r["key"] for r in rows]
+    assert np.allclose([r["semb"] for r in scored], semb, atol=1e-5)
+    assert m["semb"]["mean"] == pytest.approx(float(semb.mean()), abs=1e-5)
+    assert all(len(r["chexbert_reference"]) == 14 for r in scored)
+    card = (out / "report.md").read_text()
+    assert "## Field metrics" in card and "CheXbert micro-F1, 14 observations" in card
+    assert "ReXrank-style line" in card and "For research only, not for diagnosis." in card
+    assert f"CheXbert micro-F1 (14) {m['chexbert']['micro_f1_14']:.3f}" in proc.stdout
+    assert m["field_metrics"]["weights"]["chexbert.pth"] == str(weights_dir / "chexbert.pth")
+    # what the SFT-vs-RL comparison reads from a card
+    assert field.headline(m) == {"CheXbert micro-F1 (14)": m["chexbert"]["micro_f1_14"],
+                                 "CheXbert macro-F1 (14)": m["chexbert"]["macro_f1_14"],
+                                 "CheXbert micro-F1 (5)": m["chexbert"]["micro_f1_5"],
+                                 "CheXbert macro-F1 (5)": m["chexbert"]["macro_f1_5"], "SembScore": m["semb"]["mean"]}
+
+
+def test_a_folder_without_chexbert_is_one_line_naming_it(pairs, tmp_path):
+    path, _ = pairs
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(tmp_path / "card"),
+                     "--clinical_metrics", "chexbert", "--metrics_dir", str(empty)], offline_env(tmp_path), check=False)
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr)
+    assert "chexbert.pth" in line and "huggingface.co/StanfordAIMI/RRG_scorers" in line and "licence" in line
+    assert "Traceback" not in proc.stderr and not (tmp_path / "card").exists()  # stopped before scoring
+    env = offline_env(tmp_path) | {"MEDSWIFT_METRICS_DIR": str(empty)}  # the variable instead of the flag
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(tmp_path / "card"),
+                     "--clinical_metrics", "bertscore"], env, check=False)
+    assert proc.returncode == 2 and "distilroberta-base" in one_error_line(proc.stderr)
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_not_half_loaded(weights_dir, tmp_path):
+    import torch
+
+    from medswift.eval.field.chexbert import CheXbert
+
+    saved = torch.load(weights_dir / "chexbert.pth", weights_only=True)
+    del saved["model_state_dict"]["module.linear_heads.13.weight"]  # f1chexbert's strict=False would hide it
+    torch.save(saved, tmp_path / "chexbert.pth")
+    (tmp_path / "bert-base-uncased").symlink_to(weights_dir / "bert-base-uncased")
+    with pytest.raises(UsageError, match=r"lacks weights \(1: linear_heads.13.weight\)"):
+        CheXbert(tmp_path)
+
+
+def test_metric_names_are_checked_before_any_work():
+    assert field.parse("semb, chexbert") == ["chexbert", "semb"]
+    assert field.parse(None) == []
+    with pytest.raises(UsageError, match="unknown metric 'bleu'"):
+        field.parse("chexbert,bleu")
+    with pytest.raises(UsageError, match="radgraph,green: not available"):
+        field.parse("radgraph,green")
+
+
+def test_bertscore_is_rexranks_configuration_of_the_package(weights_dir):
+    """Rescaled with bert-score's shipped distilroberta-base baseline at layer 5, IDF off; the
+    transformers-5 fixes (max length, empty sentence) give bert-score's own numbers."""
+    from bert_score import BERTScorer
+
+    from medswift.eval.field.bertscore import LAYER, BertScore, baseline_file
+
+    folder = weights_dir / "distilroberta-base"
+    refs = ["Heart size is normal.  Lungs are clear.", "Mild cardiomegaly. No effusion.", "No pneumothorax."]
+    preds = ["The heart is normal in size. Lungs clear.", "Mild cardiomegaly. No effusion.", ""]
+    scorer = BertScore(folder, device="cpu")
+    got = scorer.f1(refs, preds)
+    baseline = np.loadtxt(baseline_file(), delimiter=",", skiprows=1)
+    b = baseline[baseline[:, 0] == LAYER][0, 3]  # column F
+    reference = BERTScorer(model_type=str(folder), num_layers=LAYER, idf=False, device="cpu")
+    reference._tokenizer.model_max_length = 512  # unset in the folder, as in distilroberta-base's own
+    _, _, raw = reference.score(preds[:2], [" ".join(r.split()) for r in refs[:2]])
+    assert np.allclose(got[:2], (raw.numpy() - b) / (1 - b), atol=1e-6)
+    assert got[1] == pytest.approx(1.0, abs=1e-6)  # identical reports
+    assert got[2] == pytest.approx(-b / (1 - b), abs=1e-6)  # an empty report: raw 0, rescaled
+
+
+def test_chexbert_f1_reward_labels_once_and_scores_pairs(weights_dir):
+    from sklearn.metrics import f1_score
+
+    from medswift.posttrain.field_rewards import ChexbertF1
+
+    reward = ChexbertF1(str(weights_dir), device="cpu")
+    rows = shuffled_rows("en", 8, seed=3)
+    completions, refs = [r["response"] for r in rows], [r["reference"] for r in rows]
+    values = reward(completions + refs[:2], refs + refs[:2])
+    labels = reward.labeller.labels(completions + refs)
+    expected = [f1_score(labels[8 + i], labels[i], zero_division=1.0) for i in range(8)]
+    assert values[:8] == pytest.approx(expected)
+    assert values[8:] == [1.0, 1.0] and all(0 <= v <= 1 for v in values)
+
+
+def test_box_answers_are_not_scored_as_reports(weights_dir, tmp_path):
+    boxes = json.dumps([{"bbox_2d": [100, 120, 400, 380], "label": "Cardiomegaly"}])
+    path = tmp_path / "grounding.jsonl"
+    write_rows(path, [{"key": f"g{i}", "response": boxes, "reference": boxes} for i in range(3)])
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(tmp_path / "card"), "--clinical_metrics",
+                     "chexbert", "--metrics_dir", str(weights_dir)], offline_env(tmp_path), check=False)
+    assert proc.returncode == 2 and "box answers" in one_error_line(proc.stderr)

@@ -134,8 +134,10 @@ def stubs(tmp_path_factory) -> dict:
     data.mkdir(), bare.mkdir()
     record = {"messages": [{"role": "user", "content": "<image>Report."}, {"role": "assistant", "content": "No effusion."}],
               "images": ["/x/1.png"], "id": "1"}
-    (data / "train.jsonl").write_text(json.dumps(record) + "\n")
-    (bare / "train.jsonl").write_text(json.dumps({**record, "messages": record["messages"][:1]}) + "\n")
+    # 20 studies: a default GRPO step (16 completions = 4 prompts x 4) has full groups of prompts
+    (data / "train.jsonl").write_text("".join(json.dumps({**record, "id": str(k)}) + "\n" for k in range(20)))
+    (bare / "train.jsonl").write_text("".join(json.dumps({**record, "id": str(k), "messages": record["messages"][:1]})
+                                              + "\n" for k in range(20)))
     return {"model": model, "other": other, "ckpt": ckpt, "data": data, "bare": bare, "root": root}
 
 
@@ -301,3 +303,226 @@ def test_pairs_rank_samples_with_the_reward_and_drop_ties(tmp_path):
     pairs, counts = rl.build_pairs(samples, ["medswift_findings"], [1.0], orms, "reference")
     assert counts["ties_dropped"] == 0 and {p["study"]: p["rejected"] for p in pairs} == {"a": normal, "b": "lorem ipsum"}, \
         "the reference beats each study's worst sample, ties among the samples or not"
+
+
+def test_pairs_drop_samples_cut_by_the_length_limit_and_empty_ones(tmp_path):
+    """A sample the engine cut at max_new_tokens (finish_reason "length") or an empty one is never
+    a side of a pair: a full reference against a cut sample would teach finishing, not the reward."""
+    from medswift.data import rl
+
+    effusion = "Small left pleural effusion. The heart size is normal. No pneumothorax."
+    normal = "The heart size is normal. The lungs are clear. No pleural effusion or pneumothorax."
+    base = {"prompt": "Report.", "images": ["a.png"], "reference": effusion}
+    rows = [{**base, "id": "a#0", "response": effusion, "finish_reason": "stop"},
+            {**base, "id": "a#1", "response": normal, "finish_reason": "stop"},
+            {**base, "id": "a#2", "response": "The heart size is", "finish_reason": "length"},
+            {**base, "id": "a#3", "response": "  ", "finish_reason": "stop"},
+            {**base, "id": "b#0", "response": "The lungs are", "finish_reason": "length", "reference": normal},
+            {**base, "id": "b#1", "response": "", "finish_reason": "stop", "reference": normal}]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    orms = rl.check_rewards(["medswift_findings"], [], ROOT / "scripts" / "swift_plugins" / "medswift_rewards.py")
+    pairs, counts = rl.build_pairs(samples, ["medswift_findings"], [1.0], orms, "reference")
+    assert {p["study"]: p["rejected"] for p in pairs} == {"a": normal}, "the cut and the empty samples are never rejected"
+    assert (counts["cut_samples_dropped"], counts["empty_samples_dropped"]) == (2, 2)
+    assert counts["studies"] == 2 and counts["studies_without_a_whole_sample"] == 1 and counts["samples"] == 6
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows[4:]))
+    with pytest.raises(rl.UsageError, match="every sample is empty or cut by the length limit.*MAX_COMPLETION_LENGTH"):
+        rl.build_pairs(samples, ["medswift_findings"], [1.0], orms, "reference")
+
+
+# --------------------------------------------------------------------------- the GPU recipe, checked
+def swift_fields(verb: str) -> set[str]:
+    """The argument names ms-swift's own dataclass for ``swift <verb>`` accepts."""
+    import dataclasses
+
+    from swift import arguments
+
+    cls = {"sft": arguments.SftArguments, "rlhf": arguments.RLHFArguments, "infer": arguments.InferArguments,
+           "export": arguments.ExportArguments, "deploy": arguments.DeployArguments,
+           "rollout": arguments.RolloutArguments}[verb]
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def swift_commands(stdout: str) -> list[list[str]]:
+    """Every `swift <verb> ...` line a dry run printed, as argv from the verb on."""
+    out = []
+    for line in stdout.strip().splitlines():
+        words = shlex.split(line)
+        at = [i for i, w in enumerate(words) if w.endswith("/swift") or w == "swift"]
+        if at:
+            out.append(words[at[0] + 1:])
+    return out
+
+
+def unknown_flags(stdout: str) -> list[str]:
+    bad = []
+    for argv in swift_commands(stdout):
+        fields = swift_fields(argv[0])
+        bad += [f"swift {argv[0]} {w}" for w in argv[1:] if w.startswith("--") and w[2:] not in fields]
+    return bad
+
+
+@pytest.fixture(scope="module")
+def two_view_data(tmp_path_factory) -> Path:
+    """Converter JSONL of 12 two-view studies: what an 8-GPU dry run reads its vLLM limits from."""
+    root = tmp_path_factory.mktemp("two_view")
+    rows = [{"messages": [{"role": "user", "content": "<image><image>Write the findings of this chest X-ray study."},
+                          {"role": "assistant", "content": "No acute cardiopulmonary abnormality. " * (k + 1)}],
+             "images": [f"/x/{k}_pa.png", f"/x/{k}_lat.png"], "id": str(k)} for k in range(12)]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def gpu_node(stubs, out: Path, data: Path, **env) -> dict:
+    return {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(data), "RL_OUTPUT_DIR": str(out), "TARGET": "gpu",
+            "USE_VLLM": "true", "NPROC_PER_NODE": "8", "GLOBAL_BATCH": "32", "NUM_GENERATIONS": "8", **env}
+
+
+def test_8_gpu_dry_run_sizes_vllm_from_the_data(stubs, two_view_data, tmp_path):
+    """vLLM's context is the longest prompt plus a full completion, its image limit the most views of
+    a record; without them vLLM sizes its cache for the model's whole context and refuses two views."""
+    from medswift.data import rl
+
+    plan = rl.rollout_plan(two_view_data / "train.jsonl", 256, 256, 4)
+    assert plan["max_images"] == 2 and plan["records"] == 12
+    assert plan["max_model_len"] == 1024 and plan["longest_prompt"] > 2 * 256, plan
+    assigns, argv, _ = dry("grpo_qwen3vl_lora.sh", gpu_node(stubs, tmp_path, two_view_data))
+    assert assigns["NPROC_PER_NODE"] == "8" and (flag(argv, "--vllm_mode"), flag(argv, "--sleep_level")) == ("colocate", "1")
+    assert flag(argv, "--vllm_max_model_len") == "1024"
+    assert json.loads(flag(argv, "--vllm_limit_mm_per_prompt")) == {"image": 2}
+    # a large model: ZeRO-3, offload during rollouts, weights synced in parts (ms-swift's 72B example)
+    _, argv, _ = dry("grpo_qwen3vl_lora.sh", gpu_node(stubs, tmp_path, two_view_data, DEEPSPEED="zero3", VLLM_TP="4",
+                                                      OFFLOAD_MODEL="true", OFFLOAD_OPTIMIZER="true",
+                                                      MOVE_MODEL_BATCHES="40", MAX_COMPLETION_LENGTH="1024"))
+    assert (flag(argv, "--deepspeed"), flag(argv, "--vllm_tensor_parallel_size")) == ("zero3", "4")
+    assert (flag(argv, "--offload_model"), flag(argv, "--offload_optimizer"), flag(argv, "--move_model_batches")) == \
+        ("true", "true", "40")
+    assert flag(argv, "--vllm_max_model_len") == "1792", "sized for the longer completions too"
+
+
+def test_dry_run_states_what_it_assumes_when_adapter_or_data_are_elsewhere(stubs, tmp_path):
+    env = gpu_node(stubs, tmp_path, tmp_path / "not_here", ADAPTER="/cluster/sft/checkpoint-573",
+                   MODEL="/models/Qwen3-VL-8B-Instruct", MODEL_TYPE="qwen3_vl")
+    proc = launch("grpo_qwen3vl_lora.sh", {"DRY_RUN": "1", "SWIFT_BIN": "/nonexistent/swift", **env})
+    assert "the adapter is not on this machine" in proc.stderr and "using the default 1024" in proc.stderr
+    assert "vLLM sized for 1 image(s) of 1024 tokens" in proc.stderr and "VLLM_MAX_MODEL_LEN" in proc.stderr
+    argv = shlex.split(proc.stdout.strip().splitlines()[-1])
+    assert flag(argv, "--vllm_max_model_len") == "1792" and flag(argv, "--model") == "/models/Qwen3-VL-8B-Instruct"
+
+
+def test_several_nodes_train_against_a_rollout_server(stubs, two_view_data, tmp_path):
+    """VLLM_MODE=server: the dry run prints the rollout node's `swift rollout` first, then the trainer's
+    `swift rlhf --vllm_mode server`; ROLLOUT_SERVER=1 is the rollout node's own command."""
+    env = gpu_node(stubs, tmp_path, two_view_data, VLLM_MODE="server", VLLM_SERVER_HOST="10.0.0.9", NNODES="2",
+                   NODE_RANK="0", MASTER_ADDR="10.0.0.1", GLOBAL_BATCH="64")
+    _, argv, out = dry("grpo_qwen3vl_lora.sh", env)
+    rollout, rlhf = swift_commands(out)
+    assert rollout[0] == "rollout" and flag(rollout, "--vllm_max_model_len") == "1024" and flag(rollout, "--port") == "8000"
+    assert json.loads(flag(rollout, "--vllm_limit_mm_per_prompt")) == {"image": 2}
+    assert (flag(argv, "--vllm_mode"), flag(argv, "--vllm_server_host"), flag(argv, "--vllm_server_port")) == \
+        ("server", "10.0.0.9", "8000")
+    _, argv, _ = dry("grpo_qwen3vl_lora.sh", {**env, "ROLLOUT_SERVER": "1", "VLLM_DP": "2"})
+    assert argv[1] == "rollout" and flag(argv, "--vllm_data_parallel_size") == "2"
+    proc = launch("grpo_qwen3vl_lora.sh", {**env, "DRY_RUN": "1", "VLLM_SERVER_HOST": ""}, check=False)
+    assert proc.returncode == 2 and "VLLM_MODE=server: set VLLM_SERVER_HOST" in proc.stderr
+
+
+def test_every_flag_the_post_training_dry_runs_print_is_an_ms_swift_argument(stubs, two_view_data, tmp_path):
+    """Each `swift` command the GRPO and DPO launchers print, in every mode, uses only names of
+    ms-swift's own argument dataclasses (RLHFArguments, RolloutArguments): an unknown flag aborts
+    ms-swift at start-up, on the GPU machine, after the queue."""
+    cpu = {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(two_view_data), "RL_OUTPUT_DIR": str(tmp_path), "TARGET": "cpu"}
+    server = {"VLLM_MODE": "server", "VLLM_SERVER_HOST": "10.0.0.9"}
+    modes = [("grpo_qwen3vl_lora.sh", cpu),
+             ("grpo_qwen3vl_lora.sh", {**cpu, "REWARD_FUNCS": "medswift_findings medswift_format",
+                                       "REWARD_WEIGHTS": "1 0.5", "LOSS_TYPE": "fipo", "ALLOW_NONFINITE": "1"}),
+             ("grpo_qwen3vl_lora.sh", gpu_node(stubs, tmp_path, two_view_data)),
+             ("grpo_qwen3vl_lora.sh", gpu_node(stubs, tmp_path, two_view_data, DEEPSPEED="zero3_offload",
+                                               OFFLOAD_MODEL="true", OFFLOAD_OPTIMIZER="true", MOVE_MODEL_BATCHES="40")),
+             ("grpo_qwen3vl_lora.sh", gpu_node(stubs, tmp_path, two_view_data, **server)),
+             ("grpo_qwen3vl_lora.sh", gpu_node(stubs, tmp_path, two_view_data, ROLLOUT_SERVER="1", **server)),
+             ("dpo_qwen3vl_lora.sh", {**cpu, "RPO_ALPHA": "0.1"}),
+             ("dpo_qwen3vl_lora.sh", {**cpu, "TARGET": "gpu", "NPROC_PER_NODE": "8", "DEEPSPEED": "zero3"})]
+    printed = 0
+    for name, env in modes:
+        _, _, out = dry(name, env)
+        printed += len(swift_commands(out))
+        assert unknown_flags(out) == [], (name, env)
+    assert printed == len(modes) + 1, "the server mode prints two swift commands"
+    # the check itself fails on a flag ms-swift does not have (as the old --merge_lora_output)
+    assert unknown_flags("/x/swift rlhf --rlhf_type grpo --vllm_max_len 4") == ["swift rlhf --vllm_max_len"]
+
+
+def test_dpo_sampling_names_its_processes_and_no_empty_weights(stubs, tmp_path):
+    _, _, out = dry("dpo_qwen3vl_lora.sh", {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(stubs["data"]),
+                                            "RL_OUTPUT_DIR": str(tmp_path), "TARGET": "gpu", "NPROC_PER_NODE": "8",
+                                            "GLOBAL_BATCH": "16"})
+    lines = out.strip().splitlines()
+    assert lines[1].startswith("IMAGE_MAX_TOKEN_NUM=256 NPROC_PER_NODE=8 ") and "batch_infer.py" in lines[1]
+    assert "--reward_weights" not in lines[2], "no empty --reward_weights ''"
+    _, _, out = dry("dpo_qwen3vl_lora.sh", {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(stubs["data"]),
+                                            "RL_OUTPUT_DIR": str(tmp_path), "TARGET": "cpu",
+                                            "REWARD_FUNCS": "medswift_findings medswift_format", "REWARD_WEIGHTS": "1 0.5"})
+    assert flag(shlex.split(out.strip().splitlines()[2]), "--reward_weights") == "1 0.5"
+
+
+def test_loss_types_are_the_installed_ms_swifts(stubs, tmp_path):
+    """LOSS_TYPE accepts what ms-swift's trainers handle (4.6: fipo, cispo, sapo, real ...), read from
+    its source, and refuses the rest in one line that lists them."""
+    from medswift.data import rl
+
+    grpo = rl.loss_types("grpo")
+    assert {"grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "fipo"} <= set(grpo)
+    assert {"sigmoid", "ipo", "hinge"} <= set(rl.loss_types("dpo"))
+    env = {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(stubs["data"]), "RL_OUTPUT_DIR": str(tmp_path), "TARGET": "cpu"}
+    _, argv, _ = dry("grpo_qwen3vl_lora.sh", {**env, "LOSS_TYPE": "fipo"})
+    assert flag(argv, "--loss_type") == "fipo"
+    proc = launch("grpo_qwen3vl_lora.sh", {**env, "SWIFT_BIN": "/nonexistent/swift", "LOSS_TYPE": "ppo"}, check=False)
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert proc.returncode == 2 and "LOSS_TYPE must be one of" in line and "fipo" in line and "'ppo'" in line
+    proc = launch("dpo_qwen3vl_lora.sh", {**env, "SWIFT_BIN": "/nonexistent/swift", "LOSS_TYPE": "grpo"}, check=False)
+    assert proc.returncode == 2 and "sigmoid" in proc.stderr and "for DPO" in proc.stderr
+
+
+# --------------------------------------------------------------------------- the embedded default's recipe
+@pytest.fixture(scope="module")
+def tiny_stub_adapter(stubs, tiny_model) -> Path:
+    """A LoRA checkpoint header of the embedded default (hidden 64), image budget 64: what the quickstart leaves."""
+    ckpt = stubs["root"] / "tiny_sft" / "v0-2" / "checkpoint-40"
+    ckpt.mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (ckpt / name).write_bytes((stubs["ckpt"] / name).read_bytes())
+    (ckpt / "args.json").write_text(json.dumps({"model": str(tiny_model), "model_kwargs": {"IMAGE_MAX_TOKEN_NUM": 64}}))
+    return ckpt
+
+
+def test_embedded_default_gets_a_recipe_that_trains_on_the_bundled_split(tiny_stub_adapter, converted, tmp_path):
+    """On the embedded default the GRPO and DPO launchers say they use the tiny model's recipe: several
+    prompts a step, steps on the 5-record bundled split, reports long enough to finish; a knob the user
+    set is kept; real weights keep the launcher's defaults (test_grpo_dry_run_cpu_and_gpu_node)."""
+    env = {"ADAPTER": str(tiny_stub_adapter), "DATA_DIR": str(converted), "RL_OUTPUT_DIR": str(tmp_path), "TARGET": "cpu"}
+    assigns, argv, _ = dry("grpo_qwen3vl_lora.sh", env)
+    proc = launch("grpo_qwen3vl_lora.sh", {"DRY_RUN": "1", "SWIFT_BIN": "/nonexistent/swift", **env})
+    assert "embedded default: GRPO learning recipe for the tiny model" in proc.stderr
+    assert "GRPO: 2 prompt(s) x 4 reports per step, reports up to 160 tokens" in proc.stderr
+    records = len(read_jsonl(converted / "train.jsonl"))
+    per_step = int(flag(argv, "--per_device_train_batch_size")) * int(flag(argv, "--gradient_accumulation_steps"))
+    prompts = per_step // int(flag(argv, "--num_generations"))
+    assert 2 <= prompts <= records and records // prompts * float(flag(argv, "--num_train_epochs")) >= 5
+    assert int(flag(argv, "--max_completion_length")) >= 128, "the SFT quickstart answers in up to 128 tokens"
+    _, argv, _ = dry("grpo_qwen3vl_lora.sh", {**env, "LEARNING_RATE": "7e-5"})
+    assert flag(argv, "--learning_rate") == "7e-5", "the user's knob wins over the recipe"
+    proc = launch("dpo_qwen3vl_lora.sh", {"DRY_RUN": "1", "SWIFT_BIN": "/nonexistent/swift", **env})
+    assert "embedded default: DPO learning recipe" in proc.stderr and "--chosen reference" in proc.stdout
+    assert "--max_new_tokens 160" in proc.stdout
+
+
+def test_a_run_that_would_train_0_steps_stops_in_one_line(tiny_stub_adapter, converted, tmp_path):
+    env = {"ADAPTER": str(tiny_stub_adapter), "DATA_DIR": str(converted), "RL_OUTPUT_DIR": str(tmp_path),
+           "TARGET": "cpu", "SWIFT_BIN": "/nonexistent/swift", "GLOBAL_BATCH": "32", "NUM_GENERATIONS": "4"}
+    proc = launch("grpo_qwen3vl_lora.sh", env, check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and proc.stdout == "", proc.stderr
+    assert "GRPO would train 0 steps: each step samples 8 distinct prompts" in errors[0] and "5 record(s)" in errors[0]
+    assert not list(tmp_path.glob("v*")), "stopped before ms-swift"

@@ -34,8 +34,8 @@ launcher_default MICRO_BATCH 4
 launcher_default TEMPERATURE 1.0        # rollouts must differ for GRPO to compare them
 launcher_default BETA 0.04              # DeepSeekMath's KL weight, ms-swift's default
 launcher_default LOSS_TYPE grpo
-# The embedded default: 2 prompts x 4 reports a step on the 5-record bundled split (4 prompts leave the
-# sampler no full batch: 0 steps), reports long enough to finish, a rate the tiny adapter moves at.
+# The embedded default: 2 prompts x 4 reports a step (2 steps an epoch on the 5-record bundled split),
+# reports long enough to finish (the SFT quickstart answers in up to 128 tokens), 5 epochs.
 embedded_default GLOBAL_BATCH 8
 embedded_default MICRO_BATCH 4
 embedded_default NUM_GENERATIONS 4
@@ -147,7 +147,13 @@ train_flags=()
 training_flags distributed adapter "$RL_OUTPUT_DIR"
 dry=()
 [[ "$DRY_RUN" == 1 ]] && dry=(--dry_run)
-GRPO_FILE="$(medswift_python -m medswift.data.rl grpo_view --input "$TRAIN_FILE" --output_dir "$RL_OUTPUT_DIR/data" "${dry[@]}")" || exit 2
+if [[ "$DRY_RUN" == 1 && ! -e "$TRAIN_FILE" ]]; then
+  # The view is named after its source's hash, which only the target machine can compute.
+  GRPO_FILE="$RL_OUTPUT_DIR/data/$(basename "$TRAIN_FILE" .jsonl)_grpo-<sha of the source>.jsonl"
+  note "dry run: the GRPO view of $TRAIN_FILE is written on the target machine ($GRPO_FILE)"
+else
+  GRPO_FILE="$(medswift_python -m medswift.data.rl grpo_view --input "$TRAIN_FILE" --output_dir "$RL_OUTPUT_DIR/data" "${dry[@]}")" || exit 2
+fi
 reward_names=() reward_weights=() plugin_args=() health_args=()
 resolve_rewards
 health_flags "${plugin_args[@]:1}"

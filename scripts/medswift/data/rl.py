@@ -108,17 +108,17 @@ def rollout_plan(path: Path, image_tokens: int, completion: int, prompts_per_ste
     longest prompt plus a full completion in tokens (vLLM's ``max_model_len``: without it vLLM
     sizes its cache for the model's whole context). Stops when one optimizer step wants more
     distinct prompts than the data has: the sampler then yields no full batch and the run
-    trains 0 steps yet exits 0 (seen: 4 prompts x 4 generations on the 5-record bundled split)."""
+    trains 0 steps yet exits 0 (trl's RepeatSampler keeps only full groups of prompts)."""
     rows = _records(path, "training data")
     images = [len(r.get("images") or []) if isinstance(r.get("images"), list) else 0 for _, r in rows]
     prompt_tokens = [n * image_tokens + math.ceil(sum(len(str(m.get("content", "")).encode("utf-8"))
                                                       for m in r["messages"] if isinstance(m, dict)
                                                       and m.get("role") != "assistant") / 2) + TEMPLATE_TOKENS
                      for n, (_, r) in zip(images, rows)]
-    if prompts_per_step >= len(rows):
+    if prompts_per_step > len(rows):
         raise UsageError(f"GRPO would train 0 steps: each step samples {prompts_per_step} distinct prompts "
                          f"(GLOBAL_BATCH / NUM_GENERATIONS) but {path} has {len(rows)} record(s); "
-                         f"lower GLOBAL_BATCH to at most {max(len(rows) - 1, 1)} x NUM_GENERATIONS, or use more data")
+                         f"lower GLOBAL_BATCH to at most {len(rows)} x NUM_GENERATIONS, or use more data")
     return {"records": len(rows), "max_images": max(images), "longest_prompt": max(prompt_tokens),
             "max_model_len": math.ceil((max(prompt_tokens) + completion) / 256) * 256}
 

@@ -107,8 +107,7 @@ def section(args: dict, checkpoint: Path) -> list[str]:
 
 def _rollout_health(rows: list[dict]) -> list[str]:
     """The share of rollouts cut at max_completion_length (a cut report is scored unfinished and
-    teaches the length limit, not the reward) and the KL at the first step (about 0 when the
-    policy starts from its reference, as it must)."""
+    teaches the length limit, not the reward) and the KL at the first and last step."""
     _, clipped = series(rows, "completions/clipped_ratio")
     kl_steps, kl = series(rows, "kl")
     out = []
@@ -118,8 +117,8 @@ def _rollout_health(rows: list[dict]) -> list[str]:
         out.append(f"- rollouts cut at max completion length: {mean:.0%} on average over {len(clipped)} steps "
                    f"(first step {clipped[0]:.0%}, last {clipped[-1]:.0%}){warn}")
     if kl:
-        out.append(f"- KL to the reference at step {kl_steps[0]}: {kl[0]:.4g}"
-                   + (" (not ~0: the policy did not start from its reference)" if abs(kl[0]) > 1e-3 else ""))
+        out.append(f"- KL to the reference at step {kl_steps[0]}: {kl[0]:.4g} (the policy starts as the reference; "
+                   f"later steps' KL reads against this); at step {kl_steps[-1]}: {kl[-1]:.4g}")
     return [""] + out if out else []
 
 

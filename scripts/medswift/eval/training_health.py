@@ -1,4 +1,4 @@
-"""Training health: a NaN or infinite loss, gradient norm, reward or KL stops the run.
+"""Training health: a NaN, infinite or exploded loss, gradient norm, reward or KL stops the run.
 
 A trainer that meets NaN keeps going and writes checkpoints that generate garbage (seen: GRPO at
 learning rate 5e-4 logged ``grad_norm`` NaN at steps 2 and 4 and nothing said so). ms-swift takes
@@ -33,8 +33,14 @@ REPORT = "training_health.json"
 ALLOW_ENV = "MEDSWIFT_ALLOW_NONFINITE"
 
 
+# A loss or gradient norm this large is as broken as NaN (seen: GRPO on the embedded default logged
+# loss 9.2e12 and grad_norm 3.7e11 at its second step, both finite): treated alike.
+EXPLODED = 1e8
+
+
 def non_finite(row: dict) -> dict[str, str]:
-    """The watched keys of a logged row whose value is NaN or infinite, as text (``nan``, ``inf``)."""
+    """The watched keys of a logged row whose value is NaN, infinite or exploded (|x| > EXPLODED),
+    as text (``nan``, ``inf``, ``9.2e+12``)."""
     bad = {}
     for key in WATCHED:
         value = row.get(key)
@@ -43,8 +49,9 @@ def non_finite(row: dict) -> dict[str, str]:
                 value = float(value)
             except ValueError:
                 continue
-        if isinstance(value, (int, float)) and not math.isfinite(value):
-            bad[key] = str(float(value))
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and (not math.isfinite(value) or abs(value) > EXPLODED):
+            bad[key] = f"{float(value):.3g}"
     return bad
 
 
@@ -75,7 +82,7 @@ def check_row(row: dict, step: int, output_dir: str | os.PathLike, report: bool 
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     what = ", ".join(f"{k}={v}" for k, v in bad.items())
     action = f"continuing ({ALLOW_ENV}=1)" if allowed() else f"stopping the run ({ALLOW_ENV}=1 continues)"
-    print(f"[medswift] training health: non-finite {what} at step {step}; {action}", file=sys.stderr, flush=True)
+    print(f"[medswift] training health: non-finite or exploded {what} at step {step}; {action}", file=sys.stderr, flush=True)
     return not allowed()
 
 
@@ -87,9 +94,9 @@ def verdict(run_dir: Path) -> str | None:
         return None
     what = ", ".join(f"{k}={v}" for k, v in report.get("values", {}).items())
     if report.get("stopped"):
-        return (f"training stopped at step {report.get('first_step')}: non-finite {what} (see {run_dir}/logging.jsonl); "
+        return (f"training stopped at step {report.get('first_step')}: non-finite or exploded {what} (see {run_dir}/logging.jsonl); "
                 f"lower LEARNING_RATE, or set {ALLOW_ENV}=1 to continue through it")
-    return (f"non-finite {what} at step {report.get('first_step')} ({report.get('non_finite_steps')} step(s)); "
+    return (f"non-finite or exploded {what} at step {report.get('first_step')} ({report.get('non_finite_steps')} step(s)); "
             f"training continued because {ALLOW_ENV}=1")
 
 

@@ -39,7 +39,7 @@ DEFAULT_OUTPUT = REPO_ROOT / "weights" / "tiny-qwen3-vl"
 REPORT_LANGUAGES = {"en": REPO_ROOT / "data" / "openi" / "openi-en.json",
                     "zh": REPO_ROOT / "data" / "openi" / "openi-zh.json"}
 
-BUILDER_VERSION = 4
+BUILDER_VERSION = 5  # 5: the answer formats' tokens join the report vocabulary
 SEED = 42
 MARKER = "tiny_model_build.json"
 
@@ -327,9 +327,47 @@ OUTPUT_SCALE = 2.0
 TURN_END = "\n"  # ms-swift's Qwen template ends an answer with "<|im_end|>\n" and trains both tokens
 
 
+def answer_texts(report_texts: list[str]) -> list[str]:
+    """Every answer format the toolkit trains, so a fine-tune of the embedded default can learn it
+    (a token outside the vocabulary is pinned far below: its target costs a loss of ~20 and
+    gradient norms in the hundreds that clipping turns into no learning):
+
+    * grounding: Qwen3-VL box JSON (medswift.eval.boxes.format_boxes) for every finding of every
+      box source, each digit, several boxes in one answer, and the empty ``[]``;
+    * the sibling jobs: each label's answer of ChestX-ray14 and HAM10000 in both languages
+      (medswift.data.tasks.format_answer: ``Diagnosis: melanoma (mel).``, ``Findings: A, B.``);
+    * report and caption words in every position: each word of the reports lower-case and
+      capitalised, after a space or not (``Left`` opens a sentence, ``left`` follows a word);
+    * answers of a synthetic left/right task (``There is left pleural effusion.``) and a blank line
+      between paragraphs.
+    """
+    import re
+
+    from medswift.core.constants import MULTI_LABEL
+    from medswift.data.grounding import FINDINGS_ZH
+    from medswift.data.tasks import TASKS, format_answer
+    from medswift.eval.boxes import Box, format_boxes
+
+    labels = sorted(FINDINGS_ZH)
+    texts = [format_boxes([Box(label, k, 100 + k, 1000 - k, 999) for k in (12, 345)]) for label in labels]
+    texts += [format_boxes([Box(labels[0], 0, 123, 456, 789)]), "[]", "[\n]", "```json\n[]\n```"]
+    for task in TASKS.values():
+        for lang in ("en", "zh"):
+            texts += [format_answer(task, [label], lang) for label in task.labels]
+            if task.problem_type == MULTI_LABEL:  # the separators of a list
+                texts.append(format_answer(task, list(task.labels[:2]), lang))
+    words = sorted({w.lower() for text in report_texts + texts for w in re.findall(r"[A-Za-z]+", text)})
+    texts += [f"{w} {w.capitalize()}. {w.capitalize()} {w}" for w in words]
+    texts += [f"There is {side} pleural effusion.\n\n{side.capitalize()} {side}" for side in ("left", "right", "no")]
+    texts += ["\n\n", "Left", "Right", "No"]
+    return texts
+
+
 def report_vocabulary(tokenizer, texts: list[str]) -> list[int]:
-    """The ids the model may write: every token of the bundled reports, Qwen3-VL's added tokens
-    (chat markers, <think>...) and the line break that closes a chat turn."""
+    """The ids the model may write: every token of the bundled reports and of the toolkit's answer
+    formats (answer_texts), Qwen3-VL's added tokens (chat markers, <think>...) and the line break
+    that closes a chat turn."""
+    texts = texts + answer_texts(texts)
     ids = {i for seq in tokenizer(texts + [TURN_END], add_special_tokens=False)["input_ids"] for i in seq}
     return sorted(ids | set(IDS.values()))
 

@@ -81,7 +81,7 @@ def check_row(row: dict, step: int, output_dir: str | os.PathLike, report: bool 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     what = ", ".join(f"{k}={v}" for k, v in bad.items())
-    action = f"continuing ({ALLOW_ENV}=1)" if allowed() else f"stopping the run ({ALLOW_ENV}=1 continues)"
+    action = "continuing (ALLOW_NONFINITE=1)" if allowed() else "stopping the run (ALLOW_NONFINITE=1 continues)"
     print(f"[medswift] training health: non-finite or exploded {what} at step {step}; {action}", file=sys.stderr, flush=True)
     return not allowed()
 
@@ -95,7 +95,7 @@ def verdict(run_dir: Path) -> str | None:
     what = ", ".join(f"{k}={v}" for k, v in report.get("values", {}).items())
     if report.get("stopped"):
         return (f"training stopped at step {report.get('first_step')}: non-finite or exploded {what} (see {run_dir}/logging.jsonl); "
-                f"lower LEARNING_RATE, or set {ALLOW_ENV}=1 to continue through it")
+                f"lower LEARNING_RATE or check the starting adapter; ALLOW_NONFINITE=1 (the launchers' knob, {ALLOW_ENV} for ms-swift itself) continues through it")
     return (f"non-finite or exploded {what} at step {report.get('first_step')} ({report.get('non_finite_steps')} step(s)); "
             f"training continued because {ALLOW_ENV}=1")
 

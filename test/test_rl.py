@@ -526,3 +526,77 @@ def test_a_run_that_would_train_0_steps_stops_in_one_line(tiny_stub_adapter, con
     assert proc.returncode == 2 and len(errors) == 1 and proc.stdout == "", proc.stderr
     assert "GRPO would train 0 steps: each step samples 8 distinct prompts" in errors[0] and "5 record(s)" in errors[0]
     assert not list(tmp_path.glob("v*")), "stopped before ms-swift"
+
+
+# --------------------------------------------------------------------------- training health
+def hf_trainer_with_health(tmp_path: Path, poison_from: int, allow: bool, monkeypatch):
+    """A real transformers Trainer (a linear model, 12 steps) with the medswift_health callback built
+    the way ms-swift builds a --callbacks entry: ``callbacks_map[name](args, trainer)``. From step
+    ``poison_from`` on the inputs are scaled by inf, so the loss and gradient norm are not finite."""
+    import importlib.util
+
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    monkeypatch.setenv("MEDSWIFT_ALLOW_NONFINITE", "1" if allow else "0")
+    spec = importlib.util.spec_from_file_location("medswift_health_plugin",
+                                                  ROOT / "scripts" / "swift_plugins" / "medswift_health.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    from swift.callbacks import callbacks_map
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.calls = torch.nn.Linear(4, 1), 0
+
+        def forward(self, x, labels):
+            self.calls += 1  # the training forward of step N is call N (no evaluation runs)
+            if self.calls >= poison_from:
+                x = x * float("inf")
+            return {"loss": ((self.layer(x).squeeze(-1) - labels) ** 2).mean()}
+
+    rows = [{"x": torch.full((4,), 0.1 * (k + 1)), "labels": torch.tensor(1.0)} for k in range(12)]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=1, max_steps=12, logging_steps=1,
+                             report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=Linear(), args=args, train_dataset=rows)
+    trainer.add_callback(callbacks_map["medswift_health"](args, trainer))
+    assert callbacks_map["medswift_health"] is plugin.MedSwiftHealth
+    trainer.train()
+    return trainer
+
+
+def test_a_non_finite_loss_stops_training_and_says_where(tmp_path, monkeypatch, capsys):
+    from medswift.eval import training_health
+
+    trainer = hf_trainer_with_health(tmp_path, poison_from=4, allow=False, monkeypatch=monkeypatch)
+    assert trainer.state.global_step == 4, "stopped at the first non-finite step"
+    report = json.loads((tmp_path / "training_health.json").read_text())
+    # transformers replaces a non-finite loss in the log by the running mean (logging_nan_inf_filter):
+    # the gradient norm is what shows it
+    assert report["first_step"] == 4 and report["stopped"] and report["values"] == {"grad_norm": "nan"}
+    assert "training health: non-finite or exploded grad_norm=nan at step 4" in capsys.readouterr().err
+    line = training_health.verdict(tmp_path)
+    assert line.startswith("training stopped at step 4") and "ALLOW_NONFINITE=1" in line
+    assert training_health.main([str(tmp_path)]) == 2
+
+
+def test_allow_nonfinite_flags_and_goes_on(tmp_path, monkeypatch):
+    from medswift.eval import training_health
+
+    trainer = hf_trainer_with_health(tmp_path, poison_from=4, allow=True, monkeypatch=monkeypatch)
+    assert trainer.state.global_step == 12
+    report = json.loads((tmp_path / "training_health.json").read_text())
+    assert not report["stopped"] and report["non_finite_steps"] == 9 and report["last_step"] == 12
+    assert "training continued" in training_health.verdict(tmp_path)
+    healthy = tmp_path / "healthy"
+    hf_trainer_with_health(healthy, poison_from=99, allow=False, monkeypatch=monkeypatch)
+    assert not (healthy / "training_health.json").exists() and training_health.verdict(healthy) is None
+
+
+def test_exploded_values_count_as_broken():
+    from medswift.eval.training_health import non_finite
+
+    assert non_finite({"loss": 9.154e12, "grad_norm": 3.7e11, "reward": 0.5}) == {"loss": "9.15e+12", "grad_norm": "3.7e+11"}
+    assert non_finite({"loss": "nan", "kl": float("-inf"), "grad_norm": 2.9}) == {"loss": "nan", "kl": "-inf"}
+    assert non_finite({"loss": 0.06, "grad_norm": 2.9, "reward": 0.6, "kl": 0.05}) == {}

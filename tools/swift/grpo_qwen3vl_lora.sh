@@ -140,6 +140,8 @@ rollout_server_command() {
 }
 if [[ "${ROLLOUT_SERVER:-0}" == 1 ]]; then
   rollout_server_command
+  # One `swift rollout` process spreads over its GPUs itself (VLLM_TP x VLLM_DP): no torchrun.
+  unset NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT
   run_or_print "${rollout_cmd[@]}" "$@"
 fi
 

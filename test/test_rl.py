@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PYTHON, ROOT, read_jsonl, run
+from helpers import PYTHON, ROOT, read_jsonl, run, swift_commands, unknown_flags
 
 SWIFT_DIR = ROOT / "tools" / "swift"
 CPU = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": ""}
@@ -346,37 +346,6 @@ def test_pairs_drop_samples_cut_by_the_length_limit_and_empty_ones(tmp_path):
 
 
 # --------------------------------------------------------------------------- the GPU recipe, checked
-def swift_fields(verb: str) -> set[str]:
-    """The argument names ms-swift's own dataclass for ``swift <verb>`` accepts."""
-    import dataclasses
-
-    from swift import arguments
-
-    cls = {"sft": arguments.SftArguments, "rlhf": arguments.RLHFArguments, "infer": arguments.InferArguments,
-           "export": arguments.ExportArguments, "deploy": arguments.DeployArguments,
-           "rollout": arguments.RolloutArguments}[verb]
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def swift_commands(stdout: str) -> list[list[str]]:
-    """Every `swift <verb> ...` line a dry run printed, as argv from the verb on."""
-    out = []
-    for line in stdout.strip().splitlines():
-        words = shlex.split(line)
-        at = [i for i, w in enumerate(words) if w.endswith("/swift") or w == "swift"]
-        if at:
-            out.append(words[at[0] + 1:])
-    return out
-
-
-def unknown_flags(stdout: str) -> list[str]:
-    bad = []
-    for argv in swift_commands(stdout):
-        fields = swift_fields(argv[0])
-        bad += [f"swift {argv[0]} {w}" for w in argv[1:] if w.startswith("--") and w[2:] not in fields]
-    return bad
-
-
 @pytest.fixture(scope="module")
 def two_view_data(tmp_path_factory) -> Path:
     """Converter JSONL of 12 two-view studies: what an 8-GPU dry run reads its vLLM limits from."""

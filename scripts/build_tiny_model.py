@@ -39,7 +39,7 @@ DEFAULT_OUTPUT = REPO_ROOT / "weights" / "tiny-qwen3-vl"
 REPORT_LANGUAGES = {"en": REPO_ROOT / "data" / "openi" / "openi-en.json",
                     "zh": REPO_ROOT / "data" / "openi" / "openi-zh.json"}
 
-BUILDER_VERSION = 5  # 5: the answer formats' tokens join the report vocabulary
+BUILDER_VERSION = 5  # 5: the answer formats' tokens join the vocabulary; the pre-pass mixes in other jobs
 SEED = 42
 MARKER = "tiny_model_build.json"
 
@@ -363,6 +363,44 @@ def answer_texts(report_texts: list[str]) -> list[str]:
     return texts
 
 
+JOB_SHARE = 0.25  # share of pre-pass samples that ask another job's question (grounding, classification)
+
+
+def job_examples(rng, languages: list[str]) -> list[tuple[str, str]]:
+    """(question, answer) pairs of the toolkit's other jobs, in their own prompt templates
+    (medswift.core.prompts) and answer formats: box JSON for grounding, the ChestX-ray14 and
+    HAM10000 answers. The pre-pass mixes them in, so their tokens' output rows are trained as
+    targets rather than only pushed down, and a short fine-tune can bring them up."""
+    from medswift.core import prompts
+    from medswift.data.grounding import FINDINGS_ZH, finding_word
+    from medswift.data.tasks import CHESTXRAY14, HAM10000, format_answer
+    from medswift.eval.boxes import Box, format_boxes
+
+    findings = sorted(FINDINGS_ZH)
+
+    def boxes(labels: list[str]) -> str:
+        out = []
+        for label in labels:
+            x1, y1 = rng.randrange(0, 700), rng.randrange(0, 700)
+            out.append(Box(label, x1, y1, x1 + rng.randrange(20, 300), y1 + rng.randrange(20, 300)))
+        return format_boxes(out)
+
+    pairs = []
+    for lang in languages:
+        for question in prompts.TASK_TEMPLATES["grounding_detect"][lang]:
+            pairs += [(question, boxes(rng.sample(findings, rng.randint(0, 2)))) for _ in range(6)]
+        for question in prompts.TASK_TEMPLATES["grounding_phrase"][lang]:
+            for finding in findings:
+                pairs.append((question.format(finding=finding_word(finding, lang)),
+                              boxes([finding] * rng.randint(1, 2))))
+        for question in prompts.TASK_TEMPLATES["ham10000"][lang]:
+            pairs += [(question, format_answer(HAM10000, [label], lang)) for label in HAM10000.labels]
+        for question in prompts.TASK_TEMPLATES["chestxray14"][lang]:
+            pairs += [(question, format_answer(CHESTXRAY14, rng.sample(CHESTXRAY14.labels[:-1], rng.randint(1, 3)), lang))
+                      for _ in range(8)] + [(question, format_answer(CHESTXRAY14, ["No Finding"], lang))]
+    return pairs
+
+
 def report_vocabulary(tokenizer, texts: list[str]) -> list[int]:
     """The ids the model may write: every token of the bundled reports and of the toolkit's answer
     formats (answer_texts), Qwen3-VL's added tokens (chat markers, <think>...) and the line break
@@ -430,15 +468,17 @@ def language_prepass(model, processor, reports: dict[str, list[str]], vocabulary
             out = model.model.get_image_features(pixels["pixel_values"], pixels["image_grid_thw"])
             features.append((out.pooler_output[0], [d[0] for d in out.deepstack_features], pixels["image_grid_thw"]))
     blank = Image.new("RGB", (PREPASS_IMAGE_SIZE, PREPASS_IMAGE_SIZE))
-    prompt_ids = {}
-    for lang in reports:
-        for k in range(len(prompts.TEMPLATES[lang])):
-            chat = processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompts.template(lang, k)}]}],
-                add_generation_prompt=True, tokenize=False)
-            prompt_ids[lang, k] = processor(text=[chat], images=[blank])["input_ids"][0]
 
-    used = sorted(set(vocabulary) | {i for ids in prompt_ids.values() for i in ids})
+    def chat_ids(text: str) -> list[int]:
+        chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}],
+                                             add_generation_prompt=True, tokenize=False)
+        return processor(text=[chat], images=[blank])["input_ids"][0]
+
+    prompt_ids = {(lang, k): chat_ids(prompts.template(lang, k)) for lang in reports
+                  for k in range(len(prompts.TEMPLATES[lang]))}
+    jobs = [(chat_ids(question), answer) for question, answer in job_examples(rng, sorted(reports))]
+
+    used = sorted(set(vocabulary) | {i for ids in [*prompt_ids.values(), *(q for q, _ in jobs)] for i in ids})
     row_of = torch.full((VOCAB_SIZE,), -1, dtype=torch.long)  # token id -> its row in the trained copy
     row_of[torch.tensor(used)] = torch.arange(len(used))
     target_of = torch.full((VOCAB_SIZE,), -1, dtype=torch.long)  # token id -> its class in the softmax
@@ -463,8 +503,12 @@ def language_prepass(model, processor, reports: dict[str, list[str]], vocabulary
         seqs, labels, feats = [], [], []
         for _ in range(PREPASS_BATCH):
             lang = rng.choice(languages)
-            answer = rng.choice(report_ids[lang])[:PREPASS_REPORT_TOKENS] + turn_end
-            prompt = prompt_ids[lang, rng.randrange(len(prompts.TEMPLATES[lang]))]
+            if rng.random() < JOB_SHARE:  # another job's question, answered in its format
+                prompt, job_answer = rng.choice(jobs)
+                answer = tokenizer(job_answer, add_special_tokens=False)["input_ids"] + turn_end
+            else:
+                answer = rng.choice(report_ids[lang])[:PREPASS_REPORT_TOKENS] + turn_end
+                prompt = prompt_ids[lang, rng.randrange(len(prompts.TEMPLATES[lang]))]
             seqs.append(prompt + answer)
             labels.append([-100] * len(prompt) + answer)
             feats.append(rng.choice(features))
@@ -493,6 +537,7 @@ def language_prepass(model, processor, reports: dict[str, list[str]], vocabulary
         model.lm_head.weight[torch.tensor(vocabulary)] = head * OUTPUT_SCALE
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     return {"steps": PREPASS_STEPS, "batch": PREPASS_BATCH, "learning_rate": PREPASS_LR, "output_scale": OUTPUT_SCALE,
+            "job_share": JOB_SHARE, "job_examples": len(jobs),
             "loss_first_20_steps": round(first, 3), "loss_last_20_steps": round(last, 3)}
 
 

@@ -249,10 +249,11 @@ def test_a_lora_fine_tune_keeps_the_report_vocabulary(trained_adapter, tiny_mode
 
 
 def test_a_short_fine_tune_writes_box_json_and_sibling_labels(tiny_model, tmp_path):
-    """60 LoRA steps (rank 64, learning rate 1e-2) on the bundled X-rays asked three jobs: grounding
+    """40 LoRA steps (the quickstart's recipe) on the bundled X-rays asked three jobs: grounding
     answered with box JSON, HAM10000-style classification and ChestX-ray14 findings; greedy answers
     afterwards parse as boxes and as the task's labels. On builder 4 those targets were outside the
-    pinned vocabulary and nothing was learned."""
+    pinned vocabulary and nothing was learned; with the vocabulary alone (no pre-pass on the other
+    jobs) 40 steps reached token accuracy 0.61 and wrote no box JSON."""
     from medswift.data import tasks
     from medswift.eval.boxes import parse_boxes
 
@@ -265,12 +266,12 @@ def test_a_short_fine_tune_writes_box_json_and_sibling_labels(tiny_model, tmp_pa
     data = tmp_path / "jobs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "lora"
-    run(["bash", str(ROOT / "tools" / "swift" / "finetune_qwen3vl_lora.sh"), "--max_steps", "60"],
+    run(["bash", str(ROOT / "tools" / "swift" / "finetune_qwen3vl_lora.sh"), "--max_steps", "40"],
         env={"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "64", "MODEL": str(tiny_model), "TRAIN_FILE": str(data),
-             "VAL_FILE": "none", "OUTPUT_DIR": str(out), "LORA_RANK": "64", "LORA_ALPHA": "128", "LEARNING_RATE": "1e-2",
+             "VAL_FILE": "none", "OUTPUT_DIR": str(out), "LORA_RANK": "64", "LORA_ALPHA": "128", "LEARNING_RATE": "3e-3",
              "LR_SCHEDULER": "constant", "WARMUP_RATIO": "0", "GLOBAL_BATCH": "4", "MICRO_BATCH": "4",
-             "SAVE_STEPS": "60", "NUM_WORKERS": "1", "LOGGING_STEPS": "5"}, timeout=2400)
-    (ckpt,) = sorted(out.glob("v*/checkpoint-60"))
+             "SAVE_STEPS": "40", "NUM_WORKERS": "1", "LOGGING_STEPS": "5"}, timeout=2400)
+    (ckpt,) = sorted(out.glob("v*/checkpoint-40"))
     predictions = tmp_path / "predictions.jsonl"
     run([PYTHON, str(ROOT / "scripts" / "batch_infer.py"), "--dataset", str(data), "--adapter_path", str(ckpt),
          "--max_new_tokens", "48", "--output_file", str(predictions), "--quiet"], env={"CUDA_VISIBLE_DEVICES": ""},

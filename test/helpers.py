@@ -466,3 +466,35 @@ def write_mimic_cxr(base: Path, studies: list[dict]) -> tuple[Path, Path]:
             writer.writerow(header)
             writer.writerows(rows)
     return jpg, reports
+
+
+# --------------------------------------------------------------------------- ms-swift's own arguments
+def swift_fields(verb: str) -> set[str]:
+    """The argument names ms-swift's own dataclass for ``swift <verb>`` accepts."""
+    import dataclasses
+
+    from swift import arguments
+
+    cls = {"sft": arguments.SftArguments, "rlhf": arguments.RLHFArguments, "infer": arguments.InferArguments,
+           "export": arguments.ExportArguments, "deploy": arguments.DeployArguments,
+           "rollout": arguments.RolloutArguments}[verb]
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def swift_commands(stdout: str) -> list[list[str]]:
+    """Every `swift <verb> ...` line a dry run printed, as argv from the verb on."""
+    out = []
+    for line in stdout.strip().splitlines():
+        words = shlex.split(line)
+        at = [i for i, w in enumerate(words) if w.endswith("/swift") or w == "swift"]
+        if at:
+            out.append(words[at[0] + 1:])
+    return out
+
+
+def unknown_flags(stdout: str) -> list[str]:
+    bad = []
+    for argv in swift_commands(stdout):
+        fields = swift_fields(argv[0])
+        bad += [f"swift {argv[0]} {w}" for w in argv[1:] if w.startswith("--") and w[2:] not in fields]
+    return bad

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from helpers import CPU_ONLY, LAUNCHERS, PYTHON, ROOT, VENV_BIN, dry, flag, launcher, run
+from helpers import CPU_ONLY, LAUNCHERS, PYTHON, ROOT, VENV_BIN, dry, flag, launcher, run, swift_commands, unknown_flags
 
 
 SWIFT_DIR = ROOT / "tools" / "swift"
@@ -467,3 +467,24 @@ def test_qlora_and_quantised_export_need_cuda(paths, tmp_path):
     _, argv = dry("export_quantized.sh", {**paths, "QUANT_METHOD": "gptq", "QUANT_DIR": str(tmp_path / "q")})
     assert argv[1] == "export" and (flag(argv, "--quant_method"), flag(argv, "--quant_bits")) == ("gptq", "4")
     assert flag(argv, "--dataset") == f"{paths['DATA_DIR']}/train.jsonl"
+
+
+def test_every_flag_the_launchers_print_is_an_ms_swift_argument(paths, tmp_path):
+    """The training, inference, merge, serving and export launchers' dry runs (GPU and CPU forms,
+    several processes, QLoRA, DeepSpeed) use only names of ms-swift's own argument dataclasses
+    (SftArguments, InferArguments, ExportArguments); ms-swift aborts on any other. The post-training
+    launchers: test_rl.py; deploy_qwen3vl.sh runs the toolkit's own server (scripts/serve.py)."""
+    ckpt = checkpoint(tmp_path / "v0-1" / "checkpoint-5", paths["MODEL"])
+    modes = [("finetune_qwen3vl_lora.sh", {}), ("finetune_qwen3vl_lora.sh", {"TARGET": "cpu"}),
+             ("finetune_qwen3vl_lora.sh", {"QUANT_BITS": "4", "DEEPSPEED": "zero3"}),
+             ("finetune_qwen3vl_lora_mp.sh", {"NPROC_PER_NODE": "8"}),
+             ("finetune_qwen3vl_lora_mp.sh", {"NPROC_PER_NODE": "2", "NNODES": "2", "NODE_RANK": "1",
+                                              "MASTER_ADDR": "10.0.0.1"}),
+             ("finetune_qwen3vl_cls.sh", {}),
+             ("infer_qwen3vl_lora.sh", {"ADAPTER": str(ckpt)}), ("infer_qwen3vl_lora.sh", {"NO_ADAPTER": "1"}),
+             ("merge_qwen3vl_lora.sh", {"ADAPTER": str(ckpt)}),
+             ("export_quantized.sh", {"QUANT_METHOD": "gptq", "QUANT_DIR": str(tmp_path / "q")})]
+    for name, env in modes:
+        proc = launcher(name, {**paths, "OUTPUT_DIR": str(tmp_path), "DRY_RUN": "1", **env})
+        assert swift_commands(proc.stdout), (name, proc.stdout)
+        assert unknown_flags(proc.stdout) == [], (name, env)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run
+from helpers import BUNDLED_IMAGES, PYTHON, ROOT, read_jsonl, run, swift_commands, unknown_flags
 
 SWIFT_DIR = ROOT / "tools" / "swift"
 CPU = {"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": ""}
@@ -32,7 +32,10 @@ def grpo(trained_adapter, converted, tmp_path_factory) -> Path:
     launch("grpo_qwen3vl_lora.sh", {"ADAPTER": str(trained_adapter), "DATA_DIR": str(converted),
                                     "RL_OUTPUT_DIR": str(out), "NUM_GENERATIONS": "4", "GLOBAL_BATCH": "4",
                                     "MICRO_BATCH": "4", "MAX_COMPLETION_LENGTH": "24", "REWARD_FUNCS": REWARDS,
-                                    "REWARD_WEIGHTS": "1 0.2", "SAVE_STEPS": "2", "NUM_WORKERS": "1"},
+                                    "REWARD_WEIGHTS": "1 0.2", "SAVE_STEPS": "2", "NUM_WORKERS": "1",
+                                    # GRPO on the embedded default's SFT adapter can explode (docs/post-training-
+                                    # recipe.md section 1); this fixture checks the plumbing, so it goes on
+                                    "ALLOW_NONFINITE": "1"},
            "--max_steps", "2")
     (ckpt,) = sorted(out.glob("v*/checkpoint-*"))
     return ckpt
@@ -56,6 +59,7 @@ def test_grpo_logs_rewards_and_completions_and_draws_them_beside_sft(grpo):
         assert 0 <= r["rewards/MedSwiftFindings/mean"] <= 1 and r["reward_std"] >= 0
     completions = read_jsonl(run_dir / "completions.jsonl")
     assert completions and len(completions[0]["completion"]) == 4, "one group of NUM_GENERATIONS per step"
+    assert [c["step"][0] for c in completions] == ["1", "2"], "one block per step (the last one not twice)"
     assert "MedSwiftFindings" in completions[0] and "advantages" in completions[0]
     assert (run_dir / "images" / "rl_curves.png").stat().st_size > 10_000
     card = (grpo / "README.md").read_text()
@@ -63,6 +67,11 @@ def test_grpo_logs_rewards_and_completions_and_draws_them_beside_sft(grpo):
     assert "| rewards (weight) | medswift_findings (1.0), medswift_repetition (0.2) |" in card
     assert "| generations per prompt | 4 |" in card and "| beta (KL weight) | 0.04 |" in card
     assert "| optimizer steps to this checkpoint | 2 |" in card and "format `openi`" in card
+    assert "| LoRA rank / alpha | 64 / 128" in card, "the adapter's own shape, not args.json's 8 / 32"
+    clipped = [r["completions/clipped_ratio"] for r in steps]
+    assert f"rollouts cut at max completion length: {sum(clipped) / 2:.0%} on average over 2 steps" in card
+    assert f"KL to the reference at step 1: {steps[0]['kl']:.4g}" in card
+    assert ("**Training health:**" in card) == (run_dir / "training_health.json").exists()
 
 
 def test_batch_infer_loads_the_grpo_checkpoint_like_an_sft_one(grpo, converted, tmp_path):
@@ -83,8 +92,9 @@ def dpo(trained_adapter, converted, tmp_path_factory) -> Path:
     # sample rarely beats the worst: the reference report is the chosen one here.
     launch("dpo_qwen3vl_lora.sh", {"ADAPTER": str(trained_adapter), "DATA_DIR": str(converted),
                                    "RL_OUTPUT_DIR": str(out), "NUM_SAMPLES": "2", "CHOSEN": "reference",
-                                   "MAX_COMPLETION_LENGTH": "24", "REWARD_FUNCS": REWARDS, "GLOBAL_BATCH": "2",
-                                   "MICRO_BATCH": "1", "RPO_ALPHA": "0.1", "SAVE_STEPS": "2", "NUM_WORKERS": "1"},
+                                   "MAX_COMPLETION_LENGTH": "160", "REWARD_FUNCS": REWARDS, "GLOBAL_BATCH": "2",
+                                   "MICRO_BATCH": "1", "RPO_ALPHA": "0.1", "SAVE_STEPS": "2", "NUM_WORKERS": "1",
+                                   "ALLOW_NONFINITE": "1"},
            "--max_steps", "2")
     (ckpt,) = sorted(out.glob("v*/checkpoint-*"))
     return ckpt
@@ -98,12 +108,16 @@ def test_dpo_builds_pairs_then_trains(dpo, trained_adapter, converted):
     references = {r["id"]: r["messages"][-1]["content"] for r in read_jsonl(converted / "train.jsonl")}
     summary = json.loads(pairs_file.with_suffix(".summary.json").read_text())
     assert summary["studies"] == len(references) and summary["samples"] == 2 * len(references)
-    assert summary["pairs"] + summary["ties_dropped"] == len(references) and summary["pairs"] == len(pairs) >= 1
+    assert summary["pairs"] + summary["ties_dropped"] + summary["studies_without_a_whole_sample"] == len(references)
+    assert summary["pairs"] == len(pairs) >= 1
+    samples = read_jsonl(pairs_file.parent / "samples.jsonl")
+    finish = {r["response"]: r["finish_reason"] for r in samples}
+    assert summary["cut_samples_dropped"] == sum(r["finish_reason"] == "length" for r in samples)
+    assert all(finish[p["rejected_response"]] == "stop" for p in pairs), "no pair holds a sample cut at the limit"
     for p in pairs:
         assert p["messages"][-1] == {"role": "assistant", "content": references[p["id"]]}
         assert p["rejected_response"] != references[p["id"]] and p["chosen_reward"] > p["rejected_reward"]
         assert p["images"] and all(Path(i).is_file() for i in p["images"])
-    samples = read_jsonl(pairs_file.parent / "samples.jsonl")
     assert {r["generation"]["temperature"] for r in samples} == {1.0}
     assert [r for r in read_jsonl(dpo.parent / "logging.jsonl") if "loss" in r][-1]["global_step/max_steps"] == "2/2"
     assert (dpo / "adapter_model.safetensors").stat().st_size > 0
@@ -134,8 +148,10 @@ def stubs(tmp_path_factory) -> dict:
     data.mkdir(), bare.mkdir()
     record = {"messages": [{"role": "user", "content": "<image>Report."}, {"role": "assistant", "content": "No effusion."}],
               "images": ["/x/1.png"], "id": "1"}
-    (data / "train.jsonl").write_text(json.dumps(record) + "\n")
-    (bare / "train.jsonl").write_text(json.dumps({**record, "messages": record["messages"][:1]}) + "\n")
+    # 20 studies: a default GRPO step (16 completions = 4 prompts x 4) has full groups of prompts
+    (data / "train.jsonl").write_text("".join(json.dumps({**record, "id": str(k)}) + "\n" for k in range(20)))
+    (bare / "train.jsonl").write_text("".join(json.dumps({**record, "id": str(k), "messages": record["messages"][:1]})
+                                              + "\n" for k in range(20)))
     return {"model": model, "other": other, "ckpt": ckpt, "data": data, "bare": bare, "root": root}
 
 
@@ -378,7 +394,7 @@ def test_chosen_best_never_pairs_an_empty_sample(tmp_path):
     for chosen in ("best", "reference"):
         pairs, counts = rl.build_pairs(samples, ["medswift_findings"], [1.0], orms, chosen)
         assert all(p["rejected"].strip() for p in pairs), pairs
-        assert counts["blank_samples_dropped"] == 3
+        assert counts["empty_samples_dropped"] == 3
     pairs, counts = rl.build_pairs(samples, ["medswift_findings"], [1.0], orms, "best")
     assert [(p["study"], p["rejected"]) for p in pairs] == [("a", normal)] and counts["single_sample_dropped"] == 1
 
@@ -428,3 +444,270 @@ def test_model_card_command_adds_the_post_training_stage(tmp_path):
     assert "not for diagnosis" in card.lower() and (run_dir / "images" / "rl_curves.png").is_file()
     run([PYTHON, "-m", "medswift.posttrain.card", str(tmp_path / "sft" / "checkpoint-2")], cwd=ROOT / "scripts")
     assert "Post-training" not in (tmp_path / "sft" / "checkpoint-2" / "README.md").read_text()
+
+
+def test_pairs_drop_samples_cut_by_the_length_limit_and_empty_ones(tmp_path):
+    """A sample the engine cut at max_new_tokens (finish_reason "length") or an empty one is never
+    a side of a pair: a full reference against a cut sample would teach finishing, not the reward."""
+    from medswift.posttrain import datasets as rl
+
+    effusion = "Small left pleural effusion. The heart size is normal. No pneumothorax."
+    normal = "The heart size is normal. The lungs are clear. No pleural effusion or pneumothorax."
+    base = {"prompt": "Report.", "images": ["a.png"], "reference": effusion}
+    rows = [{**base, "id": "a#0", "response": effusion, "finish_reason": "stop"},
+            {**base, "id": "a#1", "response": normal, "finish_reason": "stop"},
+            {**base, "id": "a#2", "response": "The heart size is", "finish_reason": "length"},
+            {**base, "id": "a#3", "response": "  ", "finish_reason": "stop"},
+            {**base, "id": "b#0", "response": "The lungs are", "finish_reason": "length", "reference": normal},
+            {**base, "id": "b#1", "response": "", "finish_reason": "stop", "reference": normal}]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    orms = rl.check_rewards(["medswift_findings"], [], ROOT / "scripts" / "swift_plugins" / "medswift_rewards.py")
+    pairs, counts = rl.build_pairs(samples, ["medswift_findings"], [1.0], orms, "reference")
+    assert {p["study"]: p["rejected"] for p in pairs} == {"a": normal}, "the cut and the empty samples are never rejected"
+    assert (counts["cut_samples_dropped"], counts["empty_samples_dropped"]) == (2, 2)
+    assert counts["studies"] == 2 and counts["studies_without_a_whole_sample"] == 1 and counts["samples"] == 6
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows[4:]))
+    with pytest.raises(rl.UsageError, match="every sample is empty or cut by the length limit.*MAX_COMPLETION_LENGTH"):
+        rl.build_pairs(samples, ["medswift_findings"], [1.0], orms, "reference")
+
+
+# --------------------------------------------------------------------------- the GPU recipe, checked
+@pytest.fixture(scope="module")
+def two_view_data(tmp_path_factory) -> Path:
+    """Converter JSONL of 12 two-view studies: what an 8-GPU dry run reads its vLLM limits from."""
+    root = tmp_path_factory.mktemp("two_view")
+    rows = [{"messages": [{"role": "user", "content": "<image><image>Write the findings of this chest X-ray study."},
+                          {"role": "assistant", "content": "No acute cardiopulmonary abnormality. " * (k + 1)}],
+             "images": [f"/x/{k}_pa.png", f"/x/{k}_lat.png"], "id": str(k)} for k in range(12)]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def gpu_node(stubs, out: Path, data: Path, **env) -> dict:
+    return {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(data), "RL_OUTPUT_DIR": str(out), "TARGET": "gpu",
+            "USE_VLLM": "true", "NPROC_PER_NODE": "8", "GLOBAL_BATCH": "32", "NUM_GENERATIONS": "8", **env}
+
+
+def test_8_gpu_dry_run_sizes_vllm_from_the_data(stubs, two_view_data, tmp_path):
+    """vLLM's context is the longest prompt plus a full completion, its image limit the most views of
+    a record; without them vLLM sizes its cache for the model's whole context and refuses two views."""
+    from medswift.posttrain import datasets as rl
+
+    plan = rl.rollout_plan(two_view_data / "train.jsonl", 256, 256, 4)
+    assert plan["max_images"] == 2 and plan["records"] == 12
+    assert plan["max_model_len"] == 1024 and plan["longest_prompt"] > 2 * 256, plan
+    assigns, argv, _ = dry("grpo_qwen3vl_lora.sh", gpu_node(stubs, tmp_path, two_view_data))
+    assert assigns["NPROC_PER_NODE"] == "8" and (flag(argv, "--vllm_mode"), flag(argv, "--sleep_level")) == ("colocate", "1")
+    assert flag(argv, "--vllm_max_model_len") == "1024"
+    assert json.loads(flag(argv, "--vllm_limit_mm_per_prompt")) == {"image": 2}
+    # a large model: ZeRO-3, offload during rollouts, weights synced in parts (ms-swift's 72B example)
+    _, argv, _ = dry("grpo_qwen3vl_lora.sh", gpu_node(stubs, tmp_path, two_view_data, DEEPSPEED="zero3", VLLM_TP="4",
+                                                      OFFLOAD_MODEL="true", OFFLOAD_OPTIMIZER="true",
+                                                      MOVE_MODEL_BATCHES="40", MAX_COMPLETION_LENGTH="1024"))
+    assert (flag(argv, "--deepspeed"), flag(argv, "--vllm_tensor_parallel_size")) == ("zero3", "4")
+    assert (flag(argv, "--offload_model"), flag(argv, "--offload_optimizer"), flag(argv, "--move_model_batches")) == \
+        ("true", "true", "40")
+    assert flag(argv, "--vllm_max_model_len") == "1792", "sized for the longer completions too"
+
+
+def test_dry_run_states_what_it_assumes_when_adapter_or_data_are_elsewhere(stubs, tmp_path):
+    env = gpu_node(stubs, tmp_path, tmp_path / "not_here", ADAPTER="/cluster/sft/checkpoint-573",
+                   MODEL="/models/Qwen3-VL-8B-Instruct", MODEL_TYPE="qwen3_vl")
+    proc = launch("grpo_qwen3vl_lora.sh", {"DRY_RUN": "1", "SWIFT_BIN": "/nonexistent/swift", **env})
+    assert "the adapter is not on this machine" in proc.stderr and "using the default 1024" in proc.stderr
+    assert "vLLM sized for 1 image(s) of 1024 tokens" in proc.stderr and "VLLM_MAX_MODEL_LEN" in proc.stderr
+    argv = shlex.split(proc.stdout.strip().splitlines()[-1])
+    assert flag(argv, "--vllm_max_model_len") == "1792" and flag(argv, "--model") == "/models/Qwen3-VL-8B-Instruct"
+
+
+def test_several_nodes_train_against_a_rollout_server(stubs, two_view_data, tmp_path):
+    """VLLM_MODE=server: the dry run prints the rollout node's `swift rollout` first, then the trainer's
+    `swift rlhf --vllm_mode server`; ROLLOUT_SERVER=1 is the rollout node's own command."""
+    env = gpu_node(stubs, tmp_path, two_view_data, VLLM_MODE="server", VLLM_SERVER_HOST="10.0.0.9", NNODES="2",
+                   NODE_RANK="0", MASTER_ADDR="10.0.0.1", GLOBAL_BATCH="64")
+    _, argv, out = dry("grpo_qwen3vl_lora.sh", env)
+    rollout, rlhf = swift_commands(out)
+    assert rollout[0] == "rollout" and flag(rollout, "--vllm_max_model_len") == "1024" and flag(rollout, "--port") == "8000"
+    assert json.loads(flag(rollout, "--vllm_limit_mm_per_prompt")) == {"image": 2}
+    assert (flag(argv, "--vllm_mode"), flag(argv, "--vllm_server_host"), flag(argv, "--vllm_server_port")) == \
+        ("server", "10.0.0.9", "8000")
+    assigns, argv, _ = dry("grpo_qwen3vl_lora.sh", {**env, "ROLLOUT_SERVER": "1", "VLLM_DP": "2"})
+    assert argv[1] == "rollout" and flag(argv, "--vllm_data_parallel_size") == "2"
+    assert "NPROC_PER_NODE" not in assigns and "NNODES" not in assigns, "swift rollout is one process, not torchrun"
+    proc = launch("grpo_qwen3vl_lora.sh", {**env, "DRY_RUN": "1", "VLLM_SERVER_HOST": ""}, check=False)
+    assert proc.returncode == 2 and "VLLM_MODE=server: set VLLM_SERVER_HOST" in proc.stderr
+
+
+def test_every_flag_the_post_training_dry_runs_print_is_an_ms_swift_argument(stubs, two_view_data, tmp_path):
+    """Each `swift` command the GRPO and DPO launchers print, in every mode, uses only names of
+    ms-swift's own argument dataclasses (RLHFArguments, RolloutArguments): an unknown flag aborts
+    ms-swift at start-up, on the GPU machine, after the queue."""
+    cpu = {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(two_view_data), "RL_OUTPUT_DIR": str(tmp_path), "TARGET": "cpu"}
+    server = {"VLLM_MODE": "server", "VLLM_SERVER_HOST": "10.0.0.9"}
+    modes = [("grpo_qwen3vl_lora.sh", cpu),
+             ("grpo_qwen3vl_lora.sh", {**cpu, "REWARD_FUNCS": "medswift_findings medswift_format",
+                                       "REWARD_WEIGHTS": "1 0.5", "LOSS_TYPE": "fipo", "ALLOW_NONFINITE": "1"}),
+             ("grpo_qwen3vl_lora.sh", gpu_node(stubs, tmp_path, two_view_data)),
+             ("grpo_qwen3vl_lora.sh", gpu_node(stubs, tmp_path, two_view_data, DEEPSPEED="zero3_offload",
+                                               OFFLOAD_MODEL="true", OFFLOAD_OPTIMIZER="true", MOVE_MODEL_BATCHES="40")),
+             ("grpo_qwen3vl_lora.sh", gpu_node(stubs, tmp_path, two_view_data, **server)),
+             ("grpo_qwen3vl_lora.sh", gpu_node(stubs, tmp_path, two_view_data, ROLLOUT_SERVER="1", **server)),
+             ("dpo_qwen3vl_lora.sh", {**cpu, "RPO_ALPHA": "0.1"}),
+             ("dpo_qwen3vl_lora.sh", {**cpu, "TARGET": "gpu", "NPROC_PER_NODE": "8", "DEEPSPEED": "zero3"})]
+    printed = 0
+    for name, env in modes:
+        _, _, out = dry(name, env)
+        printed += len(swift_commands(out))
+        assert unknown_flags(out) == [], (name, env)
+    assert printed == len(modes) + 1, "the server mode prints two swift commands"
+    # the check itself fails on a flag ms-swift does not have (as the old --merge_lora_output)
+    assert unknown_flags("/x/swift rlhf --rlhf_type grpo --vllm_max_len 4") == ["swift rlhf --vllm_max_len"]
+
+
+def test_dpo_sampling_names_its_processes_and_no_empty_weights(stubs, tmp_path):
+    _, _, out = dry("dpo_qwen3vl_lora.sh", {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(stubs["data"]),
+                                            "RL_OUTPUT_DIR": str(tmp_path), "TARGET": "gpu", "NPROC_PER_NODE": "8",
+                                            "GLOBAL_BATCH": "16"})
+    lines = out.strip().splitlines()
+    assert lines[1].startswith("IMAGE_MAX_TOKEN_NUM=256 NPROC_PER_NODE=8 ") and "batch_infer.py" in lines[1]
+    assert "--reward_weights" not in lines[2], "no empty --reward_weights ''"
+    _, _, out = dry("dpo_qwen3vl_lora.sh", {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(stubs["data"]),
+                                            "RL_OUTPUT_DIR": str(tmp_path), "TARGET": "cpu",
+                                            "REWARD_FUNCS": "medswift_findings medswift_format", "REWARD_WEIGHTS": "1 0.5"})
+    assert flag(shlex.split(out.strip().splitlines()[2]), "--reward_weights") == "1 0.5"
+
+
+def test_loss_types_are_the_installed_ms_swifts(stubs, tmp_path):
+    """LOSS_TYPE accepts what ms-swift's trainers handle (4.6: fipo, cispo, sapo, real ...), read from
+    its source, and refuses the rest in one line that lists them."""
+    from medswift.posttrain import datasets as rl
+
+    grpo = rl.loss_types("grpo")
+    assert {"grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "fipo"} <= set(grpo)
+    assert {"sigmoid", "ipo", "hinge"} <= set(rl.loss_types("dpo"))
+    env = {"ADAPTER": str(stubs["ckpt"]), "DATA_DIR": str(stubs["data"]), "RL_OUTPUT_DIR": str(tmp_path), "TARGET": "cpu"}
+    _, argv, _ = dry("grpo_qwen3vl_lora.sh", {**env, "LOSS_TYPE": "fipo"})
+    assert flag(argv, "--loss_type") == "fipo"
+    proc = launch("grpo_qwen3vl_lora.sh", {**env, "SWIFT_BIN": "/nonexistent/swift", "LOSS_TYPE": "ppo"}, check=False)
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert proc.returncode == 2 and "LOSS_TYPE must be one of" in line and "fipo" in line and "'ppo'" in line
+    proc = launch("dpo_qwen3vl_lora.sh", {**env, "SWIFT_BIN": "/nonexistent/swift", "LOSS_TYPE": "grpo"}, check=False)
+    assert proc.returncode == 2 and "sigmoid" in proc.stderr and "for DPO" in proc.stderr
+
+
+# --------------------------------------------------------------------------- the embedded default's recipe
+@pytest.fixture(scope="module")
+def tiny_stub_adapter(stubs, tiny_model) -> Path:
+    """A LoRA checkpoint header of the embedded default (hidden 64), image budget 64: what the quickstart leaves."""
+    ckpt = stubs["root"] / "tiny_sft" / "v0-2" / "checkpoint-40"
+    ckpt.mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (ckpt / name).write_bytes((stubs["ckpt"] / name).read_bytes())
+    (ckpt / "args.json").write_text(json.dumps({"model": str(tiny_model), "model_kwargs": {"IMAGE_MAX_TOKEN_NUM": 64}}))
+    return ckpt
+
+
+def test_embedded_default_gets_a_recipe_that_trains_on_the_bundled_split(tiny_stub_adapter, converted, tmp_path):
+    """On the embedded default the GRPO and DPO launchers say they use the tiny model's recipe: several
+    prompts a step, steps on the 5-record bundled split, reports long enough to finish; a knob the user
+    set is kept; real weights keep the launcher's defaults (test_grpo_dry_run_cpu_and_gpu_node)."""
+    env = {"ADAPTER": str(tiny_stub_adapter), "DATA_DIR": str(converted), "RL_OUTPUT_DIR": str(tmp_path), "TARGET": "cpu"}
+    assigns, argv, _ = dry("grpo_qwen3vl_lora.sh", env)
+    proc = launch("grpo_qwen3vl_lora.sh", {"DRY_RUN": "1", "SWIFT_BIN": "/nonexistent/swift", **env})
+    assert "embedded default: GRPO learning recipe for the tiny model" in proc.stderr
+    assert "GRPO: 2 prompt(s) x 4 reports per step, reports up to 160 tokens" in proc.stderr
+    records = len(read_jsonl(converted / "train.jsonl"))
+    per_step = int(flag(argv, "--per_device_train_batch_size")) * int(flag(argv, "--gradient_accumulation_steps"))
+    prompts = per_step // int(flag(argv, "--num_generations"))
+    assert 2 <= prompts <= records and records // prompts * float(flag(argv, "--num_train_epochs")) >= 5
+    assert int(flag(argv, "--max_completion_length")) >= 128, "the SFT quickstart answers in up to 128 tokens"
+    _, argv, _ = dry("grpo_qwen3vl_lora.sh", {**env, "LEARNING_RATE": "7e-5"})
+    assert flag(argv, "--learning_rate") == "7e-5", "the user's knob wins over the recipe"
+    proc = launch("dpo_qwen3vl_lora.sh", {"DRY_RUN": "1", "SWIFT_BIN": "/nonexistent/swift", **env})
+    assert "embedded default: DPO learning recipe" in proc.stderr and "--chosen reference" in proc.stdout
+    assert "--max_new_tokens 160" in proc.stdout
+
+
+def test_a_run_that_would_train_0_steps_stops_in_one_line(tiny_stub_adapter, converted, tmp_path):
+    env = {"ADAPTER": str(tiny_stub_adapter), "DATA_DIR": str(converted), "RL_OUTPUT_DIR": str(tmp_path),
+           "TARGET": "cpu", "SWIFT_BIN": "/nonexistent/swift", "GLOBAL_BATCH": "32", "NUM_GENERATIONS": "4"}
+    proc = launch("grpo_qwen3vl_lora.sh", env, check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and proc.stdout == "", proc.stderr
+    assert "GRPO would train 0 steps: each step samples 8 distinct prompts" in errors[0] and "5 record(s)" in errors[0]
+    assert not list(tmp_path.glob("v*")), "stopped before ms-swift"
+
+
+# --------------------------------------------------------------------------- training health
+def hf_trainer_with_health(tmp_path: Path, poison_from: int, allow: bool, monkeypatch):
+    """A real transformers Trainer (a linear model, 12 steps) with the medswift_health callback built
+    the way ms-swift builds a --callbacks entry: ``callbacks_map[name](args, trainer)``. From step
+    ``poison_from`` on the inputs are scaled by inf, so the loss and gradient norm are not finite."""
+    import importlib.util
+
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    monkeypatch.setenv("MEDSWIFT_ALLOW_NONFINITE", "1" if allow else "0")
+    spec = importlib.util.spec_from_file_location("medswift_health_plugin",
+                                                  ROOT / "scripts" / "swift_plugins" / "medswift_health.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    from swift.callbacks import callbacks_map
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.calls = torch.nn.Linear(4, 1), 0
+
+        def forward(self, x, labels):
+            self.calls += 1  # the training forward of step N is call N (no evaluation runs)
+            if self.calls >= poison_from:
+                x = x * float("inf")
+            return {"loss": ((self.layer(x).squeeze(-1) - labels) ** 2).mean()}
+
+    rows = [{"x": torch.full((4,), 0.1 * (k + 1)), "labels": torch.tensor(1.0)} for k in range(12)]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=1, max_steps=12, logging_steps=1,
+                             report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=Linear(), args=args, train_dataset=rows)
+    trainer.add_callback(callbacks_map["medswift_health"](args, trainer))
+    assert callbacks_map["medswift_health"] is plugin.MedSwiftHealth
+    trainer.train()
+    return trainer
+
+
+def test_a_non_finite_loss_stops_training_and_says_where(tmp_path, monkeypatch, capsys):
+    from medswift.posttrain import training_health
+
+    trainer = hf_trainer_with_health(tmp_path, poison_from=4, allow=False, monkeypatch=monkeypatch)
+    assert trainer.state.global_step == 4, "stopped at the first non-finite step"
+    report = json.loads((tmp_path / "training_health.json").read_text())
+    # transformers replaces a non-finite loss in the log by the running mean (logging_nan_inf_filter):
+    # the gradient norm is what shows it
+    assert report["first_step"] == 4 and report["stopped"] and report["values"] == {"grad_norm": "nan"}
+    assert "training health: non-finite or exploded grad_norm=nan at step 4" in capsys.readouterr().err
+    line = training_health.verdict(tmp_path)
+    assert line.startswith("training stopped at step 4") and "ALLOW_NONFINITE=1" in line
+    assert training_health.main([str(tmp_path)]) == 2
+
+
+def test_allow_nonfinite_flags_and_goes_on(tmp_path, monkeypatch):
+    from medswift.posttrain import training_health
+
+    trainer = hf_trainer_with_health(tmp_path, poison_from=4, allow=True, monkeypatch=monkeypatch)
+    assert trainer.state.global_step == 12
+    report = json.loads((tmp_path / "training_health.json").read_text())
+    assert not report["stopped"] and report["non_finite_steps"] == 9 and report["last_step"] == 12
+    assert "training continued" in training_health.verdict(tmp_path)
+    healthy = tmp_path / "healthy"
+    hf_trainer_with_health(healthy, poison_from=99, allow=False, monkeypatch=monkeypatch)
+    assert not (healthy / "training_health.json").exists() and training_health.verdict(healthy) is None
+
+
+def test_exploded_values_count_as_broken():
+    from medswift.posttrain.training_health import non_finite
+
+    assert non_finite({"loss": 9.154e12, "grad_norm": 3.7e11, "reward": 0.5}) == {"loss": "9.15e+12", "grad_norm": "3.7e+11"}
+    assert non_finite({"loss": "nan", "kl": float("-inf"), "grad_norm": 2.9}) == {"loss": "nan", "kl": "-inf"}
+    assert non_finite({"loss": 0.06, "grad_norm": 2.9, "reward": 0.6, "kl": 0.05}) == {}

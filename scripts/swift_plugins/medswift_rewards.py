@@ -24,6 +24,11 @@ solutions are read as text (strings, TRL's chat messages, ms-swift's content par
 scores 0 with a counted warning, and a solution list of another length than the completions' is
 refused with one error line.
 
+ms-swift logs each reward under its class name, not its registered name: ``rewards/MedSwiftFindings/mean``
+(and ``/std``), ``rewards/MedSwiftFormat/mean``, ``rewards/MedSwiftRepetition/mean``,
+``rewards/MedSwiftThinkFormat/mean``, ``rewards/MedSwiftBoxes/mean`` in ``logging.jsonl``, and the
+class names as columns of ``completions.jsonl`` (docs/post-training-recipe.md, "Log keys").
+
 The logic lives in the library; this file only registers it.
 """
 import importlib.util

@@ -12,6 +12,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # the user's value, else the launcher's, else the one below. (A default set any other way would
 # depend on the order of lines; launcher_default after init_launcher stops with an error.)
 declare -A LAUNCHER_DEFAULTS=()
+declare -A EMBEDDED_DEFAULTS=()   # a launcher's recipe for the embedded tiny model (embedded_default)
+declare -A KNOBS_FROM_USER=()     # knobs the user set in the environment: no default overrides them
 KNOBS_APPLIED=""
 
 launcher_default() {
@@ -19,10 +21,20 @@ launcher_default() {
   LAUNCHER_DEFAULTS[$1]="$2"
 }
 
+# embedded_default NAME VALUE: the launcher's value when the base model turns out to be the embedded
+# default (a 20 M-parameter random model needs another recipe than 8B to learn in minutes); applied
+# by apply_embedded_defaults once the model is resolved, only to knobs the user did not set.
+embedded_default() {
+  [[ -z "$KNOBS_APPLIED" ]] || die "embedded_default $1 after init_launcher would be ignored (fix the launcher)"
+  EMBEDDED_DEFAULTS[$1]="$2"
+}
+
 # knob NAME DEFAULT: the user's value (environment), else the launcher's default, else DEFAULT.
 knob() {
   if [[ -z "${!1:-}" ]]; then
     printf -v "$1" '%s' "${LAUNCHER_DEFAULTS[$1]-$2}"
+  else
+    KNOBS_FROM_USER[$1]=1
   fi
 }
 
@@ -100,9 +112,21 @@ init_launcher() {
     knob NUM_GENERATIONS 4                          # GRPO: reports sampled per prompt; must divide GLOBAL_BATCH
     knob MAX_COMPLETION_LENGTH 256                  # tokens per sampled report (GRPO rollouts, DPO samples)
     knob BETA ""                                    # KL weight; empty: GRPO 0.04, DPO 0.1
-    knob LOSS_TYPE ""                               # empty: GRPO grpo (or bnpo, dr_grpo, dapo), DPO sigmoid
-    knob USE_VLLM auto                              # GRPO rollouts: auto (vLLM colocate with CUDA, if installed) | true | false
+    knob LOSS_TYPE ""                               # empty: GRPO grpo, DPO sigmoid; others: python -m medswift.posttrain.datasets loss_types grpo|dpo
+    knob USE_VLLM auto                              # GRPO rollouts: auto (vLLM with CUDA, if installed) | true | false
+    knob VLLM_MODE colocate                         # colocate (vLLM inside each training process) | server (swift rollout on other GPUs/nodes)
     knob VLLM_GPU_MEMORY 0.5                        # vLLM colocate: share of each GPU for rollouts
+    knob VLLM_TP 1                                  # vLLM tensor-parallel size (colocate: divides NPROC_PER_NODE)
+    knob VLLM_DP 1                                  # ROLLOUT_SERVER=1: vLLM data-parallel copies on the rollout node
+    knob VLLM_MAX_MODEL_LEN ""                      # empty: longest prompt of the data + MAX_COMPLETION_LENGTH
+    knob VLLM_IMAGES_PER_PROMPT ""                  # empty: the most images one record of the data carries
+    knob VLLM_SERVER_HOST ""                        # VLLM_MODE=server: the rollout node (ROLLOUT_SERVER=1 starts it there)
+    knob VLLM_SERVER_PORT 8000                      # VLLM_MODE=server: its port
+    knob SLEEP_LEVEL 1                              # vLLM colocate: 1 frees its memory while training steps run
+    knob OFFLOAD_MODEL false                        # colocate, large models: move the training model to CPU during rollouts
+    knob OFFLOAD_OPTIMIZER false                    # colocate, large models: move the optimizer state to CPU during rollouts
+    knob MOVE_MODEL_BATCHES ""                      # large models: sync weights to vLLM in this many parts (ms-swift's 72B example: 40)
+    knob ALLOW_NONFINITE 0                          # 1: a NaN/inf loss, grad_norm, reward or KL is flagged but training goes on
     knob NUM_SAMPLES 4                              # DPO: reports sampled per study to build pairs
     knob CHOSEN best                                # DPO: chosen = best sample | reference report; rejected = worst
     knob RPO_ALPHA ""                               # DPO: weight of the chosen report's NLL term; empty: none
@@ -221,7 +245,7 @@ check_knobs() {
         [[ "$value" == auto ]] || is_positive_int "$value" || die "$name must be auto or a positive integer, got '$value'" ;;
       LORA_RANK | LORA_ALPHA | GLOBAL_BATCH | MICRO_BATCH | SAVE_STEPS | EVAL_STEPS | \
         LOGGING_STEPS | SAVE_TOTAL_LIMIT | IMAGE_MAX_TOKEN_NUM | MAX_NEW_TOKENS | INFER_BATCH | \
-        MAX_COMPLETION_LENGTH | NUM_SAMPLES)
+        MAX_COMPLETION_LENGTH | NUM_SAMPLES | VLLM_TP | VLLM_DP | VLLM_SERVER_PORT)
         is_positive_int "$value" || die "$name must be a positive integer, got '$value'" ;;
       SEED | NUM_WORKERS)
         [[ "$value" =~ ^[0-9]+$ ]] || die "$name must be a non-negative integer, got '$value'" ;;
@@ -237,6 +261,8 @@ check_knobs() {
         is_number "$value" nonneg || die "$name must be a number >= 0, got '$value'" ;;
       VLLM_GPU_MEMORY)
         is_number "$value" positive && is_number "$value" ratio || die "$name must be a number in (0, 1), got '$value'" ;;
+      SLEEP_LEVEL)
+        [[ "$value" =~ ^[012]$ ]] || die "$name must be 0, 1 or 2 (ms-swift's sleep levels), got '$value'" ;;
       FREEZE_VIT | FREEZE_ALIGNER | GRAD_CHECKPOINTING)
         [[ "$value" == true || "$value" == false ]] || die "$name must be true or false, got '$value'" ;;
       *) die "check_knobs: unknown knob $name" ;;
@@ -281,6 +307,28 @@ resolve_choice() {
   export IMAGE_MAX_TOKEN_NUM  # for ms-swift, which reads it from the environment
   unset MAX_PIXELS  # already in IMAGE_MAX_TOKEN_NUM; ms-swift must not convert it again
   [[ -n "$ADAPTER" && -z "$adapter_given" ]] && note "using newest checkpoint: $ADAPTER"
+  RESOLVED_AS="$what"
+  return 0
+}
+
+# Is MODEL the embedded default (weights/tiny-qwen3-vl, built by scripts/build_tiny_model.py)?
+is_embedded_model() {
+  [[ -e "$MODEL" && -e "$DEFAULT_MODEL" && "$(realpath "$MODEL")" == "$(realpath "$DEFAULT_MODEL")" ]]
+}
+
+# On the embedded default, the launcher's embedded_default values replace the knobs the user did not
+# set, and one line says so; with real weights nothing changes. $1: what the recipe is for (output).
+apply_embedded_defaults() {
+  ((${#EMBEDDED_DEFAULTS[@]})) && [[ -z "${EMBEDDED_APPLIED:-}" ]] && is_embedded_model || return 0
+  EMBEDDED_APPLIED=1
+  local name applied=()
+  for name in $(printf '%s\n' "${!EMBEDDED_DEFAULTS[@]}" | sort); do
+    [[ -n "${KNOBS_FROM_USER[$name]:-}" ]] && continue
+    printf -v "$name" '%s' "${EMBEDDED_DEFAULTS[$name]}"
+    applied+=("$name=${EMBEDDED_DEFAULTS[$name]}")
+  done
+  ((${#applied[@]})) && note "embedded default: ${1:-the} learning recipe for the tiny model: ${applied[*]}" \
+    "(knobs you set are kept; with MODEL=<real weights> the launcher's defaults apply)"
   return 0
 }
 
@@ -467,7 +515,8 @@ training_flags() {
   check_knobs LORA_RANK LORA_ALPHA EPOCHS LEARNING_RATE WARMUP_RATIO GLOBAL_BATCH MICRO_BATCH MAX_LENGTH \
     SAVE_STEPS EVAL_STEPS LOGGING_STEPS SAVE_TOTAL_LIMIT SEED NUM_WORKERS \
     FREEZE_VIT FREEZE_ALIGNER GRAD_CHECKPOINTING
-  resolve_choice "$2"
+  [[ "${RESOLVED_AS:-}" == "$2" ]] || resolve_choice "$2"   # a launcher may have resolved it already
+  apply_embedded_defaults   # the launcher's own values, checked when it was written
   require_data "$TRAIN_FILE" "training data"
   # Several views per sample cost several image budgets: size MAX_LENGTH from the data (when it is here).
   if [[ -e "$TRAIN_FILE" || "$DRY_RUN" != 1 ]]; then
@@ -562,4 +611,29 @@ resolve_rewards() {
     ${plugin_args[1]:+--plugin "${plugin_args[1]}"} || exit 2
   # The reward plugin imports the medswift library of this checkout, in ms-swift's processes too.
   export PYTHONPATH="$ROOT/scripts:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+# Training health for swift rlhf: the medswift_health callback (scripts/swift_plugins/medswift_health.py)
+# stops the run at a NaN/inf loss, grad_norm, reward or KL unless ALLOW_NONFINITE=1. ms-swift takes
+# one --external_plugins list (a second flag would replace the first), so the plugin files of the run
+# come in as arguments. Fills plugin_args (the list, with the health plugin) and health_args.
+health_flags() {
+  local files=("$@" "$ROOT/scripts/swift_plugins/medswift_health.py")
+  [[ "$ALLOW_NONFINITE" == 0 || "$ALLOW_NONFINITE" == 1 ]] || die "ALLOW_NONFINITE must be 0 or 1, got '$ALLOW_NONFINITE'"
+  export MEDSWIFT_ALLOW_NONFINITE="$ALLOW_NONFINITE"
+  # shellcheck disable=SC2034  # read by the launcher
+  plugin_args=(--external_plugins "${files[@]}")
+  # shellcheck disable=SC2034
+  health_args=(--callbacks medswift_health)
+  export PYTHONPATH="$ROOT/scripts:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+# After a post-training run: model cards, then one error line (exit 2) when the health callback
+# stopped it, a warning when it went on through non-finite values (ALLOW_NONFINITE=1).
+finish_rl_run() {
+  local run_dir
+  write_run_cards "$RL_OUTPUT_DIR"
+  run_dir="$(find "$RL_OUTPUT_DIR" -maxdepth 1 -type d -name 'v*-*' -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2-)"
+  [[ -n "$run_dir" ]] || return 0
+  medswift_python -m medswift.posttrain.training_health "$run_dir" >/dev/null || exit 2
 }

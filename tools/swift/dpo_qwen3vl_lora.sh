@@ -10,7 +10,10 @@
 # chosen = the best sample (CHOSEN=reference: the reference report), rejected = the worst; a
 # study whose chosen does not beat its rejected is dropped and counted. Pairs are in ms-swift's
 # rejected_response form. ADAPTER is both the start (--adapters) and the reference (--ref_adapters);
-# the image budget is the checkpoint's. Knobs (env): see tools/swift/common.sh.
+# the image budget is the checkpoint's. Samples cut at MAX_COMPLETION_LENGTH, and empty ones, are
+# dropped before pairing (counted in pairs.summary.json). On the embedded default a recipe that learns
+# on the bundled data replaces the knobs you did not set, and says so. A NaN or infinite loss or
+# grad_norm stops the run (ALLOW_NONFINITE=1 goes on). Knobs (env): see tools/swift/common.sh.
 # For research only, not for diagnosis.
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -23,9 +26,23 @@ launcher_default SAVE_STEPS 50
 launcher_default TEMPERATURE 1.0        # samples must differ to be ranked
 launcher_default BETA 0.1               # DPO's usual KL weight, ms-swift's default
 launcher_default LOSS_TYPE sigmoid      # the DPO paper's loss
+# The embedded default: samples long enough to finish (cut ones are dropped from the pairs), the
+# reference report as chosen (the tiny model's samples all score about 0, so best-vs-worst ties),
+# several pairs a step, epochs enough for the 5-record bundled split to move the adapter.
+embedded_default MAX_COMPLETION_LENGTH 160
+embedded_default CHOSEN reference
+embedded_default NUM_SAMPLES 4
+embedded_default GLOBAL_BATCH 4
+embedded_default MICRO_BATCH 2
+embedded_default EPOCHS 5
+embedded_default LEARNING_RATE 2e-4
+embedded_default SAVE_STEPS 10
 init_launcher all "$@"
 
+resolve_choice adapter
+apply_embedded_defaults DPO
 check_knobs NUM_SAMPLES MAX_COMPLETION_LENGTH BETA TEMPERATURE INFER_BATCH
+medswift_python -m medswift.posttrain.datasets loss_types dpo "$LOSS_TYPE" || exit 2
 [[ -z "$RPO_ALPHA" ]] || check_knobs RPO_ALPHA
 case "$CHOSEN" in best | reference) ;; *) die "CHOSEN must be best or reference, got '$CHOSEN'" ;; esac
 rpo_args=()
@@ -55,26 +72,33 @@ if [[ -z "$PAIRS_FILE" ]]; then
     --backend "$INFER_BACKEND" --batch_size "$INFER_BATCH" --max_new_tokens "$MAX_COMPLETION_LENGTH"
     --temperature "$TEMPERATURE" --image_max_token_num "$IMAGE_MAX_TOKEN_NUM" --resume
     --output_file "$pairs_dir/samples.jsonl")
+  weight_args=()
+  ((${#reward_weights[@]})) && weight_args=(--reward_weights "${reward_weights[*]}")
   score=("$PYTHON_BIN" -m medswift.posttrain.datasets pairs --samples "$pairs_dir/samples.jsonl" --output "$PAIRS_FILE"
-    --reward_funcs "${reward_names[*]}" --reward_weights "${reward_weights[*]}" --chosen "$CHOSEN" --source "$SOURCE_FILE"
+    --reward_funcs "${reward_names[*]}" "${weight_args[@]}" --chosen "$CHOSEN" --source "$SOURCE_FILE"
     ${plugin_args[1]:+--plugin "${plugin_args[1]}"})
+  # Sampling runs data-parallel over the same processes as training, named on its own line.
+  sample_nproc="$nproc"
   if [[ "$DRY_RUN" == 1 ]]; then
     PYTHONPATH="$ROOT/scripts:$ROOT" print_command PYTHONPATH -- "${sample[@]}"
-    print_command -- "${infer[@]}"
+    NPROC_PER_NODE="$sample_nproc" print_command IMAGE_MAX_TOKEN_NUM NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR MASTER_PORT -- "${infer[@]}"
     PYTHONPATH="$ROOT/scripts:$ROOT" print_command PYTHONPATH -- "${score[@]}"
   else
     mkdir -p "$pairs_dir" || die "cannot create $pairs_dir"
-    note "building preference pairs in $pairs_dir ($NUM_SAMPLES samples per study at temperature $TEMPERATURE)"
+    note "building preference pairs in $pairs_dir ($NUM_SAMPLES samples per study at temperature $TEMPERATURE," \
+      "up to $MAX_COMPLETION_LENGTH tokens; samples cut at that length or empty are dropped)"
     medswift_python "${sample[@]:1}" || exit 2
-    "${infer[@]}" || die "sampling reports for the pairs failed (see above); a re-run resumes"
+    NPROC_PER_NODE="$sample_nproc" "${infer[@]}" || die "sampling reports for the pairs failed (see above); a re-run resumes"
     medswift_python "${score[@]:1}" || exit 2
   fi
 fi
 
+plugin_args=() health_args=()
+health_flags
 after_run() {
-  write_run_cards "$RL_OUTPUT_DIR"
+  finish_rl_run
 }
 note "DPO on $PAIRS_FILE (from $SOURCE_FILE)"
 run_or_print "$SWIFT_BIN" rlhf --rlhf_type dpo --dataset "$PAIRS_FILE" "${train_flags[@]}" \
-  --adapters "$ADAPTER" --ref_adapters "$ADAPTER" \
+  --adapters "$ADAPTER" --ref_adapters "$ADAPTER" "${plugin_args[@]}" "${health_args[@]}" \
   --beta "$BETA" --loss_type "$LOSS_TYPE" "${rpo_args[@]}" "$@"

@@ -260,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
                   "MODEL_SOURCE": choice.model_source, "TRAINED_IMAGE_BUDGET": choice.trained_image_budget or "",
                   "IMAGE_MAX_TOKEN_NUM": choice.image_budget}
         trained = choice.trained_image_budget
+        chosen = os.environ.get("IMAGE_MAX_TOKEN_NUM") or os.environ.get("MAX_PIXELS")
+        if not trained and not chosen and choice.adapter is not None and not choice.adapter.exists():
+            print(f"[medswift] IMAGE_MAX_TOKEN_NUM: the adapter is not on this machine, so its trained image budget "
+                  f"is unknown; using the default {choice.image_budget} (set IMAGE_MAX_TOKEN_NUM to the adapter's)",
+                  file=sys.stderr)
         if trained and trained != choice.image_budget:
             print(f"[medswift] IMAGE_MAX_TOKEN_NUM={choice.image_budget}, but the adapter was trained with {trained}",
                   file=sys.stderr)

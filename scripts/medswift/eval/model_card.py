@@ -75,9 +75,21 @@ def data_section(args: dict) -> list[str]:
     return lines
 
 
-def training_section(args: dict) -> list[str]:
+def lora_shape(args: dict, checkpoint: Path | None) -> str:
+    """Rank / alpha of the adapter as saved (adapter_config.json): a GRPO/DPO run continues the SFT
+    adapter, so its args.json holds ms-swift's defaults (8 / 32), not the adapter's shape."""
+    try:
+        config = json.loads((checkpoint / "adapter_config.json").read_text(encoding="utf-8")) if checkpoint else {}
+    except (OSError, ValueError):
+        config = {}
+    if isinstance(config, dict) and config.get("r") is not None:
+        return f"{config.get('r')} / {config.get('lora_alpha')}"
+    return f"{args.get('lora_rank')} / {args.get('lora_alpha')}"
+
+
+def training_section(args: dict, checkpoint: Path | None = None) -> list[str]:
     budget = (args.get("model_kwargs") or {}).get("IMAGE_MAX_TOKEN_NUM")
-    rows = [("tuner", args.get("tuner_type")), ("LoRA rank / alpha", f"{args.get('lora_rank')} / {args.get('lora_alpha')}"),
+    rows = [("tuner", args.get("tuner_type")), ("LoRA rank / alpha", lora_shape(args, checkpoint)),
             ("target modules", args.get("target_modules")), ("ViT / aligner frozen",
                                                              f"{args.get('freeze_vit')} / {args.get('freeze_aligner')}"),
             ("learning rate", args.get("learning_rate")), ("epochs / max steps",
@@ -171,7 +183,7 @@ def write_card(folder: Path, merged_from: Path | None = None, stage_sections: tu
     if curve_line(source):
         lines.append(f"- {curve_line(source)}")
     lines.append("")
-    lines += data_section(args) + training_section(args)
+    lines += data_section(args) + training_section(args, source)
     for stage_section in stage_sections:
         lines += stage_section(args, source)
     lines += metrics_section(source)

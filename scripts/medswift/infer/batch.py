@@ -190,7 +190,8 @@ def infer_all(engine, config, todo: list, args, choice, generation: dict, out: P
                 continue
             rows.append(report_row(it, resp.choices[0].message.content, model=model, adapter=adapter,
                                    backend=choice.backend, generation=generation, seconds=per_item,
-                                   hide_reasoning=args.hide_reasoning, warnings=warnings))
+                                   hide_reasoning=args.hide_reasoning, warnings=warnings,
+                                   finish_reason=resp.choices[0].finish_reason))
         if rows and out is not None:
             append_lines(out, rows)
             written += [r["key"] for r in rows]

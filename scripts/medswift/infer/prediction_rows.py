@@ -11,20 +11,22 @@ from medswift.infer.inputs import Item
 
 REPORT_ROW_FIELDS = ("key", "id", "image", "images", "control", "prompt", "response", "reasoning", "reference",
                      "model", "adapter", "backend", "generation", "dataset", "seconds", "warnings", "boxes",
-                     "prior_given", "prior_study_id")
+                     "prior_given", "prior_study_id", "finish_reason")
 
 
 def report_row(item: Item, text: str | None, *, model: str, adapter: str | None, backend: str, generation: dict,
-               seconds: float, hide_reasoning: bool = False, warnings: list[str] | None = None) -> dict:
+               seconds: float, hide_reasoning: bool = False, warnings: list[str] | None = None,
+               finish_reason: str | None = None) -> dict:
     """``response`` is the model's text (only the report after ``</think>`` with
     ``hide_reasoning``); ``reasoning`` is what a Thinking model wrote before it, or None;
-    ``boxes`` the parsed boxes when the answer is box JSON, else None."""
+    ``boxes`` the parsed boxes when the answer is box JSON, else None; ``finish_reason`` the engine's
+    ("length": cut by max_new_tokens, "stop": finished), None where unknown."""
     reasoning, report = thinking.split(text)
     row = {"key": item.key, "id": item.record_id, "image": item.image, "images": list(item.images),
            "control": item.control, "prompt": item.prompt, "response": report if hide_reasoning else (text or ""),
            "reasoning": reasoning, "reference": item.reference, "model": model, "adapter": adapter,
            "backend": backend, "generation": generation, "dataset": item.dataset, "seconds": round(seconds, 4),
-           "warnings": list(warnings or []), "boxes": parsed_boxes(text),
+           "warnings": list(warnings or []), "boxes": parsed_boxes(text), "finish_reason": finish_reason,
            # the report card counts change described without a prior (medswift/eval/temporal.py)
            "prior_given": item.prior_given, "prior_study_id": item.prior_study_id}
     return row

@@ -9,7 +9,8 @@ The card itself (data, training settings, metrics) is medswift.eval.model_card; 
 the stage after supervised training, so that eval stays below post-training.
 
 ms-swift keeps, in the run folder, ``logging.jsonl`` (per step: GRPO ``reward``, ``reward_std``,
-``rewards/<name>/mean``, ``completions/mean_length``, ``kl``; DPO ``rewards/chosen``,
+``rewards/<RewardClass>/mean`` (the plugin's class name: ``rewards/MedSwiftFindings/mean``),
+``completions/mean_length``, ``completions/clipped_ratio``, ``kl``; DPO ``rewards/chosen``,
 ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``) and, for GRPO,
 ``completions.jsonl`` (every sampled report with its rewards and advantage). This module draws
 ``images/rl_curves.png``: the SFT run the stage started from (loss and token accuracy, from
@@ -98,9 +99,37 @@ def section(args: dict, checkpoint: Path) -> list[str]:
                       f"`{checkpoint.parent / 'images' / 'rl_curves.png'}`"
                   + ("; every sampled report with its rewards: `completions.jsonl` in the run folder." if kind == "grpo"
                      else ".")]
+    if kind == "grpo":
+        lines += _rollout_health(rows)
+    health = _health_line(checkpoint.parent)
+    if health:
+        lines += ["", f"**Training health:** {health}"]
     lines += ["", "A rising reward is not proof of better reports: compare the SFT and RL checkpoints with "
                   "`scripts/compare_checkpoints.py` (docs/post-training.md: Did it help?).", ""]
     return lines
+
+
+def _rollout_health(rows: list[dict]) -> list[str]:
+    """The share of rollouts cut at max_completion_length (a cut report is scored unfinished and
+    teaches the length limit, not the reward) and the KL at the first and last step."""
+    _, clipped = series(rows, "completions/clipped_ratio")
+    kl_steps, kl = series(rows, "kl")
+    out = []
+    if clipped:
+        mean = sum(clipped) / len(clipped)
+        warn = " (most rollouts are cut: raise MAX_COMPLETION_LENGTH)" if mean > 0.5 else ""
+        out.append(f"- rollouts cut at max completion length: {mean:.0%} on average over {len(clipped)} steps "
+                   f"(first step {clipped[0]:.0%}, last {clipped[-1]:.0%}){warn}")
+    if kl:
+        out.append(f"- KL to the reference at step {kl_steps[0]}: {kl[0]:.4g} (the policy starts as the reference; "
+                   f"later steps' KL reads against this); at step {kl_steps[-1]}: {kl[-1]:.4g}")
+    return [""] + out if out else []
+
+
+def _health_line(run_dir: Path) -> str | None:
+    from medswift.posttrain.training_health import verdict
+
+    return verdict(run_dir)
 
 
 def _checkpoint_step(checkpoint: Path) -> int:

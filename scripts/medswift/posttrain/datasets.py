@@ -6,6 +6,8 @@ Usage (the launchers call these; by hand to look at what they feed ms-swift):
     python -m medswift.posttrain.datasets sample_input --input data/openi_swift/train.jsonl --num_samples 4 --output s.jsonl
     python -m medswift.posttrain.datasets pairs --samples samples.jsonl --output pairs.jsonl --reward_funcs medswift_findings
     python -m medswift.posttrain.datasets check_pairs pairs.jsonl
+    python -m medswift.posttrain.datasets plan --input data/openi_swift/train.jsonl --image_tokens 64 --completion 256 --prompts_per_step 2
+    python -m medswift.posttrain.datasets loss_types grpo
 
 * ``grpo_view``: GRPO samples its own answers, so ms-swift drops the assistant turn; the reward
   still needs the reference report, so each record gets it as a ``solution`` column, taken
@@ -17,6 +19,9 @@ Usage (the launchers call these; by hand to look at what they feed ms-swift):
   chosen = the best sample (or the reference report), rejected = the worst; a study whose
   chosen does not beat its rejected is dropped and counted. Written in ms-swift's
   ``rejected_response`` form.
+* ``plan``: what the data asks of a GRPO run (vLLM's max_model_len and images per prompt), and
+  a stop in one line when a step would want more prompts than the data has (0 steps).
+* ``loss_types``: the loss types the installed ms-swift handles, read from its trainers.
 * ``check_rewards``: every reward name must be registered (ms-swift's own ORMs and those the
   plugin registers), checked before any model loads.
 
@@ -24,6 +29,7 @@ For research only, not for diagnosis.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import math
@@ -35,6 +41,7 @@ from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import read_jsonl, write_json, write_jsonl
+from medswift.data.pipeline.sample_length import TEMPLATE_TOKENS
 
 SAMPLE_SEP = "#"  # sample k of study <id> is <id>#<k>
 
@@ -93,6 +100,72 @@ def grpo_view(path: Path, output_dir: Path, write: bool = True) -> Path:
         # The model card reads the converter's summary beside the training file: say where it is.
         write_json(output_dir / f"{target.stem}.source.json", {"source": str(path.resolve()), "records": len(records)})
     return target
+
+
+# --------------------------------------------------------------------------- GRPO plan
+def rollout_plan(path: Path, image_tokens: int, completion: int, prompts_per_step: int) -> dict:
+    """What the data asks of a GRPO run: its records, the most images one prompt carries and the
+    longest prompt plus a full completion in tokens (vLLM's ``max_model_len``: without it vLLM
+    sizes its cache for the model's whole context). Stops when one optimizer step wants more
+    distinct prompts than the data has: the sampler then yields no full batch and the run
+    trains 0 steps yet exits 0 (trl's RepeatSampler keeps only full groups of prompts)."""
+    rows = _records(path, "training data")
+    images = [len(r.get("images") or []) if isinstance(r.get("images"), list) else 0 for _, r in rows]
+    prompt_tokens = [n * image_tokens + math.ceil(sum(len(str(m.get("content", "")).encode("utf-8"))
+                                                      for m in r["messages"] if isinstance(m, dict)
+                                                      and m.get("role") != "assistant") / 2) + TEMPLATE_TOKENS
+                     for n, (_, r) in zip(images, rows)]
+    if prompts_per_step > len(rows):
+        raise UsageError(f"GRPO would train 0 steps: each step samples {prompts_per_step} distinct prompts "
+                         f"(GLOBAL_BATCH / NUM_GENERATIONS) but {path} has {len(rows)} record(s); "
+                         f"lower GLOBAL_BATCH to at most {len(rows)} x NUM_GENERATIONS, or use more data")
+    return {"records": len(rows), "max_images": max(images), "longest_prompt": max(prompt_tokens),
+            "max_model_len": math.ceil((max(prompt_tokens) + completion) / 256) * 256}
+
+
+def _loss_type_literals(source: str) -> set[str]:
+    """String constants compared with ``loss_type`` (``== 'x'``, ``in ['x', ...]``) or listed in a
+    ``*LOSS_TYPES`` constant, in a module's source."""
+    found: set[str] = set()
+
+    def strings(node) -> set[str]:
+        items = node.elts if isinstance(node, (ast.List, ast.Tuple, ast.Set)) else [node]
+        return {n.value for n in items if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            names = [n for n in [node.left, *node.comparators] if isinstance(n, (ast.Name, ast.Attribute))]
+            if any((n.attr if isinstance(n, ast.Attribute) else n.id) == "loss_type" for n in names):
+                for comparator in [node.left, *node.comparators]:
+                    found |= strings(comparator)
+        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id.endswith("LOSS_TYPES")
+                                                  for t in node.targets):
+            found |= strings(node.value)
+    return found
+
+
+def loss_types(kind: str) -> list[str]:
+    """The loss types ms-swift's installed trainer for ``kind`` (grpo | dpo) handles, read from its
+    source (ms-swift keeps no list of them: its GRPO loss is a chain of ``loss_type ==``
+    branches; the DPO one is trl's ``dpo_loss`` as ms-swift overrides it), so a newer ms-swift's
+    types (4.6 added ``fipo``) are accepted without a release here. The package is located, not
+    imported (seconds saved)."""
+    spec = importlib.util.find_spec("swift")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("ms-swift is not installed: cannot read its loss types")
+    source = Path(list(spec.submodule_search_locations)[0]) / "rlhf_trainers" / f"{kind}_trainer.py"
+    try:
+        found = _loss_type_literals(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError) as exc:
+        raise UsageError(f"cannot read ms-swift's {kind} loss types from {source}: {exc}") from None
+    return sorted(found)
+
+
+def check_loss_type(kind: str, value: str) -> None:
+    known = loss_types(kind)
+    if value not in known:
+        raise UsageError(f"LOSS_TYPE must be one of {', '.join(known)} for {kind.upper()} (as the installed "
+                         f"ms-swift handles them), got '{value}'")
 
 
 # --------------------------------------------------------------------------- rewards
@@ -182,17 +255,30 @@ def build_pairs(samples: Path, names: list[str], weights: list[float], orms: dic
             studies[row["id"].rsplit(SAMPLE_SEP, 1)[0]].append(row)
     if not studies:
         raise UsageError(f"{samples} holds no sampled reports (ids <id>{SAMPLE_SEP}<k> from sample_input)")
+    # A sample cut by the length limit, or an empty one, is not a report: pairing a full reference
+    # against it would teach "finish your sentence", not the reward. Dropped and counted.
+    everything = [r for group in studies.values() for r in group]
+    cut = sum(r.get("finish_reason") == "length" for r in everything)
+    def has_text(r: dict) -> bool:  # a blank or non-text answer teaches DPO nothing, as chosen or rejected
+        return isinstance(r.get("response"), str) and bool(r["response"].strip())
+
+    empty = sum(r.get("finish_reason") != "length" and not has_text(r) for r in everything)
+    studies = {k: [r for r in g if r.get("finish_reason") != "length" and has_text(r)]
+               for k, g in studies.items()}
+    kept = {k: g for k, g in studies.items() if g}
+    no_sample = len(studies) - len(kept)
+    if not kept:
+        raise UsageError(f"{samples}: every sample is empty or cut by the length limit ({cut} cut, {empty} empty); "
+                         "raise MAX_COMPLETION_LENGTH")
+    studies = kept
     flat = [r for group in studies.values() for r in group]
     rewards = score([r.get("response") or "" for r in flat], [r["reference"] for r in flat], names, weights, orms)
     for r, value in zip(flat, rewards):
         r["_reward"] = value
     reference_reward = dict(zip(studies, score([g[0]["reference"] for g in studies.values()],
                                                [g[0]["reference"] for g in studies.values()], names, weights, orms)))
-    pairs, ties, single, blank = [], 0, 0, 0
+    pairs, ties, single = [], 0, 0
     for study, group in studies.items():
-        answered = [r for r in group if isinstance(r.get("response"), str) and r["response"].strip()]
-        blank += len(group) - len(answered)  # an empty answer teaches DPO nothing, as chosen or rejected
-        group = answered
         if len(group) < (2 if chosen == "best" else 1):
             single += 1
             continue
@@ -207,9 +293,10 @@ def build_pairs(samples: Path, names: list[str], weights: list[float], orms: dic
             continue
         pairs.append({"study": study, "prompt": worst["prompt"], "images": worst["images"], "chosen": best_text,
                       "rejected": worst["response"], "chosen_reward": best_reward, "rejected_reward": worst["_reward"]})
-    counts = {"studies": len(studies), "samples": len(flat), "pairs": len(pairs), "ties_dropped": ties,
-              "single_sample_dropped": single,
-              "blank_samples_dropped": blank, "chosen": chosen, "reward_funcs": names, "reward_weights": weights,
+    counts = {"studies": len(studies) + no_sample, "samples": len(everything), "pairs": len(pairs),
+              "ties_dropped": ties, "single_sample_dropped": single, "cut_samples_dropped": cut,
+              "empty_samples_dropped": empty, "studies_without_a_whole_sample": no_sample,
+              "chosen": chosen, "reward_funcs": names, "reward_weights": weights,
               "mean_sample_reward": sum(rewards) / len(rewards)}
     return pairs, counts
 
@@ -312,6 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--source", help="the converter JSONL the samples came from (named for the model card)")
     k = sub.add_parser("check_pairs", help="stop unless a PAIRS_FILE is in the rejected_response form")
     k.add_argument("path")
+    n = sub.add_parser("plan", help="GRPO: records, images per prompt, vLLM max_model_len (shell assignments)")
+    n.add_argument("--input", required=True)
+    n.add_argument("--image_tokens", type=int, required=True)
+    n.add_argument("--completion", type=int, required=True, help="MAX_COMPLETION_LENGTH")
+    n.add_argument("--prompts_per_step", type=int, required=True, help="GLOBAL_BATCH / NUM_GENERATIONS")
+    t = sub.add_parser("loss_types", help="the loss types the installed ms-swift handles; with a value, check it")
+    t.add_argument("kind", choices=("grpo", "dpo"))
+    t.add_argument("value", nargs="?")
     args = p.parse_args(argv)
 
     def body() -> int:
@@ -342,8 +437,18 @@ def main(argv: list[str] | None = None) -> int:
                 write_json(out.with_name(f"{out.stem}.source.json"),
                            {"source": str(Path(args.source).resolve()), "records": len(pairs)})
             print(f"{counts['pairs']} pairs from {counts['studies']} studies x {counts['samples'] // counts['studies']} "
-                  f"samples (ties dropped {counts['ties_dropped']}; chosen = {args.chosen}; mean sample reward "
+                  f"samples (ties dropped {counts['ties_dropped']}; samples cut by the length limit dropped "
+                  f"{counts['cut_samples_dropped']}, empty dropped {counts['empty_samples_dropped']}; "
+                  f"chosen = {args.chosen}; mean sample reward "
                   f"{counts['mean_sample_reward']:.3f}) -> {out}", file=sys.stderr)
+        elif args.command == "plan":
+            plan = rollout_plan(Path(args.input), args.image_tokens, args.completion, args.prompts_per_step)
+            print(" ".join(f"PLAN_{k.upper()}={v}" for k, v in plan.items()))
+        elif args.command == "loss_types":
+            if args.value is None:
+                print(" ".join(loss_types(args.kind)))
+            else:
+                check_loss_type(args.kind, args.value)
         elif args.command == "check_pairs":
             print(f"{check_pairs(Path(args.path))} pairs in {args.path}", file=sys.stderr)
         return 0

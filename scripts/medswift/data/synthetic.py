@@ -76,7 +76,7 @@ def _effusion(size: int, rng: np.random.Generator) -> "np.ndarray":
     side = rng.integers(0, 2)  # 0: the image's left half, 1: its right half
     cx = size * (0.3 if side == 0 else 0.7) + rng.normal(0, size * 0.03)
     cy = size * rng.uniform(0.5, 0.62)
-    rx, ry = size * rng.uniform(0.13, 0.2), size * rng.uniform(0.1, 0.16)
+    rx, ry = size * rng.uniform(0.18, 0.25), size * rng.uniform(0.14, 0.2)
     mask = Image.new("L", (size, size), 0)
     ImageDraw.Draw(mask).ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
     mask = mask.filter(ImageFilter.GaussianBlur(radius=size * 0.03))
@@ -87,8 +87,8 @@ def make_image(gray: "np.ndarray", rng: np.random.Generator, size: int, with_eff
     img = _crop(gray, rng, size)
     img = np.clip((img - img.mean()) * rng.uniform(0.85, 1.15) + img.mean() + rng.normal(0, 0.04), 0, 1)
     if with_effusion:
-        alpha = _effusion(size, rng) * rng.uniform(0.85, 1.0)
-        img = img * (1 - alpha) + alpha * rng.uniform(0.85, 1.0)
+        alpha = _effusion(size, rng) * rng.uniform(0.9, 1.0)
+        img = img * (1 - alpha) + alpha * rng.uniform(0.92, 1.0)
     return (img * 255).round().astype(np.uint8)
 
 

@@ -357,7 +357,7 @@ def _card_notes(cards: dict) -> list[str]:
     for side, card in cards.items():
         values = [e["value"] for group in ("text", "finding_f1", "boxes") for e in (card.get(group) or {}).values()]
         if not any(v is not None for v in values):
-            notes.append(f"the {side.upper()} card's metrics.json holds no finite headline number (NaN, empty or "
+            notes.append(f"the {side.upper()} card's metrics.json holds no finite headline number (not a number, empty or "
                          "missing): its own rows read n/a; the paired rows and the verdict come from its re-scored "
                          "predictions")
     return notes

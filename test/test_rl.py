@@ -4,6 +4,7 @@ SFT one, and the launchers' dry runs and one-line errors (ms-swift never reached
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -341,7 +342,7 @@ def test_all_nan_metrics_read_n_a_with_a_note_not_nan(tmp_path):
         nan[group] = _all_nan(nan[group])
     (rl_dir / "metrics.json").write_text(json.dumps(nan))  # json writes NaN, as a NaN-producing scorer would
     proc = compare_cli(sft_dir, rl_dir, tmp_path / "c")
-    assert "nan" not in proc.stdout.lower() and "RL n/a" in proc.stdout
+    assert not re.search(r"(?<![\w/])nan(?!\w)", proc.stdout, re.I) and "RL n/a" in proc.stdout
     assert "note: the RL card's metrics.json holds no finite headline number" in proc.stdout
     assert proc.stdout.startswith("verdict: no clear change")  # the re-scored predictions are identical
 

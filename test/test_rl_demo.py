@@ -81,6 +81,14 @@ def test_demo_bad_knob_is_one_line_before_any_work(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_demo_never_empties_a_folder_that_is_not_an_earlier_run(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    proc = run(["bash", str(DEMO)], env={"RL_DEMO_DIR": str(tmp_path)}, check=False, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: RL_DEMO_DIR={tmp_path} holds files that are not an earlier demo run: name an empty or new folder"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_demo_help_is_its_header():
     proc = run(["bash", str(DEMO), "--help"], timeout=60)
     assert "RL_DEMO_DIR" in proc.stdout and "GRPO_STEPS" in proc.stdout and "not for diagnosis" in proc.stdout

@@ -13,7 +13,8 @@
 # 4. both scored on the held-out images (tools/evaluate_checkpoint.sh);
 # 5. scripts/compare_checkpoints.py, then $RL_DEMO_DIR/compare/compare.json (verdict, reward
 #    {sft, rl, delta, ci95, p}, reads_image, held-out accuracy, timings) and rl_demo.png (curves).
-# Everything lies under RL_DEMO_DIR (default results/rl_demo); an old run there is replaced.
+# Everything lies under RL_DEMO_DIR (default results/rl_demo); an earlier run there is replaced,
+# a folder holding anything else is refused.
 # Knobs (environment; every value reaches the launchers as their own knobs or flags):
 #   RL_DEMO_DIR, DEMO_TRAIN (160 training images), DEMO_TEST (80 held-out), DEMO_IMAGE_SIZE (128 px),
 #   DEMO_SEED (0), DEMO_IMAGE_TOKENS (16: image budget), SFT_STEPS (30), SFT_LR (3e-3),
@@ -60,6 +61,11 @@ timed() {  # timed NAME COMMAND...: run it, record its wall seconds
 }
 newest() { "$PY" -m medswift.core.models --output_dir "$1" | sed -n 's/.*ADAPTER=\([^ ]*\).*/\1/p'; }
 
+# Replace an earlier run, never a folder of anything else a mistyped RL_DEMO_DIR might name.
+if [[ -e "$RL_DEMO_DIR" && -n "$(ls -A "$RL_DEMO_DIR" 2>/dev/null)" && ! -f "$RL_DEMO_DIR/data/summary.json" ]]; then
+  echo "error: RL_DEMO_DIR=$RL_DEMO_DIR holds files that are not an earlier demo run: name an empty or new folder" >&2
+  exit 2
+fi
 rm -rf "$RL_DEMO_DIR"
 mkdir -p "$RL_DEMO_DIR"
 step "1/5 task: $DEMO_TRAIN training and $DEMO_TEST held-out images, ${DEMO_IMAGE_SIZE}px -> $DATA_DIR"

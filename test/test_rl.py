@@ -4,6 +4,7 @@ SFT one, and the launchers' dry runs and one-line errors (ms-swift never reached
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -231,43 +232,175 @@ def test_mistakes_stop_in_one_line_before_any_model_loads(stubs, pair_files, nam
 
 
 # --------------------------------------------------------------------------- the comparison card
-def cards(tmp_path: Path, references: list[str], sft: list[str], rl: list[str]) -> tuple[Path, Path]:
+def cards(tmp_path: Path, references: list[str], sft: list[str], rl: list[str], keys: list[str] | None = None,
+          prompts: list[str] | None = None) -> tuple[Path, Path]:
     """Two report cards (scripts/evaluate.py on hand-written predictions of the same records)."""
     from medswift.eval import report_card
 
+    keys = keys or [f"s{k}" for k in range(len(references))]
+    prompts = prompts or ["Report."] * len(references)
     folders = []
     for name, responses in (("sft", sft), ("rl", rl)):
         folder = tmp_path / name
         folder.mkdir()
-        rows = [{"key": f"s{k}", "prompt": "Report.", "images": ["x.png"], "response": resp, "reference": ref}
-                for k, (resp, ref) in enumerate(zip(responses, references))]
+        rows = [{"key": key, "id": key, "prompt": prompt, "images": ["x.png"], "response": resp, "reference": ref}
+                for key, prompt, resp, ref in zip(keys, prompts, responses, references)]
         (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         report_card.evaluate(folder / "predictions.jsonl", folder, n_boot=200)
         folders.append(folder)
     return folders[0], folders[1]
 
 
+def compare_cli(sft_dir: Path, rl_dir: Path, out: Path, *extra: str, check: bool = True):
+    return run([PYTHON, str(ROOT / "scripts" / "compare_checkpoints.py"), "--sft", str(sft_dir), "--rl", str(rl_dir),
+                "--output_dir", str(out), "--bootstrap", "200", "--permutations", "2000", *extra], check=check)
+
+
+EFFUSION, NO_EFFUSION = "There is pleural effusion.", "There is no pleural effusion."
+
+
 def test_comparison_card_says_rl_helped_when_its_findings_match(tmp_path):
     from medswift.eval.findings import label_report
 
     notes = json.loads((ROOT / "data" / "openi" / "openi-en.json").read_text())["annotations"]
-    abnormal = [n["caption"] for n in notes[:400]
+    abnormal = [n["caption"] for n in notes[:800]
                 if any(v == 1 for k, v in label_report(n["caption"], "en").items() if k != "No Finding")]
-    findings = list(dict.fromkeys(abnormal))[:12]  # reports that state a finding, as the labeller reads them
-    assert len(findings) == 12
+    findings = list(dict.fromkeys(abnormal))[:24]  # reports that state a finding, as the labeller reads them
+    assert len(findings) == 24
     normal = "The heart size is normal. The lungs are clear. No acute cardiopulmonary abnormality."
-    sft_dir, rl_dir = cards(tmp_path, findings, [normal] * 12, findings)
+    sft_dir, rl_dir = cards(tmp_path, findings, [normal] * 24, findings)
     out = tmp_path / "compare"
-    proc = run([PYTHON, str(ROOT / "scripts" / "compare_checkpoints.py"), "--sft", str(sft_dir), "--rl", str(rl_dir),
-                "--output_dir", str(out), "--bootstrap", "200"])
+    proc = compare_cli(sft_dir, rl_dir, out)
     assert proc.stdout.startswith("verdict: helped") and "not for diagnosis" in proc.stdout
     result = json.loads((out / "comparison.json").read_text())
     diff = result["paired"]["f1.diff_micro"]
-    assert diff["value"] > 0.5 and diff["ci95"][0] > 0 and result["records_paired"] == 12
+    assert diff["value"] > 0.5 and diff["ci95"][0] > 0 and diff["p"] < 0.01
+    assert result["records_paired"] == 24 and result["studies_paired"] == 24
+    assert result["reward"]["delta"] > 0 and result["reward"]["ci95"][0] > 0 and result["reward"]["p"] < 0.01
     assert result["paired"]["reward.rl"]["value"] > result["paired"]["reward.sft"]["value"]
     card = (out / "comparison.md").read_text()
     assert card.startswith("# Did post-training help? **helped**") and "| finding F1 micro (paired) |" in card
     assert "| mean reward (1*medswift_findings) |" in card and (out / "comparison.png").stat().st_size > 10_000
+
+
+def test_comparison_gives_no_verdict_below_the_minimum_of_studies(tmp_path):
+    """Two views of each of 12 studies: 24 records are 12 studies, below the floor of 20."""
+    keys = [f"{100 + k // 2}_{k % 2 + 1}" for k in range(24)]  # 100_1, 100_2, 101_1, ...: the converters' ids
+    refs = [EFFUSION if k // 2 % 2 == 0 else NO_EFFUSION for k in range(24)]
+    sft_dir, rl_dir = cards(tmp_path, refs, [NO_EFFUSION] * 24, refs, keys=keys)
+    proc = compare_cli(sft_dir, rl_dir, tmp_path / "c")
+    assert proc.stdout.startswith("verdict: too few studies (12 shared studies (24 records); a verdict needs at least 20")
+    result = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert result["verdict"] == "too few studies" and result["bootstrap"]["unit"] == "study"
+    assert compare_cli(sft_dir, rl_dir, tmp_path / "d", "--min_studies", "10").stdout.startswith("verdict: helped")
+
+
+def test_bootstrap_resamples_studies_not_views():
+    """Views of one study move together: the interval of a study-level difference is wider than
+    the one that treats the views as independent records."""
+    import numpy as np
+
+    from medswift.posttrain import compare
+
+    rng = np.random.default_rng(1)
+    per_study = rng.normal(0.1, 1.0, size=30)
+    values = np.repeat(per_study, 4)  # four identical views per study
+    rows = [{"key": f"{s}_{v}", "id": f"{s}_{v}"} for s in range(30) for v in range(1, 5)]
+    block = {"reward": compare._mean_block(np.zeros(120), values)}
+    by_study = compare.paired_estimates(block, *compare.study_index(rows), 2000, 0, 0)["reward.diff"]["ci95"]
+    by_view = compare.paired_estimates(block, np.arange(120), 120, 2000, 0, 0)["reward.diff"]["ci95"]
+    assert compare.study_index(rows)[1] == 30
+    assert (by_study[1] - by_study[0]) > 1.6 * (by_view[1] - by_view[0])
+
+
+def test_paired_randomisation_test_separates_a_real_difference_from_none():
+    import numpy as np
+
+    from medswift.eval import bootstrap
+
+    a = np.zeros((40, 1))
+    same, _ = bootstrap.swapped_sums(a, a, 500, 0)
+    assert bootstrap.randomisation_p(0.0, same[:, 0] - (0 - same[:, 0])) == 1.0
+    b = np.ones((40, 1))
+    pa, pb = bootstrap.swapped_sums(a, b, 2000, 0)
+    assert bootstrap.randomisation_p(40.0, pb[:, 0] - pa[:, 0]) < 0.001
+    assert bootstrap.randomisation_p(float("nan"), pb[:, 0]) is None
+
+
+def test_image_dependence_needs_answers_that_follow_the_image(tmp_path):
+    """A model that answers every image alike does not read it; one whose answers follow the
+    images (its references) does, by the permutation test."""
+    refs = [EFFUSION, NO_EFFUSION] * 15
+    sft_dir, rl_dir = cards(tmp_path, refs, [NO_EFFUSION] * 30, refs)
+    compare_cli(sft_dir, rl_dir, tmp_path / "c")
+    result = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert result["verdict"] == "helped" and result["reads_image"] is True
+    assert result["image_dependence"]["sft"]["value"] is False and result["image_dependence"]["rl"]["p"] < 0.01
+
+
+def test_comparison_reads_a_card_written_by_evaluate_output_dir(tmp_path):
+    refs = [EFFUSION, NO_EFFUSION] * 10
+    sft_dir, rl_dir = cards(tmp_path, refs, [NO_EFFUSION] * 20, refs)
+    for folder in (sft_dir, rl_dir):  # evaluate.py --predictions elsewhere --output_dir card/
+        elsewhere = tmp_path / f"{folder.name}_predictions.jsonl"
+        (folder / "predictions.jsonl").rename(elsewhere)
+        run([PYTHON, str(ROOT / "scripts" / "evaluate.py"), "--predictions", str(elsewhere), "--output_dir",
+             str(folder), "--bootstrap", "0"])
+        assert not (folder / "predictions.jsonl").exists()
+    assert compare_cli(sft_dir, rl_dir, tmp_path / "c").stdout.startswith("verdict: helped")
+
+
+@pytest.mark.parametrize("metrics, message", [
+    ("[1, 2]", "is not a report card: a list where scripts/evaluate.py writes an object"),
+    ("{\"n\": ", "is not JSON"),
+])
+def test_malformed_report_card_is_one_line(tmp_path, metrics, message):
+    refs = [EFFUSION, NO_EFFUSION] * 10
+    sft_dir, rl_dir = cards(tmp_path, refs, refs, refs)
+    (rl_dir / "metrics.json").write_text(metrics)
+    proc = compare_cli(sft_dir, rl_dir, tmp_path / "c", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_all_nan_metrics_read_n_a_with_a_note_not_nan(tmp_path):
+    refs = [EFFUSION, NO_EFFUSION] * 10
+    sft_dir, rl_dir = cards(tmp_path, refs, refs, refs)
+    nan = json.loads((rl_dir / "metrics.json").read_text())
+    for group in ("text", "findings", "normal_share"):
+        nan[group] = _all_nan(nan[group])
+    (rl_dir / "metrics.json").write_text(json.dumps(nan))  # json writes NaN, as a NaN-producing scorer would
+    proc = compare_cli(sft_dir, rl_dir, tmp_path / "c")
+    assert not re.search(r"(?<![\w/])nan(?!\w)", proc.stdout, re.I) and "RL n/a" in proc.stdout
+    assert "note: the RL card's metrics.json holds no finite headline number" in proc.stdout
+    assert proc.stdout.startswith("verdict: no clear change")  # the re-scored predictions are identical
+
+
+def _all_nan(value):
+    if isinstance(value, dict):
+        return {k: _all_nan(v) for k, v in value.items()}
+    return float("nan") if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def test_two_box_cards_are_compared_on_box_metrics(tmp_path):
+    ref = '[{"bbox_2d": [100, 100, 400, 400], "label": "nodule"}]'
+    near = '[{"bbox_2d": [110, 105, 400, 410], "label": "nodule"}]'
+    far = '[{"bbox_2d": [600, 600, 900, 900], "label": "nodule"}]'
+    folders = []
+    for name, answer in (("sft", far), ("rl", near)):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"key": f"img{k}", "prompt": "Find the nodule.", "images": [f"img{k}.png"], "response": answer,
+                 "reference": ref} for k in range(24)]
+        (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "metrics.json").write_text(json.dumps({"task": "grounding", "n": 24, "map50": 0.0 if name == "sft" else 1.0}))
+        folders.append(folder)
+    proc = compare_cli(*folders, tmp_path / "c")
+    result = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert result["task"] == "boxes" and result["primary"] == "iou.diff" and result["reward_funcs"] == ["medswift_boxes"]
+    assert result["paired"]["iou.diff"]["value"] > 0.8 and "f1.diff_micro" not in result["paired"]
+    assert proc.stdout.startswith("verdict: helped (the paired difference in the mean IoU")
+    assert "mean IoU (paired)" in proc.stdout and "finding F1" not in proc.stdout
 
 
 def test_comparison_verdict_flags_gaming_and_harm():
@@ -289,6 +422,10 @@ def test_comparison_verdict_flags_gaming_and_harm():
     assert compare.verdict(result(up, up))[0] == "helped"
     assert compare.verdict(result(flat, down))[0] == "hurt" and compare.verdict(result(down, flat))[0] == "hurt"
     assert compare.verdict(result(flat, flat))[0] == "no clear change"
+    significant_but_not = result(up, up)
+    significant_but_not["paired"]["f1.diff_micro"]["p"] = 0.2  # the interval clears 0, the randomisation test does not
+    assert compare.verdict(significant_but_not)[0] == "gamed the reward"
+    assert compare.verdict({**result(up, up), "studies_paired": 5, "min_studies": 20})[0] == "too few studies"
 
 
 def test_comparison_of_cards_from_different_splits_is_one_line(tmp_path):

@@ -14,7 +14,7 @@ DEMO = ROOT / "tools" / "rl_demo.sh"
 
 
 def build(out: Path, *args: str):
-    return run([PYTHON, "-m", "medswift.data.synthetic", "--output_dir", str(out), *args],
+    return run([PYTHON, "-m", "medswift.data.converters.synthetic", "--output_dir", str(out), *args],
                env={"PYTHONPATH": str(ROOT / "scripts")}, check=False, timeout=300)
 
 
@@ -24,7 +24,7 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 def test_synthetic_task_is_deterministic_balanced_and_holds_out_its_bases(tmp_path):
-    from medswift.data import synthetic
+    from medswift.data.converters import synthetic
 
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
@@ -45,7 +45,7 @@ def test_synthetic_task_is_deterministic_balanced_and_holds_out_its_bases(tmp_pa
 
 def test_synthetic_answers_are_scored_by_the_clinical_reward():
     """The demo's reward (medswift_findings) tells the two answers apart: 1 for the right one."""
-    from medswift.data.synthetic import ANSWERS
+    from medswift.data.converters.synthetic import ANSWERS
     from medswift.posttrain import rewards
 
     yes, no = ANSWERS[True], ANSWERS[False]
@@ -55,7 +55,7 @@ def test_synthetic_answers_are_scored_by_the_clinical_reward():
 def test_effusion_brightens_the_image():
     import numpy as np
 
-    from medswift.data import synthetic
+    from medswift.data.converters import synthetic
 
     gray = np.full((200, 200), 0.2, dtype=np.float32)
     plain = synthetic.make_image(gray, np.random.default_rng(0), 64, False)

@@ -3,7 +3,7 @@
 #   bash tools/rl_demo.sh
 #   RL_DEMO_DIR=/tmp/rl_demo GRPO_STEPS=60 bash tools/rl_demo.sh
 # 1. a task whose answer is visible in the image, built deterministically at run time
-#    (python -m medswift.data.synthetic): the bundled X-rays with or without a synthetic
+#    (python -m medswift.data.converters.synthetic): the bundled X-rays with or without a synthetic
 #    effusion; the answer "There is pleural effusion." or "There is no pleural effusion.";
 #    held-out images cut from X-rays the training images never use; chance is 50%;
 # 2. a short SFT with the toolkit's launcher (tools/swift/finetune_qwen3vl_lora.sh);
@@ -69,7 +69,7 @@ fi
 rm -rf "$RL_DEMO_DIR"
 mkdir -p "$RL_DEMO_DIR"
 step "1/5 task: $DEMO_TRAIN training and $DEMO_TEST held-out images, ${DEMO_IMAGE_SIZE}px -> $DATA_DIR"
-timed data "$PY" -m medswift.data.synthetic --output_dir "$DATA_DIR" --train "$DEMO_TRAIN" --test "$DEMO_TEST" \
+timed data "$PY" -m medswift.data.converters.synthetic --output_dir "$DATA_DIR" --train "$DEMO_TRAIN" --test "$DEMO_TEST" \
   --image_size "$DEMO_IMAGE_SIZE" --seed "$DEMO_SEED"
 
 step "2/5 SFT: $SFT_STEPS steps of 8 images, learning rate $SFT_LR (tools/swift/finetune_qwen3vl_lora.sh)"

@@ -1,8 +1,8 @@
 """A task whose answer is visible in the image, built deterministically from the bundled X-rays.
 
 Usage:
-    python -m medswift.data.synthetic --output_dir results/rl_demo/data
-    python -m medswift.data.synthetic --output_dir /tmp/task --train 160 --test 80 --image_size 128 --seed 0
+    python -m medswift.data.converters.synthetic --output_dir results/rl_demo/data
+    python -m medswift.data.converters.synthetic --output_dir /tmp/task --train 160 --test 80 --image_size 128 --seed 0
 
 Each image is a random crop of one bundled OpenI X-ray (data/openi/images), with brightness and
 contrast jitter; half of them get a synthetic "effusion": a bright, blurred ellipse over the

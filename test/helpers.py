@@ -236,7 +236,8 @@ def write_rows(path, rows):
 # order their commands run, a later one using what an earlier one wrote (the data are converted,
 # then trained on, then inferred on). A new page goes into this list (test_docs.py checks it).
 MANUAL_PAGES = ("README.md", "docs/getting-started.md", "docs/datasets.md", "docs/training.md", "docs/inference.md",
-                "docs/post-training.md", "docs/sibling-jobs.md", "docs/grounding.md", "docs/serving.md",
+                "docs/metrics.md", "docs/post-training.md", "docs/reward.md", "docs/post-training-recipe.md",
+                "docs/rl-demo.md", "docs/priors.md", "docs/sibling-jobs.md", "docs/grounding.md", "docs/serving.md",
                 "docs/reliability.md", "docs/benchmarks.md", "docs/developing.md")
 
 

@@ -10,12 +10,6 @@ import pytest
 
 from helpers import MANUAL_PAGES, README, ROOT
 
-# Pages other branches are writing at the same time, which this branch links to before they
-# exist. A link to one of them is not checked while it is listed here; the lead empties this
-# list when the pages are merged (test_pending_pages_are_still_pending says when).
-PENDING_PAGES = frozenset({"docs/reward.md", "docs/rl-demo.md", "docs/metrics.md", "docs/priors.md",
-                           "docs/reliability-round3.md"})
-
 PAGES = sorted({"README.md", *(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))})
 
 MAX_PROSE_LINE = 120
@@ -72,8 +66,6 @@ def broken(page: str, target: str) -> str | None:
     path, _, anchor = target.partition("#")
     resolved = ((ROOT / page).parent / path).resolve() if path else ROOT / page
     name = resolved.relative_to(ROOT).as_posix() if resolved.is_relative_to(ROOT) else str(resolved)
-    if name in PENDING_PAGES and not resolved.exists():
-        return None
     if not resolved.exists():
         return f"no such file: {name}"
     if anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
@@ -103,7 +95,7 @@ def test_every_relative_link_resolves(page):
 
 def test_the_readme_links_every_page():
     linked = {target.partition("#")[0] for _, target in relative_links("README.md")}
-    pages = {p for p in PAGES if p.startswith("docs/")} | PENDING_PAGES
+    pages = {p for p in PAGES if p.startswith("docs/")}
     assert pages <= linked, f"pages missing from the README's table of contents: {sorted(pages - linked)}"
 
 
@@ -111,11 +103,6 @@ def test_every_page_runs_its_commands():
     """A page that is not in MANUAL_PAGES would keep its commands out of the README tests."""
     assert set(PAGES) <= set(MANUAL_PAGES), f"add to helpers.MANUAL_PAGES: {sorted(set(PAGES) - set(MANUAL_PAGES))}"
     assert all((ROOT / page).is_file() for page in MANUAL_PAGES)
-
-
-def test_pending_pages_are_still_pending():
-    landed = sorted(p for p in PENDING_PAGES if (ROOT / p).exists())
-    assert not landed, f"merged: take {landed} off PENDING_PAGES (and add them to helpers.MANUAL_PAGES)"
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -149,7 +136,7 @@ def test_the_code_points_to_pages_that_exist():
         named |= set(re.findall(r"\bdocs/[\w-]+\.md\b", text))
         stale += [f"{source.relative_to(ROOT)}: {m}" for m in re.findall(r"README[:,] [A-Z][\w ,-]*", text)]
     assert not stale, f"README sections that moved to docs/: {stale}"
-    assert named and all((ROOT / page).is_file() or page in PENDING_PAGES for page in named), sorted(named)
+    assert named and all((ROOT / page).is_file() for page in named), sorted(named)
 
 
 def test_the_site_lists_every_page():

@@ -784,7 +784,9 @@ def hf_trainer_with_health(tmp_path: Path, poison_from: int, allow: bool, monkey
     import importlib.util
 
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
+
+    from swift.trainers import TrainingArguments  # ms-swift's: importing swift patches Trainer's callbacks to need it
 
     monkeypatch.setenv("MEDSWIFT_ALLOW_NONFINITE", "1" if allow else "0")
     spec = importlib.util.spec_from_file_location("medswift_health_plugin",
@@ -806,7 +808,8 @@ def hf_trainer_with_health(tmp_path: Path, poison_from: int, allow: bool, monkey
 
     rows = [{"x": torch.full((4,), 0.1 * (k + 1)), "labels": torch.tensor(1.0)} for k in range(12)]
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=1, max_steps=12, logging_steps=1,
-                             report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+                             report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
+                             gradient_checkpointing=False, gradient_accumulation_steps=1)
     trainer = Trainer(model=Linear(), args=args, train_dataset=rows)
     trainer.add_callback(callbacks_map["medswift_health"](args, trainer))
     assert callbacks_map["medswift_health"] is plugin.MedSwiftHealth

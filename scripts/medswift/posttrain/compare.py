@@ -252,7 +252,8 @@ def _score_boxes(keys, sft, rlr, refs, texts, reward_funcs, reward_weights, orms
               "invalid": _mean_block(invalid["sft"], invalid["rl"])}
     # pairwise IoU grows with the square of the records: the test scores a seeded sample of them
     chosen = np.sort(np.random.default_rng(seed).permutation(len(keys))[:IMAGE_TEST_MAX])
-    groups = [g for i, g in enumerate(_groups(keys, sft)) if i in set(chosen.tolist())]
+    all_groups = _groups(keys, sft)
+    groups = [all_groups[i] for i in chosen]
 
     def mean_iou(side):
         cache: dict[tuple[int, int], float] = {}

@@ -50,15 +50,18 @@ train_args=()
 if [[ -n "$EMBEDDED" ]]; then
   # A 10 M-parameter random model needs more adapter capacity, a higher rate and more steps than 8B
   # to fit the bundled reports in a few minutes; real weights keep the launcher's (the reference's)
-  # settings. Each value is still a knob the user can set.
-  export LORA_RANK="${LORA_RANK:-64}" LORA_ALPHA="${LORA_ALPHA:-128}" LEARNING_RATE="${LEARNING_RATE:-3e-3}" \
+  # settings. Each value is still a knob the user can set. No LoRA dropout: the tiny model pins its
+  # unused tokens through one hidden dimension held at a large constant, and dropout on that input
+  # makes training-mode log-probs differ from sampling's by tens of nats (measured: 61), which GRPO
+  # and DPO after this adapter turn into exploding gradients.
+  export LORA_DROPOUT="${LORA_DROPOUT:-0}" LORA_RANK="${LORA_RANK:-64}" LORA_ALPHA="${LORA_ALPHA:-128}" LEARNING_RATE="${LEARNING_RATE:-3e-3}" \
     LR_SCHEDULER="${LR_SCHEDULER:-constant}" WARMUP_RATIO="${WARMUP_RATIO:-0}" \
     IMAGE_MAX_TOKEN_NUM="${IMAGE_MAX_TOKEN_NUM:-64}" GLOBAL_BATCH="${GLOBAL_BATCH:-4}" \
     MICRO_BATCH="${MICRO_BATCH:-4}" LOGGING_STEPS="${LOGGING_STEPS:-1}" MAX_NEW_TOKENS="${MAX_NEW_TOKENS:-128}"
   steps="${QUICKSTART_STEPS:-40}"
   export SAVE_STEPS="${SAVE_STEPS:-$steps}"
   train_args=(--max_steps "$steps")
-  echo "embedded default: learning recipe for the tiny model: LoRA rank $LORA_RANK / alpha $LORA_ALPHA," \
+  echo "embedded default: learning recipe for the tiny model: LoRA rank $LORA_RANK / alpha $LORA_ALPHA, dropout $LORA_DROPOUT," \
     "learning rate $LEARNING_RATE $LR_SCHEDULER, $steps steps, image budget $IMAGE_MAX_TOKEN_NUM tokens," \
     "answers up to $MAX_NEW_TOKENS tokens" \
     "(with MODEL=... the launcher's reference settings apply)"

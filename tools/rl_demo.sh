@@ -47,9 +47,10 @@ done
 unset MODEL ADAPTER NPROC_PER_NODE NNODES
 export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES-}"
 # What both launchers share: the task, the image budget, LoRA on the vision tower and aligner too (its
-# random vision tower must learn to see an opacity), no validation pass, one data worker.
+# random vision tower must learn to see an opacity), no LoRA dropout (quickstart.sh says why), no
+# validation pass, one data worker.
 export DATA_DIR="$RL_DEMO_DIR/data" IMAGE_MAX_TOKEN_NUM="$DEMO_IMAGE_TOKENS" VAL_FILE=none \
-  FREEZE_VIT=false FREEZE_ALIGNER=false LORA_RANK LORA_ALPHA="$((2 * LORA_RANK))" LR_SCHEDULER=constant \
+  FREEZE_VIT=false FREEZE_ALIGNER=false LORA_RANK LORA_ALPHA="$((2 * LORA_RANK))" LORA_DROPOUT=0 LR_SCHEDULER=constant \
   WARMUP_RATIO=0 GRAD_CHECKPOINTING=false NUM_WORKERS=1 REPORT_TO=none LOGGING_STEPS=1 SEED="$DEMO_SEED"
 step() { echo; echo "==> [rl_demo] $*"; }
 timings=()

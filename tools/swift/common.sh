@@ -73,6 +73,7 @@ init_launcher() {
     # ------------------------------------------------------------ method (reference defaults)
     knob LORA_RANK 8
     knob LORA_ALPHA 32
+    knob LORA_DROPOUT 0.05                          # ms-swift's; 0 on the embedded default (quickstart.sh says why)
     knob TARGET_MODULES all-linear
     knob FREEZE_VIT true
     knob FREEZE_ALIGNER true
@@ -251,7 +252,7 @@ check_knobs() {
         [[ "$value" =~ ^[0-9]+$ ]] || die "$name must be a non-negative integer, got '$value'" ;;
       EPOCHS | LEARNING_RATE)
         is_number "$value" positive || die "$name must be a positive number, got '$value'" ;;
-      WARMUP_RATIO)
+      WARMUP_RATIO | LORA_DROPOUT)
         is_number "$value" ratio || die "$name must be a number in [0, 1), got '$value'" ;;
       TEMPERATURE)
         is_number "$value" nonneg || die "$name must be a number >= 0 (0 = greedy), got '$value'" ;;
@@ -512,7 +513,7 @@ training_flags() {
   [[ -n "$KNOBS_APPLIED" ]] || die "the launcher must call init_launcher before training"
   local output_dir="$3"
   processes "$1"
-  check_knobs LORA_RANK LORA_ALPHA EPOCHS LEARNING_RATE WARMUP_RATIO GLOBAL_BATCH MICRO_BATCH MAX_LENGTH \
+  check_knobs LORA_RANK LORA_ALPHA LORA_DROPOUT EPOCHS LEARNING_RATE WARMUP_RATIO GLOBAL_BATCH MICRO_BATCH MAX_LENGTH \
     SAVE_STEPS EVAL_STEPS LOGGING_STEPS SAVE_TOTAL_LIMIT SEED NUM_WORKERS \
     FREEZE_VIT FREEZE_ALIGNER GRAD_CHECKPOINTING
   [[ "${RESOLVED_AS:-}" == "$2" ]] || resolve_choice "$2"   # a launcher may have resolved it already
@@ -593,7 +594,8 @@ run_sft() {
   training_flags "$1" model "$OUTPUT_DIR"
   shift
   run_or_print "$SWIFT_BIN" sft --dataset "$TRAIN_FILE" "${train_flags[@]}" \
-    --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --target_modules "$TARGET_MODULES" "$@"
+    --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA" --lora_dropout "$LORA_DROPOUT" \
+    --target_modules "$TARGET_MODULES" "$@"
 }
 
 # The rewards of a post-training run (GRPO's, and DPO's pair scoring): REWARD_FUNCS with

@@ -2,6 +2,7 @@
 
 Usage:
     python bench/bench_field_metrics.py [--reports 128] [--batch_size 32] [--metrics_dir DIR]
+    python bench/bench_field_metrics.py --reports 64
 
 Without --metrics_dir the bench builds random weights of CheXbert's published shape
 (scripts/build_metric_weights.py: bert-base-uncased, 110 M parameters) into a temporary folder:
@@ -14,7 +15,6 @@ Research only, not diagnosis.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -56,9 +56,11 @@ def reward_rate(root: Path, texts: list[str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reports", type=int, default=128)
-    p.add_argument("--batch_size", type=int, default=32)
+    from medswift.core.cli import command_parser
+
+    p = command_parser(__doc__)
+    p.add_argument("--reports", type=int, default=128, help="distinct bundled reports to label")
+    p.add_argument("--batch_size", type=int, default=32, help="reports per batched forward pass")
     p.add_argument("--metrics_dir", help="real weights (default: random weights of the published shape)")
     args = p.parse_args(argv)
     import torch

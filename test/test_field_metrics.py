@@ -204,6 +204,26 @@ def test_chexbert_f1_reward_labels_once_and_scores_pairs(weights_dir):
     assert values[8:] == [1.0, 1.0] and all(0 <= v <= 1 for v in values)
 
 
+def test_chexbert_f1_follows_the_plugins_input_contract(weights_dir, monkeypatch, caplog):
+    """The plugin's one rule for every reward (test_rewards.py checks the others, which need no weights):
+    non-text scores 0 and is counted, chat messages and content parts are text, lengths must match."""
+    from swift.utils import import_external_file
+
+    monkeypatch.setenv("MEDSWIFT_METRICS_DIR", str(weights_dir))
+    import_external_file(str(ROOT / "scripts" / "swift_plugins" / "medswift_rewards.py"))
+    from swift.rewards import orms
+
+    reward = orms["chexbert_f1"]()
+    ref = shuffled_rows("en", 1, seed=3)[0]["reference"]
+    as_chat = [{"role": "user", "content": "Describe."}, {"role": "assistant", "content": ref}]
+    with caplog.at_level("WARNING", logger="medswift.rewards"):
+        values = reward([5, b"x", {"a": 1}, ref, as_chat, [{"type": "text", "text": ref}]], solution=[ref] * 6)
+    assert values == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0], values
+    assert "3 completions (3 so far)" in caplog.text and "heart" not in caplog.text.lower()
+    with pytest.raises(ValueError, match=r"^chexbert_f1: 2 completions but 1 solutions; [^\n]+$"):
+        reward([ref, ref], solution=[ref])
+
+
 def test_box_answers_are_not_scored_as_reports(weights_dir, tmp_path):
     boxes = json.dumps([{"bbox_2d": [100, 120, 400, 380], "label": "Cardiomegaly"}])
     path = tmp_path / "grounding.jsonl"

@@ -825,8 +825,10 @@ def test_a_non_finite_loss_stops_training_and_says_where(tmp_path, monkeypatch, 
     report = json.loads((tmp_path / "training_health.json").read_text())
     # transformers replaces a non-finite loss in the log by the running mean (logging_nan_inf_filter):
     # the gradient norm is what shows it
-    assert report["first_step"] == 4 and report["stopped"] and report["values"] == {"grad_norm": "nan"}
-    assert "training health: non-finite or exploded grad_norm=nan at step 4" in capsys.readouterr().err
+    # inputs scaled by inf give a gradient norm of nan or inf, by the order of the kernel's sums
+    assert report["first_step"] == 4 and report["stopped"] and report["values"] in ({"grad_norm": "nan"},
+                                                                                      {"grad_norm": "inf"})
+    assert re.search(r"training health: non-finite or exploded grad_norm=(nan|inf) at step 4", capsys.readouterr().err)
     line = training_health.verdict(tmp_path)
     assert line.startswith("training stopped at step 4") and "ALLOW_NONFINITE=1" in line
     assert training_health.main([str(tmp_path)]) == 2

@@ -49,7 +49,7 @@ def test_synthetic_answers_are_scored_by_the_clinical_reward():
     from medswift.posttrain import rewards
 
     yes, no = ANSWERS[True], ANSWERS[False]
-    assert rewards.findings_rewards([yes, no, no, yes], [yes, no, yes, no]) == [1.0, 1.0, 0.0, 0.0]
+    assert rewards.findings_reward_batch([yes, no, no, yes], [yes, no, yes, no]) == [1.0, 1.0, 0.0, 0.0]
 
 
 def test_effusion_brightens_the_image():

@@ -50,7 +50,7 @@ echo "[setup] installing pinned requirements into $VENV (first time: a few minut
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$ROOT"
 # The field metrics' packages (pyproject's [metrics] extra): the suite cross-checks the report
 # card's CheXbert and BERTScore figures against them (test/test_field_metrics.py).
-"$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-build-isolation -e "$ROOT[metrics]"
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-build-isolation -e "${ROOT}[metrics]"
 "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check >&2; exit 1; }
 echo "$want" >"$STAMP"
 echo "[setup] done in $((SECONDS - start)) s"

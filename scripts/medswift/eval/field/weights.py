@@ -68,8 +68,11 @@ def metrics_dir(flag: str | None) -> Path | None:
     if value is None:
         return None
     root = Path(value).expanduser()
+    where = f"set by {ENV}" if not flag else "--metrics_dir"
+    if not root.exists():
+        raise UsageError(f"metrics folder not found: {root} ({where})")
     if not root.is_dir():
-        raise UsageError(f"--metrics_dir {root} is not a folder ({'set by ' + ENV if not flag else 'flag'})")
+        raise UsageError(f"metrics folder is not a folder: {root} ({where})")
     return root
 
 

@@ -499,3 +499,21 @@ def unknown_flags(stdout: str) -> list[str]:
         fields = swift_fields(argv[0])
         bad += [f"swift {argv[0]} {w}" for w in argv[1:] if w.startswith("--") and w[2:] not in fields]
     return bad
+
+
+@contextmanager
+def demo_chat(model: str | None, adapter: str | None):
+    """The demo's ReportChat on ``model``/``adapter`` (an engine of batch 1, image budget 64, 1 MB
+    uploads); load_engine sets IMAGE_MAX_TOKEN_NUM process-wide, so it is put back afterwards."""
+    from app import gradio_app as app
+    from medswift.core import models as eng
+
+    choice = eng.resolve(model, adapter, image_tokens=64)
+    before = os.environ.get("IMAGE_MAX_TOKEN_NUM")
+    try:
+        yield app.ReportChat(eng.load_engine(choice, max_batch_size=1), choice, app.Settings(max_upload_mb=1))
+    finally:
+        if before is None:
+            os.environ.pop("IMAGE_MAX_TOKEN_NUM", None)
+        else:
+            os.environ["IMAGE_MAX_TOKEN_NUM"] = before

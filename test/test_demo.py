@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from helpers import BUNDLED_IMAGES, PYTHON, ROOT, ceiling, ceiling_ms, free_port, truncated_tiff
+from helpers import BUNDLED_IMAGES, PYTHON, ROOT, ceiling, ceiling_ms, demo_chat, free_port, truncated_tiff
 from app import gradio_app as app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -76,15 +76,8 @@ def pixel_bomb_png(path: Path, side: int = 30_000) -> Path:
 # --------------------------------------------------------------------------- functions, no server
 @pytest.fixture(scope="module")
 def chat(trained_adapter):
-    from medswift.core import models as eng
-
-    choice = eng.resolve(None, str(trained_adapter), image_tokens=64)
-    before = os.environ.get("IMAGE_MAX_TOKEN_NUM")  # load_engine sets it process-wide: put it back afterwards
-    yield app.ReportChat(eng.load_engine(choice, max_batch_size=1), choice, app.Settings(max_upload_mb=1))
-    if before is None:
-        os.environ.pop("IMAGE_MAX_TOKEN_NUM", None)
-    else:
-        os.environ["IMAGE_MAX_TOKEN_NUM"] = before
+    with demo_chat(None, str(trained_adapter)) as chat_:
+        yield chat_
 
 
 def drain(gen):

@@ -4,11 +4,9 @@ without its image is a message on the page, and the page has both inputs. The em
 no server."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from helpers import BUNDLED_IMAGES
+from helpers import BUNDLED_IMAGES, demo_chat
 from app import gradio_app as app
 
 PRIOR_REPORT = "Moderate left pleural effusion."
@@ -16,15 +14,8 @@ PRIOR_REPORT = "Moderate left pleural effusion."
 
 @pytest.fixture(scope="module")
 def chat(tiny_model):
-    from medswift.core import models as eng
-
-    choice = eng.resolve(str(tiny_model), None, image_tokens=64)
-    before = os.environ.get("IMAGE_MAX_TOKEN_NUM")  # load_engine sets it process-wide: put it back afterwards
-    yield app.ReportChat(eng.load_engine(choice, max_batch_size=1), choice, app.Settings(max_upload_mb=1))
-    if before is None:
-        os.environ.pop("IMAGE_MAX_TOKEN_NUM", None)
-    else:
-        os.environ["IMAGE_MAX_TOKEN_NUM"] = before
+    with demo_chat(str(tiny_model), None) as chat_:
+        yield chat_
 
 
 def test_the_prior_goes_last_with_its_report(chat):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
-import hashlib
 import io
 import json
 import re
@@ -16,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import PYTHON, REPORTS, ROOT, read_jsonl, run
+from helpers import MIMIC_METADATA_COLUMNS, MIMIC_SPLIT_COLUMNS, PYTHON, REPORTS, ROOT, read_jsonl, run
+from helpers import mimic_dicom_id as dicom_id
 from medswift.data.readers import mimic_cxr
 from medswift.data.converters import reports as conv
 
@@ -80,18 +80,6 @@ LAST_PARAGRAPH = """                                 FINAL REPORT
  
  Lungs are clear.  No pneumothorax.
 """
-
-SPLIT_COLUMNS = ["dicom_id", "study_id", "subject_id", "split"]
-METADATA_COLUMNS = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
-                    "Rows", "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
-                    "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning"]
-
-
-def dicom_id(label: str) -> str:
-    """An id shaped like MIMIC's (five dash-joined groups of 8 hex digits)."""
-    digest = hashlib.sha1(label.encode()).hexdigest()
-    return "-".join(digest[k:k + 8] for k in range(0, 40, 8))
-
 
 # subject, study, official split, views (ViewPosition each, in the split file's order), report:
 # text, None (no report file) or bytes (written as they are).
@@ -165,8 +153,8 @@ def mimic(tmp_path_factory) -> tuple[Path, Path]:
     ]
     jpeg(jpg / "files" / rel("10000032", "50414267", NOT_LISTED), 99)
     meta_rows.append([METADATA_ONLY, "10000032", "50414267", "CHEST (PA AND LAT)", "PA"] + [""] * 7)
-    write_csv_gz(jpg / "mimic-cxr-2.0.0-split.csv.gz", SPLIT_COLUMNS, split_rows)
-    write_csv_gz(jpg / "mimic-cxr-2.0.0-metadata.csv.gz", METADATA_COLUMNS, meta_rows)
+    write_csv_gz(jpg / "mimic-cxr-2.0.0-split.csv.gz", MIMIC_SPLIT_COLUMNS, split_rows)
+    write_csv_gz(jpg / "mimic-cxr-2.0.0-metadata.csv.gz", MIMIC_METADATA_COLUMNS, meta_rows)
     return jpg, reports
 
 

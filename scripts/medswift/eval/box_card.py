@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medswift.core.boxes import Box, SCALE, label_key, parse_boxes, parse_first_boxes, query_iou
+from medswift.core.boxes import Box, SCALE, label_key, parse_first_boxes, query_iou
 from medswift.core.constants import NOTICE
 from medswift.core.files import write_atomic, write_json
 

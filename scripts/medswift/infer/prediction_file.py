@@ -7,7 +7,6 @@ durability, and rank 0 merges them into the output when every rank is done.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path

@@ -45,13 +45,14 @@ from typing import Callable
 
 import numpy as np
 
+from medswift.core.boxes import parse_boxes, query_iou
 from medswift.core.cli import command_parser
 from medswift.core.constants import NOTICE, RESULTS
 from medswift.core.errors import UsageError, run_cli
 from medswift.posttrain import datasets as rl
 from medswift.data.readers.openi import study_of
 from medswift.data.pipeline.records import json_type
-from medswift.eval import bootstrap, box_card as boxes, charts, report_card, scorer_workers
+from medswift.eval import bootstrap, box_card, charts, report_card, scorer_workers
 
 NORMAL_GAP_POINTS = 0.10   # a "normal" share moved this much further from the references' is gaming
 LENGTH_RATIO = 2.0         # halved or doubled report length
@@ -243,9 +244,9 @@ def _score_text(keys, sft, rlr, refs, texts, reward_funcs, reward_weights, orms,
 
 
 def _score_boxes(keys, sft, rlr, refs, texts, reward_funcs, reward_weights, orms, n_shuffles, seed):
-    ref_boxes = [boxes.parse_boxes(r) or [] for r in refs]
-    pred_boxes = {side: [boxes.parse_boxes(t) for t in texts[side]] for side in texts}
-    iou = {side: [boxes.query_iou(p or [], r) for p, r in zip(pred_boxes[side], ref_boxes)] for side in texts}
+    ref_boxes = [parse_boxes(r) or [] for r in refs]
+    pred_boxes = {side: [parse_boxes(t) for t in texts[side]] for side in texts}
+    iou = {side: [query_iou(p or [], r) for p, r in zip(pred_boxes[side], ref_boxes)] for side in texts}
     invalid = {side: [float(p is None) for p in pred_boxes[side]] for side in texts}
     reward = {side: rl.score(t, refs, reward_funcs, reward_weights, orms) for side, t in texts.items()}
     blocks = {"iou": _mean_block(iou["sft"], iou["rl"]), "reward": _mean_block(reward["sft"], reward["rl"]),
@@ -263,7 +264,7 @@ def _score_boxes(keys, sft, rlr, refs, texts, reward_funcs, reward_weights, orms
             for i, j in enumerate(order):  # answer of record chosen[j] against the reference of chosen[i]
                 pair = (int(chosen[j]), int(chosen[i]))
                 if pair not in cache:
-                    cache[pair] = boxes.query_iou(pred_boxes[side][pair[0]] or [], ref_boxes[pair[1]])
+                    cache[pair] = query_iou(pred_boxes[side][pair[0]] or [], ref_boxes[pair[1]])
                 total += cache[pair]
             return total / len(order)
         return score
@@ -273,7 +274,7 @@ def _score_boxes(keys, sft, rlr, refs, texts, reward_funcs, reward_weights, orms
 
 
 def _kind(rows: list[dict]) -> str:
-    return "boxes" if boxes.grounding_rows(rows) else "text"
+    return "boxes" if box_card.grounding_rows(rows) else "text"
 
 
 def compare(sft_dir: Path, rl_dir: Path, out: Path, reward_funcs: list[str], reward_weights: list[float],

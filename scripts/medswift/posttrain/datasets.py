@@ -38,7 +38,6 @@ from collections import defaultdict
 from pathlib import Path
 
 from medswift.core.cli import command_parser
-from medswift.core.constants import NOTICE
 from medswift.core.errors import UsageError, run_cli
 from medswift.core.files import read_jsonl, write_json, write_jsonl
 from medswift.data.pipeline.sample_length import TEMPLATE_TOKENS

@@ -35,6 +35,13 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# A .venv that is a link belongs to another checkout (the README tests link theirs to the project's):
+# installing here would point its editable `medswift` at this copy, which may be a temporary folder.
+if [[ -L "$VENV" && -x "$VENV/bin/python" ]]; then
+  echo "[setup] .venv links to $(readlink -f "$VENV"); it is set up from its own checkout"
+  exit 0
+fi
+
 want="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   echo "[setup] .venv is up to date ($VENV)"

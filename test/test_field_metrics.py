@@ -163,8 +163,8 @@ def test_metric_names_are_checked_before_any_work():
     assert field.parse(None) == []
     with pytest.raises(UsageError, match="unknown metric 'bleu'"):
         field.parse("chexbert,bleu")
-    with pytest.raises(UsageError, match="radgraph,green: not available"):
-        field.parse("radgraph,green")
+    with pytest.raises(UsageError, match="ratescore,green: not available"):
+        field.parse("radgraph,ratescore,green")
 
 
 def test_bertscore_is_rexranks_configuration_of_the_package(weights_dir):
@@ -222,6 +222,97 @@ def test_chexbert_f1_follows_the_plugins_input_contract(weights_dir, monkeypatch
     assert "3 completions (3 so far)" in caplog.text and "heart" not in caplog.text.lower()
     with pytest.raises(ValueError, match=r"^chexbert_f1: 2 completions but 1 solutions; [^\n]+$"):
         reward([ref, ref], solution=[ref])
+
+
+@pytest.fixture(scope="module")
+def radgraph_dir(tmp_path_factory) -> Path:
+    """radgraph-xl/ (random DyGIE over a 2-layer BERT, the package's own model) and its encoder's folder."""
+    root = tmp_path_factory.mktemp("radgraph")
+    assert build_weights(["--output_dir", str(root), "--only", "radgraph"]) == 0
+    return root
+
+
+def radgraph_reference(radgraph_dir: Path, refs: list[str], preds: list[str], tmp_path: Path):
+    """radgraph 0.1.18's own F1RadGraph on the same weights, called as its README says, from a
+    model_cache_dir holding radgraph-xl/; only what transformers 5 broke is bridged (compatible()),
+    and config.json names the encoder's local folder instead of its hub id."""
+    from radgraph import F1RadGraph
+
+    from medswift.eval.field.radgraph import compatible
+
+    compatible()
+    model = tmp_path / "cache" / "radgraph-xl"
+    model.mkdir(parents=True)
+    config = json.loads((radgraph_dir / "radgraph-xl" / "config.json").read_text())
+    config["dataset_reader"]["token_indexers"]["bert"]["model_name"] = str(radgraph_dir / "BiomedVLP-CXR-BERT-general")
+    config["model"]["embedder"]["token_embedders"]["bert"]["model_name"] = str(radgraph_dir / "BiomedVLP-CXR-BERT-general")
+    (model / "config.json").write_text(json.dumps(config))
+    for name in ("weights.th", "vocabulary"):
+        (model / name).symlink_to(radgraph_dir / "radgraph-xl" / name)
+    scorer = F1RadGraph(reward_level="partial", model_type="radgraph-xl", model_cache_dir=str(tmp_path / "cache"), cuda=-1)
+    mean, per_pair, _, _ = scorer(refs=refs, hyps=preds)
+    return mean, np.array(per_pair)
+
+
+def test_radgraph_f1_equals_the_packages_f1radgraph_offline(radgraph_dir, pairs, tmp_path):
+    path, rows = pairs
+    out = tmp_path / "card"
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(out), "--bootstrap", "200",
+                     "--clinical_metrics", "radgraph", "--metrics_dir", str(radgraph_dir)], offline_env(tmp_path))
+    assert not (tmp_path / "network.log").exists()
+    m = json.loads((out / "metrics.json").read_text())
+    refs, preds = [r["reference"] for r in rows], [r["response"] for r in rows]
+    mean, per_pair = radgraph_reference(radgraph_dir, refs, preds, tmp_path)
+    scored = [json.loads(line) for line in (out / "field_scores.jsonl").read_text().splitlines()]
+    assert np.allclose([r["radgraph"] for r in scored], per_pair, atol=1e-6)
+    assert m["radgraph"]["mean"] == pytest.approx(mean, abs=1e-6)
+    assert 0 < m["radgraph"]["mean"] < 1 and len(set(np.round(per_pair, 6))) > 5  # the random model's graphs vary
+    lo, hi = m["radgraph"]["ci95"]
+    assert lo <= m["radgraph"]["mean"] <= hi
+    assert m["field_metrics"]["weights"]["radgraph-xl"] == str(radgraph_dir / "radgraph-xl")
+    assert "RadGraph F1 (radgraph 0.1.18 F1RadGraph, RadGraph-XL, partial level)" in (out / "report.md").read_text()
+    assert f"RadGraph F1 {m['radgraph']['mean']:.3f}" in proc.stdout
+    assert field.headline(m)["RadGraph F1"] == m["radgraph"]["mean"]
+
+
+def test_radgraph_reads_the_published_archive_and_names_what_is_missing(radgraph_dir, tmp_path):
+    """radgraph-xl.tar.gz as published (config.json, vocabulary/, weights.th at its top) scores the
+    same as its unpacked folder; a folder without it, or without the encoder, is one line."""
+    import tarfile
+
+    from medswift.eval.field.radgraph import RadGraphF1
+
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    with tarfile.open(packed / "radgraph-xl.tar.gz", "w:gz") as tar:
+        for name in ("config.json", "vocabulary", "weights.th"):
+            tar.add(radgraph_dir / "radgraph-xl" / name, arcname=name)
+    (packed / "BiomedVLP-CXR-BERT-general").symlink_to(radgraph_dir / "BiomedVLP-CXR-BERT-general")
+    rows = shuffled_rows("en", 6, seed=5)
+    refs, preds = [r["reference"] for r in rows], [r["response"] for r in rows]
+    located = field.locate(["radgraph"], str(packed))
+    assert located["files"]["radgraph-xl"] == packed / "radgraph-xl.tar.gz"
+    assert located["files"]["BiomedVLP-CXR-BERT-general"] == packed / "BiomedVLP-CXR-BERT-general"
+    from_archive = RadGraphF1(located["files"]["radgraph-xl"], packed, device="cpu")
+    from_folder = RadGraphF1(radgraph_dir / "radgraph-xl", radgraph_dir, device="cpu")
+    assert np.array_equal(from_archive.f1(refs, preds), from_folder.f1(refs, preds))
+    assert from_folder.f1(["", refs[0]], [preds[0], ""]).tolist() == [0.0, 0.0]  # F1RadGraph's empty-side rule
+    from_archive.close()
+    from_folder.close()
+    (packed / "BiomedVLP-CXR-BERT-general").unlink()
+    with pytest.raises(UsageError, match=r"^BiomedVLP-CXR-BERT-general not found in .*microsoft/BiomedVLP-CXR-BERT-"
+                                         r"general, licence: MIT"):
+        field.locate(["radgraph"], str(packed))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    path = tmp_path / "p.jsonl"
+    write_rows(path, rows)
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(tmp_path / "card"), "--clinical_metrics",
+                     "radgraph", "--metrics_dir", str(empty)], offline_env(tmp_path), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = one_error_line(proc.stderr)
+    assert line.startswith("error: radgraph-xl not found in ") and "StanfordAIMI/RRG_scorers (file radgraph-xl.tar.gz)" in line
+    assert "licence: Stanford AIMI research-use terms (RadGraph-XL)" in line
 
 
 def test_box_answers_are_not_scored_as_reports(weights_dir, tmp_path):

@@ -8,11 +8,13 @@ published and under which licence: medswift/eval/field/weights.py and docs/metri
   positive, exactly as f1chexbert 0.0.2 computes them (field/chexbert.py);
 * ``semb``: SembScore, the cosine of the two reports' CheXbert embeddings (CXR-Report-Metric);
 * ``bertscore``: BERTScore F1 as ReXrank configures it: distilroberta-base, layer 5, baseline
-  rescaling, IDF off, through the ``bert-score`` package (field/bertscore.py).
+  rescaling, IDF off, through the ``bert-score`` package (field/bertscore.py);
+* ``radgraph``: RadGraph F1, the ``radgraph`` package's ``F1RadGraph`` at its "partial" level on
+  RadGraph-XL, as ReXrank reports it (field/radgraph.py).
 
 Each headline has a 95% percentile-bootstrap interval over records (eval/bootstrap.py, the same
-resampling as the rule-based card). ``radgraph``, ``radcliq``, ``ratescore`` and ``green`` are
-named by the flag but not built yet: asking for one is one error line saying so.
+resampling as the rule-based card). ``radcliq``, ``ratescore`` and ``green`` are named by the flag
+but not built yet: asking for one is one error line saying so.
 Research only, not diagnosis.
 """
 from __future__ import annotations
@@ -25,13 +27,14 @@ from medswift.eval import bootstrap
 from medswift.eval.field import weights
 
 METRICS = ("chexbert", "semb", "radgraph", "bertscore", "ratescore", "green", "radcliq")
-BUILT = ("chexbert", "semb", "bertscore")
+BUILT = ("chexbert", "semb", "radgraph", "bertscore")
 # What each metric needs in DIR (checked before any scoring starts).
 NEEDS = {"chexbert": ("chexbert.pth", "bert-base-uncased"), "semb": ("chexbert.pth", "bert-base-uncased"),
-         "bertscore": ("distilroberta-base",)}
+         "bertscore": ("distilroberta-base",), "radgraph": ("radgraph-xl",)}
 TITLES = {"chexbert": "CheXbert F1 (f1chexbert 0.0.2, uncertain = positive)",
           "semb": "SembScore (cosine of CheXbert embeddings)",
-          "bertscore": "BERTScore F1 (distilroberta-base, layer 5, baseline-rescaled, no IDF)"}
+          "bertscore": "BERTScore F1 (distilroberta-base, layer 5, baseline-rescaled, no IDF)",
+          "radgraph": "RadGraph F1 (radgraph 0.1.18 F1RadGraph, RadGraph-XL, partial level)"}
 
 
 def parse(spec: str | None) -> list[str]:
@@ -58,6 +61,12 @@ def locate(names: list[str], flag: str | None) -> dict:
     for name in dict.fromkeys(n for m in names for n in NEEDS[m]):
         if name.endswith(".pth"):
             files[name] = weights.model_file(root, name)
+        elif name == "radgraph-xl":  # the model, then the encoder its config.json names
+            from medswift.eval.field.radgraph import read_config, encoder_name
+
+            files[name] = weights.radgraph_model(root, name)
+            hub_id = encoder_name(read_config(files[name]))
+            files[hub_id.rstrip("/").split("/")[-1]] = weights.encoder_folder(root, hub_id)
         elif name == "bert-base-uncased":
             files[name] = weights.model_folder(root, name, ("config.json", "vocab.txt"))
         else:
@@ -72,11 +81,28 @@ def mean_interval(values: np.ndarray, n_boot: int, seed: int) -> list[float | No
     return bootstrap.intervals({"v": per}, {"v": (["mean"], lambda sums, n: sums / n)}, n_boot, seed)["mean"]
 
 
+def mean_section(name: str, title: str, values: np.ndarray, rows: list[dict], n_boot: int, seed: int) -> dict:
+    """A per-report score's section of metrics.json ({name, mean, ci95}); the values go into ``rows``."""
+    for row, v in zip(rows, values):
+        row[name] = float(v)
+    return {"name": title, "mean": float(values.mean()) if len(values) else None,
+            "ci95": mean_interval(values, n_boot, seed)}
+
+
 def score(refs: list[str], preds: list[str], names: list[str], located: dict, n_boot: int = 1000,
           seed: int = 0) -> tuple[dict, list[dict]]:
     """({metric: section of metrics.json}, one dict of per-report labels and scores per pair)."""
     sections: dict = {}
     rows: list[dict] = [{} for _ in refs]
+    if "radgraph" in names:
+        from medswift.eval.field.radgraph import RadGraphF1
+
+        scorer = RadGraphF1(located["files"]["radgraph-xl"], located["root"])
+        try:
+            sections["radgraph"] = mean_section("radgraph", TITLES["radgraph"], scorer.f1(refs, preds), rows,
+                                                n_boot, seed)
+        finally:
+            scorer.close()
     if {"chexbert", "semb"} & set(names):
         from medswift.eval.field.chexbert import CheXbert
 
@@ -87,18 +113,12 @@ def score(refs: list[str], preds: list[str], names: list[str], located: dict, n_
             from medswift.eval.field.chexbert import cosine
 
             values = cosine(labeller.embeddings(refs), labeller.embeddings(preds))
-            sections["semb"] = {"name": TITLES["semb"], "mean": float(values.mean()),
-                                "ci95": mean_interval(values, n_boot, seed)}
-            for row, v in zip(rows, values):
-                row["semb"] = float(v)
+            sections["semb"] = mean_section("semb", TITLES["semb"], values, rows, n_boot, seed)
     if "bertscore" in names:
         from medswift.eval.field.bertscore import BertScore
 
         values = BertScore(located["files"]["distilroberta-base"]).f1(refs, preds)
-        sections["bertscore"] = {"name": TITLES["bertscore"], "mean": float(values.mean()),
-                                 "ci95": mean_interval(values, n_boot, seed)}
-        for row, v in zip(rows, values):
-            row["bertscore"] = float(v)
+        sections["bertscore"] = mean_section("bertscore", TITLES["bertscore"], values, rows, n_boot, seed)
     return sections, rows
 
 
@@ -127,12 +147,10 @@ def add_to(metrics: dict, refs: list[str], preds: list[str], names: list[str], l
     sections, rows = score(refs, preds, names, located, n_boot, seed)
     values = bleu2(refs, preds)
     if values is not None:
-        sections["bleu2_rexrank"] = {"name": "BLEU-2 (ReXrank: fast_bleu per report)", "mean": float(values.mean()),
-                                     "ci95": mean_interval(values, n_boot, seed)}
-        for row, v in zip(rows, values):
-            row["bleu2_rexrank"] = float(v)
+        sections["bleu2_rexrank"] = mean_section("bleu2_rexrank", "BLEU-2 (ReXrank: fast_bleu per report)", values,
+                                                 rows, n_boot, seed)
     packages = {}
-    for package in ("f1chexbert", "bert-score", "fast-bleu", "transformers", "torch", "scikit-learn"):
+    for package in ("f1chexbert", "bert-score", "radgraph", "fast-bleu", "transformers", "torch", "scikit-learn"):
         try:
             packages[package] = version(package)
         except PackageNotFoundError:
@@ -167,7 +185,7 @@ def headline(metrics: dict) -> dict[str, float]:
         c = metrics["chexbert"]
         out.update({"CheXbert micro-F1 (14)": c["micro_f1_14"], "CheXbert macro-F1 (14)": c["macro_f1_14"],
                     "CheXbert micro-F1 (5)": c["micro_f1_5"], "CheXbert macro-F1 (5)": c["macro_f1_5"]})
-    for name, label in (("semb", "SembScore"), ("bertscore", "BERTScore")):
+    for name, label in (("semb", "SembScore"), ("bertscore", "BERTScore"), ("radgraph", "RadGraph F1")):
         if name in metrics:
             out[label] = metrics[name]["mean"]
     return out
@@ -190,11 +208,11 @@ def card_lines(m: dict, fmt_ci) -> list[str]:
                            ("micro_f1_5", "CheXbert micro-F1, 5 observations"),
                            ("macro_f1_5", "CheXbert macro-F1, 5 observations")):
             lines.append(f"| {label} | {fmt_ci(c[key], ci.get(key))} |")
-    for name in ("semb", "bertscore", "bleu2_rexrank"):
+    for name in ("semb", "bertscore", "radgraph", "bleu2_rexrank"):
         if name in m:
             lines.append(f"| {m[name]['name']} | {fmt_ci(m[name]['mean'], m[name].get('ci95'))} |")
     rex = {"BLEU-2": (m.get("bleu2_rexrank") or {}).get("mean"), "BERTScore": (m.get("bertscore") or {}).get("mean"),
-           "SembScore": (m.get("semb") or {}).get("mean"), "RadGraph": None, "1/RadCliQ-v1": None,
+           "SembScore": (m.get("semb") or {}).get("mean"), "RadGraph": (m.get("radgraph") or {}).get("mean"), "1/RadCliQ-v1": None,
            "RaTEScore": None, "GREEN": None}
     lines += ["", "ReXrank-style line (ReXrank's seven metrics; n/a: not scored here): "
               + " | ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in rex.items()), ""]

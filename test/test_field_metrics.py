@@ -36,7 +36,7 @@ socket.socket.connect = _guard
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("metrics")
-    assert build_weights(["--output_dir", str(root), "--only", "chexbert,bertscore"]) == 0
+    assert build_weights(["--output_dir", str(root), "--only", "chexbert,bertscore,radgraph"]) == 0
     return root
 
 
@@ -95,7 +95,7 @@ def test_chexbert_figures_equal_f1chexbert_offline(weights_dir, pairs, tmp_path,
     env = offline_env(tmp_path)
     out = tmp_path / "card"
     proc = evaluate(["--predictions", str(path), "--output_dir", str(out), "--bootstrap", "200",
-                     "--clinical_metrics", "chexbert,semb", "--metrics_dir", str(weights_dir)], env)
+                     "--clinical_metrics", "chexbert,radcliq", "--metrics_dir", str(weights_dir)], env)
     assert not (tmp_path / "network.log").exists()
     assert not any((tmp_path / "home").rglob("*.pth"))  # nothing fetched or cached into the home folder
     m = json.loads((out / "metrics.json").read_text())
@@ -126,7 +126,54 @@ def test_chexbert_figures_equal_f1chexbert_offline(weights_dir, pairs, tmp_path,
     assert field.headline(m) == {"CheXbert micro-F1 (14)": m["chexbert"]["micro_f1_14"],
                                  "CheXbert macro-F1 (14)": m["chexbert"]["macro_f1_14"],
                                  "CheXbert micro-F1 (5)": m["chexbert"]["micro_f1_5"],
-                                 "CheXbert macro-F1 (5)": m["chexbert"]["macro_f1_5"], "SembScore": m["semb"]["mean"]}
+                                 "CheXbert macro-F1 (5)": m["chexbert"]["macro_f1_5"], "SembScore": m["semb"]["mean"],
+                                 "BERTScore": m["bertscore"]["mean"], "RadGraph F1": m["radgraph"]["mean"],
+                                 "1/RadCliQ-v1": m["radcliq"]["inverse"]}
+    # 1/RadCliQ-v1: RadEval's CompositeMetric.predict on the same four component values per report
+    components = {c: np.array([r[c] for r in scored]) for c in ("radgraph", "bertscore", "semb", "bleu2_rexrank")}
+    inverse, per_report = radeval_radcliq(**components)
+    assert np.allclose([r["radcliq_v1"] for r in scored], per_report, atol=1e-9)
+    assert m["radcliq"]["inverse"] == pytest.approx(inverse, rel=1e-9)
+    assert m["radcliq"]["radcliq_v1"] == pytest.approx(1 / inverse, rel=1e-9)
+    lo, hi = m["radcliq"]["ci95"]
+    assert lo <= m["radcliq"]["inverse"] <= hi
+    assert "1/RadCliQ-v1 (ReXrank; published coefficients; higher is better)" in card
+    assert f"1/RadCliQ-v1 {m['radcliq']['inverse']:.3f}" in card  # the ReXrank-style line
+
+
+def radeval_radcliq(radgraph, bertscore, semb, bleu2_rexrank):
+    """RadEval's RadCliQ-v1 (radeval/metrics/RadCliQv1/radcliq.py, CompositeMetric: its scikit-learn
+    StandardScaler with the published mean_/scale_/var_, then [X_norm, 1] @ coefs, 1/mean) on given
+    component values, written out here from its coefficients (RadEval itself needs transformers >= 5.x
+    and Python >= 3.11 with spaCy and stanza; its RadCliQ only computes the components differently)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler(with_mean=True, with_std=True)
+    scaler.mean_ = np.array([0.53792312, 0.61757256, 0.76479421, 0.44738335])
+    scaler.scale_ = np.array([0.30282584, 0.22430938, 0.25394391, 0.29892717])
+    scaler.var_ = np.array([0.09170349, 0.05031470, 0.06448751, 0.08935745])
+    scaler.n_samples_seen_, scaler.n_features_in_ = 160, 4
+    coefs = np.array([-3.77083683e-01, -3.70300100e-01, -2.52616218e-01, 4.31504841e-12, 2.46655256e-10])
+    x = scaler.transform(np.column_stack([radgraph, bertscore, semb, bleu2_rexrank]))
+    scores = np.hstack([x, np.ones((len(x), 1))]) @ coefs
+    return 1 / scores.mean(), scores
+
+
+def test_radcliq_v1_is_the_published_linear_model():
+    from medswift.eval.field import radcliq
+
+    rng = np.random.default_rng(7)
+    parts = [rng.uniform(0, 1, 25) for _ in range(4)]
+    inverse, scores = radeval_radcliq(*parts)
+    assert np.allclose(radcliq.per_report(*parts), scores, atol=1e-12)
+    assert radcliq.inverse_of_mean(radcliq.per_report(*parts).sum(), 25) == pytest.approx(inverse, rel=1e-12)
+    # by hand: each component one standard deviation above the normaliser's mean scores the sum of the
+    # coefficients, -0.377083683 - 0.370300100 - 0.252616218 + 4.3e-12, plus the intercept 2.5e-10
+    one_sd = radcliq.per_report(*([m + s] for m, s in zip(radcliq.MEAN, radcliq.SCALE)))
+    assert one_sd[0] == pytest.approx(-1.000000001 + 4.31504841e-12 + 2.46655256e-10, abs=1e-12)
+    # a perfect report (all four 1): z = (1 - mean) / scale = 1.525883, 1.704911, 0.926212, 1.848667
+    assert radcliq.per_report([1.0], [1.0], [1.0], [1.0])[0] == pytest.approx(-1.440690, abs=1e-6)
+    assert field.parse("radcliq") == ["semb", "radgraph", "bertscore", "radcliq"]  # its components come with it
 
 
 def test_a_folder_without_chexbert_is_one_line_naming_it(pairs, tmp_path):
@@ -225,11 +272,9 @@ def test_chexbert_f1_follows_the_plugins_input_contract(weights_dir, monkeypatch
 
 
 @pytest.fixture(scope="module")
-def radgraph_dir(tmp_path_factory) -> Path:
+def radgraph_dir(weights_dir) -> Path:
     """radgraph-xl/ (random DyGIE over a 2-layer BERT, the package's own model) and its encoder's folder."""
-    root = tmp_path_factory.mktemp("radgraph")
-    assert build_weights(["--output_dir", str(root), "--only", "radgraph"]) == 0
-    return root
+    return weights_dir
 
 
 def radgraph_reference(radgraph_dir: Path, refs: list[str], preds: list[str], tmp_path: Path):
@@ -322,3 +367,4 @@ def test_box_answers_are_not_scored_as_reports(weights_dir, tmp_path):
     proc = evaluate(["--predictions", str(path), "--output_dir", str(tmp_path / "card"), "--clinical_metrics",
                      "chexbert", "--metrics_dir", str(weights_dir)], offline_env(tmp_path), check=False)
     assert proc.returncode == 2 and "box answers" in one_error_line(proc.stderr)
+

@@ -368,3 +368,22 @@ def test_box_answers_are_not_scored_as_reports(weights_dir, tmp_path):
                      "chexbert", "--metrics_dir", str(weights_dir)], offline_env(tmp_path), check=False)
     assert proc.returncode == 2 and "box answers" in one_error_line(proc.stderr)
 
+
+def test_the_comparison_sets_the_cards_field_metrics_side_by_side():
+    """compare.py's table: each card's field metrics (with its own intervals) and RL - SFT, when a card has them."""
+    from medswift.posttrain import compare
+
+    chexbert = {"micro_f1_14": 0.5, "macro_f1_14": 0.25, "micro_f1_5": 0.4, "macro_f1_5": 0.2,
+                "ci95": {"micro_f1_14": [0.4, 0.6]}}
+    sft = {"chexbert": chexbert, "radgraph": {"mean": 0.2, "ci95": [0.1, 0.3]}}
+    rl = {"chexbert": {**chexbert, "micro_f1_14": 0.625, "ci95": None},
+          "radcliq": {"inverse": 0.9, "ci95": [0.8, 1.0], "radcliq_v1": 1 / 0.9}}
+    rows = {row[0]: row[1:] for row in compare.field_rows(compare._headline(sft), compare._headline(rl))}
+    assert rows["CheXbert micro-F1 (14) (card)"] == ("0.500 [0.400, 0.600]", "0.625", "+0.125")
+    assert rows["CheXbert macro-F1 (5) (card)"] == ("0.200", "0.200", "+0.000")
+    assert rows["RadGraph F1 (card)"] == ("0.200 [0.100, 0.300]", "n/a", "n/a")
+    assert rows["1/RadCliQ-v1 (card)"] == ("n/a", "0.900 [0.800, 1.000]", "n/a")
+    assert len(rows) == 6
+    plain = compare._headline({"text": {}})
+    assert plain["field"] == {} and compare.field_rows(plain, plain) == []
+    assert compare._headline({"chexbert": {"micro_f1_14": 0.5}})["field"] == {}  # a foreign card: no row, no traceback

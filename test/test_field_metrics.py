@@ -387,3 +387,32 @@ def test_the_comparison_sets_the_cards_field_metrics_side_by_side():
     plain = compare._headline({"text": {}})
     assert plain["field"] == {} and compare.field_rows(plain, plain) == []
     assert compare._headline({"chexbert": {"micro_f1_14": 0.5}})["field"] == {}  # a foreign card: no row, no traceback
+
+
+def test_radgraph_f1_reward_equals_f1radgraph_and_follows_the_plugin_contract(radgraph_dir, tmp_path, monkeypatch):
+    """Per pair what F1RadGraph (partial) gives on the same pairs, each distinct text annotated once;
+    through the plugin, chat messages are text and lengths must match."""
+    from swift.utils import import_external_file
+
+    from medswift.posttrain.field_rewards import RadgraphF1
+
+    reward = RadgraphF1(str(radgraph_dir), device="cpu")
+    rows = shuffled_rows("en", 6, seed=3)
+    completions, refs = [r["response"] for r in rows] + [rows[0]["reference"], ""], [r["reference"] for r in rows]
+    refs += [rows[0]["reference"], rows[1]["reference"]]
+    values = reward(completions, refs)
+    _, expected = radgraph_reference(radgraph_dir, refs, completions, tmp_path)
+    assert values == pytest.approx(expected.tolist(), abs=1e-12)
+    assert values[-1] == 0.0 and all(0 <= v <= 1 for v in values) and len(set(values[:6])) > 2
+    has_entities = bool(reward.model.scorer.radgraph([rows[0]["reference"]])["0"]["entities"])
+    assert values[-2] == (1.0 if has_entities else 0.0)  # a report against itself
+    monkeypatch.setenv("MEDSWIFT_METRICS_DIR", str(radgraph_dir))
+    import_external_file(str(ROOT / "scripts" / "swift_plugins" / "medswift_rewards.py"))
+    from swift.rewards import orms
+
+    plugin = orms["radgraph_f1"]()
+    ref = rows[0]["reference"]
+    as_chat = [{"role": "user", "content": "Describe."}, {"role": "assistant", "content": ref}]
+    assert plugin([ref, as_chat, 5], solution=[ref] * 3) == [values[-2], values[-2], 0.0]
+    with pytest.raises(ValueError, match=r"^radgraph_f1: 2 completions but 1 solutions; [^\n]+$"):
+        plugin([ref, ref], solution=[ref])

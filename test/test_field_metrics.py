@@ -141,6 +141,13 @@ def test_chexbert_figures_equal_f1chexbert_offline(weights_dir, pairs, tmp_path,
     assert f"1/RadCliQ-v1 {m['radcliq']['inverse']:.3f}" in card  # the ReXrank-style line
 
 
+def test_a_metric_whose_package_is_missing_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setitem(field.PACKAGES, "radgraph", ("no_such_radgraph_module", "radgraph==0.1.18"))
+    with pytest.raises(UsageError, match=r"^--clinical_metrics radgraph needs the radgraph package, not installed: "
+                                         r"pip install radgraph==0.1.18 "):
+        field.locate(["radgraph"], str(tmp_path))
+
+
 def radeval_radcliq(radgraph, bertscore, semb, bleu2_rexrank):
     """RadEval's RadCliQ-v1 (radeval/metrics/RadCliQv1/radcliq.py, CompositeMetric: its scikit-learn
     StandardScaler with the published mean_/scale_/var_, then [X_norm, 1] @ coefs, 1/mean) on given

@@ -57,18 +57,28 @@ def parse(spec: str | None) -> list[str]:
     return [n for n in METRICS if n in names]
 
 
+PACKAGES = {"radgraph": ("radgraph", "radgraph==0.1.18"), "bertscore": ("bert_score", "bert-score==0.3.13"),
+            "radcliq": ("fast_bleu", "fast-bleu==0.0.90")}  # (module, pinned requirement) of the metrics extra
+
+
+def check_packages(names: list[str]) -> None:
+    """A metric whose package is not installed is one line naming it, before any work."""
+    from importlib.util import find_spec
+
+    for name in names:
+        module, requirement = PACKAGES.get(name, (None, None))
+        if module and find_spec(module) is None:
+            raise UsageError(f"--clinical_metrics {name} needs the {requirement.split('==')[0]} package, not installed: "
+                             f"pip install {requirement} (the metrics extra of pyproject.toml; docs/metrics.md)")
+
+
 def locate(names: list[str], flag: str | None) -> dict:
     """Resolve DIR and every file the metrics need, before any scoring: a missing one is one
     ``error:`` line naming it. Returns {"root": DIR or None, "files": {upstream name: path}}."""
     if not names:
         return {"root": None, "files": {}}
     weights.go_offline()
-    if "radcliq" in names:
-        try:
-            import fast_bleu  # noqa: F401
-        except ImportError:
-            raise UsageError("--clinical_metrics radcliq needs BLEU-2 from the fast-bleu package, not installed: "
-                             "pip install fast-bleu==0.0.90 (the metrics extra; docs/metrics.md)") from None
+    check_packages(names)
     root = weights.metrics_dir(flag)
     files = {}
     for name in dict.fromkeys(n for m in names for n in NEEDS[m]):

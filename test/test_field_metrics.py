@@ -137,7 +137,7 @@ def test_chexbert_figures_equal_f1chexbert_offline(weights_dir, pairs, tmp_path,
     assert m["radcliq"]["radcliq_v1"] == pytest.approx(1 / inverse, rel=1e-9)
     lo, hi = m["radcliq"]["ci95"]
     assert lo <= m["radcliq"]["inverse"] <= hi
-    assert "1/RadCliQ-v1 (ReXrank; published coefficients; higher is better)" in card
+    assert f"| 1/RadCliQ-v1 (ReXrank, published coefficients) | {m['radcliq']['inverse']:.3f} [" in card
     assert f"1/RadCliQ-v1 {m['radcliq']['inverse']:.3f}" in card  # the ReXrank-style line
 
 

@@ -39,7 +39,7 @@ TITLES = {"chexbert": "CheXbert F1 (f1chexbert 0.0.2, uncertain = positive)",
           "semb": "SembScore (cosine of CheXbert embeddings)",
           "bertscore": "BERTScore F1 (distilroberta-base, layer 5, baseline-rescaled, no IDF)",
           "radgraph": "RadGraph F1 (radgraph 0.1.18 F1RadGraph, RadGraph-XL, partial level)",
-          "radcliq": "1/RadCliQ-v1 (ReXrank; published coefficients; higher is better)"}
+          "radcliq": "1/RadCliQ-v1 (ReXrank, published coefficients)"}
 
 
 def parse(spec: str | None) -> list[str]:
@@ -264,7 +264,7 @@ def card_lines(m: dict, fmt_ci) -> list[str]:
     if "radcliq" in m:
         r = m["radcliq"]
         lines.append(f"| {r['name']} | {fmt_ci(r['inverse'], r.get('ci95'))} (RadCliQ-v1 "
-                     f"{'n/a' if r['radcliq_v1'] is None else format(r['radcliq_v1'], '.3f')}, lower is better) |")
+                     f"{'n/a' if r['radcliq_v1'] is None else format(r['radcliq_v1'], '.3f')}) |")
     rex = {"BLEU-2": (m.get("bleu2_rexrank") or {}).get("mean"), "BERTScore": (m.get("bertscore") or {}).get("mean"),
            "SembScore": (m.get("semb") or {}).get("mean"), "RadGraph": (m.get("radgraph") or {}).get("mean"),
            "1/RadCliQ-v1": (m.get("radcliq") or {}).get("inverse"),

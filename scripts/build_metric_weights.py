@@ -6,7 +6,7 @@ published format and (for CheXbert) the published shape, so the loaders, the str
 load and the cross-checks against the reference packages run for real without the weights
 (docs/metrics.md)::
 
-    python scripts/build_metric_weights.py --output_dir /tmp/metrics [--only chexbert,bertscore] [--seed 0]
+    python scripts/build_metric_weights.py --output_dir /tmp/metrics [--only chexbert,bertscore,radgraph] [--seed 0]
 
 * ``chexbert.pth`` + ``bert-base-uncased/``: bert-base-uncased's exact configuration (12 layers,
   hidden 768, vocabulary 30,522), random-initialised, with CheXbert's 13 four-way heads and one
@@ -14,6 +14,10 @@ load and the cross-checks against the reference packages run for real without th
   vocabulary is a WordPiece vocabulary trained with the ``tokenizers`` library on the bundled
   OpenI reports, placed among bert-base-uncased's special tokens at their real ids ([PAD] 0,
   [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103, [unused*] fillers) and padded with [unused*] to 30,522.
+* ``distilroberta-base/``: RoBERTa's format, 6 layers, small width.
+* ``radgraph-xl/`` + ``BiomedVLP-CXR-BERT-general/``: radgraph-xl.tar.gz's layout (config.json, vocabulary/,
+  weights.th of the radgraph package's own DyGIE model) over a 2-layer BERT of width 32, and that
+  encoder's configuration and tokenizer under the name RadGraph-XL's config.json gives it.
 
 Research only, not diagnosis: these weights label nothing.
 """
@@ -109,7 +113,83 @@ def write_distilroberta(root: Path, seed: int) -> None:
     RobertaModel(config).save_pretrained(folder)
 
 
-BUILDERS = {"chexbert": write_chexbert, "bertscore": write_distilroberta}
+RADGRAPH_ENCODER = "microsoft/BiomedVLP-CXR-BERT-general"  # what RadGraph-XL's config.json names
+RADGRAPH_ENTITIES = ("Anatomy::definitely present", "Anatomy::definitely absent", "Observation::definitely present",
+                     "Observation::definitely absent", "Observation::uncertain")
+RADGRAPH_RELATIONS = ("modify", "located_at", "suggestive_of")
+
+
+def radgraph_config(encoder: str) -> dict:
+    """DyGIE++'s configuration as radgraph 0.1.18 reads it (config.json of radgraph-xl.tar.gz), small."""
+    bert = {"type": "pretrained_transformer_mismatched", "model_name": encoder, "max_length": 512}
+    return {"dataset_reader": {"type": "dygie", "max_span_width": 6, "token_indexers": {"bert": bert}},
+            "model": {"type": "dygie", "embedder": {"token_embedders": {"bert": dict(bert)}},
+                      "feature_size": 8, "max_span_width": 6, "target_task": "relation",
+                      "feedforward_params": {"num_layers": 1, "hidden_dims": 16, "dropout": 0.4},
+                      "loss_weights": {"ner": 1.0, "relation": 1.0, "coref": 0.0, "events": 0.0},
+                      "initializer": {}, "module_initializer": {},
+                      "modules": {"ner": {}, "relation": {"spans_per_word": 0.5},
+                                  "coref": {"spans_per_word": 0.3, "max_antecedents": 10, "coref_prop": 0},
+                                  "events": {"trigger_spans_per_word": 0.3, "argument_spans_per_word": 0.8,
+                                             "loss_weights": {"trigger": 1.0, "arguments": 1.0}}}}}
+
+
+def write_radgraph(root: Path, seed: int, scale: float = 8.0, shift: float = 0.5) -> None:
+    """``radgraph-xl/`` as radgraph-xl.tar.gz unpacks (config.json, vocabulary/, weights.th), built with
+    the package's own DyGIE model over a 2-layer BERT of width 32, random; and the encoder's
+    configuration and tokenizer as ``BiomedVLP-CXR-BERT-general/`` (the name config.json gives).
+    The scorers are scaled up and their last biases shifted down so that the random model finds some
+    spans, not all, as entities and relations, differently in each report."""
+    import torch
+    from transformers import BertConfig
+
+    encoder = root / RADGRAPH_ENCODER.split("/")[-1]
+    encoder.mkdir(parents=True, exist_ok=True)
+    BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).save_pretrained(encoder)
+    (encoder / "vocab.txt").write_text("\n".join(bert_vocab(reports())) + "\n", encoding="utf-8")
+    (encoder / "tokenizer_config.json").write_text(json.dumps(
+        {"do_lower_case": True, "model_max_length": 512, "tokenizer_class": "BertTokenizer"}), encoding="utf-8")
+    folder = root / "radgraph-xl"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = radgraph_config(RADGRAPH_ENCODER)
+    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    torch.manual_seed(seed)
+    model = dygie_model(config, encoder, folder / "vocabulary")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "_relation_scorers" in name or "_mention_pruners" in name:
+                param.mul_(scale)
+            if name.endswith(("_ner_scorers.radgraph-xl__ner_labels.1._module.bias",
+                              "_relation_scorers.radgraph-xl__relation_labels.bias")):
+                param.sub_(shift)
+    torch.save(model.state_dict(), folder / "weights.th")
+
+
+def dygie_model(config: dict, encoder: Path, vocabulary: Path):
+    """radgraph 0.1.18's model exactly as ``RadGraph.__init__`` builds it, over the local encoder."""
+    from radgraph.allennlp.data import Vocabulary
+    from radgraph.allennlp.modules import text_field_embedders, token_embedders
+    from radgraph.dygie.models import dygie
+
+    from medswift.eval.field.radgraph import compatible
+
+    compatible()  # radgraph 0.1.18 on transformers 5 (medswift/eval/field/radgraph.py)
+    vocab = Vocabulary(non_padded_namespaces=["*labels", "*tags"])
+    for kind, labels in (("ner_labels", RADGRAPH_ENTITIES), ("relation_labels", RADGRAPH_RELATIONS)):
+        vocab.add_token_to_namespace("", f"radgraph-xl__{kind}")  # the null label is index 0
+        for label in labels:
+            vocab.add_token_to_namespace(label, f"radgraph-xl__{kind}")
+    vocab.save_to_files(str(vocabulary))
+    (vocabulary / ".lock").unlink(missing_ok=True)  # the writer's lock file, not part of the archive
+    vocab = Vocabulary.from_files(str(vocabulary))
+    embedder = text_field_embedders.BasicTextFieldEmbedder(
+        {"bert": token_embedders.PretrainedTransformerMismatchedEmbedder(model_name=str(encoder), max_length=512)})
+    params = {k: v for k, v in config["model"].items() if k not in ("type", "embedder", "initializer",
+                                                                        "module_initializer")}
+    return dygie.DyGIE(vocab=vocab, embedder=embedder, **json.loads(json.dumps(params))).eval()
+
+
+BUILDERS = {"chexbert": write_chexbert, "bertscore": write_distilroberta, "radgraph": write_radgraph}
 
 
 def main(argv: list[str] | None = None) -> int:

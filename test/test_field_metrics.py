@@ -36,7 +36,7 @@ socket.socket.connect = _guard
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("metrics")
-    assert build_weights(["--output_dir", str(root), "--only", "chexbert,bertscore"]) == 0
+    assert build_weights(["--output_dir", str(root), "--only", "chexbert,bertscore,radgraph"]) == 0
     return root
 
 
@@ -95,7 +95,7 @@ def test_chexbert_figures_equal_f1chexbert_offline(weights_dir, pairs, tmp_path,
     env = offline_env(tmp_path)
     out = tmp_path / "card"
     proc = evaluate(["--predictions", str(path), "--output_dir", str(out), "--bootstrap", "200",
-                     "--clinical_metrics", "chexbert,semb", "--metrics_dir", str(weights_dir)], env)
+                     "--clinical_metrics", "chexbert,radcliq", "--metrics_dir", str(weights_dir)], env)
     assert not (tmp_path / "network.log").exists()
     assert not any((tmp_path / "home").rglob("*.pth"))  # nothing fetched or cached into the home folder
     m = json.loads((out / "metrics.json").read_text())
@@ -126,7 +126,61 @@ def test_chexbert_figures_equal_f1chexbert_offline(weights_dir, pairs, tmp_path,
     assert field.headline(m) == {"CheXbert micro-F1 (14)": m["chexbert"]["micro_f1_14"],
                                  "CheXbert macro-F1 (14)": m["chexbert"]["macro_f1_14"],
                                  "CheXbert micro-F1 (5)": m["chexbert"]["micro_f1_5"],
-                                 "CheXbert macro-F1 (5)": m["chexbert"]["macro_f1_5"], "SembScore": m["semb"]["mean"]}
+                                 "CheXbert macro-F1 (5)": m["chexbert"]["macro_f1_5"], "SembScore": m["semb"]["mean"],
+                                 "BERTScore": m["bertscore"]["mean"], "RadGraph F1": m["radgraph"]["mean"],
+                                 "1/RadCliQ-v1": m["radcliq"]["inverse"]}
+    # 1/RadCliQ-v1: RadEval's CompositeMetric.predict on the same four component values per report
+    components = {c: np.array([r[c] for r in scored]) for c in ("radgraph", "bertscore", "semb", "bleu2_rexrank")}
+    inverse, per_report = radeval_radcliq(**components)
+    assert np.allclose([r["radcliq_v1"] for r in scored], per_report, atol=1e-9)
+    assert m["radcliq"]["inverse"] == pytest.approx(inverse, rel=1e-9)
+    assert m["radcliq"]["radcliq_v1"] == pytest.approx(1 / inverse, rel=1e-9)
+    lo, hi = m["radcliq"]["ci95"]
+    assert lo <= m["radcliq"]["inverse"] <= hi
+    assert f"| 1/RadCliQ-v1 (ReXrank, published coefficients) | {m['radcliq']['inverse']:.3f} [" in card
+    assert f"1/RadCliQ-v1 {m['radcliq']['inverse']:.3f}" in card  # the ReXrank-style line
+
+
+def test_a_metric_whose_package_is_missing_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setitem(field.PACKAGES, "radgraph", ("no_such_radgraph_module", "radgraph==0.1.18"))
+    with pytest.raises(UsageError, match=r"^--clinical_metrics radgraph needs the radgraph package, not installed: "
+                                         r"pip install radgraph==0.1.18 "):
+        field.locate(["radgraph"], str(tmp_path))
+
+
+def radeval_radcliq(radgraph, bertscore, semb, bleu2_rexrank):
+    """RadEval's RadCliQ-v1 (radeval/metrics/RadCliQv1/radcliq.py, CompositeMetric: its scikit-learn
+    StandardScaler with the published mean_/scale_/var_, then [X_norm, 1] @ coefs, 1/mean) on given
+    component values, written out here from its coefficients (RadEval itself needs transformers >= 5.x
+    and Python >= 3.11 with spaCy and stanza; its RadCliQ only computes the components differently)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler(with_mean=True, with_std=True)
+    scaler.mean_ = np.array([0.53792312, 0.61757256, 0.76479421, 0.44738335])
+    scaler.scale_ = np.array([0.30282584, 0.22430938, 0.25394391, 0.29892717])
+    scaler.var_ = np.array([0.09170349, 0.05031470, 0.06448751, 0.08935745])
+    scaler.n_samples_seen_, scaler.n_features_in_ = 160, 4
+    coefs = np.array([-3.77083683e-01, -3.70300100e-01, -2.52616218e-01, 4.31504841e-12, 2.46655256e-10])
+    x = scaler.transform(np.column_stack([radgraph, bertscore, semb, bleu2_rexrank]))
+    scores = np.hstack([x, np.ones((len(x), 1))]) @ coefs
+    return 1 / scores.mean(), scores
+
+
+def test_radcliq_v1_is_the_published_linear_model():
+    from medswift.eval.field import radcliq
+
+    rng = np.random.default_rng(7)
+    parts = [rng.uniform(0, 1, 25) for _ in range(4)]
+    inverse, scores = radeval_radcliq(*parts)
+    assert np.allclose(radcliq.per_report(*parts), scores, atol=1e-12)
+    assert radcliq.inverse_of_mean(radcliq.per_report(*parts).sum(), 25) == pytest.approx(inverse, rel=1e-12)
+    # by hand: each component one standard deviation above the normaliser's mean scores the sum of the
+    # coefficients, -0.377083683 - 0.370300100 - 0.252616218 + 4.3e-12, plus the intercept 2.5e-10
+    one_sd = radcliq.per_report(*([m + s] for m, s in zip(radcliq.MEAN, radcliq.SCALE)))
+    assert one_sd[0] == pytest.approx(-1.000000001 + 4.31504841e-12 + 2.46655256e-10, abs=1e-12)
+    # a perfect report (all four 1): z = (1 - mean) / scale = 1.525883, 1.704911, 0.926212, 1.848667
+    assert radcliq.per_report([1.0], [1.0], [1.0], [1.0])[0] == pytest.approx(-1.440690, abs=1e-6)
+    assert field.parse("radcliq") == ["semb", "radgraph", "bertscore", "radcliq"]  # its components come with it
 
 
 def test_a_folder_without_chexbert_is_one_line_naming_it(pairs, tmp_path):
@@ -163,8 +217,8 @@ def test_metric_names_are_checked_before_any_work():
     assert field.parse(None) == []
     with pytest.raises(UsageError, match="unknown metric 'bleu'"):
         field.parse("chexbert,bleu")
-    with pytest.raises(UsageError, match="radgraph,green: not available"):
-        field.parse("radgraph,green")
+    with pytest.raises(UsageError, match="ratescore,green: not available"):
+        field.parse("radgraph,ratescore,green")
 
 
 def test_bertscore_is_rexranks_configuration_of_the_package(weights_dir):
@@ -224,6 +278,95 @@ def test_chexbert_f1_follows_the_plugins_input_contract(weights_dir, monkeypatch
         reward([ref, ref], solution=[ref])
 
 
+@pytest.fixture(scope="module")
+def radgraph_dir(weights_dir) -> Path:
+    """radgraph-xl/ (random DyGIE over a 2-layer BERT, the package's own model) and its encoder's folder."""
+    return weights_dir
+
+
+def radgraph_reference(radgraph_dir: Path, refs: list[str], preds: list[str], tmp_path: Path):
+    """radgraph 0.1.18's own F1RadGraph on the same weights, called as its README says, from a
+    model_cache_dir holding radgraph-xl/; only what transformers 5 broke is bridged (compatible()),
+    and config.json names the encoder's local folder instead of its hub id."""
+    from radgraph import F1RadGraph
+
+    from medswift.eval.field.radgraph import compatible
+
+    compatible()
+    model = tmp_path / "cache" / "radgraph-xl"
+    model.mkdir(parents=True)
+    config = json.loads((radgraph_dir / "radgraph-xl" / "config.json").read_text())
+    config["dataset_reader"]["token_indexers"]["bert"]["model_name"] = str(radgraph_dir / "BiomedVLP-CXR-BERT-general")
+    config["model"]["embedder"]["token_embedders"]["bert"]["model_name"] = str(radgraph_dir / "BiomedVLP-CXR-BERT-general")
+    (model / "config.json").write_text(json.dumps(config))
+    for name in ("weights.th", "vocabulary"):
+        (model / name).symlink_to(radgraph_dir / "radgraph-xl" / name)
+    scorer = F1RadGraph(reward_level="partial", model_type="radgraph-xl", model_cache_dir=str(tmp_path / "cache"), cuda=-1)
+    mean, per_pair, _, _ = scorer(refs=refs, hyps=preds)
+    return mean, np.array(per_pair)
+
+
+def test_radgraph_f1_equals_the_packages_f1radgraph_offline(radgraph_dir, pairs, tmp_path):
+    path, rows = pairs
+    out = tmp_path / "card"
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(out), "--bootstrap", "200",
+                     "--clinical_metrics", "radgraph", "--metrics_dir", str(radgraph_dir)], offline_env(tmp_path))
+    assert not (tmp_path / "network.log").exists()
+    m = json.loads((out / "metrics.json").read_text())
+    refs, preds = [r["reference"] for r in rows], [r["response"] for r in rows]
+    mean, per_pair = radgraph_reference(radgraph_dir, refs, preds, tmp_path)
+    scored = [json.loads(line) for line in (out / "field_scores.jsonl").read_text().splitlines()]
+    assert np.allclose([r["radgraph"] for r in scored], per_pair, atol=1e-6)
+    assert m["radgraph"]["mean"] == pytest.approx(mean, abs=1e-6)
+    assert 0 < m["radgraph"]["mean"] < 1 and len(set(np.round(per_pair, 6))) > 5  # the random model's graphs vary
+    lo, hi = m["radgraph"]["ci95"]
+    assert lo <= m["radgraph"]["mean"] <= hi
+    assert m["field_metrics"]["weights"]["radgraph-xl"] == str(radgraph_dir / "radgraph-xl")
+    assert "RadGraph F1 (radgraph 0.1.18 F1RadGraph, RadGraph-XL, partial level)" in (out / "report.md").read_text()
+    assert f"RadGraph F1 {m['radgraph']['mean']:.3f}" in proc.stdout
+    assert field.headline(m)["RadGraph F1"] == m["radgraph"]["mean"]
+
+
+def test_radgraph_reads_the_published_archive_and_names_what_is_missing(radgraph_dir, tmp_path):
+    """radgraph-xl.tar.gz as published (config.json, vocabulary/, weights.th at its top) scores the
+    same as its unpacked folder; a folder without it, or without the encoder, is one line."""
+    import tarfile
+
+    from medswift.eval.field.radgraph import RadGraphF1
+
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    with tarfile.open(packed / "radgraph-xl.tar.gz", "w:gz") as tar:
+        for name in ("config.json", "vocabulary", "weights.th"):
+            tar.add(radgraph_dir / "radgraph-xl" / name, arcname=name)
+    (packed / "BiomedVLP-CXR-BERT-general").symlink_to(radgraph_dir / "BiomedVLP-CXR-BERT-general")
+    rows = shuffled_rows("en", 6, seed=5)
+    refs, preds = [r["reference"] for r in rows], [r["response"] for r in rows]
+    located = field.locate(["radgraph"], str(packed))
+    assert located["files"]["radgraph-xl"] == packed / "radgraph-xl.tar.gz"
+    assert located["files"]["BiomedVLP-CXR-BERT-general"] == packed / "BiomedVLP-CXR-BERT-general"
+    from_archive = RadGraphF1(located["files"]["radgraph-xl"], packed, device="cpu")
+    from_folder = RadGraphF1(radgraph_dir / "radgraph-xl", radgraph_dir, device="cpu")
+    assert np.array_equal(from_archive.f1(refs, preds), from_folder.f1(refs, preds))
+    assert from_folder.f1(["", refs[0]], [preds[0], ""]).tolist() == [0.0, 0.0]  # F1RadGraph's empty-side rule
+    from_archive.close()
+    from_folder.close()
+    (packed / "BiomedVLP-CXR-BERT-general").unlink()
+    with pytest.raises(UsageError, match=r"^BiomedVLP-CXR-BERT-general not found in .*microsoft/BiomedVLP-CXR-BERT-"
+                                         r"general, licence: MIT"):
+        field.locate(["radgraph"], str(packed))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    path = tmp_path / "p.jsonl"
+    write_rows(path, rows)
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(tmp_path / "card"), "--clinical_metrics",
+                     "radgraph", "--metrics_dir", str(empty)], offline_env(tmp_path), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = one_error_line(proc.stderr)
+    assert line.startswith("error: radgraph-xl not found in ") and "StanfordAIMI/RRG_scorers (file radgraph-xl.tar.gz)" in line
+    assert "licence: Stanford AIMI research-use terms (RadGraph-XL)" in line
+
+
 def test_box_answers_are_not_scored_as_reports(weights_dir, tmp_path):
     boxes = json.dumps([{"bbox_2d": [100, 120, 400, 380], "label": "Cardiomegaly"}])
     path = tmp_path / "grounding.jsonl"
@@ -231,3 +374,52 @@ def test_box_answers_are_not_scored_as_reports(weights_dir, tmp_path):
     proc = evaluate(["--predictions", str(path), "--output_dir", str(tmp_path / "card"), "--clinical_metrics",
                      "chexbert", "--metrics_dir", str(weights_dir)], offline_env(tmp_path), check=False)
     assert proc.returncode == 2 and "box answers" in one_error_line(proc.stderr)
+
+
+def test_the_comparison_sets_the_cards_field_metrics_side_by_side():
+    """compare.py's table: each card's field metrics (with its own intervals) and RL - SFT, when a card has them."""
+    from medswift.posttrain import compare
+
+    chexbert = {"micro_f1_14": 0.5, "macro_f1_14": 0.25, "micro_f1_5": 0.4, "macro_f1_5": 0.2,
+                "ci95": {"micro_f1_14": [0.4, 0.6]}}
+    sft = {"chexbert": chexbert, "radgraph": {"mean": 0.2, "ci95": [0.1, 0.3]}}
+    rl = {"chexbert": {**chexbert, "micro_f1_14": 0.625, "ci95": None},
+          "radcliq": {"inverse": 0.9, "ci95": [0.8, 1.0], "radcliq_v1": 1 / 0.9}}
+    rows = {row[0]: row[1:] for row in compare.field_rows(compare._headline(sft), compare._headline(rl))}
+    assert rows["CheXbert micro-F1 (14) (card)"] == ("0.500 [0.400, 0.600]", "0.625", "+0.125")
+    assert rows["CheXbert macro-F1 (5) (card)"] == ("0.200", "0.200", "+0.000")
+    assert rows["RadGraph F1 (card)"] == ("0.200 [0.100, 0.300]", "n/a", "n/a")
+    assert rows["1/RadCliQ-v1 (card)"] == ("n/a", "0.900 [0.800, 1.000]", "n/a")
+    assert len(rows) == 6
+    plain = compare._headline({"text": {}})
+    assert plain["field"] == {} and compare.field_rows(plain, plain) == []
+    assert compare._headline({"chexbert": {"micro_f1_14": 0.5}})["field"] == {}  # a foreign card: no row, no traceback
+
+
+def test_radgraph_f1_reward_equals_f1radgraph_and_follows_the_plugin_contract(radgraph_dir, tmp_path, monkeypatch):
+    """Per pair what F1RadGraph (partial) gives on the same pairs, each distinct text annotated once;
+    through the plugin, chat messages are text and lengths must match."""
+    from swift.utils import import_external_file
+
+    from medswift.posttrain.field_rewards import RadgraphF1
+
+    reward = RadgraphF1(str(radgraph_dir), device="cpu")
+    rows = shuffled_rows("en", 6, seed=3)
+    completions, refs = [r["response"] for r in rows] + [rows[0]["reference"], ""], [r["reference"] for r in rows]
+    refs += [rows[0]["reference"], rows[1]["reference"]]
+    values = reward(completions, refs)
+    _, expected = radgraph_reference(radgraph_dir, refs, completions, tmp_path)
+    assert values == pytest.approx(expected.tolist(), abs=1e-12)
+    assert values[-1] == 0.0 and all(0 <= v <= 1 for v in values) and len(set(values[:6])) > 2
+    has_entities = bool(reward.model.scorer.radgraph([rows[0]["reference"]])["0"]["entities"])
+    assert values[-2] == (1.0 if has_entities else 0.0)  # a report against itself
+    monkeypatch.setenv("MEDSWIFT_METRICS_DIR", str(radgraph_dir))
+    import_external_file(str(ROOT / "scripts" / "swift_plugins" / "medswift_rewards.py"))
+    from swift.rewards import orms
+
+    plugin = orms["radgraph_f1"]()
+    ref = rows[0]["reference"]
+    as_chat = [{"role": "user", "content": "Describe."}, {"role": "assistant", "content": ref}]
+    assert plugin([ref, as_chat, 5], solution=[ref] * 3) == [values[-2], values[-2], 0.0]
+    with pytest.raises(ValueError, match=r"^radgraph_f1: 2 completions but 1 solutions; [^\n]+$"):
+        plugin([ref, ref], solution=[ref])

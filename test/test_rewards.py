@@ -415,8 +415,8 @@ def good_inputs(name: str) -> tuple[str, str]:
     return CORRECT["en"], ABNORMAL["en"]
 
 
-# chexbert_f1 needs CheXbert's weights: test_field_metrics.py checks its contract on random weights.
-WITHOUT_WEIGHTS = [name for name in rewards.REWARD_NAMES if name != "chexbert_f1"]
+# chexbert_f1 and radgraph_f1 need weights: test_field_metrics.py checks their contract on random weights.
+WITHOUT_WEIGHTS = [name for name in rewards.REWARD_NAMES if name not in ("chexbert_f1", "radgraph_f1")]
 
 
 @pytest.mark.parametrize("name", WITHOUT_WEIGHTS)

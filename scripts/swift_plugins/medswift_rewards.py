@@ -18,6 +18,8 @@ turn). Registered names:
   same-label boxes as RadVLM-GRPO does; not box JSON scores 0, a correct ``[]`` scores 1.
 * ``chexbert_f1``: F1 of the completion's and the reference's CheXbert labels (medswift.posttrain.field_rewards),
   from the weights in MEDSWIFT_METRICS_DIR (or the Hugging Face cache), loaded once per run.
+* ``radgraph_f1``: RadGraph F1 ("partial" level, RadGraph-XL) of the completion against the reference
+  (medswift.posttrain.field_rewards), from the same folder, loaded once per run.
 
 Every reward follows one input contract (medswift.posttrain.reward_inputs.text_inputs): completions and
 solutions are read as text (strings, TRL's chat messages, ms-swift's content parts); anything else
@@ -129,9 +131,24 @@ class ChexbertF1(ORM):
         return self.scorer([c or "" for c in completions], refs)
 
 
+class RadgraphF1(ORM):
+
+    def __init__(self, args=None, **kwargs):
+        super().__init__(args, **kwargs)
+        from medswift.posttrain.field_rewards import RadgraphF1 as Scorer
+
+        self.scorer = Scorer()  # a missing radgraph-xl stops here, before training, in one line
+
+    @text_inputs("radgraph_f1", needs_solution=True)
+    def __call__(self, completions, solution=None, **kwargs):
+        refs = _references("radgraph_f1", completions, solution)
+        return self.scorer([c or "" for c in completions], refs)
+
+
 orms["medswift_findings"] = MedSwiftFindings
 orms["medswift_format"] = MedSwiftFormat
 orms["medswift_repetition"] = MedSwiftRepetition
 orms["medswift_think_format"] = MedSwiftThinkFormat
 orms["medswift_boxes"] = MedSwiftBoxes
 orms["chexbert_f1"] = ChexbertF1
+orms["radgraph_f1"] = RadgraphF1

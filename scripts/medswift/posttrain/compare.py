@@ -12,7 +12,9 @@ Each folder is a report card: what ``tools/evaluate_checkpoint.sh`` writes (``me
 ``comparison.md``, ``comparison.json`` and ``comparison.png``.
 
 * each card's headline numbers with its own 95% intervals (text metrics and finding F1; for box
-  cards mAP@0.5, mAP@[.5:.95], mean IoU);
+  cards mAP@0.5, mAP@[.5:.95], mean IoU); when a card carries the field's model-based metrics
+  (``scripts/evaluate.py --clinical_metrics``: CheXbert F1, SembScore, BERTScore, RadGraph F1,
+  1/RadCliQ-v1), their headline too (medswift.eval.field.headline_entries), card against card;
 * paired over the records both cards scored, resampled by STUDY (views of one study move together:
   the ``study`` field of a row, else the ``<study>_<view>`` part of its id), so a difference has its
   own 95% percentile-bootstrap interval, and beside it a paired approximate-randomisation test
@@ -52,7 +54,7 @@ from medswift.core.errors import UsageError, run_cli
 from medswift.posttrain import datasets as rl
 from medswift.data.readers.openi import study_of
 from medswift.data.pipeline.records import json_type
-from medswift.eval import bootstrap, box_card, charts, report_card, scorer_workers
+from medswift.eval import bootstrap, box_card, charts, field, report_card, scorer_workers
 
 NORMAL_GAP_POINTS = 0.10   # a "normal" share moved this much further from the references' is gaming
 LENGTH_RATIO = 2.0         # halved or doubled report length
@@ -345,7 +347,28 @@ def _headline(m: dict, kind: str = "text") -> dict:
             "normal_share": {k: _finite(normal.get(k)) for k in ("predictions", "references")},
             "reads_the_image": abl.get("reads_the_image") if isinstance(abl.get("reads_the_image"), bool) else None,
             "distinct_share": _finite(abl.get("distinct_share")),
-            "identical_to_blank_share": _finite(abl.get("identical_to_blank_share"))}
+            "identical_to_blank_share": _finite(abl.get("identical_to_blank_share")),
+            "field": _field_headline(m)}
+
+
+def _field_headline(m: dict) -> dict:
+    """The card's field metrics ({label: {value, ci95}}); {} when it has none or they are not numbers."""
+    try:
+        entries = field.headline_entries(m)
+    except (KeyError, TypeError, AttributeError):  # a hand-edited or foreign metrics.json
+        return {}
+    return {label: {"value": _finite(e.get("value")), "ci95": _ci(e.get("ci95"))} for label, e in entries.items()}
+
+
+def field_rows(sft: dict, rl_card: dict) -> list[tuple[str, str, str, str]]:
+    """One row per field metric either card carries: each card's value and interval, and RL - SFT."""
+    rows = []
+    a_all, b_all = sft.get("field") or {}, rl_card.get("field") or {}
+    for label in dict.fromkeys([*a_all, *b_all]):
+        a, b = a_all.get(label), b_all.get(label)
+        diff = b["value"] - a["value"] if a and b and a["value"] is not None and b["value"] is not None else None
+        rows.append((f"{label} (card)", _fmt(a), _fmt(b), "n/a" if diff is None else f"{diff:+.3f}"))
+    return rows
 
 
 def _ci(ci) -> list | None:
@@ -476,6 +499,7 @@ def table_rows(r: dict) -> list[tuple[str, str, str, str]]:
                              "n/a" if diff is None else f"{diff:+.3f}"))
         rows += [("finding F1 micro (paired)", _fmt(p["f1.sft_micro"]), _fmt(p["f1.rl_micro"]), _fmt(p["f1.diff_micro"], True)),
                  ("finding F1 macro (paired)", _fmt(p["f1.sft_macro"]), _fmt(p["f1.rl_macro"]), _fmt(p["f1.diff_macro"], True))]
+        rows += field_rows(s, q)
     rows.append((f"mean reward ({reward_name})", _fmt(p["reward.sft"]), _fmt(p["reward.rl"]), _fmt(p["reward.diff"], True)))
     if r.get("task") != "boxes":
         rows += [(f"mean length (words; characters for Chinese; references {r['reference_length']:.1f})",

@@ -56,7 +56,7 @@ from medswift.eval.findings import FINDINGS, NEGATIVE, NO_FINDING, POSITIVE, UNC
 # checks they agree), for launchers that check --reward_funcs without importing ms-swift.
 REWARD_NAMES = ("medswift_findings", "medswift_format", "medswift_repetition", "medswift_think_format",
                 "medswift_boxes",  # medswift_boxes: box_reward below
-                "chexbert_f1")  # medswift.posttrain.field_rewards (needs CheXbert's weights: docs/metrics.md)
+                "chexbert_f1", "radgraph_f1")  # medswift.posttrain.field_rewards (need weights: docs/metrics.md)
 UNCERTAIN_POLICIES = tuple(findings.UNCERTAINTY_POLICIES)  # partial, positive (U-Ones), negative (U-Zeros)
 UNCERTAIN_ENV = findings.UNCERTAINTY_ENV
 # Findings whose presence makes a study abnormal (devices do not).

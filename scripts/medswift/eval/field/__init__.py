@@ -8,11 +8,16 @@ published and under which licence: medswift/eval/field/weights.py and docs/metri
   positive, exactly as f1chexbert 0.0.2 computes them (field/chexbert.py);
 * ``semb``: SembScore, the cosine of the two reports' CheXbert embeddings (CXR-Report-Metric);
 * ``bertscore``: BERTScore F1 as ReXrank configures it: distilroberta-base, layer 5, baseline
-  rescaling, IDF off, through the ``bert-score`` package (field/bertscore.py).
+  rescaling, IDF off, through the ``bert-score`` package (field/bertscore.py);
+* ``radgraph``: RadGraph F1, the ``radgraph`` package's ``F1RadGraph`` at its "partial" level on
+  RadGraph-XL, as ReXrank reports it (field/radgraph.py);
+* ``radcliq``: 1/RadCliQ-v1 as ReXrank reports it, from the published coefficients over RadGraph F1,
+  BERTScore, SembScore and BLEU-2 (field/radcliq.py); asking for it scores its three model-based
+  components too.
 
 Each headline has a 95% percentile-bootstrap interval over records (eval/bootstrap.py, the same
-resampling as the rule-based card). ``radgraph``, ``radcliq``, ``ratescore`` and ``green`` are
-named by the flag but not built yet: asking for one is one error line saying so.
+resampling as the rule-based card). ``ratescore`` and ``green`` are named by the flag but not built
+yet: asking for one is one error line saying so.
 Research only, not diagnosis.
 """
 from __future__ import annotations
@@ -25,13 +30,16 @@ from medswift.eval import bootstrap
 from medswift.eval.field import weights
 
 METRICS = ("chexbert", "semb", "radgraph", "bertscore", "ratescore", "green", "radcliq")
-BUILT = ("chexbert", "semb", "bertscore")
+BUILT = ("chexbert", "semb", "radgraph", "bertscore", "radcliq")
+RADCLIQ_PARTS = ("semb", "radgraph", "bertscore")  # and BLEU-2, which needs no weights
 # What each metric needs in DIR (checked before any scoring starts).
 NEEDS = {"chexbert": ("chexbert.pth", "bert-base-uncased"), "semb": ("chexbert.pth", "bert-base-uncased"),
-         "bertscore": ("distilroberta-base",)}
+         "bertscore": ("distilroberta-base",), "radgraph": ("radgraph-xl",), "radcliq": ()}
 TITLES = {"chexbert": "CheXbert F1 (f1chexbert 0.0.2, uncertain = positive)",
           "semb": "SembScore (cosine of CheXbert embeddings)",
-          "bertscore": "BERTScore F1 (distilroberta-base, layer 5, baseline-rescaled, no IDF)"}
+          "bertscore": "BERTScore F1 (distilroberta-base, layer 5, baseline-rescaled, no IDF)",
+          "radgraph": "RadGraph F1 (radgraph 0.1.18 F1RadGraph, RadGraph-XL, partial level)",
+          "radcliq": "1/RadCliQ-v1 (ReXrank, published coefficients)"}
 
 
 def parse(spec: str | None) -> list[str]:
@@ -44,7 +52,24 @@ def parse(spec: str | None) -> list[str]:
     if later:
         raise UsageError(f"--clinical_metrics {','.join(later)}: not available in this version of the toolkit "
                          f"(available: {', '.join(BUILT)}; docs/metrics.md)")
+    if "radcliq" in names:
+        names += RADCLIQ_PARTS
     return [n for n in METRICS if n in names]
+
+
+PACKAGES = {"radgraph": ("radgraph", "radgraph==0.1.18"), "bertscore": ("bert_score", "bert-score==0.3.13"),
+            "radcliq": ("fast_bleu", "fast-bleu==0.0.90")}  # (module, pinned requirement) of the metrics extra
+
+
+def check_packages(names: list[str]) -> None:
+    """A metric whose package is not installed is one line naming it, before any work."""
+    from importlib.util import find_spec
+
+    for name in names:
+        module, requirement = PACKAGES.get(name, (None, None))
+        if module and find_spec(module) is None:
+            raise UsageError(f"--clinical_metrics {name} needs the {requirement.split('==')[0]} package, not installed: "
+                             f"pip install {requirement} (the metrics extra of pyproject.toml; docs/metrics.md)")
 
 
 def locate(names: list[str], flag: str | None) -> dict:
@@ -53,11 +78,18 @@ def locate(names: list[str], flag: str | None) -> dict:
     if not names:
         return {"root": None, "files": {}}
     weights.go_offline()
+    check_packages(names)
     root = weights.metrics_dir(flag)
     files = {}
     for name in dict.fromkeys(n for m in names for n in NEEDS[m]):
         if name.endswith(".pth"):
             files[name] = weights.model_file(root, name)
+        elif name == "radgraph-xl":  # the model, then the encoder its config.json names
+            from medswift.eval.field.radgraph import read_config, encoder_name
+
+            files[name] = weights.radgraph_model(root, name)
+            hub_id = encoder_name(read_config(files[name]))
+            files[hub_id.rstrip("/").split("/")[-1]] = weights.encoder_folder(root, hub_id)
         elif name == "bert-base-uncased":
             files[name] = weights.model_folder(root, name, ("config.json", "vocab.txt"))
         else:
@@ -72,11 +104,28 @@ def mean_interval(values: np.ndarray, n_boot: int, seed: int) -> list[float | No
     return bootstrap.intervals({"v": per}, {"v": (["mean"], lambda sums, n: sums / n)}, n_boot, seed)["mean"]
 
 
+def mean_section(name: str, title: str, values: np.ndarray, rows: list[dict], n_boot: int, seed: int) -> dict:
+    """A per-report score's section of metrics.json ({name, mean, ci95}); the values go into ``rows``."""
+    for row, v in zip(rows, values):
+        row[name] = float(v)
+    return {"name": title, "mean": float(values.mean()) if len(values) else None,
+            "ci95": mean_interval(values, n_boot, seed)}
+
+
 def score(refs: list[str], preds: list[str], names: list[str], located: dict, n_boot: int = 1000,
           seed: int = 0) -> tuple[dict, list[dict]]:
     """({metric: section of metrics.json}, one dict of per-report labels and scores per pair)."""
     sections: dict = {}
     rows: list[dict] = [{} for _ in refs]
+    if "radgraph" in names:
+        from medswift.eval.field.radgraph import RadGraphF1
+
+        scorer = RadGraphF1(located["files"]["radgraph-xl"], located["root"])
+        try:
+            sections["radgraph"] = mean_section("radgraph", TITLES["radgraph"], scorer.f1(refs, preds), rows,
+                                                n_boot, seed)
+        finally:
+            scorer.close()
     if {"chexbert", "semb"} & set(names):
         from medswift.eval.field.chexbert import CheXbert
 
@@ -87,18 +136,12 @@ def score(refs: list[str], preds: list[str], names: list[str], located: dict, n_
             from medswift.eval.field.chexbert import cosine
 
             values = cosine(labeller.embeddings(refs), labeller.embeddings(preds))
-            sections["semb"] = {"name": TITLES["semb"], "mean": float(values.mean()),
-                                "ci95": mean_interval(values, n_boot, seed)}
-            for row, v in zip(rows, values):
-                row["semb"] = float(v)
+            sections["semb"] = mean_section("semb", TITLES["semb"], values, rows, n_boot, seed)
     if "bertscore" in names:
         from medswift.eval.field.bertscore import BertScore
 
         values = BertScore(located["files"]["distilroberta-base"]).f1(refs, preds)
-        sections["bertscore"] = {"name": TITLES["bertscore"], "mean": float(values.mean()),
-                                 "ci95": mean_interval(values, n_boot, seed)}
-        for row, v in zip(rows, values):
-            row["bertscore"] = float(v)
+        sections["bertscore"] = mean_section("bertscore", TITLES["bertscore"], values, rows, n_boot, seed)
     return sections, rows
 
 
@@ -127,12 +170,12 @@ def add_to(metrics: dict, refs: list[str], preds: list[str], names: list[str], l
     sections, rows = score(refs, preds, names, located, n_boot, seed)
     values = bleu2(refs, preds)
     if values is not None:
-        sections["bleu2_rexrank"] = {"name": "BLEU-2 (ReXrank: fast_bleu per report)", "mean": float(values.mean()),
-                                     "ci95": mean_interval(values, n_boot, seed)}
-        for row, v in zip(rows, values):
-            row["bleu2_rexrank"] = float(v)
+        sections["bleu2_rexrank"] = mean_section("bleu2_rexrank", "BLEU-2 (ReXrank: fast_bleu per report)", values,
+                                                 rows, n_boot, seed)
+    if "radcliq" in names:
+        sections["radcliq"] = radcliq_section(rows, n_boot, seed)
     packages = {}
-    for package in ("f1chexbert", "bert-score", "fast-bleu", "transformers", "torch", "scikit-learn"):
+    for package in ("f1chexbert", "bert-score", "radgraph", "fast-bleu", "transformers", "torch", "scikit-learn"):
         try:
             packages[package] = version(package)
         except PackageNotFoundError:
@@ -142,6 +185,23 @@ def add_to(metrics: dict, refs: list[str], preds: list[str], names: list[str], l
                                 "weights": {k: str(v) for k, v in located["files"].items()},
                                 "packages": packages, "per_report_file": "field_scores.jsonl"}
     return rows
+
+
+def radcliq_section(rows: list[dict], n_boot: int, seed: int) -> dict:
+    """1/RadCliQ-v1 of the set (ReXrank's figure) and RadCliQ-v1 per report and on average."""
+    from medswift.eval.field import radcliq
+
+    per = radcliq.per_report(*([row[c] for row in rows] for c in radcliq.COLUMNS))
+    for row, v in zip(rows, per):
+        row["radcliq_v1"] = float(v)
+    mean = float(per.mean()) if len(per) else None
+    ci = None
+    if n_boot and len(per):
+        ci = bootstrap.intervals({"v": per.reshape(-1, 1)}, {"v": (["inverse"], radcliq.inverse_of_mean)},
+                                 n_boot, seed)["inverse"]
+    return {"name": TITLES["radcliq"], "inverse": float(radcliq.inverse_of_mean(per.sum(), len(per))) if mean else None,
+            "radcliq_v1": mean, "ci95": ci, "components": list(radcliq.COLUMNS),
+            "coefficients": "CXR-Report-Metric's normalizer.pkl and radcliq-v1.pkl (as RadEval's RadCliQv1/radcliq.py)"}
 
 
 def chexbert_section(labeller, refs, preds, rows, n_boot, seed) -> dict:
@@ -159,18 +219,26 @@ def chexbert_section(labeller, refs, preds, rows, n_boot, seed) -> dict:
     return section
 
 
-def headline(metrics: dict) -> dict[str, float]:
-    """The field metrics of a metrics.json as flat {label: value}, for tables that set runs side by
-    side (the SFT-vs-RL comparison); {} when the card has none."""
+def headline_entries(metrics: dict) -> dict[str, dict]:
+    """The field metrics of a metrics.json as {label: {"value", "ci95"}}, for tables that set runs
+    side by side (the SFT-vs-RL comparison); {} when the card has none."""
     out = {}
     if "chexbert" in metrics:
-        c = metrics["chexbert"]
-        out.update({"CheXbert micro-F1 (14)": c["micro_f1_14"], "CheXbert macro-F1 (14)": c["macro_f1_14"],
-                    "CheXbert micro-F1 (5)": c["micro_f1_5"], "CheXbert macro-F1 (5)": c["macro_f1_5"]})
-    for name, label in (("semb", "SembScore"), ("bertscore", "BERTScore")):
+        c, ci = metrics["chexbert"], metrics["chexbert"].get("ci95") or {}
+        for key, label in (("micro_f1_14", "CheXbert micro-F1 (14)"), ("macro_f1_14", "CheXbert macro-F1 (14)"),
+                           ("micro_f1_5", "CheXbert micro-F1 (5)"), ("macro_f1_5", "CheXbert macro-F1 (5)")):
+            out[label] = {"value": c[key], "ci95": ci.get(key)}
+    for name, label in (("semb", "SembScore"), ("bertscore", "BERTScore"), ("radgraph", "RadGraph F1")):
         if name in metrics:
-            out[label] = metrics[name]["mean"]
+            out[label] = {"value": metrics[name]["mean"], "ci95": metrics[name].get("ci95")}
+    if "radcliq" in metrics:
+        out["1/RadCliQ-v1"] = {"value": metrics["radcliq"]["inverse"], "ci95": metrics["radcliq"].get("ci95")}
     return out
+
+
+def headline(metrics: dict) -> dict[str, float]:
+    """``headline_entries`` without the intervals: {label: value}."""
+    return {label: entry["value"] for label, entry in headline_entries(metrics).items()}
 
 
 def card_lines(m: dict, fmt_ci) -> list[str]:
@@ -190,15 +258,20 @@ def card_lines(m: dict, fmt_ci) -> list[str]:
                            ("micro_f1_5", "CheXbert micro-F1, 5 observations"),
                            ("macro_f1_5", "CheXbert macro-F1, 5 observations")):
             lines.append(f"| {label} | {fmt_ci(c[key], ci.get(key))} |")
-    for name in ("semb", "bertscore", "bleu2_rexrank"):
+    for name in ("semb", "bertscore", "radgraph", "bleu2_rexrank"):
         if name in m:
             lines.append(f"| {m[name]['name']} | {fmt_ci(m[name]['mean'], m[name].get('ci95'))} |")
+    if "radcliq" in m:
+        r = m["radcliq"]
+        lines.append(f"| {r['name']} | {fmt_ci(r['inverse'], r.get('ci95'))} (RadCliQ-v1 "
+                     f"{'n/a' if r['radcliq_v1'] is None else format(r['radcliq_v1'], '.3f')}) |")
     rex = {"BLEU-2": (m.get("bleu2_rexrank") or {}).get("mean"), "BERTScore": (m.get("bertscore") or {}).get("mean"),
-           "SembScore": (m.get("semb") or {}).get("mean"), "RadGraph": None, "1/RadCliQ-v1": None,
+           "SembScore": (m.get("semb") or {}).get("mean"), "RadGraph": (m.get("radgraph") or {}).get("mean"),
+           "1/RadCliQ-v1": (m.get("radcliq") or {}).get("inverse"),
            "RaTEScore": None, "GREEN": None}
     lines += ["", "ReXrank-style line (ReXrank's seven metrics; n/a: not scored here): "
               + " | ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in rex.items()), ""]
     return lines
 
 
-__all__ = ["METRICS", "BUILT", "parse", "locate", "score", "add_to", "headline", "card_lines"]
+__all__ = ["METRICS", "BUILT", "parse", "locate", "score", "add_to", "headline", "headline_entries", "card_lines"]

@@ -6,7 +6,8 @@ pre-filled Hugging Face cache. Nothing is ever downloaded.
     chexbert.pth             CheXbert labeller (StanfordAIMI/RRG_scorers)
     bert-base-uncased/       its BERT config and tokenizer
     distilroberta-base/      BERTScore's model, as ReXrank configures it
-    radgraph-xl/             RadGraph (config.json, vocabulary/, weights.th) or radgraph-xl.tar.gz
+    radgraph-xl/             RadGraph-XL (config.json, vocabulary/, weights.th) or radgraph-xl.tar.gz
+    BiomedVLP-CXR-BERT-general/  RadGraph-XL's encoder configuration and tokenizer (its weights are in weights.th)
     RaTE-NER-Deberta/        RaTEScore's entity tagger
     BioLORD-2023-C/          RaTEScore's entity embedder
     GREEN-RadLlama2-7b/      GREEN's causal language model
@@ -43,6 +44,7 @@ PUBLISHED = {
     "distilroberta-base": Published("distilbert/distilroberta-base", "", "Apache-2.0"),
     "radgraph-xl": Published("StanfordAIMI/RRG_scorers", "radgraph-xl.tar.gz",
                              "Stanford AIMI research-use terms (RadGraph-XL)"),
+    "BiomedVLP-CXR-BERT-general": Published("microsoft/BiomedVLP-CXR-BERT-general", "", "MIT"),
     "RaTE-NER-Deberta": Published("Angelakeke/RaTE-NER-Deberta", "", "as on its model card (research use)"),
     "BioLORD-2023-C": Published("FremyCompany/BioLORD-2023-C", "",
                                 "as on its model card (built on UMLS/SNOMED data: their licences apply)"),
@@ -119,3 +121,27 @@ def model_folder(root: Path | None, name: str, needs: tuple[str, ...] = ("config
     if found is None or any(not (found / n).exists() for n in needs):
         raise missing(name, root)
     return found
+
+
+def radgraph_model(root: Path | None, name: str = "radgraph-xl") -> Path:
+    """``DIR/radgraph-xl/`` (the unpacked archive), else ``DIR/radgraph-xl.tar.gz``, else the cache's
+    archive; else the missing line."""
+    if root is not None and (root / name).is_dir():
+        return model_folder(root, name, ("config.json", "vocabulary", "weights.th"))
+    if root is not None and (root / f"{name}.tar.gz").is_file():
+        return root / f"{name}.tar.gz"
+    found = _cached(PUBLISHED[name])
+    if found is None or not found.is_file():
+        raise missing(name, root)
+    return found
+
+
+def encoder_folder(root: Path | None, hub_id: str) -> Path:
+    """The configuration and tokenizer a RadGraph config.json names by hub id: a local folder of
+    that path, ``DIR/<last part of the id>/``, or the cache's snapshot; else the missing line."""
+    if Path(hub_id).is_dir():
+        return Path(hub_id)
+    name = hub_id.rstrip("/").split("/")[-1]
+    if name not in PUBLISHED:
+        PUBLISHED[name] = Published(hub_id, "", "as on its model card")
+    return model_folder(root, name, ("config.json",))

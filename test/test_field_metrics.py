@@ -130,7 +130,8 @@ def test_chexbert_figures_equal_f1chexbert_offline(weights_dir, pairs, tmp_path,
                                  "BERTScore": m["bertscore"]["mean"], "RadGraph F1": m["radgraph"]["mean"],
                                  "1/RadCliQ-v1": m["radcliq"]["inverse"]}
     # 1/RadCliQ-v1: RadEval's CompositeMetric.predict on the same four component values per report
-    components = {c: np.array([r[c] for r in scored]) for c in ("radgraph", "bertscore", "semb", "bleu2_rexrank")}
+    components = {c: np.array([r[c] for r in scored])
+                  for c in ("radgraph_combined", "bertscore", "semb", "bleu2_rexrank")}
     inverse, per_report = radeval_radcliq(**components)
     assert np.allclose([r["radcliq_v1"] for r in scored], per_report, atol=1e-9)
     assert m["radcliq"]["inverse"] == pytest.approx(inverse, rel=1e-9)
@@ -148,7 +149,7 @@ def test_a_metric_whose_package_is_missing_is_one_line(monkeypatch, tmp_path):
         field.locate(["radgraph"], str(tmp_path))
 
 
-def radeval_radcliq(radgraph, bertscore, semb, bleu2_rexrank):
+def radeval_radcliq(radgraph_combined, bertscore, semb, bleu2_rexrank):
     """RadEval's RadCliQ-v1 (radeval/metrics/RadCliQv1/radcliq.py, CompositeMetric: its scikit-learn
     StandardScaler with the published mean_/scale_/var_, then [X_norm, 1] @ coefs, 1/mean) on given
     component values, written out here from its coefficients (RadEval itself needs transformers >= 5.x
@@ -161,7 +162,7 @@ def radeval_radcliq(radgraph, bertscore, semb, bleu2_rexrank):
     scaler.var_ = np.array([0.09170349, 0.05031470, 0.06448751, 0.08935745])
     scaler.n_samples_seen_, scaler.n_features_in_ = 160, 4
     coefs = np.array([-3.77083683e-01, -3.70300100e-01, -2.52616218e-01, 4.31504841e-12, 2.46655256e-10])
-    x = scaler.transform(np.column_stack([radgraph, bertscore, semb, bleu2_rexrank]))
+    x = scaler.transform(np.column_stack([radgraph_combined, bertscore, semb, bleu2_rexrank]))
     scores = np.hstack([x, np.ones((len(x), 1))]) @ coefs
     return 1 / scores.mean(), scores
 
@@ -303,7 +304,31 @@ def radgraph_reference(radgraph_dir: Path, refs: list[str], preds: list[str], tm
         (model / name).symlink_to(radgraph_dir / "radgraph-xl" / name)
     scorer = F1RadGraph(reward_level="partial", model_type="radgraph-xl", model_cache_dir=str(tmp_path / "cache"), cuda=-1)
     mean, per_pair, _, _ = scorer(refs=refs, hyps=preds)
-    return mean, np.array(per_pair)
+    return mean, np.array(per_pair), radeval_radgraph_column(scorer.radgraph, refs, preds)
+
+
+def radeval_radgraph_column(annotator, refs: list[str], preds: list[str]) -> np.ndarray:
+    """RadCliQ-v1's radgraph column as RadEval's CompositeMetric._compute_sub_metrics computes it
+    (radeval/metrics/RadCliQv1/radcliq.py): the package's RadGraph annotator on each side, then the
+    mean of entity F1 and relation F1 over (tokens, label) and (source, target, relation) sets."""
+    def f1(test, retrieved):
+        tp = len(test & retrieved)
+        p = tp / len(retrieved) if retrieved else 0.0
+        r = tp / len(test) if test else 0.0
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def entities(out):
+        return {(tuple(e["tokens"]), e["label"]) for e in out.get("entities", {}).values()}
+
+    def relations(out):
+        ents = out.get("entities", {})
+        return {((tuple(e["tokens"]), e["label"]), (tuple(ents[t]["tokens"]), ents[t]["label"]), kind)
+                for e in ents.values() for kind, t in e.get("relations", []) if t in ents}
+
+    gt, pred = annotator(refs), annotator(preds)
+    return np.array([(f1(entities(gt.get(str(i), {})), entities(pred.get(str(i), {})))
+                      + f1(relations(gt.get(str(i), {})), relations(pred.get(str(i), {})))) / 2
+                     for i in range(len(refs))])
 
 
 def test_radgraph_f1_equals_the_packages_f1radgraph_offline(radgraph_dir, pairs, tmp_path):
@@ -314,9 +339,12 @@ def test_radgraph_f1_equals_the_packages_f1radgraph_offline(radgraph_dir, pairs,
     assert not (tmp_path / "network.log").exists()
     m = json.loads((out / "metrics.json").read_text())
     refs, preds = [r["reference"] for r in rows], [r["response"] for r in rows]
-    mean, per_pair = radgraph_reference(radgraph_dir, refs, preds, tmp_path)
+    mean, per_pair, combined = radgraph_reference(radgraph_dir, refs, preds, tmp_path)
     scored = [json.loads(line) for line in (out / "field_scores.jsonl").read_text().splitlines()]
     assert np.allclose([r["radgraph"] for r in scored], per_pair, atol=1e-6)
+    # RadCliQ-v1's radgraph column: RadEval's entity/relation F1 mean on the same model's annotations
+    assert np.allclose([r["radgraph_combined"] for r in scored], combined, atol=1e-6)
+    assert len(set(np.round(combined, 6))) > 5
     assert m["radgraph"]["mean"] == pytest.approx(mean, abs=1e-6)
     assert 0 < m["radgraph"]["mean"] < 1 and len(set(np.round(per_pair, 6))) > 5  # the random model's graphs vary
     lo, hi = m["radgraph"]["ci95"]
@@ -408,7 +436,7 @@ def test_radgraph_f1_reward_equals_f1radgraph_and_follows_the_plugin_contract(ra
     completions, refs = [r["response"] for r in rows] + [rows[0]["reference"], ""], [r["reference"] for r in rows]
     refs += [rows[0]["reference"], rows[1]["reference"]]
     values = reward(completions, refs)
-    _, expected = radgraph_reference(radgraph_dir, refs, completions, tmp_path)
+    _, expected, _ = radgraph_reference(radgraph_dir, refs, completions, tmp_path)
     assert values == pytest.approx(expected.tolist(), abs=1e-12)
     assert values[-1] == 0.0 and all(0 <= v <= 1 for v in values) and len(set(values[:6])) > 2
     has_entities = bool(reward.model.scorer.radgraph([rows[0]["reference"]])["0"]["entities"])

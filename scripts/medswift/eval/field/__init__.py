@@ -122,8 +122,10 @@ def score(refs: list[str], preds: list[str], names: list[str], located: dict, n_
 
         scorer = RadGraphF1(located["files"]["radgraph-xl"], located["root"])
         try:
-            sections["radgraph"] = mean_section("radgraph", TITLES["radgraph"], scorer.f1(refs, preds), rows,
-                                                n_boot, seed)
+            partial, combined = scorer.scores(refs, preds)
+            sections["radgraph"] = mean_section("radgraph", TITLES["radgraph"], partial, rows, n_boot, seed)
+            for row, value in zip(rows, combined):  # RadCliQ-v1's radgraph column (field/radcliq.py)
+                row["radgraph_combined"] = float(value)
         finally:
             scorer.close()
     if {"chexbert", "semb"} & set(names):

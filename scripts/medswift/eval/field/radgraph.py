@@ -136,6 +136,30 @@ def stage(model: Path, root: Path | None, into: Path) -> Path:
     return into
 
 
+def set_f1(reference: set, hypothesis: set) -> float:
+    tp = len(reference & hypothesis)
+    precision = tp / len(hypothesis) if hypothesis else 0.0
+    recall = tp / len(reference) if reference else 0.0
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def entities_and_relations(annotation: dict) -> tuple[set, set]:
+    """(entities as (tokens, label), relations as (source, target, type)) of one report's annotation."""
+    entities = annotation.get("entities", {}) or {}
+    named = {key: (tuple(e["tokens"]), e["label"]) for key, e in entities.items()}
+    relations = {(named[key], named[target], kind) for key, e in entities.items()
+                 for kind, target in e.get("relations", []) if target in named}
+    return set(named.values()), relations
+
+
+def entity_relation_f1(hypothesis: dict, reference: dict) -> float:
+    """The mean of entity F1 and relation F1 (CXR-Report-Metric's radgraph_combined). The package has
+    no function for it; RadEval's RadCliQv1/radcliq.py writes the same sets and F1 by hand."""
+    hyp_entities, hyp_relations = entities_and_relations(hypothesis)
+    ref_entities, ref_relations = entities_and_relations(reference)
+    return (set_f1(ref_entities, hyp_entities) + set_f1(ref_relations, hyp_relations)) / 2
+
+
 class RadGraphF1:
     """Load once; ``f1(refs, preds)`` -> per-pair RadGraph F1 (``F1RadGraph``, partial level)."""
 
@@ -162,13 +186,22 @@ class RadGraphF1:
 
     def f1(self, refs: list[str], preds: list[str]) -> np.ndarray:
         """Per pair, as ``F1RadGraph.forward(refs=..., hyps=...)`` returns it (0 for an empty side)."""
+        return self.scores(refs, preds)[0]
+
+    def scores(self, refs: list[str], preds: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per pair: (RadGraph F1 at LEVEL, RadCliQ-v1's radgraph column), from one annotation pass.
+        The second is CXR-Report-Metric's ``radgraph_combined`` as RadEval's CompositeMetric computes
+        it: the mean of entity F1 and relation F1 over the two reports' annotations (0 for an empty side)."""
         import torch
 
         if not refs:
-            return np.zeros(0)
+            return np.zeros(0), np.zeros(0)
         with torch.inference_mode():
-            _, per_pair, _, _ = self.scorer(refs=list(refs), hyps=list(preds))
-        return np.asarray(per_pair, dtype=np.float64)
+            _, per_pair, hyp_annotations, ref_annotations = self.scorer(refs=list(refs), hyps=list(preds))
+        combined, annotated = [], iter(zip(hyp_annotations, ref_annotations))
+        for ref, pred in zip(refs, preds):  # the package leaves pairs with an empty side out of its annotations
+            combined.append(entity_relation_f1(*next(annotated)) if ref and pred else 0.0)
+        return np.asarray(per_pair, dtype=np.float64), np.asarray(combined, dtype=np.float64)
 
     def close(self) -> None:
         shutil.rmtree(self._tmp.name, ignore_errors=True)

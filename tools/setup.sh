@@ -35,17 +35,16 @@ if ((${#missing[@]})); then
   fi
 fi
 
-# A .venv that is a link belongs to another checkout (the README tests link theirs to the project's):
-# installing here would point its editable `medswift` at this copy, which may be a temporary folder.
-if [[ -L "$VENV" && -x "$VENV/bin/python" ]]; then
-  echo "[setup] .venv links to $(readlink -f "$VENV"); it is set up from its own checkout"
-  exit 0
-fi
-
 want="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   echo "[setup] .venv is up to date ($VENV)"
   exit 0
+fi
+# A .venv that is a link belongs to another checkout (the README tests link theirs to the project's):
+# installing from here would point its editable `medswift` at this copy, which may be a temporary folder.
+if [[ -L "$VENV" ]]; then
+  echo "error: .venv links to $(readlink -f "$VENV"), which is not up to date; run bash tools/setup.sh in its checkout" >&2
+  exit 1
 fi
 
 start=$SECONDS

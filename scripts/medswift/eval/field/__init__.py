@@ -57,8 +57,22 @@ def parse(spec: str | None) -> list[str]:
     return [n for n in METRICS if n in names]
 
 
-PACKAGES = {"radgraph": ("radgraph", "radgraph==0.1.18"), "bertscore": ("bert_score", "bert-score==0.3.13"),
-            "radcliq": ("fast_bleu", "fast-bleu==0.0.90")}  # (module, pinned requirement) of the metrics extra
+def metrics_extra_pin(package: str) -> str:
+    """``package``'s pinned requirement in pyproject.toml's ``metrics`` extra (read from the installed
+    project's metadata, so the pins stay in one place); the bare name when that is not readable."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        pins = [r.split(";")[0].strip() for r in requires("medswift-vl") or [] if 'extra == "metrics"' in r]
+    except PackageNotFoundError:
+        return package
+    return next((pin for pin in pins if pin.split("==")[0] == package), package)
+
+
+# (module, pinned requirement) of the metrics extra that each metric imports
+PACKAGES = {"radgraph": ("radgraph", metrics_extra_pin("radgraph")),
+            "bertscore": ("bert_score", metrics_extra_pin("bert-score")),
+            "radcliq": ("fast_bleu", metrics_extra_pin("fast-bleu"))}
 
 
 def check_packages(names: list[str]) -> None:

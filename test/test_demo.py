@@ -199,28 +199,48 @@ def test_follow_up_needs_a_report_first(chat):
 
 
 # --------------------------------------------------------------------------- the real server
-# How long one upload may show nothing before the file is set again. A CI run (2 loaded cores) once
-# waited its whole 600 s ceiling for an upload that never showed: a change event that reaches the file
-# input before the page's handlers are live is lost, so the file is set again until it shows (the
-# ceiling still bounds the whole wait).
-UPLOAD_RESET_MS = 20_000
+# CI runs twice waited a whole 600 s ceiling in upload(). The cause, found by printing the page's state:
+# the page showed the file, but its name as "2_1\n.png" (below), so the text match never came; and a
+# second try then waited in set_input_files for a file input the page no longer had. So upload() polls
+# the page's state and sets the file only while the page has an input to take it; the file is set again
+# if nothing shows for UPLOAD_RESET_S (a change event that reaches the input before the page's handlers
+# are live is lost).
+UPLOAD_RESET_S = 20.0
+POLL_MS = 200
+
+
+# Whether any element the page calls #upload shows ``name``, whitespace aside. The File component draws
+# a name's stem and extension as separate blocks ("2_1" and ".png") in some layouts, so its rendered text
+# is "2_1\n.png" at times: a text match on "2_1.png" then fails although the page shows the file.
+SHOWS_NAME = ("name => Array.from(document.querySelectorAll('#upload'))"
+              ".some(e => e.innerText.replace(/\\s+/g, '').includes(name.replace(/\\s+/g, '')))")
+PAGE_STATE = ("() => ({uploads: document.querySelectorAll('#upload').length, "
+              "inputs: document.querySelectorAll('#upload input[type=file]').length, "
+              "text: Array.from(document.querySelectorAll('#upload')).map(e => e.innerText).join(' | ')})")
 
 
 def upload(page, path: Path, log: Path | None = None) -> None:
     """Upload ``path`` and wait until the File component shows it (the upload has reached the server)."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import Error as PlaywrightError
 
-    shown = page.locator("#upload").get_by_text(path.name).first
+    assert path.is_file(), path
+    file_input = page.locator("#upload input[type=file]")
     deadline = time.monotonic() + ceiling()
-    while True:
-        page.set_input_files("#upload input[type=file]", str(path))
-        try:
-            shown.wait_for(timeout=min(UPLOAD_RESET_MS, ceiling_ms()))
+    last_set = None
+    while time.monotonic() < deadline:
+        if page.evaluate(SHOWS_NAME, path.name):
             return
-        except PlaywrightTimeout:
-            if time.monotonic() >= deadline:
-                server_log = log.read_text()[-3000:] if log else "(no log)"
-                pytest.fail(f"the page never showed {path.name} after upload; the demo's log ends:\n{server_log}")
+        # an input that is there now may be gone a moment later (an upload takes it): never block on it
+        if file_input.count() and (last_set is None or time.monotonic() - last_set > UPLOAD_RESET_S):
+            try:
+                file_input.first.set_input_files(str(path), timeout=POLL_MS * 10)
+                last_set = time.monotonic()
+            except PlaywrightError:  # a timeout, or the input left the page while it was being set
+                pass
+        page.wait_for_timeout(POLL_MS)
+    server_log = log.read_text()[-3000:] if log else "(no log)"
+    pytest.fail(f"the page never showed {path.name} after upload (set: {last_set is not None}; the page: "
+                f"{page.evaluate(PAGE_STATE)}); the demo's log ends:\n{server_log}")
 
 
 @pytest.fixture(scope="module")

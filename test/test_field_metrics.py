@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -218,7 +219,7 @@ def test_metric_names_are_checked_before_any_work():
     assert field.parse(None) == []
     with pytest.raises(UsageError, match="unknown metric 'bleu'"):
         field.parse("chexbert,bleu")
-    with pytest.raises(UsageError, match="ratescore,green: not available"):
+    with pytest.raises(UsageError, match="ratescore: not available"):
         field.parse("radgraph,ratescore,green")
 
 
@@ -451,3 +452,88 @@ def test_radgraph_f1_reward_equals_f1radgraph_and_follows_the_plugin_contract(ra
     assert plugin([ref, as_chat, 5], solution=[ref] * 3) == [values[-2], values[-2], 0.0]
     with pytest.raises(ValueError, match=r"^radgraph_f1: 2 completions but 1 solutions; [^\n]+$"):
         plugin([ref, ref], solution=[ref])
+
+
+# ---------------------------------------------------------------------------------------------- GREEN
+RADEVAL = Path(sys.prefix) / "reference" / "radeval"  # tools/setup.sh: pip install --no-deps --target it
+
+
+@pytest.fixture(scope="module")
+def green_reference():
+    """RadEval 2.2.1's GREEN code (radeval/metrics/green_score/utils.py and green.py), loaded from its files
+    without the radeval package's __init__ (which imports every metric, spaCy and stanza among them, and
+    asks nltk to download); its files sit outside site-packages because its requirements are not installed.
+    green.py sets multiprocessing's start method on import: the one before is put back."""
+    import importlib.util
+    import multiprocessing
+
+    folder = RADEVAL / "radeval" / "metrics" / "green_score"
+    assert (folder / "green.py").is_file(), f"RadEval 2.2.1's files are not in {RADEVAL}: bash tools/setup.sh"
+    before = multiprocessing.get_start_method(allow_none=True)
+    modules = {}
+    for name in ("utils", "green"):  # utils first: green.py imports it by its full name
+        spec = importlib.util.spec_from_file_location(f"radeval.metrics.green_score.{name}", folder / f"{name}.py")
+        modules[name] = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = modules[name]
+        spec.loader.exec_module(modules[name])
+    multiprocessing.set_start_method(before, force=True)
+    assert "radeval" not in sys.modules  # the package itself was never imported
+    yield modules
+    for name in modules:
+        sys.modules.pop(f"radeval.metrics.green_score.{name}", None)
+
+
+SIGNIFICANT = "[Clinically Significant Errors]:\n"
+MATCHED = "[Matched Findings]:\n"
+# Judge answers in GREEN's format (as clean_responses leaves them: from after "[Explanation]:"), with the
+# GREEN each should score, worked out by hand.
+GREEN_ANSWERS = [
+    ("\nThe candidate misses the effusion.\n\n" + SIGNIFICANT
+     + "(a) False report of a finding in the candidate: 0.\n(b) Missing a finding present in the reference: 1. "
+       "Left pleural effusion\n(c) Misidentification of a finding's anatomic location/position: 0.\n"
+       "(d) Misassessment of the severity of a finding: 0.\n(e) Mentioning a comparison that isn't in the "
+       "reference: 0.\n(f) Omitting a comparison detailing a change from a prior study: 0.\n\n"
+       "[Clinically Insignificant Errors]:\n(a) False report of a finding in the candidate: 2. x; y\n\n"
+     + MATCHED + "3. Normal heart size; clear lungs; no pneumothorax\n", 0.75),
+    ("\nThey agree.\n\n" + SIGNIFICANT + "No clinically significant errors.\n\n"
+     "[Clinically Insignificant Errors]:\nNo clinically insignificant errors.\n\n" + MATCHED + "2. Heart; lungs\n", 1.0),
+    ("\nNothing matches.\n\n" + SIGNIFICANT + "(a) False report of a finding in the candidate: 2. a; b\n\n"
+     + MATCHED + "0. \n", 0.0),
+    ("\n" + SIGNIFICANT + "(a) False report of a finding in the candidate: 1. a\n\n" + MATCHED
+     + "No matched findings.\n", 0.0),
+    ("\nOnly matched findings written.\n\n" + MATCHED + "4. a; b; c; d\n", 1.0),  # no error section: 0 errors
+    ("\n" + SIGNIFICANT + "(1) False report: 1. a\n(3) Location: 2. b; c\n\n" + MATCHED + "2. a; b\n", 0.4),
+    ("\n" + SIGNIFICANT + "(c) Misidentification of a finding's anatomic location/position: 1. a\n"
+     "(a) False report of a finding in the candidate: 1. b\n(c) Misidentification: 3. again\n\n" + MATCHED
+     + "5. a\n", 5 / 9),  # sorted lines, the last (c) wins: 1 + 3 errors
+    ("the judge wrote something else entirely", 0.0),  # unparseable: no matched findings, 0
+    ("", 0.0),
+    (SIGNIFICANT + "(b) Missing a finding present in the reference: 1. a\n" + MATCHED + "3. a; b; c", 0.75),
+]
+
+
+def test_green_parser_and_score_equal_greens_own(green_reference, pairs):
+    """parse_counts, green_of, counts_of, clean_response and make_prompt give what RadEval's GREEN code
+    gives on the same answers (and the GREEN values worked out by hand)."""
+    from medswift.eval.field import green
+
+    reference = green_reference["green"].GREEN(model_name=None, cpu=True)  # no model: its parser only
+    assert tuple(reference.sub_categories) == green.SUB_CATEGORIES and tuple(reference.categories) == green.CATEGORIES
+    for answer, expected in GREEN_ANSWERS:
+        assert green.green_of(answer) == pytest.approx(expected, abs=1e-12), answer
+        assert green.green_of(answer) == pytest.approx(reference.compute_green(answer), abs=1e-12), answer
+        counts = green.counts_of(answer)
+        assert [counts[k] for k in (*green.COUNT_KEYS, "green_matched_findings")] == reference.compute_error_count(answer)
+        for category in green.CATEGORIES:
+            assert green.parse_counts(answer, category) == reference.parse_error_counts(answer, category)
+    utils = green_reference["utils"]
+    prompt_head = utils.make_prompt("r", "c").split("<Explanation>")[0]
+    for raw in ("<|user|>\n" + prompt_head + "</s><|assistant|>\n</s><|assistant|>" + GREEN_ANSWERS[0][0],
+                "<|assistant|>[Explanation]:\n    <Explanation>\n x [Explanation]: y</s>", "no marker <unk>here",
+                "<|user|>\nq</s><|assistant|>\n</s><|assistant|>\n[Explanation]:\nfine\n\n" + MATCHED + "1. a"):
+        assert green.clean_response(raw) == utils.clean_responses(raw)
+    _, rows = pairs
+    long = " ".join(["word"] * 350) + "\n\n  tail   words"
+    for ref, cand in [(r["reference"], r["response"]) for r in rows[:10]] + [(long, "a  b\tc"), ("", "")]:
+        assert green.make_prompt(ref, cand) == utils.make_prompt(ref, cand)
+    assert green.make_prompt(long, "x").count("word") == 300  # its first 300 words ("tail words" cut)

@@ -506,6 +506,9 @@ GREEN_ANSWERS = [
     ("\n" + SIGNIFICANT + "(c) Misidentification of a finding's anatomic location/position: 1. a\n"
      "(a) False report of a finding in the candidate: 1. b\n(c) Misidentification: 3. again\n\n" + MATCHED
      + "5. a\n", 5 / 9),  # sorted lines, the last (c) wins: 1 + 3 errors
+    ("\n" + SIGNIFICANT + "No errors, but:\n(a) False report of a finding in the candidate: 1. x\n\n" + MATCHED
+     + "2. a; b\n", 1.0),  # a section that begins with "No" counts nothing, whatever follows
+    ("\n" + MATCHED + "None of these:\n3. a; b; c\n", 0.0),  # "None" begins with "No" too: 0 matched
     ("the judge wrote something else entirely", 0.0),  # unparseable: no matched findings, 0
     ("", 0.0),
     (SIGNIFICANT + "(b) Missing a finding present in the reference: 1. a\n" + MATCHED + "3. a; b; c", 0.75),
@@ -537,3 +540,86 @@ def test_green_parser_and_score_equal_greens_own(green_reference, pairs):
     for ref, cand in [(r["reference"], r["response"]) for r in rows[:10]] + [(long, "a  b\tc"), ("", "")]:
         assert green.make_prompt(ref, cand) == utils.make_prompt(ref, cand)
     assert green.make_prompt(long, "x").count("word") == 300  # its first 300 words ("tail words" cut)
+
+
+@pytest.fixture(scope="module")
+def green_dir(tmp_path_factory) -> Path:
+    """GREEN-RadLlama2-7b/: a random 2-layer LlamaForCausalLM of width 64 and a Llama 2-kind tokenizer."""
+    root = tmp_path_factory.mktemp("green")
+    assert build_weights(["--output_dir", str(root), "--only", "green"]) == 0
+    return root
+
+
+GREEN_NEW_TOKENS = 12  # the test's cap on the judge's answer (MEDSWIFT_GREEN_MAX_NEW_TOKENS)
+
+
+def green_by_radeval(green_reference, folder: Path, refs: list[str], preds: list[str]):
+    """RadEval's GREEN(...)(refs, hyps) on the same weights, on the CPU. Its limit is max_length, prompt and
+    answer together: set to the batch's padded prompt length plus the test's cap, it generates as many new
+    tokens as the toolkit does with MEDSWIFT_GREEN_MAX_NEW_TOKENS (one batch: under 8 pairs)."""
+    module = green_reference["green"]
+    judge = module.GREEN(model_name=str(folder), cpu=True)
+    chats = [judge.tokenizer.apply_chat_template([{"from": "human", "value": green_reference["utils"].make_prompt(r, p)},
+                                                  {"from": "gpt", "value": ""}], tokenize=False, add_generation_prompt=True)
+             for r, p in zip(refs, preds)]
+    judge.max_length = judge.tokenizer(chats, padding=True, return_tensors="pt")["input_ids"].shape[1] + GREEN_NEW_TOKENS
+    mean, _, scores, table = judge(refs, preds)
+    return mean, scores, table, judge.completions
+
+
+def test_green_end_to_end_equals_radevals_green_on_the_same_weights(green_dir, green_reference, pairs, tmp_path):
+    """evaluate.py --clinical_metrics green offline: the judge's answers, GREEN and the counts per report are
+    RadEval's on the same random weights and five real report pairs (greedy, so deterministic)."""
+    _, rows = pairs
+    rows = rows[:5]
+    path = write_rows(tmp_path / "p.jsonl", rows)
+    out = tmp_path / "card"
+    env = offline_env(tmp_path) | {"MEDSWIFT_GREEN_MAX_NEW_TOKENS": str(GREEN_NEW_TOKENS)}
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(out), "--bootstrap", "200",
+                     "--clinical_metrics", "green", "--metrics_dir", str(green_dir)], env)
+    assert not (tmp_path / "network.log").exists()
+    refs, preds = [r["reference"] for r in rows], [r["response"] for r in rows]
+    mean, scores, table, answers = green_by_radeval(green_reference, green_dir / "GREEN-RadLlama2-7b", refs, preds)
+    scored = [json.loads(line) for line in (out / "field_scores.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in scored] == [r["key"] for r in rows]
+    assert [r["green_analysis"] for r in scored] == answers
+    assert len(set(answers)) > 1 and all(a.strip() for a in answers)  # the random judge's answers differ per pair
+    assert [r["green"] for r in scored] == pytest.approx(scores, abs=1e-12)
+    columns = [c for c in table.columns if c.startswith("(")] + ["Matched Findings"]
+    from medswift.eval.field.green import COUNT_KEYS
+
+    for key, column in zip((*COUNT_KEYS, "green_matched_findings"), columns):
+        assert [r[key] for r in scored] == table[column].tolist(), key
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["green"]["mean"] == pytest.approx(mean, abs=1e-12)
+    lo, hi = m["green"]["ci95"]
+    assert lo <= m["green"]["mean"] <= hi
+    assert m["green"]["max_new_tokens"] == GREEN_NEW_TOKENS and m["green"]["device"] == "cpu"
+    assert m["field_metrics"]["weights"]["GREEN-RadLlama2-7b"] == str(green_dir / "GREEN-RadLlama2-7b")
+    assert field.headline(m) == {"GREEN": m["green"]["mean"]}
+    card = (out / "report.md").read_text()
+    assert f"| {field.TITLES['green']} | {m['green']['mean']:.3f} [" in card
+    assert f"capped at {GREEN_NEW_TOKENS} new tokens" in card and f"GREEN {m['green']['mean']:.3f}" in card
+    assert f"GREEN {m['green']['mean']:.3f}" in proc.stdout
+    assert "GREEN: 5/5 pairs judged" in proc.stderr  # progress, counts only: no report text in the log
+    assert not any(text in proc.stderr + proc.stdout for text in refs + preds + answers if len(text) > 20)
+
+
+def test_a_folder_without_green_is_one_line_naming_it(green_dir, pairs, tmp_path, monkeypatch):
+    path, _ = pairs
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(tmp_path / "card"),
+                     "--clinical_metrics", "green", "--metrics_dir", str(empty)], offline_env(tmp_path), check=False)
+    assert proc.returncode == 2 and not (tmp_path / "card").exists()
+    line = one_error_line(proc.stderr)
+    assert line.startswith("error: GREEN-RadLlama2-7b not found in ") and "huggingface.co/StanfordAIMI/GREEN-RadLlama2-7b" in line
+    assert "licence: as on its model card (a Llama 2 derivative: Llama 2 Community Licence)" in line
+    half = empty / "GREEN-RadLlama2-7b"
+    half.mkdir()
+    (half / "config.json").symlink_to(green_dir / "GREEN-RadLlama2-7b" / "config.json")
+    with pytest.raises(UsageError, match=r"^GREEN-RadLlama2-7b/tokenizer_config.json not found in "):
+        field.locate(["green"], str(empty))
+    monkeypatch.setenv("MEDSWIFT_GREEN_MAX_NEW_TOKENS", "ten")
+    with pytest.raises(UsageError, match=r"^MEDSWIFT_GREEN_MAX_NEW_TOKENS='ten': expected a positive whole number"):
+        field.locate(["green"], str(green_dir))

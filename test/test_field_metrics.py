@@ -582,12 +582,14 @@ def test_green_end_to_end_equals_radevals_green_on_the_same_weights(green_dir, g
     mean, scores, table, answers = green_by_radeval(green_reference, green_dir / "GREEN-RadLlama2-7b", refs, preds)
     scored = [json.loads(line) for line in (out / "field_scores.jsonl").read_text().splitlines()]
     assert [r["key"] for r in scored] == [r["key"] for r in rows]
-    assert [r["green_analysis"] for r in scored] == answers
+    from medswift.eval.field.green import COUNT_KEYS, Green
+
+    judge = Green(green_dir / "GREEN-RadLlama2-7b", device="cpu", max_new_tokens=GREEN_NEW_TOKENS)
+    assert judge.responses(refs, preds) == answers  # the judge's answers themselves (kept out of the files)
     assert len(set(answers)) > 1 and all(a.strip() for a in answers)  # the random judge's answers differ per pair
+    assert not any(isinstance(v, str) for r in scored for k, v in r.items() if k != "key")  # no text in the rows
     assert [r["green"] for r in scored] == pytest.approx(scores, abs=1e-12)
     columns = [c for c in table.columns if c.startswith("(")] + ["Matched Findings"]
-    from medswift.eval.field.green import COUNT_KEYS
-
     for key, column in zip((*COUNT_KEYS, "green_matched_findings"), columns):
         assert [r[key] for r in scored] == table[column].tolist(), key
     m = json.loads((out / "metrics.json").read_text())

@@ -253,10 +253,9 @@ class Green:
         return out
 
     def scores(self, refs: list[str], preds: list[str]) -> tuple[np.ndarray, list[dict]]:
-        """(GREEN per pair, one dict per pair: its six significant-error counts, matched findings and the
-        judge's cleaned answer as ``green_analysis``, RadEval's column, for the scored rows only)."""
+        """(GREEN per pair, one dict of its six significant-error counts and matched findings per pair). The
+        judge's answers themselves stay in memory: they quote the reports (field_scores.jsonl holds no text)."""
         if not refs:
             return np.zeros(0), []
         answers = self.responses(refs, preds)
-        return (np.array([green_of(a) for a in answers], dtype=np.float64),
-                [{**counts_of(a), "green_analysis": a} for a in answers])
+        return np.array([green_of(a) for a in answers], dtype=np.float64), [counts_of(a) for a in answers]

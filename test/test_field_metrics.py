@@ -411,7 +411,7 @@ def test_the_comparison_sets_the_cards_field_metrics_side_by_side():
 
     chexbert = {"micro_f1_14": 0.5, "macro_f1_14": 0.25, "micro_f1_5": 0.4, "macro_f1_5": 0.2,
                 "ci95": {"micro_f1_14": [0.4, 0.6]}}
-    sft = {"chexbert": chexbert, "radgraph": {"mean": 0.2, "ci95": [0.1, 0.3]}}
+    sft = {"chexbert": chexbert, "radgraph": {"mean": 0.2, "ci95": [0.1, 0.3]}, "green": {"mean": 0.5, "ci95": [0.4, 0.6]}}
     rl = {"chexbert": {**chexbert, "micro_f1_14": 0.625, "ci95": None},
           "radcliq": {"inverse": 0.9, "ci95": [0.8, 1.0], "radcliq_v1": 1 / 0.9}}
     rows = {row[0]: row[1:] for row in compare.field_rows(compare._headline(sft), compare._headline(rl))}
@@ -419,7 +419,10 @@ def test_the_comparison_sets_the_cards_field_metrics_side_by_side():
     assert rows["CheXbert macro-F1 (5) (card)"] == ("0.200", "0.200", "+0.000")
     assert rows["RadGraph F1 (card)"] == ("0.200 [0.100, 0.300]", "n/a", "n/a")
     assert rows["1/RadCliQ-v1 (card)"] == ("n/a", "0.900 [0.800, 1.000]", "n/a")
-    assert len(rows) == 6
+    rl["green"] = {"mean": 0.625, "ci95": [0.5, 0.75], "max_new_tokens": None}
+    rows = {row[0]: row[1:] for row in compare.field_rows(compare._headline(sft), compare._headline(rl))}
+    assert rows["GREEN (card)"] == ("0.500 [0.400, 0.600]", "0.625 [0.500, 0.750]", "+0.125")
+    assert len(rows) == 7
     plain = compare._headline({"text": {}})
     assert plain["field"] == {} and compare.field_rows(plain, plain) == []
     assert compare._headline({"chexbert": {"micro_f1_14": 0.5}})["field"] == {}  # a foreign card: no row, no traceback
@@ -622,6 +625,12 @@ def test_a_folder_without_green_is_one_line_naming_it(green_dir, pairs, tmp_path
     (half / "config.json").symlink_to(green_dir / "GREEN-RadLlama2-7b" / "config.json")
     with pytest.raises(UsageError, match=r"^GREEN-RadLlama2-7b/tokenizer_config.json not found in "):
         field.locate(["green"], str(empty))
+    (half / "tokenizer_config.json").symlink_to(green_dir / "GREEN-RadLlama2-7b" / "tokenizer_config.json")
+    from medswift.eval.field.green import Green
+
+    located = field.locate(["green"], str(empty))  # the files it checks are there; the weights are not
+    with pytest.raises(UsageError, match=r"^GREEN-RadLlama2-7b in \S+ does not load: .*model.safetensors[^\n]*$"):
+        Green(located["files"]["GREEN-RadLlama2-7b"], device="cpu")
     monkeypatch.setenv("MEDSWIFT_GREEN_MAX_NEW_TOKENS", "ten")
     with pytest.raises(UsageError, match=r"^MEDSWIFT_GREEN_MAX_NEW_TOKENS='ten': expected a positive whole number"):
         field.locate(["green"], str(green_dir))

@@ -205,13 +205,14 @@ class Green:
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+            self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map={"": self.device},
+                                                              local_files_only=True)  # straight onto the device
             self.tokenizer = AutoTokenizer.from_pretrained(folder, add_eos_token=True, use_fast=True,
                                                            padding_side="left", local_files_only=True)
         except (OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UsageError(f"GREEN-RadLlama2-7b in {folder} does not load: {first}") from None
-        self.model.to(self.device).eval()
+        self.model.eval()
         self.tokenizer.chat_template = CHAT_TEMPLATE
         self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.clean_up_tokenization_spaces = True

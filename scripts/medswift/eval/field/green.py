@@ -187,7 +187,7 @@ def max_new_tokens_setting() -> int | None:
     value = os.environ.get(MAX_NEW_TOKENS_ENV, "").strip()
     if not value:
         return None
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise UsageError(f"{MAX_NEW_TOKENS_ENV}={value!r}: expected a positive whole number of tokens")
     return int(value)
 

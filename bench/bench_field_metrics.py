@@ -4,6 +4,7 @@ Usage:
     python bench/bench_field_metrics.py [--reports 128] [--batch_size 32] [--metrics_dir DIR]
     python bench/bench_field_metrics.py --reports 64
     python bench/bench_field_metrics.py --metric radgraph --reports 64 [--metrics_dir DIR]
+    python bench/bench_field_metrics.py --metric green --reports 16 [--max_new_tokens N] [--metrics_dir DIR]
 
 Without --metrics_dir the bench builds random weights of CheXbert's published shape
 (scripts/build_metric_weights.py: bert-base-uncased, 110 M parameters) into a temporary folder:
@@ -17,6 +18,10 @@ forward pass) on --reports/2 pairs of distinct reports, in reports/s; without --
 stand-in (a 2-layer BERT of width 32, not RadGraph-XL's BERT-base encoder), so the figure is the
 package's pipeline (span enumeration, pruning, relation scoring), a bound the real model stays under;
 and the radgraph_f1 reward's pairs/s on the same pairs.
+With ``--metric green``: GREEN (field/green.py: greedy generation in batches of 8) on --reports/2 pairs, in
+pairs/s; without --metrics_dir on the random stand-in (a 2-layer Llama of width 64 and a small vocabulary, so
+its prompts are about 1,200 tokens, not GREEN-RadLlama2-7b's 7 B parameters). --max_new_tokens caps the
+answer (MEDSWIFT_GREEN_MAX_NEW_TOKENS); unset, GREEN's own limit: 2,048 tokens of prompt and answer.
 Research only, not diagnosis.
 """
 from __future__ import annotations
@@ -104,6 +109,32 @@ def bench_radgraph(args, texts: list[str]) -> int:
     return 0
 
 
+def bench_green(args, texts: list[str]) -> int:
+    import torch
+
+    from medswift.eval import field
+    from medswift.eval.field.green import Green
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.metrics_dir) if args.metrics_dir else Path(tmp)
+        if not args.metrics_dir:
+            from build_metric_weights import main as build
+
+            build(["--output_dir", tmp, "--only", "green"])
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+        judge = Green(field.locate(["green"], str(root))["files"]["GREEN-RadLlama2-7b"],
+                      max_new_tokens=args.max_new_tokens)
+        half = len(texts) // 2
+        start = time.perf_counter()
+        judge.scores(texts[:half], texts[half:2 * half])
+        elapsed = time.perf_counter() - start
+    weights = args.metrics_dir or "random stand-in, 2-layer Llama of width 64"
+    cap = f"answers capped at {args.max_new_tokens} new tokens" if args.max_new_tokens else "GREEN's max_length 2048"
+    print(f"GREEN on {half} pairs of OpenI reports ({device}, torch threads {torch.get_num_threads()}; {weights}; "
+          f"{cap}): {half / elapsed:.2f} pairs/s ({elapsed:.0f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from medswift.core.cli import command_parser
 
@@ -111,13 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reports", type=int, default=128, help="distinct bundled reports to label")
     p.add_argument("--batch_size", type=int, default=32, help="reports per batched forward pass")
     p.add_argument("--metrics_dir", help="real weights (default: random weights of the published shape)")
-    p.add_argument("--metric", choices=("chexbert", "radgraph"), default="chexbert")
+    p.add_argument("--metric", choices=("chexbert", "radgraph", "green"), default="chexbert")
+    p.add_argument("--max_new_tokens", type=int, help="green: cap on the judge's answer (default: GREEN's own limit)")
     args = p.parse_args(argv)
     import torch
 
     texts = reports(args.reports)
     if args.metric == "radgraph":
         return bench_radgraph(args, texts)
+    if args.metric == "green":
+        return bench_green(args, texts)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.metrics_dir) if args.metrics_dir else Path(tmp)
         if not args.metrics_dir:

@@ -6,7 +6,7 @@ published format and (for CheXbert) the published shape, so the loaders, the str
 load and the cross-checks against the reference packages run for real without the weights
 (docs/metrics.md)::
 
-    python scripts/build_metric_weights.py --output_dir /tmp/metrics [--only chexbert,bertscore,radgraph] [--seed 0]
+    python scripts/build_metric_weights.py --output_dir /tmp/metrics [--only chexbert,bertscore,radgraph,green] [--seed 0]
 
 * ``chexbert.pth`` + ``bert-base-uncased/``: bert-base-uncased's exact configuration (12 layers,
   hidden 768, vocabulary 30,522), random-initialised, with CheXbert's 13 four-way heads and one
@@ -18,6 +18,8 @@ load and the cross-checks against the reference packages run for real without th
 * ``radgraph-xl/`` + ``BiomedVLP-CXR-BERT-general/``: radgraph-xl.tar.gz's layout (config.json, vocabulary/,
   weights.th of the radgraph package's own DyGIE model) over a 2-layer BERT of width 32, and that
   encoder's configuration and tokenizer under the name RadGraph-XL's config.json gives it.
+* ``GREEN-RadLlama2-7b/``: a ``LlamaForCausalLM`` (2 layers, width 64) and a Llama 2-kind tokenizer
+  (byte-fallback BPE with Llama 2's special and byte ids) learned from the reports and GREEN's prompt.
 
 Research only, not diagnosis: these weights label nothing.
 """
@@ -189,7 +191,45 @@ def dygie_model(config: dict, encoder: Path, vocabulary: Path):
     return dygie.DyGIE(vocab=vocab, embedder=embedder, **json.loads(json.dumps(params))).eval()
 
 
-BUILDERS = {"chexbert": write_chexbert, "bertscore": write_distilroberta, "radgraph": write_radgraph}
+def llama_tokenizer(texts: list[str], learned: int = 1200):
+    """A tokenizer of Llama 2's kind (transformers' LlamaTokenizer: SentencePiece-style BPE with "▁" for
+    spaces and byte fallback, so any text round-trips), with Llama 2's ids (<unk> 0, <s> 1, </s> 2, the
+    256 byte tokens <0x00>..<0xFF> at 3..258), its pieces and merges learned from ``texts``."""
+    from tokenizers import SentencePieceBPETokenizer
+    from transformers import LlamaTokenizer
+
+    bpe = SentencePieceBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=learned, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    model = json.loads(bpe._tokenizer.to_str())["model"]  # the trained vocabulary and merges (no public getter)
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
+    for piece, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(piece, len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True, add_eos_token=False)
+
+
+def write_green(root: Path, seed: int) -> None:
+    """``GREEN-RadLlama2-7b/``: a ``LlamaForCausalLM`` as GREEN-RadLlama2-7b is, but 2 layers of width 64,
+    random; and a Llama 2-kind tokenizer learned from the reports and GREEN's prompt (llama_tokenizer)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from medswift.eval.field.green import make_prompt
+
+    folder = root / "GREEN-RadLlama2-7b"
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = reports()
+    tokenizer = llama_tokenizer(texts + [make_prompt(texts[0], texts[1]), "<|user|>\n<|assistant|>\n"])
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096,
+                         bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(folder)
+
+
+BUILDERS = {"chexbert": write_chexbert, "bertscore": write_distilroberta, "radgraph": write_radgraph,
+            "green": write_green}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -218,7 +219,7 @@ def test_metric_names_are_checked_before_any_work():
     assert field.parse(None) == []
     with pytest.raises(UsageError, match="unknown metric 'bleu'"):
         field.parse("chexbert,bleu")
-    with pytest.raises(UsageError, match="ratescore,green: not available"):
+    with pytest.raises(UsageError, match="ratescore: not available"):
         field.parse("radgraph,ratescore,green")
 
 
@@ -410,7 +411,7 @@ def test_the_comparison_sets_the_cards_field_metrics_side_by_side():
 
     chexbert = {"micro_f1_14": 0.5, "macro_f1_14": 0.25, "micro_f1_5": 0.4, "macro_f1_5": 0.2,
                 "ci95": {"micro_f1_14": [0.4, 0.6]}}
-    sft = {"chexbert": chexbert, "radgraph": {"mean": 0.2, "ci95": [0.1, 0.3]}}
+    sft = {"chexbert": chexbert, "radgraph": {"mean": 0.2, "ci95": [0.1, 0.3]}, "green": {"mean": 0.5, "ci95": [0.4, 0.6]}}
     rl = {"chexbert": {**chexbert, "micro_f1_14": 0.625, "ci95": None},
           "radcliq": {"inverse": 0.9, "ci95": [0.8, 1.0], "radcliq_v1": 1 / 0.9}}
     rows = {row[0]: row[1:] for row in compare.field_rows(compare._headline(sft), compare._headline(rl))}
@@ -418,7 +419,10 @@ def test_the_comparison_sets_the_cards_field_metrics_side_by_side():
     assert rows["CheXbert macro-F1 (5) (card)"] == ("0.200", "0.200", "+0.000")
     assert rows["RadGraph F1 (card)"] == ("0.200 [0.100, 0.300]", "n/a", "n/a")
     assert rows["1/RadCliQ-v1 (card)"] == ("n/a", "0.900 [0.800, 1.000]", "n/a")
-    assert len(rows) == 6
+    rl["green"] = {"mean": 0.625, "ci95": [0.5, 0.75], "max_new_tokens": None}
+    rows = {row[0]: row[1:] for row in compare.field_rows(compare._headline(sft), compare._headline(rl))}
+    assert rows["GREEN (card)"] == ("0.500 [0.400, 0.600]", "0.625 [0.500, 0.750]", "+0.125")
+    assert len(rows) == 7
     plain = compare._headline({"text": {}})
     assert plain["field"] == {} and compare.field_rows(plain, plain) == []
     assert compare._headline({"chexbert": {"micro_f1_14": 0.5}})["field"] == {}  # a foreign card: no row, no traceback
@@ -451,3 +455,182 @@ def test_radgraph_f1_reward_equals_f1radgraph_and_follows_the_plugin_contract(ra
     assert plugin([ref, as_chat, 5], solution=[ref] * 3) == [values[-2], values[-2], 0.0]
     with pytest.raises(ValueError, match=r"^radgraph_f1: 2 completions but 1 solutions; [^\n]+$"):
         plugin([ref, ref], solution=[ref])
+
+
+# ---------------------------------------------------------------------------------------------- GREEN
+RADEVAL = Path(sys.prefix) / "reference" / "radeval"  # tools/setup.sh: pip install --no-deps --target it
+
+
+@pytest.fixture(scope="module")
+def green_reference():
+    """RadEval 2.2.1's GREEN code (radeval/metrics/green_score/utils.py and green.py), loaded from its files
+    without the radeval package's __init__ (which imports every metric, spaCy and stanza among them, and
+    asks nltk to download); its files sit outside site-packages because its requirements are not installed.
+    green.py sets multiprocessing's start method on import: the one before is put back."""
+    import importlib.util
+    import multiprocessing
+
+    folder = RADEVAL / "radeval" / "metrics" / "green_score"
+    assert (folder / "green.py").is_file(), f"RadEval 2.2.1's files are not in {RADEVAL}: bash tools/setup.sh"
+    before = multiprocessing.get_start_method(allow_none=True)
+    modules = {}
+    for name in ("utils", "green"):  # utils first: green.py imports it by its full name
+        spec = importlib.util.spec_from_file_location(f"radeval.metrics.green_score.{name}", folder / f"{name}.py")
+        modules[name] = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = modules[name]
+        spec.loader.exec_module(modules[name])
+    multiprocessing.set_start_method(before, force=True)
+    assert "radeval" not in sys.modules  # the package itself was never imported
+    yield modules
+    for name in modules:
+        sys.modules.pop(f"radeval.metrics.green_score.{name}", None)
+
+
+SIGNIFICANT = "[Clinically Significant Errors]:\n"
+MATCHED = "[Matched Findings]:\n"
+# Judge answers in GREEN's format (as clean_responses leaves them: from after "[Explanation]:"), with the
+# GREEN each should score, worked out by hand.
+GREEN_ANSWERS = [
+    ("\nThe candidate misses the effusion.\n\n" + SIGNIFICANT
+     + "(a) False report of a finding in the candidate: 0.\n(b) Missing a finding present in the reference: 1. "
+       "Left pleural effusion\n(c) Misidentification of a finding's anatomic location/position: 0.\n"
+       "(d) Misassessment of the severity of a finding: 0.\n(e) Mentioning a comparison that isn't in the "
+       "reference: 0.\n(f) Omitting a comparison detailing a change from a prior study: 0.\n\n"
+       "[Clinically Insignificant Errors]:\n(a) False report of a finding in the candidate: 2. x; y\n\n"
+     + MATCHED + "3. Normal heart size; clear lungs; no pneumothorax\n", 0.75),
+    ("\nThey agree.\n\n" + SIGNIFICANT + "No clinically significant errors.\n\n"
+     "[Clinically Insignificant Errors]:\nNo clinically insignificant errors.\n\n" + MATCHED + "2. Heart; lungs\n", 1.0),
+    ("\nNothing matches.\n\n" + SIGNIFICANT + "(a) False report of a finding in the candidate: 2. a; b\n\n"
+     + MATCHED + "0. \n", 0.0),
+    ("\n" + SIGNIFICANT + "(a) False report of a finding in the candidate: 1. a\n\n" + MATCHED
+     + "No matched findings.\n", 0.0),
+    ("\nOnly matched findings written.\n\n" + MATCHED + "4. a; b; c; d\n", 1.0),  # no error section: 0 errors
+    ("\n" + SIGNIFICANT + "(1) False report: 1. a\n(3) Location: 2. b; c\n\n" + MATCHED + "2. a; b\n", 0.4),
+    ("\n" + SIGNIFICANT + "(c) Misidentification of a finding's anatomic location/position: 1. a\n"
+     "(a) False report of a finding in the candidate: 1. b\n(c) Misidentification: 3. again\n\n" + MATCHED
+     + "5. a\n", 5 / 9),  # sorted lines, the last (c) wins: 1 + 3 errors
+    ("\n" + SIGNIFICANT + "No errors, but:\n(a) False report of a finding in the candidate: 1. x\n\n" + MATCHED
+     + "2. a; b\n", 1.0),  # a section that begins with "No" counts nothing, whatever follows
+    ("\n" + MATCHED + "None of these:\n3. a; b; c\n", 0.0),  # "None" begins with "No" too: 0 matched
+    ("the judge wrote something else entirely", 0.0),  # unparseable: no matched findings, 0
+    ("", 0.0),
+    (SIGNIFICANT + "(b) Missing a finding present in the reference: 1. a\n" + MATCHED + "3. a; b; c", 0.75),
+]
+
+
+def test_green_parser_and_score_equal_greens_own(green_reference, pairs):
+    """parse_counts, green_of, counts_of, clean_response and make_prompt give what RadEval's GREEN code
+    gives on the same answers (and the GREEN values worked out by hand)."""
+    from medswift.eval.field import green
+
+    reference = green_reference["green"].GREEN(model_name=None, cpu=True)  # no model: its parser only
+    assert tuple(reference.sub_categories) == green.SUB_CATEGORIES and tuple(reference.categories) == green.CATEGORIES
+    for answer, expected in GREEN_ANSWERS:
+        assert green.green_of(answer) == pytest.approx(expected, abs=1e-12), answer
+        assert green.green_of(answer) == pytest.approx(reference.compute_green(answer), abs=1e-12), answer
+        counts = green.counts_of(answer)
+        assert [counts[k] for k in (*green.COUNT_KEYS, "green_matched_findings")] == reference.compute_error_count(answer)
+        for category in green.CATEGORIES:
+            assert green.parse_counts(answer, category) == reference.parse_error_counts(answer, category)
+    utils = green_reference["utils"]
+    prompt_head = utils.make_prompt("r", "c").split("<Explanation>")[0]
+    for raw in ("<|user|>\n" + prompt_head + "</s><|assistant|>\n</s><|assistant|>" + GREEN_ANSWERS[0][0],
+                "<|assistant|>[Explanation]:\n    <Explanation>\n x [Explanation]: y</s>", "no marker <unk>here",
+                "<|user|>\nq</s><|assistant|>\n</s><|assistant|>\n[Explanation]:\nfine\n\n" + MATCHED + "1. a"):
+        assert green.clean_response(raw) == utils.clean_responses(raw)
+    _, rows = pairs
+    long = " ".join(["word"] * 350) + "\n\n  tail   words"
+    for ref, cand in [(r["reference"], r["response"]) for r in rows[:10]] + [(long, "a  b\tc"), ("", "")]:
+        assert green.make_prompt(ref, cand) == utils.make_prompt(ref, cand)
+    assert green.make_prompt(long, "x").count("word") == 300  # its first 300 words ("tail words" cut)
+
+
+@pytest.fixture(scope="module")
+def green_dir(tmp_path_factory) -> Path:
+    """GREEN-RadLlama2-7b/: a random 2-layer LlamaForCausalLM of width 64 and a Llama 2-kind tokenizer."""
+    root = tmp_path_factory.mktemp("green")
+    assert build_weights(["--output_dir", str(root), "--only", "green"]) == 0
+    return root
+
+
+GREEN_NEW_TOKENS = 12  # the test's cap on the judge's answer (MEDSWIFT_GREEN_MAX_NEW_TOKENS)
+
+
+def green_by_radeval(green_reference, folder: Path, refs: list[str], preds: list[str]):
+    """RadEval's GREEN(...)(refs, hyps) on the same weights, on the CPU. Its limit is max_length, prompt and
+    answer together: set to the batch's padded prompt length plus the test's cap, it generates as many new
+    tokens as the toolkit does with MEDSWIFT_GREEN_MAX_NEW_TOKENS (one batch: under 8 pairs)."""
+    module = green_reference["green"]
+    judge = module.GREEN(model_name=str(folder), cpu=True)
+    chats = [judge.tokenizer.apply_chat_template([{"from": "human", "value": green_reference["utils"].make_prompt(r, p)},
+                                                  {"from": "gpt", "value": ""}], tokenize=False, add_generation_prompt=True)
+             for r, p in zip(refs, preds)]
+    judge.max_length = judge.tokenizer(chats, padding=True, return_tensors="pt")["input_ids"].shape[1] + GREEN_NEW_TOKENS
+    mean, _, scores, table = judge(refs, preds)
+    return mean, scores, table, judge.completions
+
+
+def test_green_end_to_end_equals_radevals_green_on_the_same_weights(green_dir, green_reference, pairs, tmp_path):
+    """evaluate.py --clinical_metrics green offline: the judge's answers, GREEN and the counts per report are
+    RadEval's on the same random weights and five real report pairs (greedy, so deterministic)."""
+    _, rows = pairs
+    rows = rows[:5]
+    path = write_rows(tmp_path / "p.jsonl", rows)
+    out = tmp_path / "card"
+    env = offline_env(tmp_path) | {"MEDSWIFT_GREEN_MAX_NEW_TOKENS": str(GREEN_NEW_TOKENS)}
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(out), "--bootstrap", "200",
+                     "--clinical_metrics", "green", "--metrics_dir", str(green_dir)], env)
+    assert not (tmp_path / "network.log").exists()
+    refs, preds = [r["reference"] for r in rows], [r["response"] for r in rows]
+    mean, scores, table, answers = green_by_radeval(green_reference, green_dir / "GREEN-RadLlama2-7b", refs, preds)
+    scored = [json.loads(line) for line in (out / "field_scores.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in scored] == [r["key"] for r in rows]
+    from medswift.eval.field.green import COUNT_KEYS, Green
+
+    judge = Green(green_dir / "GREEN-RadLlama2-7b", device="cpu", max_new_tokens=GREEN_NEW_TOKENS)
+    assert judge.responses(refs, preds) == answers  # the judge's answers themselves (kept out of the files)
+    assert len(set(answers)) > 1 and all(a.strip() for a in answers)  # the random judge's answers differ per pair
+    assert not any(isinstance(v, str) for r in scored for k, v in r.items() if k != "key")  # no text in the rows
+    assert [r["green"] for r in scored] == pytest.approx(scores, abs=1e-12)
+    columns = [c for c in table.columns if c.startswith("(")] + ["Matched Findings"]
+    for key, column in zip((*COUNT_KEYS, "green_matched_findings"), columns):
+        assert [r[key] for r in scored] == table[column].tolist(), key
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["green"]["mean"] == pytest.approx(mean, abs=1e-12)
+    lo, hi = m["green"]["ci95"]
+    assert lo <= m["green"]["mean"] <= hi
+    assert m["green"]["max_new_tokens"] == GREEN_NEW_TOKENS and m["green"]["device"] == "cpu"
+    assert m["field_metrics"]["weights"]["GREEN-RadLlama2-7b"] == str(green_dir / "GREEN-RadLlama2-7b")
+    assert field.headline(m) == {"GREEN": m["green"]["mean"]}
+    card = (out / "report.md").read_text()
+    assert f"| {field.TITLES['green']} | {m['green']['mean']:.3f} [" in card
+    assert f"capped at {GREEN_NEW_TOKENS} new tokens" in card and f"GREEN {m['green']['mean']:.3f}" in card
+    assert f"GREEN {m['green']['mean']:.3f}" in proc.stdout
+    assert "GREEN: 5/5 pairs judged" in proc.stderr  # progress, counts only: no report text in the log
+    assert not any(text in proc.stderr + proc.stdout for text in refs + preds + answers if len(text) > 20)
+
+
+def test_a_folder_without_green_is_one_line_naming_it(green_dir, pairs, tmp_path, monkeypatch):
+    path, _ = pairs
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    proc = evaluate(["--predictions", str(path), "--output_dir", str(tmp_path / "card"),
+                     "--clinical_metrics", "green", "--metrics_dir", str(empty)], offline_env(tmp_path), check=False)
+    assert proc.returncode == 2 and not (tmp_path / "card").exists()
+    line = one_error_line(proc.stderr)
+    assert line.startswith("error: GREEN-RadLlama2-7b not found in ") and "huggingface.co/StanfordAIMI/GREEN-RadLlama2-7b" in line
+    assert "licence: as on its model card (a Llama 2 derivative: Llama 2 Community Licence)" in line
+    half = empty / "GREEN-RadLlama2-7b"
+    half.mkdir()
+    (half / "config.json").symlink_to(green_dir / "GREEN-RadLlama2-7b" / "config.json")
+    with pytest.raises(UsageError, match=r"^GREEN-RadLlama2-7b/tokenizer_config.json not found in "):
+        field.locate(["green"], str(empty))
+    (half / "tokenizer_config.json").symlink_to(green_dir / "GREEN-RadLlama2-7b" / "tokenizer_config.json")
+    from medswift.eval.field.green import Green
+
+    located = field.locate(["green"], str(empty))  # the files it checks are there; the weights are not
+    with pytest.raises(UsageError, match=r"^GREEN-RadLlama2-7b in \S+ does not load: .*model.safetensors[^\n]*$"):
+        Green(located["files"]["GREEN-RadLlama2-7b"], device="cpu")
+    monkeypatch.setenv("MEDSWIFT_GREEN_MAX_NEW_TOKENS", "ten")
+    with pytest.raises(UsageError, match=r"^MEDSWIFT_GREEN_MAX_NEW_TOKENS='ten': expected a positive whole number"):
+        field.locate(["green"], str(green_dir))

@@ -57,6 +57,11 @@ echo "[setup] installing pinned requirements into $VENV (first time: a few minut
 # The field metrics' packages (pyproject's [metrics] extra): the suite cross-checks the report
 # card's CheXbert and BERTScore figures against them (test/test_field_metrics.py).
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-build-isolation -e "${ROOT}[metrics]"
+# RadEval 2.2.1's files, for the suite's GREEN cross-check only (it loads two of them by path): outside
+# site-packages and without its requirements (spaCy, stanza, medspacy; they would downgrade numpy), so
+# nothing imports it and `pip check` does not see it.
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --upgrade \
+  --target "$VENV/reference/radeval" radeval==2.2.1
 "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check >&2; exit 1; }
 echo "$want" >"$STAMP"
 echo "[setup] done in $((SECONDS - start)) s"

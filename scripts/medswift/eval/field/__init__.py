@@ -13,11 +13,15 @@ published and under which licence: medswift/eval/field/weights.py and docs/metri
   RadGraph-XL, as ReXrank reports it (field/radgraph.py);
 * ``radcliq``: 1/RadCliQ-v1 as ReXrank reports it, from the published coefficients over RadGraph F1,
   BERTScore, SembScore and BLEU-2 (field/radcliq.py); asking for it scores its three model-based
-  components too.
+  components too;
+* ``green``: GREEN, the judge model GREEN-RadLlama2-7b's matched findings over matched findings plus
+  clinically significant errors, with RadEval 2.2.1's (the GREEN authors') prompt, greedy generation and
+  parser (field/green.py); its six error counts and matched findings go into each scored row. A 7B judge:
+  a GPU is advised, progress goes to stderr per batch.
 
 Each headline has a 95% percentile-bootstrap interval over records (eval/bootstrap.py, the same
-resampling as the rule-based card). ``ratescore`` and ``green`` are named by the flag but not built
-yet: asking for one is one error line saying so.
+resampling as the rule-based card). ``ratescore`` is named by the flag but not built yet: asking for
+it is one error line saying so.
 Research only, not diagnosis.
 """
 from __future__ import annotations
@@ -30,16 +34,18 @@ from medswift.eval import bootstrap
 from medswift.eval.field import weights
 
 METRICS = ("chexbert", "semb", "radgraph", "bertscore", "ratescore", "green", "radcliq")
-BUILT = ("chexbert", "semb", "radgraph", "bertscore", "radcliq")
+BUILT = ("chexbert", "semb", "radgraph", "bertscore", "green", "radcliq")
 RADCLIQ_PARTS = ("semb", "radgraph", "bertscore")  # and BLEU-2, which needs no weights
 # What each metric needs in DIR (checked before any scoring starts).
 NEEDS = {"chexbert": ("chexbert.pth", "bert-base-uncased"), "semb": ("chexbert.pth", "bert-base-uncased"),
-         "bertscore": ("distilroberta-base",), "radgraph": ("radgraph-xl",), "radcliq": ()}
+         "bertscore": ("distilroberta-base",), "radgraph": ("radgraph-xl",), "radcliq": (),
+         "green": ("GREEN-RadLlama2-7b",)}
 TITLES = {"chexbert": "CheXbert F1 (f1chexbert 0.0.2, uncertain = positive)",
           "semb": "SembScore (cosine of CheXbert embeddings)",
           "bertscore": "BERTScore F1 (distilroberta-base, layer 5, baseline-rescaled, no IDF)",
           "radgraph": "RadGraph F1 (radgraph 0.1.18 F1RadGraph, RadGraph-XL, partial level)",
-          "radcliq": "1/RadCliQ-v1 (ReXrank, published coefficients)"}
+          "radcliq": "1/RadCliQ-v1 (ReXrank, published coefficients)",
+          "green": "GREEN (GREEN-RadLlama2-7b judge, RadEval 2.2.1's prompt and parser, greedy)"}
 
 
 def parse(spec: str | None) -> list[str]:
@@ -106,9 +112,16 @@ def locate(names: list[str], flag: str | None) -> dict:
             files[hub_id.rstrip("/").split("/")[-1]] = weights.encoder_folder(root, hub_id)
         elif name == "bert-base-uncased":
             files[name] = weights.model_folder(root, name, ("config.json", "vocab.txt"))
+        elif name == "GREEN-RadLlama2-7b":
+            files[name] = weights.model_folder(root, name, ("config.json", "tokenizer_config.json"))
         else:
             files[name] = weights.model_folder(root, name)
-    return {"root": root, "files": files}
+    options = {}
+    if "green" in names:  # a bad cap is one line before any work
+        from medswift.eval.field.green import max_new_tokens_setting
+
+        options["green_max_new_tokens"] = max_new_tokens_setting()
+    return {"root": root, "files": files, **options}
 
 
 def mean_interval(values: np.ndarray, n_boot: int, seed: int) -> list[float | None] | None:
@@ -158,7 +171,26 @@ def score(refs: list[str], preds: list[str], names: list[str], located: dict, n_
 
         values = BertScore(located["files"]["distilroberta-base"]).f1(refs, preds)
         sections["bertscore"] = mean_section("bertscore", TITLES["bertscore"], values, rows, n_boot, seed)
+    if "green" in names:
+        sections["green"] = green_section(refs, preds, located, rows, n_boot, seed)
     return sections, rows
+
+
+def green_section(refs: list[str], preds: list[str], located: dict, rows: list[dict], n_boot: int, seed: int) -> dict:
+    """GREEN's section: the mean with its interval, the judge's mean counts; counts per report into ``rows``."""
+    from medswift.eval.field.green import COUNT_KEYS, MAX_LENGTH, Green
+
+    judge = Green(located["files"]["GREEN-RadLlama2-7b"], max_new_tokens=located.get("green_max_new_tokens"))
+    values, counts = judge.scores(refs, preds)
+    section = mean_section("green", TITLES["green"], values, rows, n_boot, seed)
+    for row, per in zip(rows, counts):
+        row.update(per)
+    keys = (*COUNT_KEYS, "green_matched_findings")
+    section.update({"std": float(values.std()) if len(values) else None,
+                    "mean_counts": {k: float(np.mean([c[k] for c in counts])) if counts else None for k in keys},
+                    "device": judge.device, "max_length": MAX_LENGTH,
+                    "max_new_tokens": located.get("green_max_new_tokens")})
+    return section
 
 
 def prep_words(text: str) -> list[str]:
@@ -244,7 +276,8 @@ def headline_entries(metrics: dict) -> dict[str, dict]:
         for key, label in (("micro_f1_14", "CheXbert micro-F1 (14)"), ("macro_f1_14", "CheXbert macro-F1 (14)"),
                            ("micro_f1_5", "CheXbert micro-F1 (5)"), ("macro_f1_5", "CheXbert macro-F1 (5)")):
             out[label] = {"value": c[key], "ci95": ci.get(key)}
-    for name, label in (("semb", "SembScore"), ("bertscore", "BERTScore"), ("radgraph", "RadGraph F1")):
+    for name, label in (("semb", "SembScore"), ("bertscore", "BERTScore"), ("radgraph", "RadGraph F1"),
+                        ("green", "GREEN")):
         if name in metrics:
             out[label] = {"value": metrics[name]["mean"], "ci95": metrics[name].get("ci95")}
     if "radcliq" in metrics:
@@ -274,9 +307,11 @@ def card_lines(m: dict, fmt_ci) -> list[str]:
                            ("micro_f1_5", "CheXbert micro-F1, 5 observations"),
                            ("macro_f1_5", "CheXbert macro-F1, 5 observations")):
             lines.append(f"| {label} | {fmt_ci(c[key], ci.get(key))} |")
-    for name in ("semb", "bertscore", "radgraph", "bleu2_rexrank"):
+    for name in ("semb", "bertscore", "radgraph", "green", "bleu2_rexrank"):
         if name in m:
-            lines.append(f"| {m[name]['name']} | {fmt_ci(m[name]['mean'], m[name].get('ci95'))} |")
+            capped = (m[name].get("max_new_tokens") if name == "green" else None)
+            note = f" (answers capped at {capped} new tokens: not GREEN's figure)" if capped else ""
+            lines.append(f"| {m[name]['name']} | {fmt_ci(m[name]['mean'], m[name].get('ci95'))}{note} |")
     if "radcliq" in m:
         r = m["radcliq"]
         lines.append(f"| {r['name']} | {fmt_ci(r['inverse'], r.get('ci95'))} (RadCliQ-v1 "
@@ -284,7 +319,7 @@ def card_lines(m: dict, fmt_ci) -> list[str]:
     rex = {"BLEU-2": (m.get("bleu2_rexrank") or {}).get("mean"), "BERTScore": (m.get("bertscore") or {}).get("mean"),
            "SembScore": (m.get("semb") or {}).get("mean"), "RadGraph": (m.get("radgraph") or {}).get("mean"),
            "1/RadCliQ-v1": (m.get("radcliq") or {}).get("inverse"),
-           "RaTEScore": None, "GREEN": None}
+           "RaTEScore": None, "GREEN": (m.get("green") or {}).get("mean")}
     lines += ["", "ReXrank-style line (ReXrank's seven metrics; n/a: not scored here): "
               + " | ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in rex.items()), ""]
     return lines

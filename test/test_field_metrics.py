@@ -143,7 +143,7 @@ def test_chexbert_figures_equal_f1chexbert_offline(weights_dir, pairs, tmp_path,
 
 
 def test_a_metric_whose_package_is_missing_is_one_line(monkeypatch, tmp_path):
-    monkeypatch.setitem(field.PACKAGES, "radgraph", ("no_such_radgraph_module", "radgraph==0.1.18"))
+    monkeypatch.setitem(field.PACKAGES, "radgraph", (("no_such_radgraph_module", "radgraph==0.1.18"),))
     with pytest.raises(UsageError, match=r"^--clinical_metrics radgraph needs the radgraph package, not installed: "
                                          r"pip install radgraph==0.1.18 "):
         field.locate(["radgraph"], str(tmp_path))
@@ -218,8 +218,9 @@ def test_metric_names_are_checked_before_any_work():
     assert field.parse(None) == []
     with pytest.raises(UsageError, match="unknown metric 'bleu'"):
         field.parse("chexbert,bleu")
-    with pytest.raises(UsageError, match="ratescore,green: not available"):
+    with pytest.raises(UsageError, match="green: not available"):
         field.parse("radgraph,ratescore,green")
+    assert field.parse("ratescore,radgraph") == ["radgraph", "ratescore"]
 
 
 def test_bertscore_is_rexranks_configuration_of_the_package(weights_dir):

@@ -13,11 +13,14 @@ published and under which licence: medswift/eval/field/weights.py and docs/metri
   RadGraph-XL, as ReXrank reports it (field/radgraph.py);
 * ``radcliq``: 1/RadCliQ-v1 as ReXrank reports it, from the published coefficients over RadGraph F1,
   BERTScore, SembScore and BLEU-2 (field/radcliq.py); asking for it scores its three model-based
-  components too.
+  components too;
+* ``ratescore``: RaTEScore, the ``ratescore`` package's ``RaTEScore.compute_score`` with its long affinity
+  matrix, over RaTE-NER-Deberta and BioLORD-2023-C; its sentence splitter comes from spaCy + PyRuSH instead
+  of medspacy, which does not install on this stack (field/ratescore.py says why and what was checked).
 
 Each headline has a 95% percentile-bootstrap interval over records (eval/bootstrap.py, the same
-resampling as the rule-based card). ``ratescore`` and ``green`` are named by the flag but not built
-yet: asking for one is one error line saying so.
+resampling as the rule-based card). ``green`` is named by the flag but not built yet: asking for it is
+one error line saying so.
 Research only, not diagnosis.
 """
 from __future__ import annotations
@@ -30,16 +33,18 @@ from medswift.eval import bootstrap
 from medswift.eval.field import weights
 
 METRICS = ("chexbert", "semb", "radgraph", "bertscore", "ratescore", "green", "radcliq")
-BUILT = ("chexbert", "semb", "radgraph", "bertscore", "radcliq")
+BUILT = ("chexbert", "semb", "radgraph", "bertscore", "ratescore", "radcliq")
 RADCLIQ_PARTS = ("semb", "radgraph", "bertscore")  # and BLEU-2, which needs no weights
 # What each metric needs in DIR (checked before any scoring starts).
 NEEDS = {"chexbert": ("chexbert.pth", "bert-base-uncased"), "semb": ("chexbert.pth", "bert-base-uncased"),
-         "bertscore": ("distilroberta-base",), "radgraph": ("radgraph-xl",), "radcliq": ()}
+         "bertscore": ("distilroberta-base",), "radgraph": ("radgraph-xl",), "radcliq": (),
+         "ratescore": ("RaTE-NER-Deberta", "BioLORD-2023-C")}
 TITLES = {"chexbert": "CheXbert F1 (f1chexbert 0.0.2, uncertain = positive)",
           "semb": "SembScore (cosine of CheXbert embeddings)",
           "bertscore": "BERTScore F1 (distilroberta-base, layer 5, baseline-rescaled, no IDF)",
           "radgraph": "RadGraph F1 (radgraph 0.1.18 F1RadGraph, RadGraph-XL, partial level)",
-          "radcliq": "1/RadCliQ-v1 (ReXrank, published coefficients)"}
+          "radcliq": "1/RadCliQ-v1 (ReXrank, published coefficients)",
+          "ratescore": "RaTEScore (ratescore 0.6.0, RaTE-NER-Deberta + BioLORD-2023-C, long affinity matrix)"}
 
 
 def parse(spec: str | None) -> list[str]:
@@ -69,19 +74,20 @@ def metrics_extra_pin(package: str) -> str:
     return next((pin for pin in pins if pin.split("==")[0] == package), package)
 
 
-# (module, pinned requirement) of the metrics extra that each metric imports
-PACKAGES = {"radgraph": ("radgraph", metrics_extra_pin("radgraph")),
-            "bertscore": ("bert_score", metrics_extra_pin("bert-score")),
-            "radcliq": ("fast_bleu", metrics_extra_pin("fast-bleu"))}
+# ((module, pinned requirement), ...) of the metrics extra that each metric imports
+PACKAGES = {"radgraph": (("radgraph", metrics_extra_pin("radgraph")),),
+            "bertscore": (("bert_score", metrics_extra_pin("bert-score")),),
+            "radcliq": (("fast_bleu", metrics_extra_pin("fast-bleu")),),
+            "ratescore": (("RaTEScore", metrics_extra_pin("ratescore")), ("spacy", metrics_extra_pin("spacy")),
+                          ("PyRuSH", metrics_extra_pin("PyRuSH")))}
 
 
 def check_packages(names: list[str]) -> None:
     """A metric whose package is not installed is one line naming it, before any work."""
     from importlib.util import find_spec
 
-    for name in names:
-        module, requirement = PACKAGES.get(name, (None, None))
-        if module and find_spec(module) is None:
+    for name, module, requirement in ((n, m, r) for n in names for m, r in PACKAGES.get(n, ())):
+        if find_spec(module) is None:
             raise UsageError(f"--clinical_metrics {name} needs the {requirement.split('==')[0]} package, not installed: "
                              f"pip install {requirement} (the metrics extra of pyproject.toml; docs/metrics.md)")
 
@@ -158,6 +164,11 @@ def score(refs: list[str], preds: list[str], names: list[str], located: dict, n_
 
         values = BertScore(located["files"]["distilroberta-base"]).f1(refs, preds)
         sections["bertscore"] = mean_section("bertscore", TITLES["bertscore"], values, rows, n_boot, seed)
+    if "ratescore" in names:
+        from medswift.eval.field.ratescore import RaTE
+
+        values = RaTE(located["files"]["RaTE-NER-Deberta"], located["files"]["BioLORD-2023-C"]).scores(refs, preds)
+        sections["ratescore"] = mean_section("ratescore", TITLES["ratescore"], values, rows, n_boot, seed)
     return sections, rows
 
 
@@ -191,7 +202,8 @@ def add_to(metrics: dict, refs: list[str], preds: list[str], names: list[str], l
     if "radcliq" in names:
         sections["radcliq"] = radcliq_section(rows, n_boot, seed)
     packages = {}
-    for package in ("f1chexbert", "bert-score", "radgraph", "fast-bleu", "transformers", "torch", "scikit-learn"):
+    for package in ("f1chexbert", "bert-score", "radgraph", "fast-bleu", "ratescore", "spacy", "PyRuSH", "transformers",
+                    "torch", "scikit-learn"):
         try:
             packages[package] = version(package)
         except PackageNotFoundError:
@@ -244,7 +256,8 @@ def headline_entries(metrics: dict) -> dict[str, dict]:
         for key, label in (("micro_f1_14", "CheXbert micro-F1 (14)"), ("macro_f1_14", "CheXbert macro-F1 (14)"),
                            ("micro_f1_5", "CheXbert micro-F1 (5)"), ("macro_f1_5", "CheXbert macro-F1 (5)")):
             out[label] = {"value": c[key], "ci95": ci.get(key)}
-    for name, label in (("semb", "SembScore"), ("bertscore", "BERTScore"), ("radgraph", "RadGraph F1")):
+    for name, label in (("semb", "SembScore"), ("bertscore", "BERTScore"), ("radgraph", "RadGraph F1"),
+                        ("ratescore", "RaTEScore")):
         if name in metrics:
             out[label] = {"value": metrics[name]["mean"], "ci95": metrics[name].get("ci95")}
     if "radcliq" in metrics:
@@ -274,7 +287,7 @@ def card_lines(m: dict, fmt_ci) -> list[str]:
                            ("micro_f1_5", "CheXbert micro-F1, 5 observations"),
                            ("macro_f1_5", "CheXbert macro-F1, 5 observations")):
             lines.append(f"| {label} | {fmt_ci(c[key], ci.get(key))} |")
-    for name in ("semb", "bertscore", "radgraph", "bleu2_rexrank"):
+    for name in ("semb", "bertscore", "radgraph", "ratescore", "bleu2_rexrank"):
         if name in m:
             lines.append(f"| {m[name]['name']} | {fmt_ci(m[name]['mean'], m[name].get('ci95'))} |")
     if "radcliq" in m:
@@ -284,7 +297,7 @@ def card_lines(m: dict, fmt_ci) -> list[str]:
     rex = {"BLEU-2": (m.get("bleu2_rexrank") or {}).get("mean"), "BERTScore": (m.get("bertscore") or {}).get("mean"),
            "SembScore": (m.get("semb") or {}).get("mean"), "RadGraph": (m.get("radgraph") or {}).get("mean"),
            "1/RadCliQ-v1": (m.get("radcliq") or {}).get("inverse"),
-           "RaTEScore": None, "GREEN": None}
+           "RaTEScore": (m.get("ratescore") or {}).get("mean"), "GREEN": None}
     lines += ["", "ReXrank-style line (ReXrank's seven metrics; n/a: not scored here): "
               + " | ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in rex.items()), ""]
     return lines

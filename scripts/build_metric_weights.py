@@ -195,10 +195,15 @@ RATE_LABELS = ("B-ABNORMALITY", "I-ABNORMALITY", "B-NON-ABNORMALITY", "I-NON-ABN
                "B-NON-DISEASE", "I-NON-DISEASE", "B-ANATOMY", "I-ANATOMY", "O")  # RaTE-NER's label set
 
 
-def write_rate_ner(root: Path, seed: int, head_scale: float = 30.0) -> None:
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+
+
+def write_rate_ner(root: Path, seed: int, head_scale: float = 30.0, shape: dict = TINY) -> None:
     """``RaTE-NER-Deberta/``: a DeBERTa-v2 token classifier with RaTE-NER's labels in its config, over a
-    SentencePiece vocabulary (DeBERTa-v3's tokenizer format) trained on the reports; 2 layers of width 32,
-    random, the head scaled up so that the random tagger's labels vary within a sentence."""
+    SentencePiece vocabulary (DeBERTa-v3's tokenizer format) trained on the reports; 2 layers of width 32
+    (``shape=BASE``: deberta-v3-base's shape and 128,100-entry embedding table, for the bench), random,
+    the head scaled up so that the random tagger's labels vary within a sentence."""
     import io
 
     import sentencepiece as spm
@@ -216,9 +221,10 @@ def write_rate_ner(root: Path, seed: int, head_scale: float = 30.0) -> None:
     tokenizer = DebertaV2Tokenizer.from_pretrained(folder)  # reads spm.model, as from the published folder
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
-    config = DebertaV2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                             intermediate_size=64, max_position_embeddings=512, relative_attention=True,
-                             position_buckets=256, pos_att_type=["p2c", "c2p"], position_biased_input=False,
+    config = DebertaV2Config(vocab_size=len(tokenizer) if shape is TINY else 128100, **shape,
+                             max_position_embeddings=512, relative_attention=True, position_buckets=256,
+                             pos_att_type=["p2c", "c2p"], position_biased_input=False, norm_rel_ebd="layer_norm",
+                             share_att_key=True, max_relative_positions=-1, type_vocab_size=0,
                              pad_token_id=0, id2label=dict(enumerate(RATE_LABELS)),
                              label2id={label: i for i, label in enumerate(RATE_LABELS)})
     model = DebertaV2ForTokenClassification(config).eval()
@@ -227,9 +233,10 @@ def write_rate_ner(root: Path, seed: int, head_scale: float = 30.0) -> None:
     model.save_pretrained(folder)
 
 
-def write_biolord(root: Path, seed: int) -> None:
+def write_biolord(root: Path, seed: int, shape: dict = TINY) -> None:
     """``BioLORD-2023-C/``: MPNet's format (what BioLORD-2023-C is: a sentence encoder fine-tuned from
-    all-mpnet-base-v2), a WordPiece vocabulary trained on the reports, 2 layers of width 32, random."""
+    all-mpnet-base-v2), a WordPiece vocabulary trained on the reports, 2 layers of width 32 (``shape=BASE``:
+    mpnet-base's shape and 30,527-entry table, for the bench), random."""
     import torch
     from tokenizers import BertWordPieceTokenizer
     from transformers import MPNetConfig, MPNetModel, MPNetTokenizer
@@ -243,15 +250,14 @@ def write_biolord(root: Path, seed: int) -> None:
     tokenizer = MPNetTokenizer(str(folder / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
-    config = MPNetConfig(vocab_size=trainer.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=514, pad_token_id=1,
-                         bos_token_id=0, eos_token_id=2)
+    config = MPNetConfig(vocab_size=trainer.get_vocab_size() if shape is TINY else 30527, **shape,
+                         max_position_embeddings=514, pad_token_id=1, bos_token_id=0, eos_token_id=2)
     MPNetModel(config).save_pretrained(folder)
 
 
-def write_ratescore(root: Path, seed: int) -> None:
-    write_rate_ner(root, seed)
-    write_biolord(root, seed)
+def write_ratescore(root: Path, seed: int, shape: dict = TINY) -> None:
+    write_rate_ner(root, seed, shape=shape)
+    write_biolord(root, seed, shape=shape)
 
 
 BUILDERS = {"chexbert": write_chexbert, "bertscore": write_distilroberta, "radgraph": write_radgraph,

@@ -118,3 +118,21 @@ def test_a_missing_sentence_splitter_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(UsageError, match=r"^--clinical_metrics ratescore needs the PyRuSH package, not installed: "
                                          r"pip install PyRuSH==1.0.8 "):
         field.locate(["ratescore"], str(tmp_path))
+
+
+def test_a_foreign_or_empty_model_folder_is_one_line(rate_dir, tmp_path):
+    import shutil
+
+    from medswift.eval.field.ratescore import RaTE
+
+    ner = tmp_path / "RaTE-NER-Deberta"
+    shutil.copytree(rate_dir / "RaTE-NER-Deberta", ner)
+    config = json.loads((ner / "config.json").read_text())
+    config["id2label"] = {str(i): label for i, label in enumerate(("B-PER", "I-PER", *RATE_LABELS[2:]))}
+    config["label2id"] = {label: int(i) for i, label in config["id2label"].items()}
+    (ner / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UsageError, match=r"labels B-PER, I-PER are not RaTE-NER's \(B-/I- of ABNORMALITY, ANATOMY"):
+        RaTE(ner, rate_dir / "BioLORD-2023-C", device="cpu")
+    (ner / "model.safetensors").unlink()
+    with pytest.raises(UsageError, match=r"do not load as RaTEScore's models \(OSError: "):
+        RaTE(ner, rate_dir / "BioLORD-2023-C", device="cpu")

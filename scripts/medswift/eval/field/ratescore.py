@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medswift.core.errors import UsageError
 from medswift.eval.field import weights
 
 NO_ENTITY = 0.5  # RaTEScore.compute_score: "if the length of gt or pred is 0, the score is 0.5"
@@ -81,8 +82,18 @@ class RaTE:
 
         use_gpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
         self.package = package()
-        self.scorer = self.package.RaTEScore(bert_model=str(ner), eval_model=str(encoder), batch_size=BATCH,
-                                             use_gpu=use_gpu, affinity_matrix="long")
+        try:
+            self.scorer = self.package.RaTEScore(bert_model=str(ner), eval_model=str(encoder), batch_size=BATCH,
+                                                 use_gpu=use_gpu, affinity_matrix="long")
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # no weights, a foreign folder, bad shapes
+            raise UsageError(f"{ner} and {encoder} do not load as RaTEScore's models "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        types_known = {kind for pair in self.scorer.affinity_matrix for kind in pair}
+        labels = {str(label) for label in self.scorer.idx2label.values()}
+        foreign = sorted(label for label in labels if label != "O" and label[2:] not in types_known)
+        if foreign:
+            raise UsageError(f"{ner}/config.json: labels {', '.join(foreign[:3])} are not RaTE-NER's "
+                             f"(B-/I- of {', '.join(sorted(types_known - {'NEG', 'WEIGHT'}))}, and O)")
 
     def scores(self, refs: list[str], preds: list[str]) -> np.ndarray:
         split = self.package.utils.sentence_split

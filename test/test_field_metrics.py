@@ -411,7 +411,8 @@ def test_the_comparison_sets_the_cards_field_metrics_side_by_side():
 
     chexbert = {"micro_f1_14": 0.5, "macro_f1_14": 0.25, "micro_f1_5": 0.4, "macro_f1_5": 0.2,
                 "ci95": {"micro_f1_14": [0.4, 0.6]}}
-    sft = {"chexbert": chexbert, "radgraph": {"mean": 0.2, "ci95": [0.1, 0.3]}}
+    sft = {"chexbert": chexbert, "radgraph": {"mean": 0.2, "ci95": [0.1, 0.3]},
+           "ratescore": {"mean": 0.5, "ci95": [0.45, 0.55]}}
     rl = {"chexbert": {**chexbert, "micro_f1_14": 0.625, "ci95": None},
           "radcliq": {"inverse": 0.9, "ci95": [0.8, 1.0], "radcliq_v1": 1 / 0.9}}
     rows = {row[0]: row[1:] for row in compare.field_rows(compare._headline(sft), compare._headline(rl))}
@@ -419,7 +420,8 @@ def test_the_comparison_sets_the_cards_field_metrics_side_by_side():
     assert rows["CheXbert macro-F1 (5) (card)"] == ("0.200", "0.200", "+0.000")
     assert rows["RadGraph F1 (card)"] == ("0.200 [0.100, 0.300]", "n/a", "n/a")
     assert rows["1/RadCliQ-v1 (card)"] == ("n/a", "0.900 [0.800, 1.000]", "n/a")
-    assert len(rows) == 6
+    assert rows["RaTEScore (card)"] == ("0.500 [0.450, 0.550]", "n/a", "n/a")
+    assert len(rows) == 7
     plain = compare._headline({"text": {}})
     assert plain["field"] == {} and compare.field_rows(plain, plain) == []
     assert compare._headline({"chexbert": {"micro_f1_14": 0.5}})["field"] == {}  # a foreign card: no row, no traceback

@@ -4,6 +4,7 @@ Usage:
     python bench/bench_field_metrics.py [--reports 128] [--batch_size 32] [--metrics_dir DIR]
     python bench/bench_field_metrics.py --reports 64
     python bench/bench_field_metrics.py --metric radgraph --reports 64 [--metrics_dir DIR]
+    python bench/bench_field_metrics.py --metric ratescore --reports 64 [--metrics_dir DIR]
     python bench/bench_field_metrics.py --metric green --reports 16 [--max_new_tokens N] [--metrics_dir DIR]
 
 Without --metrics_dir the bench builds random weights of CheXbert's published shape
@@ -22,6 +23,9 @@ With ``--metric green``: GREEN (field/green.py: greedy generation in batches of 
 pairs/s; without --metrics_dir on the random stand-in (a 2-layer Llama of width 64 and a small vocabulary, so
 its prompts are about 1,200 tokens, not GREEN-RadLlama2-7b's 7 B parameters). --max_new_tokens caps the
 answer (MEDSWIFT_GREEN_MAX_NEW_TOKENS); unset, GREEN's own limit: 2,048 tokens of prompt and answer.
+With ``--metric ratescore``: RaTEScore (the ratescore package's compute_score, batch size 1 as published) on
+--reports/2 pairs, in reports/s; without --metrics_dir on random weights of the published shapes (deberta-v3-base
+for RaTE-NER-Deberta, mpnet-base for BioLORD-2023-C), so the figure is the real models' speed.
 Research only, not diagnosis.
 """
 from __future__ import annotations
@@ -135,6 +139,29 @@ def bench_green(args, texts: list[str]) -> int:
     return 0
 
 
+def bench_ratescore(args, texts: list[str]) -> int:
+    import torch
+
+    from medswift.eval.field.ratescore import RaTE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.metrics_dir) if args.metrics_dir else Path(tmp)
+        if not args.metrics_dir:
+            from build_metric_weights import BASE, write_ratescore
+
+            write_ratescore(root, 0, shape=BASE)
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+        scorer = RaTE(root / "RaTE-NER-Deberta", root / "BioLORD-2023-C")
+        half = len(texts) // 2
+        start = time.perf_counter()
+        scorer.scores(texts[:half], texts[half:2 * half])
+        value = 2 * half / (time.perf_counter() - start)
+    weights = args.metrics_dir or "random weights of deberta-v3-base's and mpnet-base's shapes"
+    print(f"RaTEScore on {half} pairs of OpenI reports ({device}, torch threads {torch.get_num_threads()}; "
+          f"{weights}): {value:.1f} reports/s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from medswift.core.cli import command_parser
 
@@ -142,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reports", type=int, default=128, help="distinct bundled reports to label")
     p.add_argument("--batch_size", type=int, default=32, help="reports per batched forward pass")
     p.add_argument("--metrics_dir", help="real weights (default: random weights of the published shape)")
-    p.add_argument("--metric", choices=("chexbert", "radgraph", "green"), default="chexbert")
+    p.add_argument("--metric", choices=("chexbert", "radgraph", "ratescore", "green"), default="chexbert")
     p.add_argument("--max_new_tokens", type=int, help="green: cap on the judge's answer (default: GREEN's own limit)")
     args = p.parse_args(argv)
     import torch
@@ -150,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     texts = reports(args.reports)
     if args.metric == "radgraph":
         return bench_radgraph(args, texts)
+    if args.metric == "ratescore":
+        return bench_ratescore(args, texts)
     if args.metric == "green":
         return bench_green(args, texts)
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,7 @@ published format and (for CheXbert) the published shape, so the loaders, the str
 load and the cross-checks against the reference packages run for real without the weights
 (docs/metrics.md)::
 
-    python scripts/build_metric_weights.py --output_dir /tmp/metrics [--only chexbert,bertscore,radgraph,green] [--seed 0]
+    python scripts/build_metric_weights.py --output_dir /tmp/metrics [--only chexbert,bertscore,radgraph,ratescore,green] [--seed 0]
 
 * ``chexbert.pth`` + ``bert-base-uncased/``: bert-base-uncased's exact configuration (12 layers,
   hidden 768, vocabulary 30,522), random-initialised, with CheXbert's 13 four-way heads and one
@@ -18,6 +18,8 @@ load and the cross-checks against the reference packages run for real without th
 * ``radgraph-xl/`` + ``BiomedVLP-CXR-BERT-general/``: radgraph-xl.tar.gz's layout (config.json, vocabulary/,
   weights.th of the radgraph package's own DyGIE model) over a 2-layer BERT of width 32, and that
   encoder's configuration and tokenizer under the name RadGraph-XL's config.json gives it.
+* ``RaTE-NER-Deberta/`` + ``BioLORD-2023-C/``: a DeBERTa-v2 token classifier with RaTE-NER's eleven
+  labels (SentencePiece tokenizer) and an MPNet encoder (WordPiece tokenizer), 2 layers of width 32.
 * ``GREEN-RadLlama2-7b/``: a ``LlamaForCausalLM`` (2 layers, width 64) and a Llama 2-kind tokenizer
   (byte-fallback BPE with Llama 2's special and byte ids) learned from the reports and GREEN's prompt.
 
@@ -228,8 +230,77 @@ def write_green(root: Path, seed: int) -> None:
     LlamaForCausalLM(config).save_pretrained(folder)
 
 
+RATE_LABELS = ("B-ABNORMALITY", "I-ABNORMALITY", "B-NON-ABNORMALITY", "I-NON-ABNORMALITY", "B-DISEASE", "I-DISEASE",
+               "B-NON-DISEASE", "I-NON-DISEASE", "B-ANATOMY", "I-ANATOMY", "O")  # RaTE-NER's label set
+
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+
+
+def write_rate_ner(root: Path, seed: int, head_scale: float = 30.0, shape: dict = TINY) -> None:
+    """``RaTE-NER-Deberta/``: a DeBERTa-v2 token classifier with RaTE-NER's labels in its config, over a
+    SentencePiece vocabulary (DeBERTa-v3's tokenizer format) trained on the reports; 2 layers of width 32
+    (``shape=BASE``: deberta-v3-base's shape and 128,100-entry embedding table, for the bench), random,
+    the head scaled up so that the random tagger's labels vary within a sentence."""
+    import io
+
+    import sentencepiece as spm
+    import torch
+    from transformers import DebertaV2Config, DebertaV2ForTokenClassification, DebertaV2Tokenizer
+
+    folder = root / "RaTE-NER-Deberta"
+    folder.mkdir(parents=True, exist_ok=True)
+    model_bytes = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(reports()), model_writer=model_bytes, vocab_size=2000,
+                                   model_type="unigram", pad_id=0, unk_id=3, bos_id=1, eos_id=2, pad_piece="[PAD]",
+                                   bos_piece="[CLS]", eos_piece="[SEP]", unk_piece="[UNK]",
+                                   user_defined_symbols=["[MASK]"], minloglevel=2)
+    (folder / "spm.model").write_bytes(model_bytes.getvalue())
+    tokenizer = DebertaV2Tokenizer.from_pretrained(folder)  # reads spm.model, as from the published folder
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = DebertaV2Config(vocab_size=len(tokenizer) if shape is TINY else 128100, **shape,
+                             max_position_embeddings=512, relative_attention=True, position_buckets=256,
+                             pos_att_type=["p2c", "c2p"], position_biased_input=False, norm_rel_ebd="layer_norm",
+                             share_att_key=True, max_relative_positions=-1, type_vocab_size=0,
+                             pad_token_id=0, id2label=dict(enumerate(RATE_LABELS)),
+                             label2id={label: i for i, label in enumerate(RATE_LABELS)})
+    model = DebertaV2ForTokenClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(head_scale)
+    model.save_pretrained(folder)
+
+
+def write_biolord(root: Path, seed: int, shape: dict = TINY) -> None:
+    """``BioLORD-2023-C/``: MPNet's format (what BioLORD-2023-C is: a sentence encoder fine-tuned from
+    all-mpnet-base-v2), a WordPiece vocabulary trained on the reports, 2 layers of width 32 (``shape=BASE``:
+    mpnet-base's shape and 30,527-entry table, for the bench), random."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizer
+
+    folder = root / "BioLORD-2023-C"
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer = BertWordPieceTokenizer(lowercase=True)
+    trainer.train_from_iterator(reports(), vocab_size=2000, special_tokens=["<s>", "<pad>", "</s>", "[UNK]", "<mask>"],
+                                show_progress=False)
+    trainer.save_model(str(folder))
+    tokenizer = MPNetTokenizer(str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = MPNetConfig(vocab_size=trainer.get_vocab_size() if shape is TINY else 30527, **shape,
+                         max_position_embeddings=514, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    MPNetModel(config).save_pretrained(folder)
+
+
+def write_ratescore(root: Path, seed: int, shape: dict = TINY) -> None:
+    write_rate_ner(root, seed, shape=shape)
+    write_biolord(root, seed, shape=shape)
+
+
 BUILDERS = {"chexbert": write_chexbert, "bertscore": write_distilroberta, "radgraph": write_radgraph,
-            "green": write_green}
+            "ratescore": write_ratescore, "green": write_green}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -144,7 +144,7 @@ def test_chexbert_figures_equal_f1chexbert_offline(weights_dir, pairs, tmp_path,
 
 
 def test_a_metric_whose_package_is_missing_is_one_line(monkeypatch, tmp_path):
-    monkeypatch.setitem(field.PACKAGES, "radgraph", ("no_such_radgraph_module", "radgraph==0.1.18"))
+    monkeypatch.setitem(field.PACKAGES, "radgraph", (("no_such_radgraph_module", "radgraph==0.1.18"),))
     with pytest.raises(UsageError, match=r"^--clinical_metrics radgraph needs the radgraph package, not installed: "
                                          r"pip install radgraph==0.1.18 "):
         field.locate(["radgraph"], str(tmp_path))
@@ -219,8 +219,8 @@ def test_metric_names_are_checked_before_any_work():
     assert field.parse(None) == []
     with pytest.raises(UsageError, match="unknown metric 'bleu'"):
         field.parse("chexbert,bleu")
-    with pytest.raises(UsageError, match="ratescore: not available"):
-        field.parse("radgraph,ratescore,green")
+    assert field.parse("green,radgraph,ratescore") == ["radgraph", "ratescore", "green"]
+    assert field.parse("ratescore,radgraph") == ["radgraph", "ratescore"]
 
 
 def test_bertscore_is_rexranks_configuration_of_the_package(weights_dir):
@@ -411,7 +411,8 @@ def test_the_comparison_sets_the_cards_field_metrics_side_by_side():
 
     chexbert = {"micro_f1_14": 0.5, "macro_f1_14": 0.25, "micro_f1_5": 0.4, "macro_f1_5": 0.2,
                 "ci95": {"micro_f1_14": [0.4, 0.6]}}
-    sft = {"chexbert": chexbert, "radgraph": {"mean": 0.2, "ci95": [0.1, 0.3]}, "green": {"mean": 0.5, "ci95": [0.4, 0.6]}}
+    sft = {"chexbert": chexbert, "radgraph": {"mean": 0.2, "ci95": [0.1, 0.3]}, "green": {"mean": 0.5, "ci95": [0.4, 0.6]},
+           "ratescore": {"mean": 0.5, "ci95": [0.45, 0.55]}}
     rl = {"chexbert": {**chexbert, "micro_f1_14": 0.625, "ci95": None},
           "radcliq": {"inverse": 0.9, "ci95": [0.8, 1.0], "radcliq_v1": 1 / 0.9}}
     rows = {row[0]: row[1:] for row in compare.field_rows(compare._headline(sft), compare._headline(rl))}
@@ -419,10 +420,11 @@ def test_the_comparison_sets_the_cards_field_metrics_side_by_side():
     assert rows["CheXbert macro-F1 (5) (card)"] == ("0.200", "0.200", "+0.000")
     assert rows["RadGraph F1 (card)"] == ("0.200 [0.100, 0.300]", "n/a", "n/a")
     assert rows["1/RadCliQ-v1 (card)"] == ("n/a", "0.900 [0.800, 1.000]", "n/a")
+    assert rows["RaTEScore (card)"] == ("0.500 [0.450, 0.550]", "n/a", "n/a")
     rl["green"] = {"mean": 0.625, "ci95": [0.5, 0.75], "max_new_tokens": None}
     rows = {row[0]: row[1:] for row in compare.field_rows(compare._headline(sft), compare._headline(rl))}
     assert rows["GREEN (card)"] == ("0.500 [0.400, 0.600]", "0.625 [0.500, 0.750]", "+0.125")
-    assert len(rows) == 7
+    assert len(rows) == 8
     plain = compare._headline({"text": {}})
     assert plain["field"] == {} and compare.field_rows(plain, plain) == []
     assert compare._headline({"chexbert": {"micro_f1_14": 0.5}})["field"] == {}  # a foreign card: no row, no traceback

@@ -55,7 +55,8 @@ echo "[setup] installing pinned requirements into $VENV (first time: a few minut
 # demo, the benchmarks and the tests, and edits take effect without reinstalling.
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$ROOT"
 # The field metrics' packages (pyproject's [metrics] extra): the suite cross-checks the report
-# card's CheXbert and BERTScore figures against them (test/test_field_metrics.py).
+# card's CheXbert and BERTScore figures against them (test/test_field_metrics.py), and RaTEScore against
+# the ratescore package (test/test_ratescore.py; no medspacy: docs/metrics.md says why).
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-build-isolation -e "${ROOT}[metrics]"
 # RadEval 2.2.1's files, for the suite's GREEN cross-check only (it loads two of them by path): outside
 # site-packages and without its requirements (spaCy, stanza, medspacy; they would downgrade numpy), so

@@ -540,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="worker processes for files of 2,000+ records (default: up to 2 cores)")
     p.add_argument("--clinical_metrics", metavar="LIST",
                    help="the field's model-based metrics, comma-separated, from local weights, offline: "
-                        f"{','.join(field_metrics.BUILT)} (docs/metrics.md)")
+                        f"{','.join(field_metrics.METRICS)} (docs/metrics.md)")
     p.add_argument("--metrics_dir", metavar="DIR",
                    help=f"their weights by upstream name (chexbert.pth, bert-base-uncased/, distilroberta-base/...); "
                         f"default ${field_metrics.weights.ENV}, else the Hugging Face cache")

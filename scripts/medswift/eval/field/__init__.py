@@ -14,14 +14,16 @@ published and under which licence: medswift/eval/field/weights.py and docs/metri
 * ``radcliq``: 1/RadCliQ-v1 as ReXrank reports it, from the published coefficients over RadGraph F1,
   BERTScore, SembScore and BLEU-2 (field/radcliq.py); asking for it scores its three model-based
   components too;
+* ``ratescore``: RaTEScore, the ``ratescore`` package's ``RaTEScore.compute_score`` with its long affinity
+  matrix, over RaTE-NER-Deberta and BioLORD-2023-C; its sentence splitter comes from spaCy + PyRuSH instead
+  of medspacy, which does not install on this stack (field/ratescore.py says why and what was checked);
 * ``green``: GREEN, the judge model GREEN-RadLlama2-7b's matched findings over matched findings plus
   clinically significant errors, with RadEval 2.2.1's (the GREEN authors') prompt, greedy generation and
   parser (field/green.py); its six error counts and matched findings go into each scored row. A 7B judge:
   a GPU is advised, progress goes to stderr per batch.
 
 Each headline has a 95% percentile-bootstrap interval over records (eval/bootstrap.py, the same
-resampling as the rule-based card). ``ratescore`` is named by the flag but not built yet: asking for
-it is one error line saying so.
+resampling as the rule-based card).
 Research only, not diagnosis.
 """
 from __future__ import annotations
@@ -34,17 +36,17 @@ from medswift.eval import bootstrap
 from medswift.eval.field import weights
 
 METRICS = ("chexbert", "semb", "radgraph", "bertscore", "ratescore", "green", "radcliq")
-BUILT = ("chexbert", "semb", "radgraph", "bertscore", "green", "radcliq")
 RADCLIQ_PARTS = ("semb", "radgraph", "bertscore")  # and BLEU-2, which needs no weights
 # What each metric needs in DIR (checked before any scoring starts).
 NEEDS = {"chexbert": ("chexbert.pth", "bert-base-uncased"), "semb": ("chexbert.pth", "bert-base-uncased"),
          "bertscore": ("distilroberta-base",), "radgraph": ("radgraph-xl",), "radcliq": (),
-         "green": ("GREEN-RadLlama2-7b",)}
+         "ratescore": ("RaTE-NER-Deberta", "BioLORD-2023-C"), "green": ("GREEN-RadLlama2-7b",)}
 TITLES = {"chexbert": "CheXbert F1 (f1chexbert 0.0.2, uncertain = positive)",
           "semb": "SembScore (cosine of CheXbert embeddings)",
           "bertscore": "BERTScore F1 (distilroberta-base, layer 5, baseline-rescaled, no IDF)",
           "radgraph": "RadGraph F1 (radgraph 0.1.18 F1RadGraph, RadGraph-XL, partial level)",
           "radcliq": "1/RadCliQ-v1 (ReXrank, published coefficients)",
+          "ratescore": "RaTEScore (ratescore 0.6.0, RaTE-NER-Deberta + BioLORD-2023-C, long affinity matrix)",
           "green": "GREEN (GREEN-RadLlama2-7b judge, RadEval 2.2.1's prompt and parser, greedy)"}
 
 
@@ -54,10 +56,6 @@ def parse(spec: str | None) -> list[str]:
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise UsageError(f"--clinical_metrics: unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
-    later = [n for n in names if n not in BUILT]
-    if later:
-        raise UsageError(f"--clinical_metrics {','.join(later)}: not available in this version of the toolkit "
-                         f"(available: {', '.join(BUILT)}; docs/metrics.md)")
     if "radcliq" in names:
         names += RADCLIQ_PARTS
     return [n for n in METRICS if n in names]
@@ -75,19 +73,20 @@ def metrics_extra_pin(package: str) -> str:
     return next((pin for pin in pins if pin.split("==")[0] == package), package)
 
 
-# (module, pinned requirement) of the metrics extra that each metric imports
-PACKAGES = {"radgraph": ("radgraph", metrics_extra_pin("radgraph")),
-            "bertscore": ("bert_score", metrics_extra_pin("bert-score")),
-            "radcliq": ("fast_bleu", metrics_extra_pin("fast-bleu"))}
+# ((module, pinned requirement), ...) of the metrics extra that each metric imports
+PACKAGES = {"radgraph": (("radgraph", metrics_extra_pin("radgraph")),),
+            "bertscore": (("bert_score", metrics_extra_pin("bert-score")),),
+            "radcliq": (("fast_bleu", metrics_extra_pin("fast-bleu")),),
+            "ratescore": (("RaTEScore", metrics_extra_pin("ratescore")), ("spacy", metrics_extra_pin("spacy")),
+                          ("PyRuSH", metrics_extra_pin("PyRuSH")))}
 
 
 def check_packages(names: list[str]) -> None:
     """A metric whose package is not installed is one line naming it, before any work."""
     from importlib.util import find_spec
 
-    for name in names:
-        module, requirement = PACKAGES.get(name, (None, None))
-        if module and find_spec(module) is None:
+    for name, module, requirement in ((n, m, r) for n in names for m, r in PACKAGES.get(n, ())):
+        if find_spec(module) is None:
             raise UsageError(f"--clinical_metrics {name} needs the {requirement.split('==')[0]} package, not installed: "
                              f"pip install {requirement} (the metrics extra of pyproject.toml; docs/metrics.md)")
 
@@ -171,6 +170,11 @@ def score(refs: list[str], preds: list[str], names: list[str], located: dict, n_
 
         values = BertScore(located["files"]["distilroberta-base"]).f1(refs, preds)
         sections["bertscore"] = mean_section("bertscore", TITLES["bertscore"], values, rows, n_boot, seed)
+    if "ratescore" in names:
+        from medswift.eval.field.ratescore import RaTE
+
+        values = RaTE(located["files"]["RaTE-NER-Deberta"], located["files"]["BioLORD-2023-C"]).scores(refs, preds)
+        sections["ratescore"] = mean_section("ratescore", TITLES["ratescore"], values, rows, n_boot, seed)
     if "green" in names:
         sections["green"] = green_section(refs, preds, located, rows, n_boot, seed)
     return sections, rows
@@ -223,7 +227,8 @@ def add_to(metrics: dict, refs: list[str], preds: list[str], names: list[str], l
     if "radcliq" in names:
         sections["radcliq"] = radcliq_section(rows, n_boot, seed)
     packages = {}
-    for package in ("f1chexbert", "bert-score", "radgraph", "fast-bleu", "transformers", "torch", "scikit-learn"):
+    for package in ("f1chexbert", "bert-score", "radgraph", "fast-bleu", "ratescore", "spacy", "PyRuSH", "transformers",
+                    "torch", "scikit-learn"):
         try:
             packages[package] = version(package)
         except PackageNotFoundError:
@@ -277,7 +282,7 @@ def headline_entries(metrics: dict) -> dict[str, dict]:
                            ("micro_f1_5", "CheXbert micro-F1 (5)"), ("macro_f1_5", "CheXbert macro-F1 (5)")):
             out[label] = {"value": c[key], "ci95": ci.get(key)}
     for name, label in (("semb", "SembScore"), ("bertscore", "BERTScore"), ("radgraph", "RadGraph F1"),
-                        ("green", "GREEN")):
+                        ("ratescore", "RaTEScore"), ("green", "GREEN")):
         if name in metrics:
             out[label] = {"value": metrics[name]["mean"], "ci95": metrics[name].get("ci95")}
     if "radcliq" in metrics:
@@ -307,7 +312,7 @@ def card_lines(m: dict, fmt_ci) -> list[str]:
                            ("micro_f1_5", "CheXbert micro-F1, 5 observations"),
                            ("macro_f1_5", "CheXbert macro-F1, 5 observations")):
             lines.append(f"| {label} | {fmt_ci(c[key], ci.get(key))} |")
-    for name in ("semb", "bertscore", "radgraph", "green", "bleu2_rexrank"):
+    for name in ("semb", "bertscore", "radgraph", "ratescore", "green", "bleu2_rexrank"):
         if name in m:
             capped = (m[name].get("max_new_tokens") if name == "green" else None)
             note = f" (answers capped at {capped} new tokens: not GREEN's figure)" if capped else ""
@@ -319,10 +324,10 @@ def card_lines(m: dict, fmt_ci) -> list[str]:
     rex = {"BLEU-2": (m.get("bleu2_rexrank") or {}).get("mean"), "BERTScore": (m.get("bertscore") or {}).get("mean"),
            "SembScore": (m.get("semb") or {}).get("mean"), "RadGraph": (m.get("radgraph") or {}).get("mean"),
            "1/RadCliQ-v1": (m.get("radcliq") or {}).get("inverse"),
-           "RaTEScore": None, "GREEN": (m.get("green") or {}).get("mean")}
+           "RaTEScore": (m.get("ratescore") or {}).get("mean"), "GREEN": (m.get("green") or {}).get("mean")}
     lines += ["", "ReXrank-style line (ReXrank's seven metrics; n/a: not scored here): "
               + " | ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in rex.items()), ""]
     return lines
 
 
-__all__ = ["METRICS", "BUILT", "parse", "locate", "score", "add_to", "headline", "headline_entries", "card_lines"]
+__all__ = ["METRICS", "parse", "locate", "score", "add_to", "headline", "headline_entries", "card_lines"]

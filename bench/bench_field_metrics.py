@@ -35,6 +35,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,16 +96,32 @@ def radgraph_reward_rate(root: Path, texts: list[str]) -> float:
     return half / elapsed
 
 
-def bench_radgraph(args, texts: list[str]) -> int:
+@contextmanager
+def weights_root(args, build):
+    """(root, device): ``--metrics_dir`` when given, else a temporary folder that ``build(folder)`` fills with
+    random weights of the published formats; the device the models will run on."""
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.metrics_dir) if args.metrics_dir else Path(tmp)
         if not args.metrics_dir:
-            from build_metric_weights import main as build
+            build(root)
+        yield root, torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
 
-            build(["--output_dir", tmp, "--only", "radgraph"])
-        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+
+def stand_ins(only: str):
+    """A ``build`` for weights_root: scripts/build_metric_weights.py --only ``only``."""
+    def build(root: Path) -> None:
+        from build_metric_weights import main as build_weights
+
+        build_weights(["--output_dir", str(root), "--only", only])
+    return build
+
+
+def bench_radgraph(args, texts: list[str]) -> int:
+    import torch
+
+    with weights_root(args, stand_ins("radgraph")) as (root, device):
         value = radgraph_rate(root, texts)
         pairs = radgraph_reward_rate(root, texts)
     weights = args.metrics_dir or "random stand-in, 2-layer BERT of width 32"
@@ -119,13 +136,7 @@ def bench_green(args, texts: list[str]) -> int:
     from medswift.eval import field
     from medswift.eval.field.green import Green
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(args.metrics_dir) if args.metrics_dir else Path(tmp)
-        if not args.metrics_dir:
-            from build_metric_weights import main as build
-
-            build(["--output_dir", tmp, "--only", "green"])
-        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+    with weights_root(args, stand_ins("green")) as (root, device):
         judge = Green(field.locate(["green"], str(root))["files"]["GREEN-RadLlama2-7b"],
                       max_new_tokens=args.max_new_tokens)
         half = len(texts) // 2
@@ -144,13 +155,12 @@ def bench_ratescore(args, texts: list[str]) -> int:
 
     from medswift.eval.field.ratescore import RaTE
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(args.metrics_dir) if args.metrics_dir else Path(tmp)
-        if not args.metrics_dir:
-            from build_metric_weights import BASE, write_ratescore
+    def published_shapes(root: Path) -> None:
+        from build_metric_weights import BASE, write_ratescore
 
-            write_ratescore(root, 0, shape=BASE)
-        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+        write_ratescore(root, 0, shape=BASE)
+
+    with weights_root(args, published_shapes) as (root, device):
         scorer = RaTE(root / "RaTE-NER-Deberta", root / "BioLORD-2023-C")
         half = len(texts) // 2
         start = time.perf_counter()
@@ -181,13 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench_ratescore(args, texts)
     if args.metric == "green":
         return bench_green(args, texts)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(args.metrics_dir) if args.metrics_dir else Path(tmp)
-        if not args.metrics_dir:
-            from build_metric_weights import main as build
-
-            build(["--output_dir", tmp, "--only", "chexbert"])
-        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+    with weights_root(args, stand_ins("chexbert")) as (root, device):
         single = rate(root, texts, 1)
         batched = rate(root, texts, args.batch_size)
         pairs = reward_rate(root, texts)

@@ -35,7 +35,8 @@ if ((${#missing[@]})); then
   fi
 fi
 
-want="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+# What the install depends on: the pins and this script's own steps (e.g. the RadEval reference files below).
+want="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/tools/setup.sh" | sha256sum | cut -d' ' -f1)"
 if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   echo "[setup] .venv is up to date ($VENV)"
   exit 0

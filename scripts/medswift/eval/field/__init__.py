@@ -48,6 +48,10 @@ TITLES = {"chexbert": "CheXbert F1 (f1chexbert 0.0.2, uncertain = positive)",
           "radcliq": "1/RadCliQ-v1 (ReXrank, published coefficients)",
           "ratescore": "RaTEScore (ratescore 0.6.0, RaTE-NER-Deberta + BioLORD-2023-C, long affinity matrix)",
           "green": "GREEN (GREEN-RadLlama2-7b judge, RadEval 2.2.1's prompt and parser, greedy)"}
+# The metrics whose section is a mean over reports, with their short names (headlines, the comparison,
+# the ReXrank-style line), in the card's order.
+MEAN_METRICS = {"semb": "SembScore", "bertscore": "BERTScore", "radgraph": "RadGraph F1", "ratescore": "RaTEScore",
+                "green": "GREEN"}
 
 
 def parse(spec: str | None) -> list[str]:
@@ -281,8 +285,7 @@ def headline_entries(metrics: dict) -> dict[str, dict]:
         for key, label in (("micro_f1_14", "CheXbert micro-F1 (14)"), ("macro_f1_14", "CheXbert macro-F1 (14)"),
                            ("micro_f1_5", "CheXbert micro-F1 (5)"), ("macro_f1_5", "CheXbert macro-F1 (5)")):
             out[label] = {"value": c[key], "ci95": ci.get(key)}
-    for name, label in (("semb", "SembScore"), ("bertscore", "BERTScore"), ("radgraph", "RadGraph F1"),
-                        ("ratescore", "RaTEScore"), ("green", "GREEN")):
+    for name, label in MEAN_METRICS.items():
         if name in metrics:
             out[label] = {"value": metrics[name]["mean"], "ci95": metrics[name].get("ci95")}
     if "radcliq" in metrics:
@@ -312,7 +315,7 @@ def card_lines(m: dict, fmt_ci) -> list[str]:
                            ("micro_f1_5", "CheXbert micro-F1, 5 observations"),
                            ("macro_f1_5", "CheXbert macro-F1, 5 observations")):
             lines.append(f"| {label} | {fmt_ci(c[key], ci.get(key))} |")
-    for name in ("semb", "bertscore", "radgraph", "ratescore", "green", "bleu2_rexrank"):
+    for name in (*MEAN_METRICS, "bleu2_rexrank"):
         if name in m:
             capped = (m[name].get("max_new_tokens") if name == "green" else None)
             note = f" (answers capped at {capped} new tokens: not GREEN's figure)" if capped else ""

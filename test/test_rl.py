@@ -422,6 +422,9 @@ def test_comparison_verdict_flags_gaming_and_harm():
     assert compare.verdict(result(up, up))[0] == "helped"
     assert compare.verdict(result(flat, down))[0] == "hurt" and compare.verdict(result(down, flat))[0] == "hurt"
     assert compare.verdict(result(flat, flat))[0] == "no clear change"
+    # seen in a demo run: F1 rose while the reward fell (answers decayed to junk read as "no finding")
+    fell, why = compare.verdict(result(down, up))
+    assert fell == "hurt" and "reward fell" in why[0] and "although" in why[0]
     significant_but_not = result(up, up)
     significant_but_not["paired"]["f1.diff_micro"]["p"] = 0.2  # the interval clears 0, the randomisation test does not
     assert compare.verdict(significant_but_not)[0] == "gamed the reward"

@@ -43,6 +43,22 @@ def test_synthetic_task_is_deterministic_balanced_and_holds_out_its_bases(tmp_pa
         assert all(r["messages"][0]["content"].startswith("<image>") for r in rows)
 
 
+def test_synthetic_held_out_bases_mix_views_and_0_draws_new_images_of_every_base(tmp_path):
+    """Two held-out X-rays are one frontal and one lateral view of the bundled eight (the last two by
+    name are both laterals); with 0, held-out images are new crops and opacities of all eight, none
+    equal to a training image."""
+    from medswift.data.converters import synthetic
+
+    assert [p.name for p in synthetic.held_out(synthetic.base_images(synthetic.BASE_IMAGES), 2)] == [
+        "2808_1.png", "348_2.png"]
+    assert build(tmp_path / "t", "--train", "16", "--test", "8", "--image_size", "64", "--held_out_bases", "0").returncode == 0
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["held_out_bases"] == [] and len(summary["train_bases"]) == 8
+    shown = {split: {hashlib.sha256(Path(r["images"][0]).read_bytes()).hexdigest()
+                     for r in read_jsonl(tmp_path / "t" / f"{split}.jsonl")} for split in ("train", "test")}
+    assert len(shown["train"]) == 16 and len(shown["test"]) == 8 and shown["train"].isdisjoint(shown["test"])
+
+
 def test_synthetic_answers_are_scored_by_the_clinical_reward():
     """The demo's reward (medswift_findings) tells the two answers apart: 1 for the right one."""
     from medswift.data.converters.synthetic import ANSWERS
@@ -65,7 +81,7 @@ def test_effusion_brightens_the_image():
 
 @pytest.mark.parametrize("args, message", [
     (("--train", "1"), "error: --train must be 2 or more"),
-    (("--held_out_bases", "8"), "error: --held_out_bases must be 1..7"),
+    (("--held_out_bases", "8"), "error: --held_out_bases must be 0..7"),
     (("--bases_dir", "/nonexistent"), "error: base image folder not found"),
 ])
 def test_synthetic_bad_arguments_are_one_line(tmp_path, args, message):
@@ -121,4 +137,7 @@ def test_demo_at_a_tiny_scale_writes_every_output(tmp_path):
     assert Path(s["checkpoints"]["sft"]).name == "checkpoint-2" and Path(s["checkpoints"]["rl"]).name == "checkpoint-2"
     assert set(s["timings_s"]) == {"data", "sft", "grpo", "eval_sft", "eval_rl", "compare"}
     assert s["wall_s"] == sum(s["timings_s"].values()) and s["cpu_s"] > 0
-    assert s["recipe"]["grpo_steps"] == "2" and s["recipe"]["beta"] == "0" and "not for diagnosis" in s["notice"]
+    assert s["recipe"]["grpo_steps"] == "2" and s["recipe"]["beta"] == "0.04" and "not for diagnosis" in s["notice"]
+    for side in ("sft", "rl"):  # the held-out reward's own interval, drawn as the chart's error bar
+        lo, hi = s["reward_ci95"][side]
+        assert lo <= reward[side] <= hi

@@ -32,7 +32,8 @@ mean IoU for box cards) did not, or the RL model stopped reading the image, move
 share further from the references' by more than 10 points, or moved its length away from the
 references' to under half or over twice it; **helped** when the primary difference's interval lies
 above 0 and its randomisation p is below 0.05, and nothing of the above; **hurt** when it lies below
-0 (p < 0.05), or the reward fell without the primary metric rising; else **no clear change**.
+0 (p < 0.05), or the reward fell (whatever the primary metric did: answers decayed to junk can raise
+finding F1 while the reward falls); else **no clear change**.
 A rule-based proxy judges a rule-based reward: read the worst examples of both cards.
 For research only, not for diagnosis.
 """
@@ -428,12 +429,15 @@ def verdict(r: dict) -> tuple[str, list[str]]:
         reasons += _text_drift(r, sft, rl_card)
     if reasons:
         return "gamed the reward", reasons
+    if _below(p["reward.diff"]):
+        # the optimised reward itself fell: a rise in the primary metric alone (seen: answers that
+        # decayed to junk the labeller reads as "no finding") is never a benefit
+        return "hurt", [f"the mean reward fell (its paired 95% interval is below 0)"
+                        + (f" although {name} rose: read the worst examples" if up else f" and {name} did not rise")]
     if up:
         return "helped", [f"the paired difference in {name} is above 0 (95% interval, randomisation p < {ALPHA})"]
     if down:
         return "hurt", [f"the paired difference in {name} is below 0 (95% interval, randomisation p < {ALPHA})"]
-    if _below(p["reward.diff"]):
-        return "hurt", [f"the mean reward fell (its paired 95% interval is below 0) and {name} did not rise"]
     return "no clear change", [f"the paired difference in {name} is not clear of 0 (95% interval or randomisation test)"]
 
 
@@ -536,7 +540,7 @@ def write_markdown(r: dict, path: Path) -> None:
               + (", moved its \"no acute abnormality\" share more than 10 points further from the references', or moved "
                  "its length to under half or over twice the references'" if r.get("task") != "boxes" else "")
               + f"; *helped* / *hurt* when the paired {unit} interval lies above / below 0 and the randomisation p is "
-              f"below {ALPHA} (*hurt* too when the reward fell and the {unit} did not rise); else *no clear change*.", "",
+              f"below {ALPHA} (*hurt* too when the reward fell, whatever the {unit} did); else *no clear change*.", "",
               "![comparison](comparison.png)", "", f"_{NOTICE}_", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 

@@ -82,6 +82,7 @@ def summarise(demo: Path, sft_ckpt: str, rl_ckpt: str, timings: str, cpu_seconds
     steps = _timings(timings)
     summary = {
         "verdict": comparison["verdict"], "reasons": comparison["reasons"], "reward": comparison["reward"],
+        "reward_ci95": {side: (comparison.get("paired", {}).get(f"reward.{side}") or {}).get("ci95") for side in ("sft", "rl")},
         "reads_image": comparison["reads_image"], "image_dependence": comparison["image_dependence"],
         "studies": comparison["studies_paired"], "records": comparison["records_paired"],
         "accuracy": {"chance": task.get("chance"), **{side: answer_shares(demo / f"eval_{side}" / "predictions.jsonl", answers)
@@ -111,19 +112,29 @@ def plot(s: dict, path: Path) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("GRPO training reward (medswift_findings)", fontsize=9)
     ax.legend(fontsize=7)
-    reward = s["reward"]
+    # held-out: the reward's reading of each answer (1 when it states what the image shows) with its
+    # 95% interval, beside the share of answers that are word for word the task's own sentence
+    reward, cis = s["reward"], s.get("reward_ci95") or {}
     for j, side in enumerate(("sft", "rl")):
-        ax_acc.bar([j], [s["accuracy"][side]["accuracy"]], 0.6, color=("#8a8a8a", "#3b7dd8")[j])
+        value, ci = reward.get(side), cis.get(side)
+        if value is None:
+            continue
+        err = [[value - ci[0]], [ci[1] - value]] if ci and None not in ci else None
+        ax_acc.bar([j - 0.18], [value], 0.34, yerr=err, capsize=3, color=("#8a8a8a", "#3b7dd8")[j],
+                   label="reward (right reading)" if j == 0 else None)
+        ax_acc.bar([j + 0.18], [s["accuracy"][side]["accuracy"]], 0.34, color="white", edgecolor=("#8a8a8a", "#3b7dd8")[j],
+                   hatch="//", label="exact answer" if j == 0 else None)
     chance = s["accuracy"].get("chance")
     if chance is not None:
         ax_acc.axhline(chance, color="k", ls="--", lw=1, label="chance")
-        ax_acc.legend(fontsize=7)
+    ax_acc.legend(fontsize=6, loc="upper center", ncol=3, handlelength=1.5, columnspacing=0.8)
     ax_acc.set_xticks([0, 1], ["SFT", "GRPO"])
-    ax_acc.set_ylim(0, 1.02)
+    ax_acc.set_ylim(0, 1.22)  # room above the bars for the legend
+    ax_acc.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ci = reward.get("ci95") or [None, None]
     delta = "n/a" if reward.get("delta") is None else f"{reward['delta']:+.2f}" + (
         f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci[0] is not None else "")
-    ax_acc.set_title(f"held-out accuracy (delta {delta})", fontsize=9)
+    ax_acc.set_title(f"held-out reward, delta {delta}", fontsize=9)
     fig.suptitle(f"RL demo: {s['verdict']} (synthetic task; research only, not for diagnosis)", fontsize=9)
     fig.tight_layout()
     charts.save_figure(fig, path)
@@ -149,10 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         r, acc = s["reward"], s["accuracy"]
         ci = r.get("ci95") or [None, None]
         print(f"\nRL demo: {s['verdict']}. {NOTICE}")
-        print(f"  held-out accuracy: SFT {acc['sft']['correct']}/{acc['sft']['n']}, "
-              f"GRPO {acc['rl']['correct']}/{acc['rl']['n']} (chance {acc.get('chance')})")
+        print(f"  held-out answers word for word the task's sentence: SFT {acc['sft']['correct']}/{acc['sft']['n']}, "
+              f"GRPO {acc['rl']['correct']}/{acc['rl']['n']} (the reward also credits other wordings)")
         if r.get("delta") is not None:
-            print(f"  reward (medswift_findings): SFT {r['sft']:.3f} -> GRPO {r['rl']:.3f}, delta {r['delta']:+.3f}"
+            print(f"  held-out reward (medswift_findings: the share of answers stating what the image shows; "
+                  f"chance {acc.get('chance')}): SFT {r['sft']:.3f} -> GRPO {r['rl']:.3f}, delta {r['delta']:+.3f}"
                   + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci[0] is not None else "")
                   + (f", randomisation p={r['p']:.3g}" if r.get("p") is not None else ""))
         print(f"  GRPO answers depend on the image: {s['reads_image']}")

@@ -2,7 +2,7 @@
 
 Usage:
     python -m medswift.data.converters.synthetic --output_dir results/rl_demo/data
-    python -m medswift.data.converters.synthetic --output_dir /tmp/task --train 160 --test 80 --image_size 128 --seed 0
+    python -m medswift.data.converters.synthetic --output_dir /tmp/task --train 1000 --test 400 --image_size 64 --seed 0
 
 Each image is a random crop of one bundled OpenI X-ray (data/openi/images), with brightness and
 contrast jitter; half of them get a synthetic "effusion": a bright, blurred ellipse over the
@@ -11,7 +11,9 @@ lower zone of the left or the right lung field. The answer says whether it is th
 report-vocabulary tokens the embedded default can produce, and the toolkit's clinical reward
 (medswift_findings) scores the right one 1 and the wrong one 0, so the task measures whether a
 model reads the image through the same reward GRPO optimises. Held-out images come from base
-X-rays the training images never use (the last ``--held_out_bases`` files by name), so a model
+X-rays the training images never use (``--held_out_bases`` files spread evenly over the sorted
+names, counted from the last: with the bundled eight, one frontal and one lateral view; the last
+two by name are both lateral, which would test frontal-trained models on laterals only), so a model
 cannot pass by remembering a picture.
 
 Written into ``--output_dir``: ``train.jsonl``, ``val.jsonl`` and ``test.jsonl`` (ms-swift records,
@@ -46,6 +48,13 @@ def base_images(folder: Path) -> list[Path]:
     if not found:
         raise UsageError(f"no .png/.jpg X-ray in {folder}")
     return found
+
+
+def held_out(bases: list[Path], n: int) -> list[Path]:
+    """``n`` bases spread evenly over the sorted list, counted from its last (8 bases, 2 held out:
+    the 4th and the 8th), so held-out views are not all of one kind when the names group them."""
+    stride = len(bases) // n
+    return sorted(bases[len(bases) - 1 - i * stride] for i in range(n))
 
 
 def _load_gray(path: Path) -> "np.ndarray":
@@ -99,14 +108,16 @@ def build(output_dir: Path, n_train: int, n_val: int, n_test: int, size: int, se
     from PIL import Image
 
     bases = base_images(bases_dir)
-    if not 1 <= held_out_bases < len(bases):
-        raise UsageError(f"--held_out_bases must be 1..{len(bases) - 1} with {len(bases)} base images, got {held_out_bases}")
+    if not 0 <= held_out_bases < len(bases):
+        raise UsageError(f"--held_out_bases must be 0..{len(bases) - 1} with {len(bases)} base images, got {held_out_bases}")
     for name, n in (("--train", n_train), ("--test", n_test)):
         if n < 2:
             raise UsageError(f"{name} must be 2 or more (both answers), got {n}")
     if n_val < 0 or not 32 <= size <= 1024:
         raise UsageError(f"--val must be 0 or more and --image_size 32..1024, got {n_val} and {size}")
-    train_bases, test_bases = bases[:-held_out_bases], bases[-held_out_bases:]
+    # 0: held-out images are new crops, jitter and opacities of the training X-rays (no image repeats)
+    test_bases = held_out(bases, held_out_bases) if held_out_bases else bases
+    train_bases = [b for b in bases if b not in test_bases] if held_out_bases else bases
     grays = {p: _load_gray(p) for p in bases}
     images = output_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -125,7 +136,8 @@ def build(output_dir: Path, n_train: int, n_val: int, n_test: int, size: int, se
         counts[split] = n
     summary = {"task": "synthetic pleural effusion (present / absent)", "records_per_split": counts,
                "image_size": size, "seed": seed, "answers": list(ANSWERS.values()), "chance": 0.5,
-               "train_bases": [p.name for p in train_bases], "held_out_bases": [p.name for p in test_bases],
+               "train_bases": [p.name for p in train_bases],
+               "held_out_bases": [p.name for p in test_bases] if held_out_bases else [],
                "lang": "en", "notice": NOTICE + " Synthetic opacities on real X-rays, for a software demonstration."}
     write_json(output_dir / "summary.json", summary)
     return summary
@@ -134,13 +146,14 @@ def build(output_dir: Path, n_train: int, n_val: int, n_test: int, size: int, se
 def build_parser():
     p = command_parser(__doc__)
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--train", type=int, default=160, help="training images")
+    p.add_argument("--train", type=int, default=1000, help="training images")
     p.add_argument("--val", type=int, default=0, help="validation images (held-out bases)")
-    p.add_argument("--test", type=int, default=80, help="held-out test images")
-    p.add_argument("--image_size", type=int, default=128, help="pixels a side (32 x 32 pixels per image token)")
+    p.add_argument("--test", type=int, default=400, help="held-out test images")
+    p.add_argument("--image_size", type=int, default=64, help="pixels a side (32 x 32 pixels per image token)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bases_dir", default=str(BASE_IMAGES), help="X-rays the images are cut from")
-    p.add_argument("--held_out_bases", type=int, default=2, help="base X-rays kept for val/test only")
+    p.add_argument("--held_out_bases", type=int, default=2,
+                   help="base X-rays kept for val/test only; 0: val/test are new images of the same X-rays")
     return p
 
 
@@ -150,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         s = build(Path(args.output_dir), args.train, args.val, args.test, args.image_size, args.seed,
                   Path(args.bases_dir), args.held_out_bases)
+        held = ", ".join(s["held_out_bases"]) or "none (new images of the same X-rays)"
         print(f"synthetic task: {s['records_per_split']} records, {s['image_size']} px, held-out bases "
-              f"{', '.join(s['held_out_bases'])} -> {args.output_dir}. {NOTICE}")
+              f"{held} -> {args.output_dir}. {NOTICE}")
         return 0
 
     return run_cli(body)

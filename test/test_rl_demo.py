@@ -95,6 +95,10 @@ def test_demo_bad_knob_is_one_line_before_any_work(tmp_path):
                timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: GRPO_STEPS must be a positive integer, got 'ten'"
     assert not (tmp_path / "d").exists()
+    proc = run(["bash", str(DEMO)], env={"RL_DEMO_DIR": str(tmp_path / "d"), "GRPO_WARMUP": "1.5"}, check=False, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: GRPO_WARMUP must be a share of the GRPO steps from 0 to below 1, got '1.5'")
+    assert not (tmp_path / "d").exists()
 
 
 def test_demo_never_empties_a_folder_that_is_not_an_earlier_run(tmp_path):

@@ -47,7 +47,7 @@ for knob in DEMO_TRAIN DEMO_TEST DEMO_IMAGE_SIZE DEMO_IMAGE_TOKENS SFT_STEPS GRP
 done
 [[ "$DEMO_SEED" =~ ^[0-9]+$ && "$MIN_STUDIES" =~ ^[0-9]+$ && "$DEMO_HELD_OUT_BASES" =~ ^[0-9]+$ ]] \
   || { echo "error: DEMO_SEED, DEMO_HELD_OUT_BASES and MIN_STUDIES must be non-negative integers" >&2; exit 2; }
-[[ "$GRPO_WARMUP" =~ ^0?(\.[0-9]+)?$|^0$ && "$GRPO_WARMUP" != "" && "$GRPO_WARMUP" != "." ]] \
+[[ "$GRPO_WARMUP" =~ ^(0|0?\.[0-9]+)$ ]] \
   || { echo "error: GRPO_WARMUP must be a share of the GRPO steps from 0 to below 1, got '$GRPO_WARMUP'" >&2; exit 2; }
 
 # The embedded default only (a demonstration on the CPU); a model of your own goes through the launchers.

@@ -10,11 +10,12 @@ lower zone of the left or the right lung field. The answer says whether it is th
 "There is pleural effusion." or "There is no pleural effusion." Both sentences are written with
 report-vocabulary tokens the embedded default can produce, and the toolkit's clinical reward
 (medswift_findings) scores the right one 1 and the wrong one 0, so the task measures whether a
-model reads the image through the same reward GRPO optimises. Held-out images come from base
-X-rays the training images never use (``--held_out_bases`` files spread evenly over the sorted
-names, counted from the last: with the bundled eight, one frontal and one lateral view; the last
-two by name are both lateral, which would test frontal-trained models on laterals only), so a model
-cannot pass by remembering a picture.
+model reads the image through the same reward GRPO optimises. Held-out images are never training
+images: with ``--held_out_bases N`` (default 2) they come from N base X-rays the training images
+never use, spread evenly over the sorted names, counted from the last (with the bundled eight, one
+frontal and one lateral view; the last two by name are both lateral, which would test
+frontal-trained models on laterals only); with 0 they are new crops, jitter and opacities of every
+base, drawn from their own random stream (tools/rl_demo.sh's default).
 
 Written into ``--output_dir``: ``train.jsonl``, ``val.jsonl`` and ``test.jsonl`` (ms-swift records,
 as the converters write them), ``images/`` and ``summary.json``. The same arguments give the
@@ -115,9 +116,9 @@ def build(output_dir: Path, n_train: int, n_val: int, n_test: int, size: int, se
             raise UsageError(f"{name} must be 2 or more (both answers), got {n}")
     if n_val < 0 or not 32 <= size <= 1024:
         raise UsageError(f"--val must be 0 or more and --image_size 32..1024, got {n_val} and {size}")
-    # 0: held-out images are new crops, jitter and opacities of the training X-rays (no image repeats)
-    test_bases = held_out(bases, held_out_bases) if held_out_bases else bases
-    train_bases = [b for b in bases if b not in test_bases] if held_out_bases else bases
+    kept_back = held_out(bases, held_out_bases) if held_out_bases else []
+    train_bases = [b for b in bases if b not in kept_back]
+    test_bases = kept_back or bases  # none kept back: new images of every base (own random stream)
     grays = {p: _load_gray(p) for p in bases}
     images = output_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -137,7 +138,7 @@ def build(output_dir: Path, n_train: int, n_val: int, n_test: int, size: int, se
     summary = {"task": "synthetic pleural effusion (present / absent)", "records_per_split": counts,
                "image_size": size, "seed": seed, "answers": list(ANSWERS.values()), "chance": 0.5,
                "train_bases": [p.name for p in train_bases],
-               "held_out_bases": [p.name for p in test_bases] if held_out_bases else [],
+               "held_out_bases": [p.name for p in kept_back],
                "lang": "en", "notice": NOTICE + " Synthetic opacities on real X-rays, for a software demonstration."}
     write_json(output_dir / "summary.json", summary)
     return summary

@@ -82,7 +82,9 @@ def refused(server: dict, resp: requests.Response, status: int = 400, param: str
 def test_a_bad_request_does_not_fail_the_good_requests_batched_with_it(server, image_url):
     """While the engine is busy, three good requests, one whose text is too long for the model's max
     length (refused by the engine, not at the door) and one with a broken image arrive together. ms-swift
-    fails a whole batch when one request fails; the good ones must be answered."""
+    fails a whole batch when one request fails; the good ones must be answered, whatever batches the
+    engine happened to form (that depends on the machine's load). The batch-failure path itself is
+    driven deterministically below, in test_a_failed_batch_is_rerun_one_request_at_a_time."""
     results = {}
 
     def ask(name, payload):
@@ -91,8 +93,8 @@ def test_a_bad_request_does_not_fail_the_good_requests_batched_with_it(server, i
     busy = threading.Thread(target=ask, args=("busy", body(with_image(image_url), max_tokens=CEILING)))
     busy.start()
     # Ordering, not a budget: the busy request should be generating when the others arrive, so that they
-    # queue and are fetched as one batch. If it is not yet (a loaded machine), all six share a batch, and
-    # the long request still fails it and the engine still retries one by one: every assertion holds.
+    # queue and are likely fetched as one batch. On a loaded machine they may trickle into several
+    # batches, the long request alone in one; every assertion below holds either way.
     time.sleep(2)
     too_long = "a b " * 950  # 3,800 characters: under the door's 4,096, about 1,900 tokens > 1,024
     broken = "data:image/png;base64," + base64.b64encode(b"not an image at all").decode()
@@ -112,8 +114,50 @@ def test_a_bad_request_does_not_fail_the_good_requests_batched_with_it(server, i
     assert "max_length(1024)" in long_error["message"], long_error
     image_error = refused(server, results["broken image"], param="messages[0].content[0].image_url")
     assert image_error["message"] == "messages[0].content[0].image_url: not an image", image_error
-    # the engine did fail a batch holding the long request, and retried its requests one by one
-    assert "running its requests one by one" in server["log"].read_text()
+
+
+def test_a_failed_batch_is_rerun_one_request_at_a_time(tiny_model):
+    """The engine the server runs, in this process, given one batch of two good requests around one too
+    long for the model's max length: ms-swift's own engine fails the whole batch (the reason the server
+    retries), the server's engine answers the good two and gives the long one its own error, and logs
+    the retry. Built by hand, the batch does not depend on timing as the HTTP test's does."""
+    import logging
+
+    from swift.infer_engine import InferRequest, RequestConfig, TransformersEngine
+
+    from medswift.infer.server import cancellable_engine_class
+
+    lines = []
+
+    class Kept(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("medswift-test-batch-retry")
+    logger.addHandler(Kept())
+    logger.setLevel(logging.INFO)
+    plain = TransformersEngine(str(tiny_model), model_type="qwen3_vl", max_batch_size=4)
+    plain.template.max_length = MAX_LENGTH
+    image = str(BUNDLED_IMAGES / "2_1.png")
+
+    def request(text):
+        return InferRequest(messages=[{"role": "user", "content": "<image>" + text}], images=[image])
+
+    batch = [request("Describe the chest X-ray."), request("a b " * 950), request("Describe it again.")]
+    config = RequestConfig(max_tokens=4, temperature=0)
+    with pytest.raises(Exception, match=r"max_length\(1024\)"):
+        plain.infer(batch, config)
+    assert not lines
+
+    engine = cancellable_engine_class(logger)(plain.model, template=plain.template, max_batch_size=4)
+    engine.strict = True  # as the server sets it: an encoding error raises rather than being dropped
+    answers = engine.infer(batch, config)
+    assert [type(a).__name__ for a in answers] == ["ChatCompletionResponse", "MaxLengthError",
+                                                   "ChatCompletionResponse"], answers
+    assert "max_length(1024)" in str(answers[1])
+    for answer in answers[0::2]:
+        assert answer.choices[0].message.content is not None
+    assert lines == ["[medswift] a batch of 3 failed (MaxLengthError); running its requests one by one"]
 
 
 def test_size_ceilings_are_refused_at_the_door(server, image_url):

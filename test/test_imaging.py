@@ -59,10 +59,10 @@ def test_png_over_the_pixel_limit_is_refused_before_decoding(tmp_path, factor):
     side = int((MAX_IMAGE_PIXELS * factor) ** 0.5) + 1
     path = tmp_path / "big.png"
     path.write_bytes(png_declaring((side, side), small))
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time, whatever else shares the machine
     err = rejection(path)
     assert err.reason == "image too large", err  # decoding first would have said "truncated image"
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
 
 
 def test_pixel_limit_is_pillows():
@@ -157,10 +157,10 @@ def test_deflated_dicom_bomb_is_refused_from_its_header(tmp_path):
     write_deflated_dicom(path, image_dataset(16000, 16000), 16000 * 16000)
     assert path.stat().st_size < 400_000  # 256 MB of pixels in a few hundred KB
     tracemalloc.start()
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: what decoding would cost, whatever else shares the machine
     try:
         err = rejection(path)
-        elapsed = time.perf_counter() - started
+        elapsed = time.process_time() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -199,10 +199,10 @@ def test_jpeg_frame_declaring_more_than_its_dicom_header_is_refused(tmp_path):
     assert raw[sof + 5:sof + 9] == struct.pack(">HH", 256, 256)
     path = tmp_path / "jpeg_bomb.dcm"
     path.write_bytes(raw[:sof + 5] + struct.pack(">HH", 60000, 60000) + raw[sof + 9:])
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time, whatever else shares the machine
     err = rejection(path)
     assert err.reason == "image too large" and "compressed frame" in err.detail, err
-    assert time.perf_counter() - started < 1.0  # decoding it took 18 s and 3.8 GB
+    assert time.process_time() - started < 1.0  # decoding it took 18 s and 3.8 GB
 
 
 # --------------------------------------------------------------------------- modality warning

@@ -161,14 +161,13 @@ def test_a_failed_batch_is_rerun_one_request_at_a_time(tiny_model):
 
 
 def test_size_ceilings_are_refused_at_the_door(server, image_url):
-    # a declared 200 MB body: 413 before one byte of it is read
-    with socket.create_connection(("127.0.0.1", server["port"]), timeout=30) as sock:
+    # a declared 200 MB body: 413 before one byte of it is read (a server waiting for the body would
+    # answer 408 after BODY_TIMEOUT_S instead; the status tells them apart, not a clock)
+    with socket.create_connection(("127.0.0.1", server["port"]), timeout=ANSWER_CEILING) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 209715200\r\n\r\n{\"model\": ")
-        t0 = time.monotonic()
         head = sock.recv(65536).decode("latin-1")
     assert head.startswith("HTTP/1.1 413"), head[:200]
-    assert time.monotonic() - t0 < 10
     server["refused"] += 1
     # a body without Content-Length (chunked) is read no further than the ceiling
     chunks = (b"x" * (256 << 10) for _ in range(4 * MAX_BODY_MB + 1))
@@ -176,10 +175,9 @@ def test_size_ceilings_are_refused_at_the_door(server, image_url):
     error = refused(server, resp, 413)
     assert error["type"] == "request_too_large" and "MAX_BODY_MB" in error["message"]
     # text: the ceiling is tied to the model's max length (4 characters a token), refused before tokenising
-    t0 = time.monotonic()
+    # (the door's code and ceiling; the engine's own refusal would name max_length(1024))
     error = refused(server, post(server, body(with_image(image_url, "word " * 200_000))), param="messages")
     assert error["code"] == "context_length_exceeded" and "4,096" in error["message"], error
-    assert time.monotonic() - t0 < 10
     # images per request
     many = [{"type": "image_url", "image_url": {"url": image_url}}] * (MAX_IMAGES + 1)
     error = refused(server, post(server, body([*many, {"type": "text", "text": "Describe."}])))

@@ -116,7 +116,7 @@ def test_a_bad_request_does_not_fail_the_good_requests_batched_with_it(server, i
     assert image_error["message"] == "messages[0].content[0].image_url: not an image", image_error
 
 
-def test_a_failed_batch_is_rerun_one_request_at_a_time(tiny_model):
+def test_a_failed_batch_is_rerun_one_request_at_a_time(tiny_model, caplog):
     """The engine the server runs, in this process, given one batch of two good requests around one too
     long for the model's max length: ms-swift's own engine fails the whole batch (the reason the server
     retries), the server's engine answers the good two and gives the long one its own error, and logs
@@ -127,15 +127,12 @@ def test_a_failed_batch_is_rerun_one_request_at_a_time(tiny_model):
 
     from medswift.infer.server import cancellable_engine_class
 
-    lines = []
-
-    class Kept(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
     logger = logging.getLogger("medswift-test-batch-retry")
-    logger.addHandler(Kept())
-    logger.setLevel(logging.INFO)
+    caplog.set_level(logging.INFO, logger=logger.name)
+
+    def lines():
+        return [r.getMessage() for r in caplog.records if r.name == logger.name]
+
     plain = TransformersEngine(str(tiny_model), model_type="qwen3_vl", max_batch_size=4)
     plain.template.max_length = MAX_LENGTH
     image = str(BUNDLED_IMAGES / "2_1.png")
@@ -147,7 +144,7 @@ def test_a_failed_batch_is_rerun_one_request_at_a_time(tiny_model):
     config = RequestConfig(max_tokens=4, temperature=0)
     with pytest.raises(Exception, match=r"max_length\(1024\)"):
         plain.infer(batch, config)
-    assert not lines
+    assert not lines()
 
     engine = cancellable_engine_class(logger)(plain.model, template=plain.template, max_batch_size=4)
     engine.strict = True  # as the server sets it: an encoding error raises rather than being dropped
@@ -157,7 +154,7 @@ def test_a_failed_batch_is_rerun_one_request_at_a_time(tiny_model):
     assert "max_length(1024)" in str(answers[1])
     for answer in answers[0::2]:
         assert answer.choices[0].message.content is not None
-    assert lines == ["[medswift] a batch of 3 failed (MaxLengthError); running its requests one by one"]
+    assert lines() == ["[medswift] a batch of 3 failed (MaxLengthError); running its requests one by one"]
 
 
 def test_size_ceilings_are_refused_at_the_door(server, image_url):

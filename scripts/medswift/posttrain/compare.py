@@ -432,7 +432,7 @@ def verdict(r: dict) -> tuple[str, list[str]]:
     if _below(p["reward.diff"]):
         # the optimised reward itself fell: a rise in the primary metric alone (seen: answers that
         # decayed to junk the labeller reads as "no finding") is never a benefit
-        return "hurt", [f"the mean reward fell (its paired 95% interval is below 0)"
+        return "hurt", ["the mean reward fell (its paired 95% interval is below 0)"
                         + (f" although {name} rose: read the worst examples" if up else f" and {name} did not rise")]
     if up:
         return "helped", [f"the paired difference in {name} is above 0 (95% interval, randomisation p < {ALPHA})"]
